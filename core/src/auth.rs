@@ -1,0 +1,323 @@
+//! The [`AuthPolicy`] trait and the built-in policies.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use http::HeaderMap;
+use subtle::ConstantTimeEq;
+
+/// Decides whether a socket may connect or an HTTP request may publish, and who the caller is.
+///
+/// The web layer gathers the facts ([`AuthRequest`]) and maps the answer: `Ok` lets the action
+/// go on as the returned [`Principal`] (sockets join the room `user:<principal>`);
+/// [`AuthError::Unauthenticated`] becomes HTTP 401 or a refused connect, [`AuthError::Forbidden`]
+/// HTTP 403 or a refused connect, [`AuthError::Internal`] HTTP 500 or a refused connect.
+///
+/// Policies are called on every connect and every publish: keep them fast, and bound any I/O
+/// they do with a time-out. A policy must not log secrets (tokens, cookies).
+#[async_trait]
+pub trait AuthPolicy: Send + Sync + 'static {
+    /// Authorizes one action.
+    async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError>;
+}
+
+/// What the caller wants to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Connect a Socket.IO client to a namespace.
+    Connect {
+        /// The namespace, such as `"/"`.
+        namespace: &'a str,
+    },
+    /// Publish an event through `POST /api/`.
+    Publish {
+        /// The event name.
+        event: &'a str,
+        /// The rooms it is addressed to; empty means everyone in the namespace.
+        rooms: &'a [String],
+    },
+}
+
+/// The facts a policy decides on, gathered by the web layer.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthRequest<'a> {
+    /// What the caller wants to do.
+    pub action: Action<'a>,
+    /// The HTTP request headers (for a socket: those of its handshake request).
+    pub headers: &'a HeaderMap,
+    /// The `user` of the caller's session, if it has one.
+    pub session_user: Option<&'a str>,
+    /// A bearer token: `Authorization: Bearer ...` on HTTP, `auth: {token}` on Socket.IO connect.
+    pub token: Option<&'a str>,
+    /// The peer's address, when the server knows it.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Who the caller is, once authorized.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal {
+    /// The caller's name; sockets join the room `user:<id>`.
+    pub id: String,
+}
+
+impl Principal {
+    /// A principal with the given name.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: id.into() }
+    }
+
+    /// The name of the room every socket of this principal joins.
+    pub fn room(&self) -> String {
+        user_room(&self.id)
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+/// The room of a user's sockets: `user:<name>`.
+pub fn user_room(user: &str) -> String {
+    format!("user:{user}")
+}
+
+/// A refusal from an [`AuthPolicy`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// The caller is not known (HTTP 401, connect refused).
+    #[error("unauthorized: {reason}")]
+    Unauthenticated {
+        /// A short reason that is safe to show to the caller.
+        reason: Cow<'static, str>,
+    },
+    /// The caller is known but may not do this (HTTP 403, connect refused).
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// A short reason that is safe to show to the caller.
+        reason: Cow<'static, str>,
+    },
+    /// The policy could not decide (HTTP 500, connect refused).
+    #[error("authorization failed: {0}")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl AuthError {
+    /// An [`AuthError::Unauthenticated`] with a reason.
+    pub fn unauthenticated(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Unauthenticated {
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`AuthError::Forbidden`] with a reason.
+    pub fn forbidden(reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Forbidden {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The original application's rule: the caller's session has a user.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionAuth;
+
+#[async_trait]
+impl AuthPolicy for SessionAuth {
+    async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
+        match req.session_user {
+            Some(user) if !user.is_empty() => Ok(Principal::new(user)),
+            _ => Err(AuthError::unauthenticated(
+                "no session user; log in first (GET /login)",
+            )),
+        }
+    }
+}
+
+/// Lets everybody in as the principal `anonymous` (or the session user, when there is one).
+///
+/// Explicit, for development: the server refuses it on a non-loopback address unless told
+/// otherwise.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AllowAll;
+
+#[async_trait]
+impl AuthPolicy for AllowAll {
+    async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
+        Ok(Principal::new(req.session_user.unwrap_or("anonymous")))
+    }
+}
+
+/// Static bearer tokens, for services and for Socket.IO clients that send `auth: {token}`.
+///
+/// Each token maps to a principal name. Comparison is constant-time; tokens are never logged
+/// (the `Debug` output hides them).
+#[derive(Clone, Default)]
+pub struct TokenAuth {
+    tokens: Vec<(String, Principal)>,
+}
+
+impl TokenAuth {
+    /// A policy accepting the given `(token, principal name)` pairs.
+    pub fn new<T, P>(tokens: impl IntoIterator<Item = (T, P)>) -> Self
+    where
+        T: Into<String>,
+        P: Into<String>,
+    {
+        Self {
+            tokens: tokens
+                .into_iter()
+                .map(|(t, p)| (t.into(), Principal::new(p)))
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Debug for TokenAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenAuth")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .finish()
+    }
+}
+
+#[async_trait]
+impl AuthPolicy for TokenAuth {
+    async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
+        let Some(given) = req.token else {
+            return Err(AuthError::unauthenticated("missing bearer token"));
+        };
+        // Compare against every token, without stopping early, so that timing reveals nothing.
+        let mut found = None;
+        for (token, principal) in &self.tokens {
+            if bool::from(token.as_bytes().ct_eq(given.as_bytes())) {
+                found = Some(principal);
+            }
+        }
+        found
+            .cloned()
+            .ok_or_else(|| AuthError::unauthenticated("invalid bearer token"))
+    }
+}
+
+/// Lets the caller in if any of the policies does, trying them in order.
+///
+/// When all refuse, the first refusal is returned.
+pub struct AnyOf {
+    policies: Vec<Box<dyn AuthPolicy>>,
+}
+
+impl AnyOf {
+    /// A policy that accepts what any of `policies` accepts.
+    pub fn new(policies: Vec<Box<dyn AuthPolicy>>) -> Self {
+        Self { policies }
+    }
+}
+
+impl fmt::Debug for AnyOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AnyOf({} policies)", self.policies.len())
+    }
+}
+
+#[async_trait]
+impl AuthPolicy for AnyOf {
+    async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
+        let mut first_refusal = None;
+        for policy in &self.policies {
+            match policy.authorize(req).await {
+                Ok(principal) => return Ok(principal),
+                Err(e) => {
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_refusal
+            .unwrap_or_else(|| AuthError::unauthenticated("no auth policy configured")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req<'a>(
+        headers: &'a HeaderMap,
+        user: Option<&'a str>,
+        token: Option<&'a str>,
+    ) -> AuthRequest<'a> {
+        AuthRequest {
+            action: Action::Connect { namespace: "/" },
+            headers,
+            session_user: user,
+            token,
+            peer: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn session_auth_needs_a_user() {
+        let h = HeaderMap::new();
+        assert_eq!(
+            SessionAuth
+                .authorize(&req(&h, Some("Gonzalo"), None))
+                .await
+                .unwrap(),
+            Principal::new("Gonzalo")
+        );
+        assert!(matches!(
+            SessionAuth.authorize(&req(&h, None, None)).await,
+            Err(AuthError::Unauthenticated { .. })
+        ));
+        assert!(
+            SessionAuth
+                .authorize(&req(&h, Some(""), None))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn token_and_any_of() {
+        let h = HeaderMap::new();
+        let tokens = TokenAuth::new([("s3cret", "cron")]);
+        assert!(!format!("{tokens:?}").contains("s3cret"));
+        assert_eq!(
+            tokens
+                .authorize(&req(&h, None, Some("s3cret")))
+                .await
+                .unwrap()
+                .id,
+            "cron"
+        );
+        assert!(
+            tokens
+                .authorize(&req(&h, None, Some("s3cre")))
+                .await
+                .is_err()
+        );
+        assert!(tokens.authorize(&req(&h, None, None)).await.is_err());
+        let any = AnyOf::new(vec![Box::new(SessionAuth), Box::new(tokens)]);
+        assert_eq!(
+            any.authorize(&req(&h, Some("u"), None)).await.unwrap().id,
+            "u"
+        );
+        assert_eq!(
+            any.authorize(&req(&h, None, Some("s3cret")))
+                .await
+                .unwrap()
+                .id,
+            "cron"
+        );
+        let refused = any.authorize(&req(&h, None, None)).await.unwrap_err();
+        assert!(refused.to_string().contains("log in"));
+        assert_eq!(
+            AllowAll.authorize(&req(&h, None, None)).await.unwrap().id,
+            "anonymous"
+        );
+    }
+}

@@ -1,0 +1,555 @@
+//! Configuration: serde types and their loading with figment.
+//!
+//! Precedence, lowest first: built-in defaults < `sidecast.toml` (or the file given with
+//! `--config`) < environment variables `SIDECAST_<SECTION>__<KEY>` < command-line flags (merged by
+//! the caller with [`Figment::merge`]). Unknown keys are errors that name the key and the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::{Figment, Profile};
+use serde::{Deserialize, Serialize};
+
+/// The default configuration file, read from the working directory when it exists.
+pub const DEFAULT_FILE: &str = "sidecast.toml";
+
+/// The default Socket.IO client script: the public CDN build of socket.io 4.x.
+pub const DEFAULT_CLIENT_JS_URL: &str = "https://cdn.socket.io/4.8.1/socket.io.min.js";
+
+/// Environment variable prefix; `SIDECAST_BROKER__URL` sets `broker.url`.
+pub const ENV_PREFIX: &str = "SIDECAST_";
+
+/// The sections an environment variable may set; other `SIDECAST_*` variables (such as the test
+/// suite's `SIDECAST_TEST_REDIS_URL`) are not configuration and are left alone.
+const SECTIONS: &[&str] = &["server", "broker", "auth", "session", "log"];
+
+/// The whole configuration of a Sidecast node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP and Socket.IO server.
+    pub server: ServerConfig,
+    /// The message queue every node subscribes to.
+    pub broker: BrokerConfig,
+    /// Who may connect and publish.
+    pub auth: AuthConfig,
+    /// Cookie sessions.
+    pub session: SessionConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`: the HTTP and Socket.IO server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub bind: SocketAddr,
+    /// The path the Socket.IO server answers on (the client's `path` option).
+    pub socketio_path: String,
+    /// Origins, besides the server's own, whose browsers may open sockets and publish
+    /// (`"https://app.example.com"`). Empty: same origin only.
+    pub allowed_origins: Vec<String>,
+    /// URL the page loads the official Socket.IO client from.
+    pub client_js_url: String,
+    /// A local copy of the Socket.IO client script; when set, the server serves it itself and the
+    /// page loads it from there instead of `client_js_url`.
+    pub client_js: Option<PathBuf>,
+    /// Largest accepted `POST /api/` body, in bytes.
+    pub max_body_bytes: usize,
+    /// How long a graceful shutdown may take before remaining connections are cut, in
+    /// milliseconds.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            socketio_path: "/ws/socket.io".to_owned(),
+            allowed_origins: Vec::new(),
+            client_js_url: DEFAULT_CLIENT_JS_URL.to_owned(),
+            client_js: None,
+            max_body_bytes: 64 * 1024,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Which message queue carries events between processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// Redis pub/sub (the default, as in the original application).
+    #[default]
+    Redis,
+    /// AMQP 0.9.1 (RabbitMQ).
+    Amqp,
+    /// In-process only: events cannot come from other processes.
+    Memory,
+}
+
+impl BrokerKind {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Amqp => "amqp",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// The URL used when `broker.url` is not set.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Self::Redis => "redis://127.0.0.1:6379",
+            Self::Amqp => "amqp://guest:guest@127.0.0.1:5672/%2f",
+            Self::Memory => "memory://",
+        }
+    }
+}
+
+impl fmt::Display for BrokerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[broker]`: the message queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `"redis"`, `"amqp"` or `"memory"`.
+    pub kind: BrokerKind,
+    /// The broker's URL; when not set, the default of `kind` (`redis://127.0.0.1:6379`,
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    pub url: Option<String>,
+    /// The channel (Redis) or fanout exchange (AMQP) carrying Sidecast's own messages.
+    pub channel: String,
+    /// How long a publish may take before it fails, in milliseconds.
+    pub publish_timeout_ms: u64,
+    /// How long connecting to the broker may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Messages a node buffers between the broker and the sockets; beyond that, messages are
+    /// dropped and counted rather than stalling the broker connection.
+    pub subscription_capacity: usize,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            kind: BrokerKind::default(),
+            url: None,
+            channel: "sidecast".to_owned(),
+            publish_timeout_ms: 2_000,
+            connect_timeout_ms: 3_000,
+            subscription_capacity: 4_096,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The URL to connect to: `url`, or the default of `kind`.
+    pub fn effective_url(&self) -> &str {
+        self.url.as_deref().unwrap_or(self.kind.default_url())
+    }
+}
+
+/// A built-in authorization policy, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// The session has a user (the original's rule).
+    Session,
+    /// A bearer token from `auth.tokens`.
+    Token,
+    /// Everybody; for development.
+    AllowAll,
+}
+
+/// One policy name or a list of them (meaning: any of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PolicyList {
+    /// One policy.
+    One(PolicyKind),
+    /// Any of several policies, tried in order.
+    Any(Vec<PolicyKind>),
+}
+
+impl PolicyList {
+    /// The policies, in order.
+    pub fn kinds(&self) -> &[PolicyKind] {
+        match self {
+            Self::One(kind) => std::slice::from_ref(kind),
+            Self::Any(kinds) => kinds,
+        }
+    }
+}
+
+/// `[auth]`: who may connect and publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"session"`, `"token"`, `"allow-all"`, or a list of them meaning "any of".
+    pub policy: PolicyList,
+    /// Bearer tokens for the `token` policy: principal name = token.
+    pub tokens: BTreeMap<String, String>,
+    /// Whether `GET /login` (the demo login of the original application) is served.
+    pub demo_login: bool,
+    /// The user `GET /login` logs in.
+    pub demo_user: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyList::One(PolicyKind::Session),
+            tokens: BTreeMap::new(),
+            demo_login: true,
+            demo_user: "Gonzalo".to_owned(),
+        }
+    }
+}
+
+/// Where sessions live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionStoreKind {
+    /// In a signed cookie: stateless, any node with the same secret accepts it.
+    #[default]
+    Cookie,
+    /// In this process's memory.
+    Memory,
+    /// In Redis: server-side, revocable, shared by every node.
+    Redis,
+}
+
+/// `[session]`: cookie sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// `"cookie"`, `"memory"` or `"redis"`.
+    pub store: SessionStoreKind,
+    /// Redis URL of the `redis` store; empty means `broker.url` when the broker is Redis.
+    pub url: String,
+    /// Key that signs session cookies, at least 32 bytes. Empty: a random key per process (a
+    /// warning says so), which logs everybody out on restart and does not work across nodes.
+    pub secret: String,
+    /// Name of the session cookie.
+    pub cookie_name: String,
+    /// Whether the cookie is marked `Secure` (sent over HTTPS only). Turn on behind TLS.
+    pub secure: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            store: SessionStoreKind::default(),
+            url: String::new(),
+            secret: String::new(),
+            cookie_name: "sidecast.session".to_owned(),
+            secure: false,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter, such as `"info"` or `"sidecast_web=debug,info"`. The `RUST_LOG`
+    /// environment variable, when set, wins.
+    pub filter: String,
+    /// `"text"` or `"json"`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_owned(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file given with `--config` does not exist.
+    #[error("config file {} not found; check the path given with --config", .0.display())]
+    FileNotFound(PathBuf),
+    /// A key is unknown or has a bad value; figment's message names the key and the file.
+    #[error("invalid configuration: {0}; see docs/configuration.md for every key and its values")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The figment of defaults < `file` (or `sidecast.toml` when it exists) < `SIDECAST_*`
+    /// environment variables. Merge command-line flags on top, then call [`Config::from_figment`].
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) if !path.is_file() => return Err(ConfigError::FileNotFound(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_FILE).is_file() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE));
+            }
+            None => {}
+        }
+        let env = Env::prefixed(ENV_PREFIX).split("__").filter(|key| {
+            // Keys are not lower-cased yet at this point.
+            let key = key.as_str().to_ascii_lowercase();
+            SECTIONS.iter().any(|s| {
+                key.strip_prefix(s)
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+        });
+        Ok(figment.merge(env))
+    }
+
+    /// Loads defaults < file < environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::from_figment(&Self::figment(file)?)
+    }
+
+    /// Extracts and validates a configuration.
+    pub fn from_figment(figment: &Figment) -> Result<Config, ConfigError> {
+        let config: Config = figment.extract().map_err(|e| {
+            ConfigError::Invalid(
+                e.into_iter()
+                    .map(|e| describe(&e))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        if !self.server.socketio_path.starts_with('/') || self.server.socketio_path.len() < 2 {
+            return bad(
+                "server.socketio_path",
+                "must be an absolute path other than `/`, such as \"/ws/socket.io\"",
+            );
+        }
+        if self.broker.channel.is_empty() {
+            return bad(
+                "broker.channel",
+                "must not be empty; the default is \"sidecast\"",
+            );
+        }
+        if !self.session.secret.is_empty() && self.session.secret.len() < 32 {
+            return bad(
+                "session.secret",
+                "must be at least 32 bytes long; generate one with `openssl rand -hex 32`",
+            );
+        }
+        if self.auth.policy.kinds().is_empty() {
+            return bad(
+                "auth.policy",
+                "needs at least one policy: \"session\", \"token\" or \"allow-all\"",
+            );
+        }
+        if self.auth.policy.kinds().contains(&PolicyKind::Token) && self.auth.tokens.is_empty() {
+            return bad(
+                "auth.tokens",
+                "is empty but auth.policy includes \"token\"; add `[auth.tokens] name = \"token\"`",
+            );
+        }
+        if self.broker.subscription_capacity == 0 {
+            return bad("broker.subscription_capacity", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// A copy with every secret replaced by `***`, for printing.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        let hide = |s: &mut String| {
+            if !s.is_empty() {
+                *s = "***".to_owned();
+            }
+        };
+        hide(&mut c.session.secret);
+        c.session.url = crate::broker::redact_url(&c.session.url);
+        c.broker.url = c.broker.url.as_deref().map(crate::broker::redact_url);
+        c.auth.tokens.values_mut().for_each(hide);
+        c
+    }
+
+    /// The configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// One figment error as "`key` in FILE: what is wrong".
+fn describe(e: &figment::Error) -> String {
+    let key = e
+        .path
+        .iter()
+        .filter(|p| Profile::from(p.as_str()) != Profile::Default)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(".");
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" in {src}"),
+            None => format!(" from {}", m.name),
+        })
+        .unwrap_or_default();
+    if key.is_empty() {
+        format!("{}{source}", e.kind)
+    } else {
+        format!("`{key}`{source}: {}", e.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn defaults_match_the_original() {
+        let c = Config::default();
+        assert_eq!(c.server.bind.to_string(), "127.0.0.1:5000");
+        assert_eq!(c.server.socketio_path, "/ws/socket.io");
+        assert_eq!(c.broker.kind, BrokerKind::Redis);
+        assert_eq!(c.broker.effective_url(), "redis://127.0.0.1:6379");
+        assert_eq!(c.broker.channel, "sidecast");
+        assert_eq!(c.auth.demo_user, "Gonzalo");
+        assert_eq!(c.session.store, SessionStoreKind::Cookie);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sidecast.toml",
+                r#"
+                [server]
+                bind = "127.0.0.1:7000"
+                socketio_path = "/rt"
+                [broker]
+                kind = "memory"
+                channel = "from-file"
+                "#,
+            )?;
+            jail.set_env("SIDECAST_BROKER__CHANNEL", "from-env");
+            jail.set_env("SIDECAST_SERVER__BIND", "127.0.0.1:7001");
+            jail.set_env("SIDECAST_TEST_REDIS_URL", "redis://ignored");
+            let figment = Config::figment(None).unwrap();
+            let c = Config::from_figment(&figment).unwrap();
+            assert_eq!(c.server.socketio_path, "/rt", "file beats defaults");
+            assert_eq!(c.broker.kind, BrokerKind::Memory);
+            assert_eq!(c.broker.channel, "from-env", "env beats file");
+            assert_eq!(c.server.bind.to_string(), "127.0.0.1:7001");
+            let flagged = figment.merge(("server.bind", "127.0.0.1:7002"));
+            let c = Config::from_figment(&flagged).unwrap();
+            assert_eq!(
+                c.server.bind.to_string(),
+                "127.0.0.1:7002",
+                "flag beats env"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("custom.toml", "[broker]\nchanel = \"typo\"\n")?;
+            let err = Config::load(Some(Path::new("custom.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("broker"), "{err}");
+            assert!(err.contains("chanel"), "{err}");
+            assert!(err.contains("custom.toml"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_value_names_key_and_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file("sidecast.toml", "[server]\nbind = \"localhost\"\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("`server.bind`"), "{err}");
+            assert!(err.contains("sidecast.toml"), "{err}");
+            jail.create_file("sidecast.toml", "[broker]\nkind = \"kafka\"\n")?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("`broker.kind`"), "{err}");
+            assert!(err.contains("redis"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_typo_is_an_error_too() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SIDECAST_SERVER__BINDD", "x");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("bindd"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_explicit_file_and_rules() {
+        let err = Config::load(Some(Path::new("/nonexistent/s.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::FileNotFound(_)));
+        let mut c = Config::default();
+        c.session.secret = "short".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("session.secret")
+        );
+        let mut c = Config::default();
+        c.auth.policy = PolicyList::One(PolicyKind::Token);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.tokens")
+        );
+    }
+
+    #[test]
+    fn redaction_hides_secrets() {
+        let mut c = Config::default();
+        c.session.secret = "x".repeat(40);
+        c.broker.url = Some("redis://u:pw@h:1".into());
+        c.auth.tokens.insert("cron".into(), "tok".into());
+        let shown = c.redacted().to_toml();
+        assert!(!shown.contains(&"x".repeat(40)));
+        assert!(!shown.contains("pw"));
+        assert!(!shown.contains("tok\""));
+        assert!(shown.contains("***"));
+    }
+}

@@ -1,0 +1,163 @@
+//! [`Emitter`]: publish Socket.IO events from any Rust program through the broker.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::broker::{BrokerError, SharedBroker};
+use crate::codec::native;
+use crate::envelope::{Envelope, InvalidEnvelope};
+
+/// Publishes events that every Sidecast node subscribed to the same broker channel emits to its
+/// Socket.IO clients.
+///
+/// Cheap to clone. [`Emitter::to`], [`Emitter::except`] and [`Emitter::of`] return narrowed copies,
+/// as in socket.io's emitters:
+///
+/// ```
+/// # async fn demo() -> Result<(), sidecast_core::EmitError> {
+/// use std::sync::Arc;
+/// use sidecast_core::{Emitter, MemoryBroker};
+///
+/// let emitter = Emitter::new(Arc::new(MemoryBroker::default()), "sidecast");
+/// emitter.emit("message", "Hi").await?;
+/// emitter.to("user:Gonzalo").emit("message", serde_json::json!({"unread": 3})).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Emitter {
+    broker: SharedBroker,
+    channel: String,
+    namespace: String,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    origin: Option<String>,
+}
+
+/// Why an event could not be emitted.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmitError {
+    /// The event is not valid (empty or reserved name, bad namespace).
+    #[error(transparent)]
+    Invalid(#[from] InvalidEnvelope),
+    /// The data could not be turned into JSON.
+    #[error("event data is not JSON-serializable: {0}")]
+    Data(#[from] serde_json::Error),
+    /// The broker did not accept the message.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Emitter {
+    /// An emitter publishing Sidecast's own format on `channel` (`broker.channel`).
+    pub fn new(broker: SharedBroker, channel: impl Into<String>) -> Self {
+        Self {
+            broker,
+            channel: channel.into(),
+            namespace: "/".to_owned(),
+            rooms: Vec::new(),
+            except: Vec::new(),
+            origin: None,
+        }
+    }
+
+    /// A copy that also targets `room` (sockets in any of the rooms receive the event).
+    pub fn to(&self, room: impl Into<String>) -> Self {
+        let mut e = self.clone();
+        e.rooms.push(room.into());
+        e
+    }
+
+    /// A copy that leaves out the sockets in `room`.
+    pub fn except(&self, room: impl Into<String>) -> Self {
+        let mut e = self.clone();
+        e.except.push(room.into());
+        e
+    }
+
+    /// A copy that targets the namespace `namespace` instead of `/`.
+    pub fn of(&self, namespace: impl Into<String>) -> Self {
+        let mut e = self.clone();
+        e.namespace = namespace.into();
+        e
+    }
+
+    /// A copy that marks its messages with an origin (a node id or program name).
+    pub fn with_origin(&self, origin: impl Into<String>) -> Self {
+        let mut e = self.clone();
+        e.origin = Some(origin.into());
+        e
+    }
+
+    /// The broker this emitter publishes through.
+    pub fn broker(&self) -> &SharedBroker {
+        &self.broker
+    }
+
+    /// Emits `event` with one argument.
+    pub async fn emit(&self, event: &str, data: impl Serialize) -> Result<(), EmitError> {
+        self.emit_args(event, vec![serde_json::to_value(data)?])
+            .await
+    }
+
+    /// Emits `event` with any number of arguments.
+    pub async fn emit_args(&self, event: &str, args: Vec<Value>) -> Result<(), EmitError> {
+        let mut envelope = Envelope::with_args(event, args).stamped();
+        envelope.namespace.clone_from(&self.namespace);
+        envelope.rooms.clone_from(&self.rooms);
+        envelope.except.clone_from(&self.except);
+        envelope.origin.clone_from(&self.origin);
+        self.send(&envelope).await
+    }
+
+    /// Publishes a complete envelope as it is.
+    pub async fn send(&self, envelope: &Envelope) -> Result<(), EmitError> {
+        envelope.validate()?;
+        let payload = Bytes::from(native::encode(envelope));
+        self.broker.publish(&self.channel, payload).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Broker, ChannelSpec, MemoryBroker};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn emits_native_envelopes_on_the_channel() {
+        let broker = MemoryBroker::default();
+        let mut sub = broker
+            .subscribe(&[ChannelSpec::exact("sidecast")])
+            .await
+            .unwrap();
+        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast");
+        emitter
+            .to("user:a")
+            .except("b")
+            .of("/chat")
+            .emit("message", "Hi")
+            .await
+            .unwrap();
+        let msg = sub.recv().await.unwrap();
+        let e = native::decode(&msg.payload).unwrap();
+        assert_eq!(e.event, "message");
+        assert_eq!(e.data, vec![json!("Hi")]);
+        assert_eq!(e.rooms, vec!["user:a".to_owned()]);
+        assert_eq!(e.except, vec!["b".to_owned()]);
+        assert_eq!(e.namespace, "/chat");
+        assert!(e.ts.is_some());
+        assert!(matches!(
+            emitter.emit("disconnect", 1).await,
+            Err(EmitError::Invalid(_))
+        ));
+        broker.close().await;
+        assert!(matches!(
+            emitter.emit("m", 1).await,
+            Err(EmitError::Broker(BrokerError::Closed))
+        ));
+    }
+}

@@ -1,0 +1,33 @@
+//! Sidecast core: the pieces every Sidecast crate shares, with no web framework, Socket.IO crate
+//! or broker client in sight.
+//!
+//! * [`Broker`]: bytes on named channels, with [`MemoryBroker`] built in; Redis and AMQP live in
+//!   their own crates.
+//! * [`Envelope`] and the [`codec`]s that turn broker payloads into events.
+//! * [`AuthPolicy`] and the built-in policies.
+//! * [`Emitter`]: publish events from any Rust program.
+//! * [`config`]: the configuration types and their loading.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod auth;
+pub mod broker;
+pub mod codec;
+pub mod config;
+pub mod emitter;
+pub mod envelope;
+mod glob;
+pub mod memory;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use auth::{
+    Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, Principal, SessionAuth, TokenAuth,
+};
+pub use broker::{
+    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Delivery, SharedBroker,
+    Subscription, SubscriptionSender,
+};
+pub use config::Config;
+pub use emitter::{EmitError, Emitter};
+pub use envelope::Envelope;
+pub use memory::MemoryBroker;
