@@ -1,0 +1,347 @@
+//! Sidecast's web layer: the page, `/login`, `/logout`, `POST /api/`, health endpoints and the
+//! Socket.IO server, all fed by one broker subscription.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sidecast_web::StartError> {
+//! use sidecast_core::Config;
+//! use sidecast_core::config::BrokerKind;
+//!
+//! let mut config = Config::default();
+//! config.broker.kind = BrokerKind::Memory;
+//! let state = sidecast_web::App::builder(config).build().await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+//! sidecast_web::serve(listener, state, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::routing::{get, post};
+use sidecast_core::config::{BrokerKind, PolicyKind};
+use sidecast_core::{
+    AllowAll, AnyOf, AuthPolicy, Config, Emitter, MemoryBroker, SessionAuth, SharedBroker,
+    TokenAuth,
+};
+use socketioxide::SocketIo;
+use socketioxide::layer::SocketIoLayer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+mod error;
+mod relay;
+mod routes;
+pub mod session;
+mod socket;
+
+pub use error::{ApiError, StartError};
+pub use relay::RelayStats;
+
+/// Where the page loads a local copy of the Socket.IO client from, when `server.client_js` is set.
+pub const CLIENT_JS_ROUTE: &str = "/socket.io.min.js";
+
+/// Entry point of the library API: `App::builder(config)...build()` gives an [`AppState`].
+#[derive(Debug, Clone, Copy)]
+pub struct App;
+
+impl App {
+    /// A builder for a node with this configuration.
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder {
+            config,
+            broker: None,
+            auth: None,
+        }
+    }
+}
+
+/// Builds an [`AppState`]; the broker and auth policy come from configuration unless given.
+pub struct AppBuilder {
+    config: Config,
+    broker: Option<SharedBroker>,
+    auth: Option<Arc<dyn AuthPolicy>>,
+}
+
+impl std::fmt::Debug for AppBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppBuilder")
+            .field("broker", &self.broker)
+            .field("custom_auth", &self.auth.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppBuilder {
+    /// Uses this broker instead of the one `broker.kind` names.
+    pub fn broker(mut self, broker: SharedBroker) -> Self {
+        self.broker = Some(broker);
+        self
+    }
+
+    /// Uses this auth policy instead of the one `auth.policy` names.
+    pub fn auth(mut self, policy: impl AuthPolicy) -> Self {
+        self.auth = Some(Arc::new(policy));
+        self
+    }
+
+    /// Connects the broker, subscribes to Sidecast's channel and prepares the routes.
+    ///
+    /// The subscription is made here, before anything is served, so that the node receives every
+    /// event published after this returns.
+    pub async fn build(self) -> Result<AppState, StartError> {
+        let config = self.config;
+        config
+            .validate()
+            .map_err(|e| StartError::Config(e.to_string()))?;
+        let client_js = match &config.server.client_js {
+            Some(path) => Some(Bytes::from(tokio::fs::read(path).await.map_err(
+                |source| StartError::File {
+                    key: "server.client_js",
+                    path: path.display().to_string(),
+                    source,
+                },
+            )?)),
+            None => None,
+        };
+        let auth = match self.auth {
+            Some(auth) => auth,
+            None => policy_from_config(&config)?,
+        };
+        let broker = match self.broker {
+            Some(broker) => broker,
+            None => connect_broker(&config).await?,
+        };
+
+        let (layer, io) = SocketIo::builder()
+            .req_path(config.server.socketio_path.clone())
+            .with_state(socket::SocketContext { auth: auth.clone() })
+            .build_layer();
+        socket::register(&io);
+
+        let subscription = relay::subscribe(&broker, &config.broker.channel).await?;
+        let stats = Arc::new(RelayStats::default());
+        let relay = relay::spawn(subscription, io.clone(), stats.clone());
+
+        let node_id = uuid::Uuid::new_v4().to_string();
+        let emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
+            .with_origin(node_id.clone());
+        let page = render_page(&config);
+        let sessions = session::Sessions::from_config(&config.session, None)?;
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config,
+                broker,
+                auth,
+                io,
+                layer,
+                emitter,
+                node_id,
+                page,
+                client_js,
+                sessions,
+                stats,
+                relay: std::sync::Mutex::new(Some(relay)),
+            }),
+        })
+    }
+}
+
+/// A built node: configuration, broker, auth policy and the Socket.IO server. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    broker: SharedBroker,
+    auth: Arc<dyn AuthPolicy>,
+    io: SocketIo,
+    layer: SocketIoLayer,
+    emitter: Emitter,
+    node_id: String,
+    page: String,
+    client_js: Option<Bytes>,
+    sessions: session::Sessions,
+    stats: Arc<RelayStats>,
+    relay: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("node_id", &self.inner.node_id)
+            .field("broker", &self.inner.broker)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The broker this node publishes to and receives from.
+    pub fn broker(&self) -> &SharedBroker {
+        &self.inner.broker
+    }
+
+    /// An emitter that publishes through this node's broker, as `POST /api/` does.
+    pub fn emitter(&self) -> &Emitter {
+        &self.inner.emitter
+    }
+
+    /// The Socket.IO server.
+    pub fn io(&self) -> &SocketIo {
+        &self.inner.io
+    }
+
+    /// This node's random id, stamped as `origin` on what it publishes.
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Counters of the broker-to-sockets relay.
+    pub fn relay_stats(&self) -> &RelayStats {
+        &self.inner.stats
+    }
+
+    /// Disconnects every socket, closes the broker and waits for the relay to stop.
+    pub async fn shutdown(&self) {
+        self.inner.io.clone().close().await;
+        self.inner.broker.close().await;
+        let relay = self
+            .inner
+            .relay
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(relay) = relay {
+            // The relay ends when the broker closes its subscription.
+            let _ = relay.await;
+        }
+    }
+}
+
+/// The node's router: page, `/login`, `/logout`, `/api/`, health, and Socket.IO at
+/// `server.socketio_path`, all behind the session layer.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new()
+        .route("/", get(routes::index))
+        .route("/login", get(routes::login))
+        .route("/logout", get(routes::logout))
+        .route("/api/", post(routes::publish))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz));
+    if state.inner.client_js.is_some() {
+        router = router.route(CLIENT_JS_ROUTE, get(routes::client_js));
+    }
+    let router = router
+        .with_state(state.clone())
+        .layer(state.inner.layer.clone());
+    // The session layer wraps the Socket.IO layer, so socket handshakes see the session too.
+    state.inner.sessions.apply(router)
+}
+
+/// Serves the node on `listener` until `shutdown` resolves, then shuts down gracefully: sockets are
+/// closed (clients reconnect elsewhere), in-flight requests finish, and the broker is closed, all
+/// within `server.shutdown_timeout_ms`.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let timeout = Duration::from_millis(state.inner.config.server.shutdown_timeout_ms);
+    let router = app(state.clone());
+    let io = state.inner.io.clone();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: closing sockets");
+        let _ = done_tx.send(());
+        // Open sockets would keep their connections (and the server) alive.
+        io.close().await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    let result = match done_rx.await {
+        // Shutdown began: give the server `timeout` to drain.
+        Ok(()) => match tokio::time::timeout(timeout, server).await {
+            Ok(joined) => joined.map_err(std::io::Error::other)?,
+            Err(_) => {
+                tracing::warn!(?timeout, "graceful shutdown timed out; cutting connections");
+                Ok(())
+            }
+        },
+        // The server stopped by itself (an error).
+        Err(_) => Ok(()),
+    };
+    state.shutdown().await;
+    result.map_err(StartError::Io)
+}
+
+/// Builds the auth policy `auth.policy` names.
+pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartError> {
+    let build = |kind: PolicyKind| -> Box<dyn AuthPolicy> {
+        match kind {
+            PolicyKind::Session => Box::new(SessionAuth),
+            PolicyKind::Token => Box::new(TokenAuth::new(
+                config
+                    .auth
+                    .tokens
+                    .iter()
+                    .map(|(name, token)| (token.clone(), name.clone())),
+            )),
+            PolicyKind::AllowAll => Box::new(AllowAll),
+        }
+    };
+    let kinds = config.auth.policy.kinds();
+    Ok(match kinds {
+        [one] => Arc::from(build(*one)),
+        many => Arc::new(AnyOf::new(many.iter().map(|k| build(*k)).collect())),
+    })
+}
+
+/// Connects the broker `broker.kind` names.
+pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError> {
+    match config.broker.kind {
+        BrokerKind::Memory => Ok(Arc::new(MemoryBroker::new(
+            config.broker.subscription_capacity,
+        ))),
+        kind @ (BrokerKind::Redis | BrokerKind::Amqp) => Err(StartError::Config(format!(
+            "broker.kind = \"{kind}\" is not available yet in this build; use broker.kind = \
+             \"memory\" (or --broker memory) for a single node"
+        ))),
+    }
+}
+
+/// The page with the configured client script and Socket.IO path filled in.
+fn render_page(config: &Config) -> String {
+    let client_js = if config.server.client_js.is_some() {
+        CLIENT_JS_ROUTE.to_owned()
+    } else {
+        config.server.client_js_url.clone()
+    };
+    // The path goes into a script as a JSON string; `<` is escaped so it cannot close the tag.
+    let path_json = serde_json::to_string(&config.server.socketio_path)
+        .unwrap_or_else(|_| "\"/ws/socket.io\"".to_owned())
+        .replace('<', "\\u003c");
+    include_str!("page.html")
+        .replace("{{CLIENT_JS}}", &html_escape(&client_js))
+        .replace("{{SOCKETIO_PATH_JSON}}", &path_json)
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

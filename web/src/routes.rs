@@ -1,0 +1,264 @@
+//! HTTP handlers: the page, `/login`, `/logout`, `/api/`, health.
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sidecast_core::{Action, AuthRequest, Envelope};
+use tower_sessions::Session;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::session::{USER_KEY, session_user};
+use crate::socket::{bearer_token, peer_addr};
+
+/// `GET /`: the page of the original application.
+pub(crate) async fn index(State(state): State<AppState>) -> Html<String> {
+    Html(state.inner.page.clone())
+}
+
+/// `GET /socket.io.min.js` when `server.client_js` names a local copy of the client.
+pub(crate) async fn client_js(State(state): State<AppState>) -> Response {
+    match &state.inner.client_js {
+        Some(script) => (
+            [
+                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                (header::CACHE_CONTROL, "public, max-age=3600"),
+            ],
+            script.clone(),
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+/// `GET /login`: the demo login of the original; puts the configured user in the session.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Json<Value>, ApiError> {
+    let auth = &state.inner.config.auth;
+    if !auth.demo_login {
+        return Err(ApiError::Disabled(
+            "the demo login is disabled (auth.demo_login = false)",
+        ));
+    }
+    // A fresh id on login prevents session fixation with server-side stores.
+    session
+        .cycle_id()
+        .await
+        .map_err(|e| ApiError::Session(e.to_string()))?;
+    session
+        .insert(USER_KEY, &auth.demo_user)
+        .await
+        .map_err(|e| ApiError::Session(e.to_string()))?;
+    Ok(Json(json!({ "name": auth.demo_user })))
+}
+
+/// `GET /logout`: ends the session.
+pub(crate) async fn logout(session: Session) -> Result<Json<Value>, ApiError> {
+    session
+        .flush()
+        .await
+        .map_err(|e| ApiError::Session(e.to_string()))?;
+    Ok(Json(json!({ "status": true })))
+}
+
+/// `GET /healthz`: the process is alive.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the broker is connected.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    let health = state.inner.broker.health();
+    let status = if health.is_connected() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if health.is_connected() { "ready" } else { "unavailable" },
+        "broker": health.to_string(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// The body of `POST /api/`.
+#[derive(Debug, Deserialize)]
+struct PublishRequest {
+    /// The event name.
+    channel: String,
+    /// The event's one argument: a string or an object.
+    body: Value,
+    /// A room or a list of rooms; everyone when absent.
+    #[serde(default)]
+    to: Option<Rooms>,
+    /// The namespace; `/` when absent.
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Rooms {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `POST /api/`: authorize, then publish through the broker. The node's own subscription delivers
+/// the event, like any other node's.
+pub(crate) async fn publish(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let session = parts.extensions.get::<Session>().cloned();
+    require_json(&parts.headers)?;
+    let bytes = read_limited(body, state.inner.config.server.max_body_bytes).await?;
+    let envelope = parse_publish(&bytes)?;
+
+    let user = session_user(session.as_ref()).await;
+    let auth_request = AuthRequest {
+        action: Action::Publish {
+            event: &envelope.event,
+            rooms: &envelope.rooms,
+        },
+        headers: &parts.headers,
+        session_user: user.as_deref(),
+        token: bearer_token(&parts.headers),
+        peer: peer_addr(&parts.extensions),
+    };
+    let principal = state.inner.auth.authorize(&auth_request).await?;
+    tracing::debug!(user = %principal, event = %envelope.event, "publish");
+
+    state
+        .inner
+        .emitter
+        .send(&envelope)
+        .await
+        .map_err(|e| match e {
+            sidecast_core::EmitError::Broker(b) => ApiError::Broker(b),
+            other => ApiError::schema("channel", other.to_string()),
+        })?;
+    Ok(Json(json!({ "status": true })))
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })
+}
+
+/// Validates the JSON of `POST /api/` into an envelope; every problem names its field.
+fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(ApiError::schema(
+            "",
+            "expected a JSON object such as {\"channel\": \"message\", \"body\": \"Hi\"}",
+        ));
+    }
+    let request: PublishRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde reports a missing field at the parent path; name the field itself.
+        match inner.strip_prefix("missing field `") {
+            Some(rest) => {
+                let field = rest.trim_end_matches('`').to_owned();
+                let message = format!("missing field \"{field}\"");
+                ApiError::schema(field, message)
+            }
+            None if path == "to" => {
+                ApiError::schema("to", "\"to\" must be a room name or a list of room names")
+            }
+            None => ApiError::schema(path.clone(), format!("field \"{path}\": {inner}")),
+        }
+    })?;
+    if !(request.body.is_string() || request.body.is_object()) {
+        return Err(ApiError::schema(
+            "body",
+            "\"body\" must be a string or an object",
+        ));
+    }
+    let mut envelope = Envelope::new(request.channel, request.body).stamped();
+    envelope.rooms = match request.to {
+        None => Vec::new(),
+        Some(Rooms::One(room)) => vec![room],
+        Some(Rooms::Many(rooms)) => rooms,
+    };
+    if envelope.rooms.iter().any(String::is_empty) {
+        return Err(ApiError::schema("to", "room names must not be empty"));
+    }
+    if let Some(namespace) = request.namespace {
+        envelope.namespace = namespace;
+    }
+    envelope.validate().map_err(|e| {
+        let field = match e {
+            sidecast_core::envelope::InvalidEnvelope::Namespace(_) => "namespace",
+            _ => "channel",
+        };
+        ApiError::schema(field, e.to_string())
+    })?;
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(body: &str) -> (StatusCode, String) {
+        match parse_publish(body.as_bytes()) {
+            Err(ApiError::Schema { field, .. }) => (StatusCode::UNPROCESSABLE_ENTITY, field),
+            Err(e) => (e.status(), String::new()),
+            Ok(_) => (StatusCode::OK, String::new()),
+        }
+    }
+
+    #[test]
+    fn publish_validation_names_the_field() {
+        assert_eq!(field_of(r#"{"channel":"m","body":"x"}"#).0, StatusCode::OK);
+        assert_eq!(
+            field_of(r#"{"channel":"m","body":{"a":1},"to":["r"]}"#).0,
+            StatusCode::OK
+        );
+        assert_eq!(field_of("{"), (StatusCode::BAD_REQUEST, String::new()));
+        assert_eq!(field_of(r#"{"body":"x"}"#).1, "channel");
+        assert_eq!(field_of(r#"{"channel":"m"}"#).1, "body");
+        assert_eq!(field_of(r#"{"channel":5,"body":"x"}"#).1, "channel");
+        assert_eq!(field_of(r#"{"channel":"m","body":5}"#).1, "body");
+        assert_eq!(field_of(r#"{"channel":"m","body":[1]}"#).1, "body");
+        assert_eq!(field_of(r#"{"channel":"m","body":null}"#).1, "body");
+        assert_eq!(field_of(r#"{"channel":"","body":"x"}"#).1, "channel");
+        assert_eq!(field_of(r#"{"channel":"connect","body":"x"}"#).1, "channel");
+        assert_eq!(field_of(r#"{"channel":"m","body":"x","to":5}"#).1, "to");
+        assert_eq!(field_of(r#"{"channel":"m","body":"x","to":[""]}"#).1, "to");
+        assert_eq!(
+            field_of(r#"{"channel":"m","body":"x","namespace":"x"}"#).1,
+            "namespace"
+        );
+        assert_eq!(field_of("[]").0, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+}

@@ -1,0 +1,152 @@
+//! The Socket.IO side: authorizing connects and emitting broker envelopes to sockets.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
+use serde::Serialize;
+use serde::ser::SerializeTuple;
+use serde_json::Value;
+use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Envelope, Principal};
+use socketioxide::SocketIo;
+use socketioxide::extract::{MaybeHttpExtension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+use tower_sessions::Session;
+
+use crate::session::session_user;
+
+/// What the connect middleware needs; registered as socketioxide state.
+#[derive(Clone)]
+pub(crate) struct SocketContext {
+    pub(crate) auth: Arc<dyn AuthPolicy>,
+}
+
+/// Registers the namespace handlers on `io`.
+pub(crate) fn register(io: &SocketIo) {
+    io.ns("/", on_connect.with(authorize_connect));
+}
+
+/// Why a connect was refused; its text is what the client's `connect_error` shows.
+#[derive(Debug)]
+pub(crate) struct Refusal(String);
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Connect middleware: runs the [`AuthPolicy`] on the handshake request and remembers the
+/// principal in the socket's extensions.
+async fn authorize_connect(
+    socket: SocketRef,
+    State(ctx): State<SocketContext>,
+    MaybeHttpExtension(session): MaybeHttpExtension<Session>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), Refusal> {
+    let user = session_user(session.as_ref()).await;
+    let parts = socket.req_parts();
+    let token = auth
+        .as_ref()
+        .ok()
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .or_else(|| bearer_token(&parts.headers));
+    let peer = peer_addr(&parts.extensions);
+    let request = AuthRequest {
+        action: Action::Connect {
+            namespace: socket.ns(),
+        },
+        headers: &parts.headers,
+        session_user: user.as_deref(),
+        token,
+        peer,
+    };
+    match ctx.auth.authorize(&request).await {
+        Ok(principal) => {
+            socket.extensions.insert(principal);
+            Ok(())
+        }
+        Err(e) => {
+            let reason = match &e {
+                AuthError::Internal(inner) => {
+                    tracing::error!(error = %inner, "auth policy failed on connect");
+                    "authorization failed".to_owned()
+                }
+                other => other.to_string(),
+            };
+            tracing::info!(peer = ?peer, reason = %reason, "socket connect refused");
+            Err(Refusal(reason))
+        }
+    }
+}
+
+/// Connect handler: the socket joins the room of its principal, `user:<name>`.
+async fn on_connect(socket: SocketRef) {
+    if let Some(principal) = socket.extensions.get::<Principal>() {
+        tracing::debug!(sid = %socket.id, user = %principal, "socket connected");
+        socket.join(principal.room());
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The peer address recorded by `into_make_service_with_connect_info`, when served that way.
+pub(crate) fn peer_addr(extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| *addr)
+}
+
+/// Serializes event arguments as a tuple, which socketioxide spreads into separate Socket.IO
+/// arguments (`["event", a, b]`) instead of one array argument (`["event", [a, b]]`).
+struct Args<'a>(&'a [Value]);
+
+impl Serialize for Args<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        for arg in self.0 {
+            tuple.serialize_element(arg)?;
+        }
+        tuple.end()
+    }
+}
+
+/// Why an envelope reached no socket.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EmitFailure {
+    #[error("namespace {0} does not exist on this server")]
+    UnknownNamespace(String),
+    #[error("{0}")]
+    Broadcast(String),
+}
+
+/// Emits an envelope to the local sockets it addresses. The packet is encoded once for all of
+/// them.
+pub(crate) async fn emit(io: &SocketIo, envelope: &Envelope) -> Result<(), EmitFailure> {
+    let Some(mut op) = io.of(&envelope.namespace) else {
+        return Err(EmitFailure::UnknownNamespace(envelope.namespace.clone()));
+    };
+    if !envelope.rooms.is_empty() {
+        op = op.to(envelope.rooms.clone());
+    }
+    if !envelope.except.is_empty() {
+        op = op.except(envelope.except.clone());
+    }
+    op.emit(&envelope.event, &Args(&envelope.data))
+        .await
+        .map_err(|e| EmitFailure::Broadcast(e.to_string()))
+}

@@ -1,0 +1,402 @@
+//! The original application's request path, end to end over HTTP and the Socket.IO protocol, on
+//! the memory broker.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{ClientOptions, TestServer, connect, memory_config};
+use serde_json::{Value, json};
+use sidecast_core::config::{PolicyKind, PolicyList};
+
+fn with_cookie(cookie: &str) -> ClientOptions {
+    ClientOptions {
+        cookie: Some(cookie.to_owned()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_then_connect_is_accepted_on_both_transports() {
+    let server = TestServer::start(memory_config()).await;
+    let cookie = server.login().await;
+    let polling = connect(&server.socket_url(), with_cookie(&cookie))
+        .await
+        .accepted();
+    let websocket = connect(
+        &server.socket_url(),
+        ClientOptions {
+            websocket_only: true,
+            ..with_cookie(&cookie)
+        },
+    )
+    .await
+    .accepted();
+    polling.disconnect().await;
+    websocket.disconnect().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_without_session_or_with_forged_cookie_is_refused() {
+    let server = TestServer::start(memory_config()).await;
+    let reason = connect(&server.socket_url(), ClientOptions::default())
+        .await
+        .refused();
+    assert!(reason.contains("unauthorized"), "{reason}");
+
+    // Same payload as a real session cookie, signed with another key.
+    let cookie = server.login().await;
+    let (name, value) = cookie.split_once('=').unwrap();
+    let mut forged = value.to_owned();
+    forged.replace_range(
+        0..4,
+        if &value[0..4] == "AAAA" {
+            "BBBB"
+        } else {
+            "AAAA"
+        },
+    );
+    let reason = connect(
+        &server.socket_url(),
+        with_cookie(&format!("{name}={forged}")),
+    )
+    .await
+    .refused();
+    assert!(reason.contains("unauthorized"), "{reason}");
+    // A hand-made unsigned cookie claiming a user.
+    let reason = connect(
+        &server.socket_url(),
+        with_cookie(&format!("{name}=eyJ1c2VyIjoiR29uemFsbyJ9")),
+    )
+    .await
+    .refused();
+    assert!(reason.contains("unauthorized"), "{reason}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_events_reach_every_client_once_and_in_order() {
+    let server = TestServer::start(memory_config()).await;
+    let cookie = server.login().await;
+    let mut a = connect(&server.socket_url(), with_cookie(&cookie))
+        .await
+        .accepted();
+    let mut b = connect(
+        &server.socket_url(),
+        ClientOptions {
+            websocket_only: true,
+            ..with_cookie(&cookie)
+        },
+    )
+    .await
+    .accepted();
+
+    server
+        .publish(&cookie, json!({"channel": "message", "body": "Hi"}))
+        .await;
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "message", "body": {"text": "Hi", "n": [1, 2]}}),
+        )
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "news", "body": "custom event"}))
+        .await;
+    for i in 0..20 {
+        server
+            .publish(&cookie, json!({"channel": "count", "body": i.to_string()}))
+            .await;
+    }
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "end"}))
+        .await;
+
+    let mut expected: Vec<(String, Vec<Value>)> = vec![
+        ("message".into(), vec![json!("Hi")]),
+        ("message".into(), vec![json!({"text": "Hi", "n": [1, 2]})]),
+        ("news".into(), vec![json!("custom event")]),
+    ];
+    expected.extend((0..20).map(|i| ("count".to_owned(), vec![json!(i.to_string())])));
+    for client in [&mut a, &mut b] {
+        // Exactly once and in order: the events before the marker are exactly these.
+        assert_eq!(client.events_until("done").await, expected);
+    }
+    a.disconnect().await;
+    b.disconnect().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn to_reaches_only_that_room() {
+    let mut config = memory_config();
+    config.auth.policy = PolicyList::Any(vec![PolicyKind::Session, PolicyKind::Token]);
+    config.auth.tokens.insert("alice".into(), "token-a".into());
+    config.auth.tokens.insert("bob".into(), "token-b".into());
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let token = |t: &str| ClientOptions {
+        auth: Some(json!({ "token": t })),
+        ..Default::default()
+    };
+    let mut alice = connect(&server.socket_url(), token("token-a"))
+        .await
+        .accepted();
+    let mut bob = connect(&server.socket_url(), token("token-b"))
+        .await
+        .accepted();
+    let mut gonzalo = connect(&server.socket_url(), with_cookie(&cookie))
+        .await
+        .accepted();
+
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "message", "body": "for alice", "to": "user:alice"}),
+        )
+        .await;
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "message", "body": "for both", "to": ["user:alice", "user:bob"]}),
+        )
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "all"}))
+        .await;
+
+    let msg = |s: &str| ("message".to_owned(), vec![json!(s)]);
+    assert_eq!(
+        alice.events_until("done").await,
+        vec![msg("for alice"), msg("for both")]
+    );
+    assert_eq!(bob.events_until("done").await, vec![msg("for both")]);
+    assert_eq!(gonzalo.events_until("done").await, vec![]);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_its_status_and_emits_nothing() {
+    let mut config = memory_config();
+    config.server.max_body_bytes = 1024;
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut client = connect(&server.socket_url(), with_cookie(&cookie))
+        .await
+        .accepted();
+    let json_ct = Some("application/json");
+
+    let cases: Vec<(Option<&str>, Option<&str>, String, u16, &str)> = vec![
+        (
+            Some(&cookie),
+            json_ct,
+            "{not json".into(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            Some(&cookie),
+            Some("text/plain"),
+            r#"{"channel":"message","body":"x"}"#.into(),
+            415,
+            "Content-Type",
+        ),
+        (
+            Some(&cookie),
+            None,
+            r#"{"channel":"message","body":"x"}"#.into(),
+            415,
+            "Content-Type",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"body":"x"}"#.into(),
+            422,
+            "channel",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":"message"}"#.into(),
+            422,
+            "body",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":"message","body":42}"#.into(),
+            422,
+            "body",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":"message","body":["a"]}"#.into(),
+            422,
+            "body",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":7,"body":"x"}"#.into(),
+            422,
+            "channel",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":"","body":"x"}"#.into(),
+            422,
+            "channel",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":"disconnect","body":"x"}"#.into(),
+            422,
+            "reserved",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":"message","body":"x","to":3}"#.into(),
+            422,
+            "to",
+        ),
+        (
+            Some(&cookie),
+            json_ct,
+            r#"{"channel":"message","body":"x","namespace":"nope"}"#.into(),
+            422,
+            "namespace",
+        ),
+        (Some(&cookie), json_ct, "[1,2]".into(), 422, "object"),
+        (
+            Some(&cookie),
+            json_ct,
+            format!(r#"{{"channel":"message","body":"{}"}}"#, "x".repeat(2000)),
+            413,
+            "larger than 1024",
+        ),
+        (
+            None,
+            json_ct,
+            r#"{"channel":"message","body":"x"}"#.into(),
+            401,
+            "unauthorized",
+        ),
+        (
+            Some("sidecast.session=forged"),
+            json_ct,
+            r#"{"channel":"message","body":"x"}"#.into(),
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (cookie, content_type, body, status, needle) in cases {
+        let (got, answer) = server.post_api(cookie, content_type, body.clone()).await;
+        assert_eq!(got, status, "{body:?} -> {answer}");
+        let error = answer["error"].as_str().unwrap_or_default();
+        let field = answer["field"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(needle) || field == needle,
+            "{body:?} -> {answer} should mention {needle:?}"
+        );
+    }
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "marker"}))
+        .await;
+    assert_eq!(
+        client.events_until("done").await,
+        vec![],
+        "no bad request emitted"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_health_and_logout() {
+    let mut config = memory_config();
+    config.server.socketio_path = "/rt/socket.io".into();
+    let server = TestServer::start(config).await;
+    let page = reqwest::get(format!("{}/", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        r#"id="message""#,
+        r#"id="messages""#,
+        ">Send</button>",
+        r#"id="status""#,
+        r#"path: "/rt/socket.io""#,
+        sidecast_core::config::DEFAULT_CLIENT_JS_URL,
+    ] {
+        assert!(page.contains(needle), "page lacks {needle}");
+    }
+    let health: Value = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    // After logout the old session no longer authenticates a socket.
+    let cookie = server.login().await;
+    connect(&server.socket_url(), with_cookie(&cookie))
+        .await
+        .accepted();
+    let response = reqwest::Client::new()
+        .get(format!("{}/logout", server.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cleared = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let cleared = cleared.split(';').next().unwrap().to_owned();
+    connect(&server.socket_url(), with_cookie(&cleared))
+        .await
+        .refused();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_client_script_and_disabled_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("socket.io.min.js");
+    std::fs::write(&script, "/* client */").unwrap();
+    let mut config = memory_config();
+    config.server.client_js = Some(script);
+    config.auth.demo_login = false;
+    let server = TestServer::start(config).await;
+    let page = reqwest::get(format!("{}/", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(r#"<script src="/socket.io.min.js">"#));
+    let js = reqwest::get(format!("{}/socket.io.min.js", server.base))
+        .await
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(js.text().await.unwrap(), "/* client */");
+    let login = reqwest::get(format!("{}/login", server.base))
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 404);
+    let body: Value = login.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("auth.demo_login"));
+    server.stop().await;
+}

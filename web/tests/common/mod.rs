@@ -1,0 +1,267 @@
+//! Shared test support: a node on a free loopback port and a real Socket.IO client
+//! (rust_socketio, a third-party implementation of the protocol).
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rust_socketio::asynchronous::{Client, ClientBuilder};
+use rust_socketio::{Payload, TransportType};
+use serde_json::Value;
+use sidecast_core::Config;
+use sidecast_core::config::BrokerKind;
+use sidecast_web::AppState;
+use tokio::sync::{mpsc, oneshot};
+
+/// How long any single awaited condition may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A configuration for tests: memory broker, random port.
+pub fn memory_config() -> Config {
+    let mut config = Config::default();
+    config.broker.kind = BrokerKind::Memory;
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+/// A running node, stopped on drop.
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), sidecast_web::StartError>>>,
+}
+
+impl TestServer {
+    /// Builds and serves a node from `config`.
+    pub async fn start(config: Config) -> Self {
+        Self::start_with(sidecast_web::App::builder(config)).await
+    }
+
+    /// Serves a node from a prepared builder.
+    pub async fn start_with(builder: sidecast_web::AppBuilder) -> Self {
+        let state = builder.build().await.expect("node builds");
+        let listener = tokio::net::TcpListener::bind(state.config().server.bind)
+            .await
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(sidecast_web::serve(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The Socket.IO URL of this node.
+    pub fn socket_url(&self) -> String {
+        format!("{}{}/", self.base, self.state.config().server.socketio_path)
+    }
+
+    /// `GET /login`; returns the `Cookie` header value to send back.
+    pub async fn login(&self) -> String {
+        let response = reqwest::get(format!("{}/login", self.base)).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .expect("login sets a cookie")
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body, serde_json::json!({"name": "Gonzalo"}));
+        cookie
+    }
+
+    /// `POST /api/` with a raw body and content type; returns status and JSON answer.
+    pub async fn post_api(
+        &self,
+        cookie: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/api/", self.base))
+            .body(body);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("answer is not JSON: {status} {text:?}"));
+        (status, value)
+    }
+
+    /// `POST /api/` with a JSON body, expecting success.
+    pub async fn publish(&self, cookie: &str, body: Value) {
+        let (status, answer) = self
+            .post_api(Some(cookie), Some("application/json"), body.to_string())
+            .await;
+        assert_eq!((status, answer), (200, serde_json::json!({"status": true})));
+    }
+
+    /// Stops the node gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("node stops in time")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// One received event: name and arguments.
+pub type Event = (String, Vec<Value>);
+
+/// A connected Socket.IO client that records every event it receives.
+pub struct SioClient {
+    pub client: Client,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+/// How a connect attempt ended.
+pub enum Connect {
+    Accepted(SioClient),
+    Refused(String),
+}
+
+impl Connect {
+    pub fn accepted(self) -> SioClient {
+        match self {
+            Connect::Accepted(c) => c,
+            Connect::Refused(reason) => panic!("connect refused: {reason}"),
+        }
+    }
+
+    pub fn refused(self) -> String {
+        match self {
+            Connect::Accepted(_) => panic!("connect was accepted"),
+            Connect::Refused(reason) => reason,
+        }
+    }
+}
+
+/// Options of a test client.
+#[derive(Default, Clone)]
+pub struct ClientOptions {
+    pub cookie: Option<String>,
+    pub auth: Option<Value>,
+    pub websocket_only: bool,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Connects a client and waits until the server accepted or refused it.
+pub async fn connect(url: &str, options: ClientOptions) -> Connect {
+    let (event_tx, events) = mpsc::unbounded_channel::<Event>();
+    let (state_tx, mut state_rx) = mpsc::unbounded_channel::<Result<(), String>>();
+    let connected_tx = state_tx.clone();
+    let mut builder = ClientBuilder::new(url)
+        .reconnect(false)
+        .transport_type(if options.websocket_only {
+            TransportType::Websocket
+        } else {
+            TransportType::Any
+        })
+        .on(rust_socketio::Event::Connect, move |_, _| {
+            let _ = connected_tx.send(Ok(()));
+            async {}.boxed()
+        })
+        .on(rust_socketio::Event::Error, move |payload, _| {
+            let text = match payload {
+                Payload::Text(values) => values
+                    .first()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .unwrap_or_default(),
+                other => format!("{other:?}"),
+            };
+            let _ = state_tx.send(Err(text));
+            async {}.boxed()
+        })
+        .on_any(move |event, payload, _| {
+            let values = match payload {
+                Payload::Text(values) => values,
+                other => vec![Value::String(format!("{other:?}"))],
+            };
+            let _ = event_tx.send((event.as_str().to_owned(), values));
+            async {}.boxed()
+        });
+    if let Some(cookie) = &options.cookie {
+        builder = builder.opening_header("Cookie", cookie.as_str());
+    }
+    if let Some(auth) = options.auth {
+        builder = builder.auth(auth);
+    }
+    for (k, v) in options.headers {
+        builder = builder.opening_header(k, v.as_str());
+    }
+    let client = match builder.connect().await {
+        Ok(client) => client,
+        Err(e) => return Connect::Refused(format!("transport error: {e}")),
+    };
+    match tokio::time::timeout(DEADLINE, state_rx.recv()).await {
+        Ok(Some(Ok(()))) => Connect::Accepted(SioClient { client, events }),
+        Ok(Some(Err(reason))) => {
+            let _ = client.disconnect().await;
+            Connect::Refused(reason)
+        }
+        Ok(None) | Err(_) => panic!("no connect or connect_error within {DEADLINE:?}"),
+    }
+}
+
+impl SioClient {
+    /// The next event, failing the test when none arrives within the deadline.
+    pub async fn next_event(&mut self) -> Event {
+        tokio::time::timeout(DEADLINE, self.events.recv())
+            .await
+            .expect("an event arrives in time")
+            .expect("client still running")
+    }
+
+    /// Receives events until one named `marker` arrives; returns the events before it.
+    /// Used to prove that nothing else was delivered: events are ordered, so everything emitted
+    /// before the marker has arrived by then.
+    pub async fn events_until(&mut self, marker: &str) -> Vec<Event> {
+        let mut before = Vec::new();
+        loop {
+            let event = self.next_event().await;
+            if event.0 == marker {
+                return before;
+            }
+            before.push(event);
+        }
+    }
+
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
