@@ -1,0 +1,551 @@
+//! The broker conformance suite: what every [`Broker`] must do, checked against a real backend.
+//!
+//! Each check is a `pub async fn` taking a broker factory ([`MakeBroker`]: any
+//! `Fn() -> impl Future<Output = B>` with `B: Broker`) that returns a *fresh broker connected to
+//! the same backend* on every call. Several checks use two or more brokers to model separate
+//! nodes (a publisher and subscribers). A transport's test file calls the checks one per
+//! `#[tokio::test]`, so that a failure names the broken behaviour:
+//!
+//! ```no_run
+//! # // Mirrors core/tests/conformance_memory.rs.
+//! use sidecast_core::MemoryBroker;
+//! use sidecast_core::testing::conformance;
+//!
+//! # async fn example() {
+//! // The memory broker's "backend" is the value itself: clones share it.
+//! let backend = MemoryBroker::default();
+//! let make = move || std::future::ready(backend.clone());
+//! conformance::round_trip(&make).await;
+//! # }
+//! ```
+//!
+//! or runs them all with [`run_all`].
+//!
+//! # Writing checks that do not flake
+//!
+//! * Channel names are unique per check ([`crate::testing::unique_channel`]), so checks can run in
+//!   parallel against one server.
+//! * Nothing sleeps to "let things settle". Real servers activate subscriptions asynchronously
+//!   (Redis answers `SUBSCRIBE` after it returns), so checks call [`await_subscribed`], which
+//!   publishes probe messages until the subscription receives one. Probes are recognisable
+//!   ([`is_probe`]) and [`next_message`] skips them.
+//! * Every await that depends on the backend is bounded by [`DEADLINE`]; the check panics with a
+//!   description of what did not happen instead of hanging.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::{Instant, timeout, timeout_at};
+
+use crate::broker::{Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Subscription};
+use crate::testing::unique_channel;
+
+/// How long a check waits for anything the backend should do (a message, the end of a stream).
+/// Generous, because CI machines are slow and shared; a healthy run takes milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Payload prefix of the probe messages sent by [`await_subscribed`]. It starts with a NUL byte so
+/// that no JSON or text payload a test publishes can be mistaken for a probe.
+pub const PROBE_PREFIX: &[u8] = b"\0sidecast-conformance-probe:";
+
+/// Probes are re-sent with growing intervals, from this...
+const PROBE_FIRST_WAIT: Duration = Duration::from_millis(10);
+/// ...up to this.
+const PROBE_MAX_WAIT: Duration = Duration::from_millis(250);
+
+/// Messages published by the ordering check.
+pub const ORDER_MESSAGES: usize = 500;
+
+/// What the transport under test can do; checks expecting a capability the transport lacks check
+/// that it is refused cleanly instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// [`ChannelSpec::Pattern`] subscriptions work (Redis `PSUBSCRIBE`, the memory broker). When
+    /// `false`, subscribing to a pattern must fail with [`BrokerError::Unsupported`].
+    pub patterns: bool,
+}
+
+impl Capabilities {
+    /// Everything the [`Broker`] trait describes, including patterns.
+    pub const ALL: Self = Self { patterns: true };
+    /// Everything except pattern subscriptions (AMQP).
+    pub const WITHOUT_PATTERNS: Self = Self { patterns: false };
+}
+
+/// A factory of brokers connected to one backend: every call returns a new broker value, as a new
+/// node would create.
+///
+/// Implemented for every `Fn() -> Fut` where `Fut: Future<Output = B>` and `B: Broker`, so a
+/// closure is enough. A factory may also hand out handles to one shared in-process backend
+/// (clones of one [`crate::MemoryBroker`]); see [`run_all`] for what that implies.
+pub trait MakeBroker {
+    /// The broker type made.
+    type Broker: Broker;
+
+    /// A fresh broker, connected. Panics (test code) if it cannot connect.
+    fn make(&self) -> impl Future<Output = Self::Broker>;
+}
+
+impl<F, Fut, B> MakeBroker for F
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = B>,
+    B: Broker,
+{
+    type Broker = B;
+
+    fn make(&self) -> impl Future<Output = B> {
+        self()
+    }
+}
+
+/// Runs every check, one after the other, expecting the given capabilities.
+///
+/// [`close`] runs last: with a factory that shares one in-process backend between the brokers it
+/// makes, closing one closes them all, so nothing may run after it.
+pub async fn run_all<M: MakeBroker>(make_broker: &M, capabilities: Capabilities) {
+    health_connected(make_broker).await;
+    round_trip(make_broker).await;
+    several_channels(make_broker).await;
+    fan_out(make_broker).await;
+    order_per_publisher(make_broker).await;
+    large_payload(make_broker).await;
+    binary_payload(make_broker).await;
+    patterns(make_broker, capabilities.patterns).await;
+    dropped_subscription(make_broker).await;
+    close(make_broker).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `message` is one of [`await_subscribed`]'s probes.
+pub fn is_probe(message: &BrokerMessage) -> bool {
+    message.payload.starts_with(PROBE_PREFIX)
+}
+
+/// Waits until `subscription` receives what `publisher` publishes on `channel`.
+///
+/// Subscribing is asynchronous on real servers: `subscribe` may return before the server routes
+/// messages to the new subscription, and a message published in that window is lost (Redis
+/// pub/sub is at-most-once). This publishes a probe on `channel` (which must be covered by the
+/// subscription), waits a little for it, and repeats with a new probe until the *latest* probe
+/// arrives. Because order is kept per publisher, every earlier probe has then either arrived
+/// (and was discarded here) or was lost for good, so none can show up later from this publisher.
+/// Other subscriptions on the same channel do receive the probes: read them with
+/// [`next_message`], which skips probes. Any other message arriving meanwhile is discarded.
+///
+/// Panics if the subscription is not active within [`DEADLINE`], if it ends, or if publishing
+/// fails.
+pub async fn await_subscribed<P: Broker + ?Sized>(
+    publisher: &P,
+    subscription: &mut Subscription,
+    channel: &str,
+) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut wait = PROBE_FIRST_WAIT;
+    for n in 1u64.. {
+        let probe = Bytes::from([PROBE_PREFIX, n.to_string().as_bytes()].concat());
+        if let Err(e) = publisher.publish(channel, probe.clone()).await {
+            panic!("publishing probe {n} on {channel:?} failed: {e}");
+        }
+        let window_end = (Instant::now() + wait).min(deadline);
+        loop {
+            match timeout_at(window_end, subscription.recv()).await {
+                Ok(Some(message)) if message.payload == probe => return,
+                // An earlier probe (or unrelated traffic): keep waiting for the latest one.
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    panic!("the subscription ended while waiting for it to receive on {channel:?}")
+                }
+                Err(_) => break,
+            }
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "the subscription did not receive anything published on {channel:?} within \
+                 {DEADLINE:?} ({n} probes sent)"
+            );
+        }
+        wait = (wait * 2).min(PROBE_MAX_WAIT);
+    }
+}
+
+/// The next message that is not a probe, within [`DEADLINE`].
+///
+/// Panics if none arrives in time or the subscription ends.
+pub async fn next_message(subscription: &mut Subscription) -> BrokerMessage {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match timeout_at(deadline, subscription.recv()).await {
+            Ok(Some(message)) if is_probe(&message) => {}
+            Ok(Some(message)) => return message,
+            Ok(None) => panic!("the subscription ended while a message was expected"),
+            Err(_) => panic!("no message arrived within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Waits until the subscription's stream ends (`recv` returns `None`), discarding whatever was
+/// still queued. Panics if it does not end within [`DEADLINE`].
+pub async fn assert_ends(subscription: &mut Subscription) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match timeout_at(deadline, subscription.recv()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(_) => panic!("the subscription stream did not end within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Subscribes or panics with the error.
+async fn subscribe<B: Broker + ?Sized>(broker: &B, specs: &[ChannelSpec]) -> Subscription {
+    match broker.subscribe(specs).await {
+        Ok(subscription) => subscription,
+        Err(e) => panic!("subscribe({specs:?}) failed: {e}"),
+    }
+}
+
+/// Publishes or panics with the error.
+async fn publish<B: Broker + ?Sized>(broker: &B, channel: &str, payload: impl Into<Bytes>) {
+    if let Err(e) = broker.publish(channel, payload.into()).await {
+        panic!("publish on {channel:?} failed: {e}");
+    }
+}
+
+/// Asserts that the next non-probe message is `payload` on `channel` from an exact subscription.
+async fn expect_message(subscription: &mut Subscription, channel: &str, payload: &[u8]) {
+    let message = next_message(subscription).await;
+    assert_eq!(
+        message.channel, channel,
+        "message arrived on the wrong channel"
+    );
+    assert_eq!(
+        message.pattern, None,
+        "a message of an exact subscription must not carry a pattern"
+    );
+    assert_eq!(
+        message.payload,
+        payload,
+        "wrong payload on {channel:?}: got {:?}, want {:?}",
+        String::from_utf8_lossy(&message.payload),
+        String::from_utf8_lossy(payload)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+// ---------------------------------------------------------------------------------------------
+
+/// A new broker reports [`BrokerHealth::Connected`], and still does after a round trip.
+pub async fn health_connected<M: MakeBroker>(make_broker: &M) {
+    let broker = make_broker.make().await;
+    assert_eq!(
+        broker.health(),
+        BrokerHealth::Connected,
+        "health right after connecting"
+    );
+    let channel = unique_channel("health");
+    let mut sub = subscribe(&broker, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&broker, &mut sub, &channel).await;
+    publish(&broker, &channel, "ping").await;
+    expect_message(&mut sub, &channel, b"ping").await;
+    assert_eq!(
+        broker.health(),
+        BrokerHealth::Connected,
+        "health after a round trip"
+    );
+}
+
+/// A message published by one broker reaches a subscription on another broker, and a broker's
+/// own subscription receives what it publishes itself (the one-delivery-path rule).
+pub async fn round_trip<M: MakeBroker>(make_broker: &M) {
+    let subscriber = make_broker.make().await;
+    let publisher = make_broker.make().await;
+    let channel = unique_channel("round-trip");
+    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut sub, &channel).await;
+
+    publish(
+        &publisher,
+        &channel,
+        r#"{"v":1,"event":"message","data":"Hi"}"#,
+    )
+    .await;
+    expect_message(
+        &mut sub,
+        &channel,
+        br#"{"v":1,"event":"message","data":"Hi"}"#,
+    )
+    .await;
+
+    // Echo: the subscriber's own publish comes back through its own subscription.
+    publish(&subscriber, &channel, "echo").await;
+    expect_message(&mut sub, &channel, b"echo").await;
+}
+
+/// One subscription to several channels receives each channel's messages, labelled with the
+/// channel they were published on.
+pub async fn several_channels<M: MakeBroker>(make_broker: &M) {
+    let subscriber = make_broker.make().await;
+    let publisher = make_broker.make().await;
+    let first = unique_channel("several-a");
+    let second = unique_channel("several-b");
+    let mut sub = subscribe(
+        &subscriber,
+        &[ChannelSpec::exact(&first), ChannelSpec::exact(&second)],
+    )
+    .await;
+    await_subscribed(&publisher, &mut sub, &first).await;
+    await_subscribed(&publisher, &mut sub, &second).await;
+
+    publish(&publisher, &first, "one").await;
+    publish(&publisher, &second, "two").await;
+    publish(
+        &publisher,
+        &unique_channel("several-other"),
+        "not subscribed",
+    )
+    .await;
+    publish(&publisher, &first, "three").await;
+    expect_message(&mut sub, &first, b"one").await;
+    expect_message(&mut sub, &second, b"two").await;
+    expect_message(&mut sub, &first, b"three").await;
+}
+
+/// Subscribers on separate brokers (separate nodes) each receive every message, in order.
+pub async fn fan_out<M: MakeBroker>(make_broker: &M) {
+    const SUBSCRIBERS: usize = 3;
+    const MESSAGES: usize = 20;
+    let publisher = make_broker.make().await;
+    let channel = unique_channel("fan-out");
+    let mut nodes = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let broker = make_broker.make().await;
+        let mut sub = subscribe(&broker, &[ChannelSpec::exact(&channel)]).await;
+        // Earlier subscribers see these probes too; next_message skips them.
+        await_subscribed(&publisher, &mut sub, &channel).await;
+        nodes.push((broker, sub));
+    }
+    for i in 0..MESSAGES {
+        publish(&publisher, &channel, format!("fan-out {i}")).await;
+    }
+    for (node, (_broker, sub)) in nodes.iter_mut().enumerate() {
+        for i in 0..MESSAGES {
+            let message = next_message(sub).await;
+            assert_eq!(
+                message.payload,
+                format!("fan-out {i}").as_bytes(),
+                "subscriber {node} got messages out of order or lost one"
+            );
+        }
+    }
+}
+
+/// [`ORDER_MESSAGES`] messages from one publisher arrive complete and in publish order, while
+/// the subscriber reads concurrently.
+pub async fn order_per_publisher<M: MakeBroker>(make_broker: &M) {
+    let subscriber = make_broker.make().await;
+    let publisher = make_broker.make().await;
+    let channel = unique_channel("order");
+    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut sub, &channel).await;
+
+    let send = async {
+        for i in 0..ORDER_MESSAGES {
+            publish(&publisher, &channel, i.to_string()).await;
+        }
+    };
+    let receive = async {
+        for i in 0..ORDER_MESSAGES {
+            let message = next_message(&mut sub).await;
+            assert_eq!(
+                String::from_utf8_lossy(&message.payload),
+                i.to_string(),
+                "message {i} of {ORDER_MESSAGES} out of order (or earlier ones lost)"
+            );
+        }
+    };
+    tokio::join!(send, receive);
+    assert_eq!(sub.dropped(), 0, "no message may be dropped in this check");
+}
+
+/// A 1 MiB payload arrives intact.
+pub async fn large_payload<M: MakeBroker>(make_broker: &M) {
+    let subscriber = make_broker.make().await;
+    let publisher = make_broker.make().await;
+    let channel = unique_channel("large");
+    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut sub, &channel).await;
+
+    // Not a constant byte, so that truncation or reordering inside the payload shows.
+    let payload: Vec<u8> = (0..1usize << 20)
+        .map(|i| u8::try_from(i % 251).unwrap_or_default())
+        .collect();
+    publish(&publisher, &channel, payload.clone()).await;
+    let message = next_message(&mut sub).await;
+    assert_eq!(
+        message.payload.len(),
+        payload.len(),
+        "1 MiB payload truncated"
+    );
+    assert!(
+        message.payload == payload,
+        "1 MiB payload arrived with the right length but different bytes"
+    );
+}
+
+/// Payloads are bytes, not text: invalid UTF-8, NUL bytes and the empty payload arrive as sent.
+pub async fn binary_payload<M: MakeBroker>(make_broker: &M) {
+    let subscriber = make_broker.make().await;
+    let publisher = make_broker.make().await;
+    let channel = unique_channel("binary");
+    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut sub, &channel).await;
+
+    let every_byte: Vec<u8> = (0..=255u8).rev().collect();
+    let invalid_utf8 = vec![0xc3, 0x28, 0xff, 0xfe, 0x00, 0x80];
+    for payload in [every_byte, invalid_utf8, Vec::new()] {
+        publish(&publisher, &channel, payload.clone()).await;
+        let message = next_message(&mut sub).await;
+        assert_eq!(
+            message.payload, payload,
+            "binary payload altered in transit"
+        );
+    }
+}
+
+/// Pattern subscriptions: with `supported`, a message on a matching channel arrives with
+/// `pattern: Some(..)` and one on a non-matching channel does not arrive; without, subscribing to
+/// a pattern fails with [`BrokerError::Unsupported`].
+pub async fn patterns<M: MakeBroker>(make_broker: &M, supported: bool) {
+    let subscriber = make_broker.make().await;
+    let prefix = unique_channel("pattern");
+    let star = format!("{prefix}.*");
+
+    if !supported {
+        match subscriber.subscribe(&[ChannelSpec::pattern(&star)]).await {
+            Err(BrokerError::Unsupported { .. }) => return,
+            Err(e) => panic!("a pattern subscription must be refused as Unsupported, got: {e}"),
+            Ok(_) => {
+                panic!("the transport is declared without pattern support but accepted a pattern")
+            }
+        }
+    }
+
+    let publisher = make_broker.make().await;
+    // Redis glob classes: `[xy]` matches one of x, y; `?` matches exactly one character.
+    let class = format!("{prefix}-[xy]?");
+    let exact = format!("{prefix}-exact");
+    let mut sub = subscribe(
+        &subscriber,
+        &[
+            ChannelSpec::pattern(&star),
+            ChannelSpec::pattern(&class),
+            ChannelSpec::exact(&exact),
+        ],
+    )
+    .await;
+    await_subscribed(&publisher, &mut sub, &format!("{prefix}.probe")).await;
+    await_subscribed(&publisher, &mut sub, &format!("{prefix}-x0")).await;
+    await_subscribed(&publisher, &mut sub, &exact).await;
+
+    // Non-matching channels first: per-publisher order means that if they had been delivered,
+    // they would arrive before the matching message that follows.
+    publish(&publisher, &format!("{prefix}-z1"), "no: z not in [xy]").await;
+    publish(
+        &publisher,
+        &format!("{prefix}-x"),
+        "no: ? needs one character",
+    )
+    .await;
+    publish(&publisher, &format!("{prefix}_a"), "no: _ is not .").await;
+    publish(&publisher, &format!("other.{prefix}.a"), "no: other prefix").await;
+    publish(&publisher, &format!("{prefix}.a"), "star").await;
+    publish(&publisher, &format!("{prefix}-y7"), "class").await;
+    publish(&publisher, &exact, "exact").await;
+
+    let message = next_message(&mut sub).await;
+    assert_eq!(
+        message.payload,
+        &b"star"[..],
+        "a message on a non-matching channel was delivered: {message:?}"
+    );
+    assert_eq!(message.channel, format!("{prefix}.a"));
+    assert_eq!(message.pattern.as_deref(), Some(star.as_str()));
+
+    let message = next_message(&mut sub).await;
+    assert_eq!(
+        message.payload,
+        &b"class"[..],
+        "unexpected message {message:?}"
+    );
+    assert_eq!(message.channel, format!("{prefix}-y7"));
+    assert_eq!(message.pattern.as_deref(), Some(class.as_str()));
+
+    expect_message(&mut sub, &exact, b"exact").await;
+}
+
+/// Dropping a subscription affects nothing else: another subscription to the same channel on the
+/// same broker keeps receiving, and a new subscription made afterwards works.
+pub async fn dropped_subscription<M: MakeBroker>(make_broker: &M) {
+    let broker = make_broker.make().await;
+    let publisher = make_broker.make().await;
+    let channel = unique_channel("dropped");
+
+    let mut kept = subscribe(&broker, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut kept, &channel).await;
+    let mut doomed = subscribe(&broker, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut doomed, &channel).await;
+    drop(doomed);
+
+    // Traffic after the drop gives the transport the chance to notice it and clean up.
+    for i in 0..10 {
+        publish(&publisher, &channel, format!("after drop {i}")).await;
+    }
+    for i in 0..10 {
+        expect_message(&mut kept, &channel, format!("after drop {i}").as_bytes()).await;
+    }
+
+    let mut fresh = subscribe(&broker, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut fresh, &channel).await;
+    publish(&publisher, &channel, "to both").await;
+    expect_message(&mut fresh, &channel, b"to both").await;
+    expect_message(&mut kept, &channel, b"to both").await;
+    assert_eq!(broker.health(), BrokerHealth::Connected);
+}
+
+/// `close()`: the broker reports [`BrokerHealth::Closed`], its subscription streams end (after
+/// what was already queued), later publishes and subscribes fail with [`BrokerError::Closed`],
+/// and closing again is harmless.
+pub async fn close<M: MakeBroker>(make_broker: &M) {
+    let broker = make_broker.make().await;
+    assert_eq!(broker.health(), BrokerHealth::Connected);
+    let channel = unique_channel("close");
+    let mut sub = subscribe(&broker, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&broker, &mut sub, &channel).await;
+    publish(&broker, &channel, "before close").await;
+
+    timeout(DEADLINE, broker.close())
+        .await
+        .unwrap_or_else(|_| panic!("close() did not return within {DEADLINE:?}"));
+    assert_eq!(broker.health(), BrokerHealth::Closed, "health after close");
+    assert_ends(&mut sub).await;
+
+    match broker.publish(&channel, Bytes::from_static(b"late")).await {
+        Err(BrokerError::Closed) => {}
+        other => panic!("publish after close must fail with Closed, got {other:?}"),
+    }
+    match broker.subscribe(&[ChannelSpec::exact(&channel)]).await {
+        Err(BrokerError::Closed) => {}
+        Err(e) => panic!("subscribe after close must fail with Closed, got: {e}"),
+        Ok(_) => panic!("subscribe after close must fail with Closed, but it succeeded"),
+    }
+    timeout(DEADLINE, broker.close())
+        .await
+        .unwrap_or_else(|_| panic!("a second close() did not return within {DEADLINE:?}"));
+    assert_eq!(broker.health(), BrokerHealth::Closed);
+}
