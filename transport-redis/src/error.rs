@@ -1,0 +1,115 @@
+//! Turning redis-rs errors into [`BrokerError`]s that say what to do.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+use sidecast_core::BrokerError;
+
+pub(crate) const BACKEND: &str = "redis";
+
+/// A message with the redis error underneath, for errors whose cause needs explaining.
+#[derive(Debug)]
+pub(crate) struct Explained {
+    pub(crate) message: String,
+    pub(crate) source: Option<RedisError>,
+}
+
+impl fmt::Display for Explained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{} ({source})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Explained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Whether the server refused our credentials or permissions: retrying cannot help.
+fn is_auth_failure(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm)
+    ) || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+}
+
+/// Maps an error of an operation on `url` (already redacted).
+///
+/// Connection trouble (I/O, dropped connections, time-outs, a server still loading) is
+/// [`BrokerError::Unavailable`]: transient. Refused credentials or permissions are
+/// [`BrokerError::Rejected`] with the fix in the message; a bad URL is [`BrokerError::Config`];
+/// any other server error is `Rejected`.
+pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
+    if is_auth_failure(&error) {
+        return BrokerError::Rejected {
+            backend: BACKEND,
+            source: Box::new(Explained {
+                message: format!(
+                    "authentication or permission failure at {url}: check the user and password \
+                     in broker.url (redis://user:password@host:port) and that the ACL user may \
+                     PUBLISH/SUBSCRIBE/PSUBSCRIBE on the channels"
+                ),
+                source: Some(error),
+            }),
+        };
+    }
+    if error.kind() == ErrorKind::InvalidClientConfig {
+        return BrokerError::Config {
+            backend: BACKEND,
+            reason: format!(
+                "{error}; broker.url must look like redis://[user:password@]host[:port][/db] or \
+                 rediss://... for TLS"
+            ),
+        };
+    }
+    let transient = error.is_io_error()
+        || error.is_unrecoverable_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+            )
+        );
+    if transient {
+        BrokerError::Unavailable {
+            backend: BACKEND,
+            url: url.to_owned(),
+            source: Box::new(error),
+        }
+    } else {
+        BrokerError::Rejected {
+            backend: BACKEND,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// A connection that is down, while the transport reconnects.
+pub(crate) fn reconnecting(url: &str, attempt: u32) -> BrokerError {
+    BrokerError::Unavailable {
+        backend: BACKEND,
+        url: url.to_owned(),
+        source: Box::new(Explained {
+            message: format!("the connection is down, reconnecting (attempt {attempt})"),
+            source: None,
+        }),
+    }
+}
+
+pub(crate) fn timeout(after: Duration) -> BrokerError {
+    BrokerError::Timeout {
+        backend: BACKEND,
+        after,
+    }
+}

@@ -1,0 +1,120 @@
+//! [`RedisOptions`]: how [`crate::RedisBroker`] connects and how patient it is.
+
+use std::time::Duration;
+
+use sidecast_core::config::BrokerConfig;
+
+/// Connection settings of a [`crate::RedisBroker`].
+///
+/// ```
+/// use std::time::Duration;
+/// use sidecast_transport_redis::RedisOptions;
+///
+/// let options = RedisOptions {
+///     publish_timeout: Duration::from_millis(500),
+///     ..RedisOptions::new("redis://:secret@127.0.0.1:6380/0")
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `redis://[user][:password@]host[:port][/db]`, or `rediss://...` for TLS (rustls, the
+    /// system's trust store). The password (and ACL user) go in the URL.
+    pub url: String,
+    /// Bound on establishing one connection: TCP, TLS, `AUTH`/`HELLO`, `SELECT` and the first
+    /// `SUBSCRIBE`s.
+    pub connect_timeout: Duration,
+    /// Bound on one publish, from the call until Redis acknowledged it.
+    pub publish_timeout: Duration,
+    /// Messages each subscription buffers for its consumer; beyond that they are dropped and
+    /// counted ([`sidecast_core::Subscription::dropped`]).
+    pub subscription_capacity: usize,
+    /// Delay before the first reconnect attempt; it doubles with every failed attempt...
+    pub backoff_min: Duration,
+    /// ...up to this cap. Each delay is jittered (between half and all of it) so that nodes
+    /// cut off together do not reconnect in lockstep.
+    pub backoff_max: Duration,
+    /// Idle connections are checked with a `PING` this often, so that a connection that died
+    /// silently (no `RST`, e.g. a network partition) is noticed and replaced.
+    pub keepalive_interval: Duration,
+}
+
+impl RedisOptions {
+    /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
+    /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, keep-alive 15 s.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(3),
+            publish_timeout: Duration::from_secs(2),
+            subscription_capacity: sidecast_core::memory::DEFAULT_CAPACITY,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(15),
+        }
+    }
+
+    /// The options of a `[broker]` configuration section: `broker.url` (or the default Redis
+    /// URL), `publish_timeout_ms`, `connect_timeout_ms` and `subscription_capacity`; the backoff
+    /// and keep-alive keep their defaults.
+    pub fn from_config(config: &BrokerConfig) -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            subscription_capacity: config.subscription_capacity,
+            ..Self::new(config.effective_url())
+        }
+    }
+}
+
+impl Default for RedisOptions {
+    /// [`RedisOptions::new`] with `redis://127.0.0.1:6379`, the default of `broker.url`.
+    fn default() -> Self {
+        Self::new(sidecast_core::config::BrokerKind::Redis.default_url())
+    }
+}
+
+/// Hand-written so that the password never reaches a log.
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &sidecast_core::broker::redact_url(&self.url))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_config_takes_every_broker_key() {
+        let config = BrokerConfig {
+            url: Some("redis://:pw@example:7000/2".to_owned()),
+            publish_timeout_ms: 250,
+            connect_timeout_ms: 750,
+            subscription_capacity: 16,
+            ..BrokerConfig::default()
+        };
+        let options = RedisOptions::from_config(&config);
+        assert_eq!(options.url, "redis://:pw@example:7000/2");
+        assert_eq!(options.publish_timeout, Duration::from_millis(250));
+        assert_eq!(options.connect_timeout, Duration::from_millis(750));
+        assert_eq!(options.subscription_capacity, 16);
+
+        let default = RedisOptions::from_config(&BrokerConfig::default());
+        assert_eq!(default.url, "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let shown = format!("{:?}", RedisOptions::new("redis://u:hunter2@h:1"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

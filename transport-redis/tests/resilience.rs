@@ -1,0 +1,259 @@
+//! RedisBroker through Redis outages: restarts, publishing while Redis is down, slow consumers.
+//!
+//! These tests stop and restart Redis, so they always start a private redis-server
+//! (`RedisServer::start_local`), even when `SIDECAST_TEST_REDIS_URL` is set.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::options;
+use sidecast_core::testing::conformance::{DEADLINE, await_subscribed, next_message};
+use sidecast_core::testing::{RedisServer, unique_channel};
+use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
+use sidecast_transport_redis::{RedisBroker, RedisOptions};
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+
+/// Polls `condition` until it holds, panicking with `what` after [`DEADLINE`]. Health is a
+/// snapshot without change notifications, so polling is the only way to observe it.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for: {what}"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn connect(options: RedisOptions) -> RedisBroker {
+    RedisBroker::connect(options)
+        .await
+        .unwrap_or_else(|e| panic!("connect failed: {e}"))
+}
+
+#[tokio::test]
+async fn subscription_survives_a_redis_restart() {
+    let mut server = RedisServer::start_local().await;
+    // Production defaults (backoff 100 ms doubling to 5 s), so that the reconnect time printed
+    // below is the one users get.
+    let broker = connect(RedisOptions::new(server.url())).await;
+    let channel = unique_channel("restart");
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .expect("subscribe");
+    await_subscribed(&broker, &mut sub, &channel).await;
+    assert_eq!(broker.health(), BrokerHealth::Connected);
+
+    server.stop().await;
+    let mut seen_attempt = 0;
+    eventually("health Reconnecting after Redis stopped", || {
+        match broker.health() {
+            BrokerHealth::Reconnecting { attempt, .. } => {
+                seen_attempt = attempt;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert!(seen_attempt >= 1, "attempts count from 1");
+
+    // While Redis is down, publishing fails (fast, with a transient error) instead of hanging.
+    let result = timeout(
+        DEADLINE,
+        broker.publish(&channel, Bytes::from_static(b"lost")),
+    )
+    .await
+    .expect("publish during the outage must return, not hang");
+    let error = result.expect_err("publish during the outage must fail");
+    assert!(
+        error.is_transient(),
+        "expected a transient error, got: {error}"
+    );
+
+    server.restart().await;
+    let back_up = Instant::now();
+    eventually("health Connected after Redis came back", || {
+        broker.health() == BrokerHealth::Connected
+    })
+    .await;
+    let healthy_after = back_up.elapsed();
+
+    // Publish numbered messages until one arrives: the first delivery after the restart.
+    let deadline = Instant::now() + DEADLINE;
+    let mut n = 0u32;
+    let delivered_after = 'delivered: loop {
+        assert!(
+            Instant::now() < deadline,
+            "no message delivered within {DEADLINE:?} of Redis coming back"
+        );
+        n += 1;
+        let payload = format!("after restart {n}");
+        if broker
+            .publish(&channel, payload.clone().into())
+            .await
+            .is_err()
+        {
+            sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let window = Instant::now() + Duration::from_millis(100);
+        while let Ok(message) = timeout_at(window, sub.recv()).await {
+            let message = message.expect("the stream must survive the restart");
+            if message.payload == payload.as_bytes() {
+                break 'delivered back_up.elapsed();
+            }
+        }
+    };
+    eprintln!(
+        "redis restart: health Connected {healthy_after:?} and first message delivered \
+         {delivered_after:?} after the server answered PING again"
+    );
+
+    // And traffic flows normally again, in order.
+    for i in 0..20 {
+        broker
+            .publish(&channel, format!("steady {i}").into())
+            .await
+            .expect("publish after recovery");
+    }
+    for i in 0..20 {
+        let message = next_message(&mut sub).await;
+        // Late copies of the numbered probes may still be queued: skip them.
+        if message.payload.starts_with(b"after restart") {
+            continue;
+        }
+        assert_eq!(message.payload, format!("steady {i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn pattern_subscription_survives_a_redis_restart() {
+    let mut server = RedisServer::start_local().await;
+    let broker = connect(options(server.url())).await;
+    let prefix = unique_channel("restart-pattern");
+    let pattern = format!("{prefix}.*");
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::pattern(&pattern)])
+        .await
+        .expect("subscribe");
+    await_subscribed(&broker, &mut sub, &format!("{prefix}.probe")).await;
+
+    server.restart().await;
+    // The subscription notices the restart at once (its connection breaks) and has the publish
+    // connection checked too; wait until both are back.
+    eventually("health Connected after the restart", || {
+        broker.health().is_connected()
+    })
+    .await;
+    // Receiving fresh probes proves the PSUBSCRIBE was renewed on the new server.
+    await_subscribed(&broker, &mut sub, &format!("{prefix}.probe")).await;
+    broker
+        .publish(&format!("{prefix}.x"), Bytes::from_static(b"hello again"))
+        .await
+        .expect("publish");
+    let message = next_message(&mut sub).await;
+    assert_eq!(message.payload, &b"hello again"[..]);
+    assert_eq!(message.pattern.as_deref(), Some(pattern.as_str()));
+}
+
+#[tokio::test]
+async fn publish_during_an_outage_fails_fast_and_recovers() {
+    let mut server = RedisServer::start_local().await;
+    // No subscription: nothing but the publishes themselves notices the outage.
+    let broker = connect(options(server.url())).await;
+    let channel = unique_channel("outage");
+    broker
+        .publish(&channel, Bytes::from_static(b"before"))
+        .await
+        .expect("publish while Redis is up");
+
+    server.stop().await;
+    for i in 0..5 {
+        let result = timeout(DEADLINE, broker.publish(&channel, Bytes::from_static(b"x")))
+            .await
+            .unwrap_or_else(|_| panic!("publish {i} during the outage hung"));
+        let error = result.expect_err("publish during the outage must fail");
+        assert!(
+            error.is_transient(),
+            "publish {i}: expected a transient error, got: {error}"
+        );
+    }
+    assert!(
+        matches!(broker.health(), BrokerHealth::Reconnecting { .. }),
+        "a failed publish marks the broker reconnecting, got {}",
+        broker.health()
+    );
+
+    server.restart().await;
+    eventually("health Connected after Redis came back", || {
+        broker.health() == BrokerHealth::Connected
+    })
+    .await;
+    broker
+        .publish(&channel, Bytes::from_static(b"after"))
+        .await
+        .expect("publish after recovery");
+}
+
+#[tokio::test]
+async fn slow_consumer_loses_the_overflow_but_keeps_receiving() {
+    let server = RedisServer::start().await;
+    let options = RedisOptions {
+        subscription_capacity: 8,
+        ..options(server.url())
+    };
+    let broker = connect(options).await;
+    let channel = unique_channel("slow");
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .expect("subscribe");
+    // Returns once the latest probe arrived, so no probe is left to take queue space.
+    await_subscribed(&broker, &mut sub, &channel).await;
+
+    for i in 0..100 {
+        broker
+            .publish(&channel, format!("burst {i}").into())
+            .await
+            .expect("publish must not wait for the consumer");
+    }
+    // The first 8 fill the queue; the other 92 are dropped and counted, not waited for.
+    eventually("92 messages counted as dropped", || sub.dropped() == 92).await;
+    assert_eq!(broker.health(), BrokerHealth::Connected);
+    for i in 0..8 {
+        let message = next_message(&mut sub).await;
+        assert_eq!(message.payload, format!("burst {i}").as_bytes());
+    }
+
+    // Drained: the subscription works as before.
+    for i in 0..5 {
+        broker
+            .publish(&channel, format!("later {i}").into())
+            .await
+            .expect("publish");
+    }
+    for i in 0..5 {
+        let message = next_message(&mut sub).await;
+        assert_eq!(message.payload, format!("later {i}").as_bytes());
+    }
+    assert_eq!(sub.dropped(), 92);
+}
+
+#[tokio::test]
+async fn dropping_the_broker_ends_its_subscriptions() {
+    let server = RedisServer::start().await;
+    let broker = connect(options(server.url())).await;
+    let channel = unique_channel("drop-broker");
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .expect("subscribe");
+    await_subscribed(&broker, &mut sub, &channel).await;
+    drop(broker);
+    sidecast_core::testing::conformance::assert_ends(&mut sub).await;
+}
