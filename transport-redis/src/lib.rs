@@ -85,7 +85,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// While the publish connection is down, [`Broker::publish`] fails at once with a transient
 /// [`BrokerError::Unavailable`], without touching the network; otherwise it is bounded by
 /// [`RedisOptions::publish_timeout`] ([`BrokerError::Timeout`]). A `Timeout` does not prove the
-/// message was lost: a retry may deliver it twice.
+/// message was lost: a retry may deliver it twice, which is why the broker never retries by
+/// itself. A Redis client is told nothing when its server goes away, so the publish connection
+/// learns of an outage from the subscriptions (their connections break at once), from a failed
+/// publish, or from its keep-alive `PING`: a broker without subscriptions sees the first publish
+/// after a Redis restart fail (transiently) while it reconnects.
 ///
 /// A lost and a restored connection are logged once per outage (`warn`, then `info`), however
 /// many connections the outage hit; URLs in logs and errors have their password redacted.
@@ -285,7 +289,16 @@ impl Broker for RedisBroker {
         let specs: Arc<[ChannelSpec]> = channels.into();
         // The first connection is made here so that the caller learns about a Redis that is down
         // or refuses the subscription; later ones are the task's business.
-        let connection = shared.open_pubsub(&specs).await?;
+        let connection = match shared.open_pubsub(&specs).await {
+            Ok(connection) => connection,
+            Err(e) => {
+                if e.is_transient() {
+                    // Redis seems down: the publish connection may be dead too without knowing.
+                    shared.check_publisher.notify_one();
+                }
+                return Err(e);
+            }
+        };
         let (tx, subscription) = Subscription::bounded(shared.options.subscription_capacity);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn(run_subscription(

@@ -66,3 +66,10 @@ async fn close() {
     let server = RedisServer::start().await;
     conformance::close(&Redis::on(&server)).await;
 }
+
+/// The whole suite through `run_all`, as a third-party transport would call it.
+#[tokio::test]
+async fn run_all() {
+    let server = RedisServer::start().await;
+    conformance::run_all(&Redis::on(&server), conformance::Capabilities::ALL).await;
+}

@@ -257,3 +257,28 @@ async fn dropping_the_broker_ends_its_subscriptions() {
     drop(broker);
     sidecast_core::testing::conformance::assert_ends(&mut sub).await;
 }
+
+#[tokio::test]
+async fn subscribe_during_an_outage_fails_with_a_transient_error() {
+    let mut server = RedisServer::start_local().await;
+    let broker = connect(options(server.url())).await;
+    server.stop().await;
+    let result = timeout(
+        DEADLINE,
+        broker.subscribe(&[ChannelSpec::exact(unique_channel("down"))]),
+    )
+    .await
+    .expect("subscribe during the outage must return, not hang");
+    let error = result.expect_err("nothing to subscribe to while Redis is down");
+    assert!(error.is_transient(), "{error}");
+
+    // Once Redis is back, subscribing works again.
+    server.restart().await;
+    let channel = unique_channel("back");
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .expect("subscribe after recovery");
+    eventually("publish connection back", || broker.health().is_connected()).await;
+    await_subscribed(&broker, &mut sub, &channel).await;
+}
