@@ -172,7 +172,12 @@ fn init_logging(config: &Config) {
             );
             EnvFilter::new("info")
         });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr so that stdout stays for command output; colours only on a terminal.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.log.format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -186,7 +186,9 @@ async fn bad_input_gets_its_status_and_emits_nothing() {
         .accepted();
     let json_ct = Some("application/json");
 
-    let cases: Vec<(Option<&str>, Option<&str>, String, u16, &str)> = vec![
+    // (cookie, content type, body, expected status, text the error or field must name)
+    type Case<'a> = (Option<&'a str>, Option<&'a str>, String, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             Some(&cookie),
             json_ct,

@@ -1,0 +1,211 @@
+//! The `sidecast` binary: serve, emit and config as a user runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn sidecast() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecast"));
+    // Tests must not pick up a developer's sidecast.toml or SIDECAST_* settings.
+    cmd.current_dir(std::env::temp_dir());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SIDECAST_") && !key.starts_with("SIDECAST_TEST_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A `sidecast serve` process; killed on drop.
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `sidecast serve` with extra arguments and waits for its "listening" line.
+fn serve(args: &[&str], envs: &[(&str, &str)]) -> Served {
+    let mut child = sidecast()
+        .arg("serve")
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(rest) = line.split("url=").nth(1) {
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+                    .trim_end_matches('/');
+                let _ = tx.send(url.to_owned());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(DEADLINE)
+        .expect("sidecast serve logs its URL");
+    Served { child, base }
+}
+
+#[test]
+fn serve_on_memory_broker_answers_and_stops_on_sigterm() {
+    let mut served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let health = reqwest::get(format!("{}/healthz", served.base))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+        let login = reqwest::get(format!("{}/login", served.base))
+            .await
+            .unwrap();
+        assert_eq!(login.text().await.unwrap(), r#"{"name":"Gonzalo"}"#);
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = served.child.try_wait().unwrap() {
+            assert!(status.success(), "graceful exit, got {status}");
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn flag_beats_environment_beats_file() {
+    // An address that is taken: a node told to use it fails, which shows which setting won.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        format!("[server]\nbind = \"{taken}\"\n[broker]\nkind = \"memory\"\n"),
+    )
+    .unwrap();
+    // The environment wins over the file...
+    let served = serve(
+        &["--config", file.to_str().unwrap()],
+        &[("SIDECAST_SERVER__BIND", "127.0.0.1:0")],
+    );
+    assert!(!served.base.ends_with(&taken));
+    drop(served);
+    // ...and a flag wins over the environment.
+    let output = sidecast()
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "serve",
+            "--bind",
+            &taken,
+        ])
+        .env("SIDECAST_SERVER__BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {taken}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_prints_effective_values_with_secrets_redacted() {
+    let output = sidecast()
+        .arg("config")
+        .env(
+            "SIDECAST_SESSION__SECRET",
+            "a-very-long-secret-value-of-more-than-32-bytes",
+        )
+        .env(
+            "SIDECAST_BROKER__URL",
+            "redis://user:hunter2@127.0.0.1:6390",
+        )
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("socketio_path = \"/ws/socket.io\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("redis://user:***@127.0.0.1:6390"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"));
+    assert!(!stdout.contains("a-very-long-secret"));
+}
+
+#[test]
+fn config_check_names_key_file_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[server]\nsocketio_pth = \"/x\"\n").unwrap();
+    let output = sidecast()
+        .args(["config", "--check", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("socketio_pth"), "{stderr}");
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    assert!(stderr.contains("docs/configuration.md"), "{stderr}");
+
+    std::fs::write(&file, "[server]\nsocketio_path = \"/x\"\n").unwrap();
+    let output = sidecast()
+        .args(["config", "--check", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+
+    let output = sidecast()
+        .args(["config", "--config", "/nonexistent/sidecast.toml"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not found"));
+}
+
+#[test]
+fn emit_on_memory_broker_explains_what_to_configure() {
+    let output = sidecast()
+        .args(["emit", "message", "Hi", "--broker", "memory"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach a server"), "{stderr}");
+    assert!(stderr.contains("SIDECAST_BROKER__KIND=redis"), "{stderr}");
+
+    let output = sidecast()
+        .args(["emit", "message", "{oops", "--json", "--broker", "redis"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not valid JSON"));
+}
