@@ -1,68 +1,12 @@
 //! The `sidecast` binary: serve, emit and config as a user runs them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn sidecast() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidecast"));
-    // Tests must not pick up a developer's sidecast.toml or SIDECAST_* settings.
-    cmd.current_dir(std::env::temp_dir());
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SIDECAST_") && !key.starts_with("SIDECAST_TEST_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
-
-/// A `sidecast serve` process; killed on drop.
-struct Served {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `sidecast serve` with extra arguments and waits for its "listening" line.
-fn serve(args: &[&str], envs: &[(&str, &str)]) -> Served {
-    let mut child = sidecast()
-        .arg("serve")
-        .args(args)
-        .envs(envs.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("url=").nth(1) {
-                let url = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .trim_end_matches('/');
-                let _ = tx.send(url.to_owned());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(DEADLINE)
-        .expect("sidecast serve logs its URL");
-    Served { child, base }
-}
+use common::{DEADLINE, serve, sidecast};
 
 #[test]
 fn serve_on_memory_broker_answers_and_stops_on_sigterm() {

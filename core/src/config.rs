@@ -243,6 +243,9 @@ pub struct SessionConfig {
     pub cookie_name: String,
     /// Whether the cookie is marked `Secure` (sent over HTTPS only). Turn on behind TLS.
     pub secure: bool,
+    /// How long one operation of the `redis` store may take, in milliseconds; past it the request
+    /// counts as logged out rather than hanging.
+    pub timeout_ms: u64,
 }
 
 impl Default for SessionConfig {
@@ -253,6 +256,7 @@ impl Default for SessionConfig {
             secret: String::new(),
             cookie_name: "sidecast.session".to_owned(),
             secure: false,
+            timeout_ms: 1_000,
         }
     }
 }

@@ -33,12 +33,16 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 mod error;
+#[cfg(feature = "redis")]
+mod redis_sessions;
 mod relay;
 mod routes;
 pub mod session;
 mod socket;
 
 pub use error::{ApiError, StartError};
+#[cfg(feature = "redis")]
+pub use redis_sessions::RedisSessionStore;
 pub use relay::RelayStats;
 
 /// Where the page loads a local copy of the Socket.IO client from, when `server.client_js` is set.
@@ -130,7 +134,8 @@ impl AppBuilder {
         let emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
             .with_origin(node_id.clone());
         let page = render_page(&config);
-        let sessions = session::Sessions::from_config(&config.session, None)?;
+        let sessions =
+            session::Sessions::from_config(&config.session, redis_session_store(&config)?)?;
         Ok(AppState {
             inner: Arc::new(Inner {
                 config,
@@ -316,11 +321,57 @@ pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError>
         BrokerKind::Memory => Ok(Arc::new(MemoryBroker::new(
             config.broker.subscription_capacity,
         ))),
-        kind @ (BrokerKind::Redis | BrokerKind::Amqp) => Err(StartError::Config(format!(
-            "broker.kind = \"{kind}\" is not available yet in this build; use broker.kind = \
-             \"memory\" (or --broker memory) for a single node"
+        #[cfg(feature = "redis")]
+        BrokerKind::Redis => {
+            let options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
+            Ok(Arc::new(
+                sidecast_transport_redis::RedisBroker::connect(options).await?,
+            ))
+        }
+        #[allow(unreachable_patterns)]
+        kind => Err(StartError::Config(format!(
+            "broker.kind = \"{kind}\" is not compiled into this build; rebuild with the cargo \
+             feature `{kind}` (cargo build -p sidecast --features {kind}), or choose another \
+             broker.kind"
         ))),
     }
+}
+
+/// The Redis session store, when `session.store = "redis"` and this build has Redis.
+#[cfg(feature = "redis")]
+fn redis_session_store(
+    config: &Config,
+) -> Result<Option<Arc<dyn session::SessionStoreHandle>>, StartError> {
+    use sidecast_core::config::SessionStoreKind;
+    if config.session.store != SessionStoreKind::Redis {
+        return Ok(None);
+    }
+    let url = if !config.session.url.is_empty() {
+        config.session.url.clone()
+    } else if config.broker.kind == BrokerKind::Redis {
+        config.broker.effective_url().to_owned()
+    } else {
+        return Err(StartError::Config(
+            "session.store = \"redis\" needs session.url (SIDECAST_SESSION__URL) when the broker \
+             is not Redis"
+                .to_owned(),
+        ));
+    };
+    let timeout = Duration::from_millis(config.session.timeout_ms);
+    let store = RedisSessionStore::new(&url, timeout).map_err(|e| {
+        StartError::Config(format!(
+            "session.url = {}: {e}",
+            sidecast_core::broker::redact_url(&url)
+        ))
+    })?;
+    Ok(Some(Arc::new(store)))
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_session_store(
+    _config: &Config,
+) -> Result<Option<Arc<dyn session::SessionStoreHandle>>, StartError> {
+    Ok(None)
 }
 
 /// The page with the configured client script and Socket.IO path filled in.

@@ -1,0 +1,218 @@
+//! Several nodes on one real redis-server: every path reaches every node, sessions are shared,
+//! and a node survives a Redis restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../web/tests/common/mod.rs"]
+mod sio;
+
+use std::time::{Duration, Instant};
+
+use common::{Served, serve, sidecast};
+use serde_json::json;
+use sidecast_core::config::{BrokerKind, SessionStoreKind};
+use sidecast_core::testing::redis_server::RedisServer;
+use sio::{ClientOptions, SioClient, TestServer, connect};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
+
+fn node(redis: &RedisServer, extra: &[(&str, &str)]) -> Served {
+    let mut envs = vec![
+        ("SIDECAST_BROKER__KIND", "redis"),
+        ("SIDECAST_BROKER__URL", redis.url()),
+        ("SIDECAST_SESSION__SECRET", SECRET),
+    ];
+    envs.extend_from_slice(extra);
+    serve(&["--bind", "127.0.0.1:0"], &envs)
+}
+
+async fn login(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/login")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn post(base: &str, cookie: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/"))
+        .header("cookie", cookie)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn cookie_options(cookie: &str) -> ClientOptions {
+    ClientOptions {
+        cookie: Some(cookie.to_owned()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_events_and_cookie_sessions() {
+    let redis = RedisServer::start().await;
+    let nodes = [node(&redis, &[]), node(&redis, &[]), node(&redis, &[])];
+    // Logged in on A; the signed cookie is accepted by B and C (same session.secret).
+    let cookie = login(&nodes[0].base).await;
+    let mut clients: Vec<SioClient> = Vec::new();
+    for n in &nodes {
+        clients.push(
+            connect(&n.socket_url(), cookie_options(&cookie))
+                .await
+                .accepted(),
+        );
+    }
+
+    for i in 0..10 {
+        let r = post(
+            &nodes[0].base,
+            &cookie,
+            json!({"channel": "count", "body": i.to_string()}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    // Emitting from outside the web server, as the original's external script does.
+    let output = sidecast()
+        .args(["emit", "message", "Hi"])
+        .env("SIDECAST_BROKER__KIND", "redis")
+        .env("SIDECAST_BROKER__URL", redis.url())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = sidecast()
+        .args([
+            "emit",
+            "news",
+            r#"{"n": 1}"#,
+            "--json",
+            "--to",
+            "user:Gonzalo",
+        ])
+        .env("SIDECAST_BROKER__KIND", "redis")
+        .env("SIDECAST_BROKER__URL", redis.url())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = post(
+        &nodes[1].base,
+        &cookie,
+        json!({"channel": "done", "body": "end"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    let mut expected: Vec<sio::Event> = (0..10)
+        .map(|i| ("count".to_owned(), vec![json!(i.to_string())]))
+        .collect();
+    expected.push(("message".to_owned(), vec![json!("Hi")]));
+    expected.push(("news".to_owned(), vec![json!({"n": 1})]));
+    for (i, client) in clients.iter_mut().enumerate() {
+        assert_eq!(client.events_until("done").await, expected, "node {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_session_store_is_shared_and_revocable() {
+    let redis = RedisServer::start().await;
+    let store = [("SIDECAST_SESSION__STORE", "redis")];
+    let a = node(&redis, &store);
+    let b = node(&redis, &store);
+    let cookie = login(&a.base).await;
+    connect(&b.socket_url(), cookie_options(&cookie))
+        .await
+        .accepted();
+    // Logging out on B ends the session for every node: the same cookie is refused on A.
+    let response = reqwest::Client::new()
+        .get(format!("{}/logout", b.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let reason = connect(&a.socket_url(), cookie_options(&cookie))
+        .await
+        .refused();
+    assert!(reason.contains("unauthorized"), "{reason}");
+}
+
+/// Polls `/readyz` until it answers `status`.
+async fn await_ready(base: &str, status: u16) -> Instant {
+    let deadline = Instant::now() + common::DEADLINE;
+    loop {
+        let got = reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if got == status {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "/readyz never answered {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_survives_a_redis_restart() {
+    let mut redis = RedisServer::start_local().await;
+    let mut config = sio::memory_config();
+    config.broker.kind = BrokerKind::Redis;
+    config.broker.url = Some(redis.url().to_owned());
+    config.session.store = SessionStoreKind::Cookie;
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut client = connect(&server.socket_url(), cookie_options(&cookie))
+        .await
+        .accepted();
+    await_ready(&server.base, 200).await;
+
+    redis.stop().await;
+    await_ready(&server.base, 503).await;
+    // Publishing during the outage fails fast with 503 and Retry-After, never hangs or 500s.
+    let response = post(
+        &server.base,
+        &cookie,
+        json!({"channel": "message", "body": "lost"}),
+    )
+    .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("redis"), "{body}");
+
+    redis.restart().await;
+    let back = Instant::now();
+    let ready = await_ready(&server.base, 200).await;
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "message", "body": "after restart"}),
+        )
+        .await;
+    assert_eq!(
+        client.next_event().await,
+        ("message".to_owned(), vec![json!("after restart")])
+    );
+    eprintln!(
+        "redis restart: node ready {:?} and first event delivered {:?} after redis was back",
+        ready - back,
+        back.elapsed()
+    );
+    server.stop().await;
+}
