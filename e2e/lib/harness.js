@@ -315,15 +315,18 @@ export class Harness {
       try {
         return await fn(t);
       } catch (e) {
-        const logs = this.dump();
-        if (e && typeof e === 'object') {
+        const logs = `----- process logs (${this.name}) -----\n${this.dump()}\n-----`;
+        if (e instanceof Error) {
+          // Reporters print the stack, which V8 may already have formatted with the old message.
           try {
-            e.message = `${e.message}\n----- process logs (${this.name}) -----\n${logs}\n-----`;
+            e.message = `${e.message}\n${logs}`;
+            if (typeof e.stack === 'string' && !e.stack.includes(logs)) e.stack = `${e.stack}\n${logs}`;
           } catch {
-            // read-only message
+            process.stderr.write(`${logs}\n`);
           }
+        } else {
+          process.stderr.write(`${logs}\n`);
         }
-        process.stderr.write(`\n----- process logs (${this.name}, test "${t.name}" failed) -----\n${logs}\n-----\n`);
         throw e;
       }
     };
