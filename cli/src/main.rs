@@ -147,7 +147,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| "defaults, sidecast.toml and SIDECAST_* variables".into());
                 println!("configuration is valid ({source})");
             } else {
-                print!("{}", config.redacted().to_toml());
+                // Show the URL in effect even when it comes from the broker kind's default.
+                let mut shown = config.redacted();
+                shown.broker.url = Some(config.redacted_broker_url());
+                print!("{}", shown.to_toml());
             }
             Ok(())
         }

@@ -109,6 +109,14 @@ async fn three_nodes_share_events_and_cookie_sessions() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // Any Redis client can publish the native format (docs/protocol.md).
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "PUBLISH", "sidecast"])
+        .arg(r#"{"v":1,"event":"message","data":"from redis-cli"}"#)
+        .output()
+        .unwrap();
+    // PUBLISH answers how many subscribers received it: one per node.
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3");
     let r = post(
         &nodes[1].base,
         &cookie,
@@ -122,6 +130,7 @@ async fn three_nodes_share_events_and_cookie_sessions() {
         .collect();
     expected.push(("message".to_owned(), vec![json!("Hi")]));
     expected.push(("news".to_owned(), vec![json!({"n": 1})]));
+    expected.push(("message".to_owned(), vec![json!("from redis-cli")]));
     for (i, client) in clients.iter_mut().enumerate() {
         assert_eq!(client.events_until("done").await, expected, "node {i}");
     }

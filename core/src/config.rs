@@ -401,6 +401,11 @@ impl Config {
         c
     }
 
+    /// `broker.url` in effect (the default of `broker.kind` when unset), password redacted.
+    pub fn redacted_broker_url(&self) -> String {
+        crate::broker::redact_url(self.broker.effective_url())
+    }
+
     /// The configuration as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
@@ -551,5 +556,36 @@ mod tests {
         assert!(!shown.contains("pw"));
         assert!(!shown.contains("tok\""));
         assert!(shown.contains("***"));
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// Every key of the configuration is documented in docs/configuration.md with its
+    /// environment variable.
+    #[test]
+    fn configuration_doc_lists_every_key() {
+        let doc = include_str!("../../docs/configuration.md");
+        let mut config = Config::default();
+        // Optional keys are absent from the serialized defaults; give them a value to list them.
+        config.broker.url = Some(String::new());
+        config.server.client_js = Some(PathBuf::from("x"));
+        let value = toml::Value::try_from(&config).unwrap();
+        let mut missing = Vec::new();
+        for (section, table) in value.as_table().unwrap() {
+            assert!(
+                doc.contains(&format!("## `[{section}]`")),
+                "section {section}"
+            );
+            for key in table.as_table().unwrap().keys() {
+                let env = format!("SIDECAST_{}__{}", section, key).to_uppercase();
+                if !doc.contains(&format!("| `{key}` |")) || !doc.contains(&env) {
+                    missing.push(format!("{section}.{key} ({env})"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "undocumented keys: {missing:?}");
     }
 }

@@ -48,6 +48,7 @@ pub(crate) fn spawn(
             };
             match socket::emit(&io, &envelope).await {
                 Ok(()) => {
+                    tracing::trace!(event = %envelope.event, origin = ?envelope.origin, "emitted");
                     stats.emitted.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {

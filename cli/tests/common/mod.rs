@@ -72,7 +72,8 @@ pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Served {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(rest) = line.split("url=").nth(1) {
+            // The "listening" line names the HTTP address (other lines may carry other URLs).
+            if let Some(rest) = line.split(" listening url=").nth(1) {
                 let url = rest
                     .split_whitespace()
                     .next()
