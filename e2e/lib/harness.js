@@ -163,12 +163,12 @@ class Proc {
             if (m) return done(null, m);
           }
           if (this.exited) {
-            done(new Error(`${this.label} exited (code ${this.exitCode}) before printing ${what}`));
+            done(new Error(`${this.label} exited (code ${this.exitCode}) before printing ${what}${this.tail()}`));
           }
         },
       };
       const timer = setTimeout(
-        () => done(new Error(`${this.label}: no ${what} within ${ms} ms`)),
+        () => done(new Error(`${this.label}: no ${what} within ${ms} ms${this.tail()}`)),
         ms,
       );
       const done = (err, value) => {
@@ -180,6 +180,12 @@ class Proc {
       this.waiters.add(waiter);
       waiter.check();
     });
+  }
+
+  /** The last lines of output, for error messages. */
+  tail(n = 40) {
+    const lines = this.lines.slice(-n);
+    return lines.length ? `; its output:\n${lines.map((l) => `  ${l}`).join('\n')}` : '; it printed nothing';
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within `ms`. */

@@ -6,6 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
+import { createRequire } from 'node:module';
+
 import { chromium } from 'playwright-core';
 
 import { ARTIFACTS_DIR, CLIENTS, Harness, NEEDS_REDIS, login, publish } from '../lib/harness.js';
@@ -20,6 +22,7 @@ const LAUNCH_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  '--disable-dev-shm-usage',
   // Belt and braces: no host name resolves, so nothing can leave loopback even by accident.
   '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
 ];
@@ -88,6 +91,12 @@ function messages(page) {
 function waitForMessage(page, text) {
   return page.locator('#messages li', { hasText: text }).first().waitFor({ timeout: DEADLINE });
 }
+
+test('versions', (t) => {
+  const playwright = createRequire(import.meta.url)('playwright-core/package.json').version;
+  t.diagnostic(`chromium ${browser.version()} (${CHROMIUM}), playwright-core ${playwright}`);
+  t.diagnostic(`page clients: socket.io-client ${CLIENTS.latest.version} and ${CLIENTS['4.0.0'].version}`);
+});
 
 describe('the page in headless Chromium, with the latest socket.io client', { concurrency: 1 }, () => {
   let server;
