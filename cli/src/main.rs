@@ -9,6 +9,8 @@ use figment::Figment;
 use sidecast_core::config::{BrokerKind, LogFormat};
 use sidecast_core::{Config, Emitter};
 
+mod bench;
+
 /// Push real-time events to browsers over Socket.IO, from anywhere.
 #[derive(Debug, Parser)]
 #[command(name = "sidecast", version, about)]
@@ -54,6 +56,8 @@ enum Command {
         #[arg(long, value_enum)]
         broker: Option<Kind>,
     },
+    /// Load-test a Socket.IO server (this one or any other): N clients, events at a rate, latency.
+    Bench(bench::BenchArgs),
     /// Print the effective configuration, with secrets redacted.
     Config {
         /// Only validate: exit non-zero with the key, the file and the fix when invalid.
@@ -138,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::from_figment(&with_broker(figment, broker))?;
             emit(config, &event, &data, json, to, namespace).await
         }
+        Command::Bench(args) => bench::run(args, figment).await,
         Command::Config { check } => {
             let config = Config::from_figment(&figment)?;
             if check {
@@ -263,6 +268,13 @@ async fn emit(
         .with_origin("sidecast-emit");
     for room in to {
         emitter = emitter.to(room);
+    }
+    if !config.broker.signing_key.is_empty() {
+        // Nodes with a signing key drop unsigned messages.
+        emitter = emitter.signed(std::sync::Arc::new(sidecast_core::Signer::new(
+            config.broker.signing_key.expose(),
+            std::time::Duration::from_millis(config.broker.signing_max_age_ms),
+        )));
     }
     let result = emitter.emit(event, value).await;
     broker.close().await;

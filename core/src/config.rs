@@ -26,6 +26,50 @@ pub const ENV_PREFIX: &str = "SIDECAST_";
 /// suite's `SIDECAST_TEST_REDIS_URL`) are not configuration and are left alone.
 const SECTIONS: &[&str] = &["server", "broker", "auth", "session", "log"];
 
+/// A secret value (key, token): shown as `***` by `Debug`, so that it never reaches a log by
+/// accident. Serialized as the plain string (configuration files hold it as such).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself; use it, never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether no secret is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `***` for a set secret, empty for an unset one.
+    fn redacted(&self) -> Self {
+        if self.is_empty() {
+            Self::default()
+        } else {
+            Self("***".to_owned())
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.is_empty() { "\"\"" } else { "***" })
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
 /// The whole configuration of a Sidecast node.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -60,6 +104,12 @@ pub struct ServerConfig {
     pub client_js: Option<PathBuf>,
     /// Largest accepted `POST /api/` body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest Socket.IO packet a client may send, in bytes.
+    pub max_socket_payload_bytes: u64,
+    /// `POST /api/` requests each principal may make per second; 0 turns the limit off.
+    pub api_rate_limit: u32,
+    /// Requests a principal may make at once above the rate before being limited.
+    pub api_rate_burst: u32,
     /// How long a graceful shutdown may take before remaining connections are cut, in
     /// milliseconds.
     pub shutdown_timeout_ms: u64,
@@ -74,6 +124,9 @@ impl Default for ServerConfig {
             client_js_url: DEFAULT_CLIENT_JS_URL.to_owned(),
             client_js: None,
             max_body_bytes: 64 * 1024,
+            max_socket_payload_bytes: 100_000,
+            api_rate_limit: 100,
+            api_rate_burst: 200,
             shutdown_timeout_ms: 10_000,
         }
     }
@@ -136,6 +189,11 @@ pub struct BrokerConfig {
     /// Messages a node buffers between the broker and the sockets; beyond that, messages are
     /// dropped and counted rather than stalling the broker connection.
     pub subscription_capacity: usize,
+    /// Key that signs and verifies Sidecast's bus messages. Empty: messages are not signed. When
+    /// set, nodes drop (and count) unsigned, altered, stale and replayed messages.
+    pub signing_key: Secret,
+    /// How far a signed message's time may be from a node's clock, in milliseconds.
+    pub signing_max_age_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -147,6 +205,8 @@ impl Default for BrokerConfig {
             publish_timeout_ms: 2_000,
             connect_timeout_ms: 3_000,
             subscription_capacity: 4_096,
+            signing_key: Secret::default(),
+            signing_max_age_ms: 60_000,
         }
     }
 }
@@ -197,11 +257,14 @@ pub struct AuthConfig {
     /// `"session"`, `"token"`, `"allow-all"`, or a list of them meaning "any of".
     pub policy: PolicyList,
     /// Bearer tokens for the `token` policy: principal name = token.
-    pub tokens: BTreeMap<String, String>,
+    pub tokens: BTreeMap<String, Secret>,
     /// Whether `GET /login` (the demo login of the original application) is served.
     pub demo_login: bool,
     /// The user `GET /login` logs in.
     pub demo_user: String,
+    /// Lets the `allow-all` policy run on an address other than loopback. Off: such a server
+    /// refuses to start, since anybody who can reach it could publish.
+    pub allow_all_public: bool,
 }
 
 impl Default for AuthConfig {
@@ -211,6 +274,7 @@ impl Default for AuthConfig {
             tokens: BTreeMap::new(),
             demo_login: true,
             demo_user: "Gonzalo".to_owned(),
+            allow_all_public: false,
         }
     }
 }
@@ -238,7 +302,7 @@ pub struct SessionConfig {
     pub url: String,
     /// Key that signs session cookies, at least 32 bytes. Empty: a random key per process (a
     /// warning says so), which logs everybody out on restart and does not work across nodes.
-    pub secret: String,
+    pub secret: Secret,
     /// Name of the session cookie.
     pub cookie_name: String,
     /// Whether the cookie is marked `Secure` (sent over HTTPS only). Turn on behind TLS.
@@ -253,7 +317,7 @@ impl Default for SessionConfig {
         Self {
             store: SessionStoreKind::default(),
             url: String::new(),
-            secret: String::new(),
+            secret: Secret::default(),
             cookie_name: "sidecast.session".to_owned(),
             secure: false,
             timeout_ms: 1_000,
@@ -362,7 +426,7 @@ impl Config {
                 "must not be empty; the default is \"sidecast\"",
             );
         }
-        if !self.session.secret.is_empty() && self.session.secret.len() < 32 {
+        if !self.session.secret.is_empty() && self.session.secret.expose().len() < 32 {
             return bad(
                 "session.secret",
                 "must be at least 32 bytes long; generate one with `openssl rand -hex 32`",
@@ -380,6 +444,23 @@ impl Config {
                 "is empty but auth.policy includes \"token\"; add `[auth.tokens] name = \"token\"`",
             );
         }
+        if self.auth.policy.kinds().contains(&PolicyKind::AllowAll)
+            && !self.server.bind.ip().is_loopback()
+            && !self.auth.allow_all_public
+        {
+            return bad(
+                "auth.policy",
+                &format!(
+                    "is \"allow-all\" on the public address {}: anybody who can reach it could \
+                     connect and publish. Bind to 127.0.0.1, choose another policy, or set \
+                     auth.allow_all_public = true if that is really intended",
+                    self.server.bind
+                ),
+            );
+        }
+        if self.auth.tokens.values().any(Secret::is_empty) {
+            return bad("auth.tokens", "has an empty token; give every name a token");
+        }
         if self.broker.subscription_capacity == 0 {
             return bad("broker.subscription_capacity", "must be at least 1");
         }
@@ -389,15 +470,11 @@ impl Config {
     /// A copy with every secret replaced by `***`, for printing.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
-        let hide = |s: &mut String| {
-            if !s.is_empty() {
-                *s = "***".to_owned();
-            }
-        };
-        hide(&mut c.session.secret);
+        c.session.secret = c.session.secret.redacted();
+        c.broker.signing_key = c.broker.signing_key.redacted();
         c.session.url = crate::broker::redact_url(&c.session.url);
         c.broker.url = c.broker.url.as_deref().map(crate::broker::redact_url);
-        c.auth.tokens.values_mut().for_each(hide);
+        c.auth.tokens.values_mut().for_each(|t| *t = t.redacted());
         c
     }
 
@@ -548,11 +625,18 @@ mod tests {
     #[test]
     fn redaction_hides_secrets() {
         let mut c = Config::default();
-        c.session.secret = "x".repeat(40);
+        c.session.secret = Secret::new("x".repeat(40));
+        c.broker.signing_key = "signing-key".into();
         c.broker.url = Some("redis://u:pw@h:1".into());
         c.auth.tokens.insert("cron".into(), "tok".into());
         let shown = c.redacted().to_toml();
         assert!(!shown.contains(&"x".repeat(40)));
+        assert!(!shown.contains("signing-key"));
+        assert!(
+            !format!("{c:?}").contains("signing-key"),
+            "Debug hides secrets"
+        );
+        assert!(!format!("{c:?}").contains("tok\""), "Debug hides tokens");
         assert!(!shown.contains("pw"));
         assert!(!shown.contains("tok\""));
         assert!(shown.contains("***"));

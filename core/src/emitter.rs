@@ -1,12 +1,15 @@
 //! [`Emitter`]: publish Socket.IO events from any Rust program through the broker.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::broker::{BrokerError, SharedBroker};
 use crate::codec::native;
-use crate::envelope::{Envelope, InvalidEnvelope};
+use crate::envelope::{Envelope, InvalidEnvelope, now_millis};
+use crate::signing::Signer;
 
 /// Publishes events that every Sidecast node subscribed to the same broker channel emits to its
 /// Socket.IO clients.
@@ -32,6 +35,7 @@ pub struct Emitter {
     rooms: Vec<String>,
     except: Vec<String>,
     origin: Option<String>,
+    signer: Option<Arc<Signer>>,
 }
 
 /// Why an event could not be emitted.
@@ -59,7 +63,15 @@ impl Emitter {
             rooms: Vec::new(),
             except: Vec::new(),
             origin: None,
+            signer: None,
         }
+    }
+
+    /// A copy that signs every message (`broker.signing_key`), as nodes that verify require.
+    pub fn signed(&self, signer: Arc<Signer>) -> Self {
+        let mut e = self.clone();
+        e.signer = Some(signer);
+        e
     }
 
     /// A copy that also targets `room` (sockets in any of the rooms receive the event).
@@ -114,8 +126,17 @@ impl Emitter {
     /// Publishes a complete envelope as it is.
     pub async fn send(&self, envelope: &Envelope) -> Result<(), EmitError> {
         envelope.validate()?;
-        let payload = Bytes::from(native::encode(envelope));
-        self.broker.publish(&self.channel, payload).await?;
+        self.publish_raw(&self.channel, native::encode(envelope))
+            .await
+    }
+
+    /// Publishes an already encoded message on `channel`, signed when this emitter signs.
+    pub async fn publish_raw(&self, channel: &str, message: Vec<u8>) -> Result<(), EmitError> {
+        let payload = match &self.signer {
+            Some(signer) => signer.seal(&message, now_millis()),
+            None => message,
+        };
+        self.broker.publish(channel, Bytes::from(payload)).await?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ pub mod emitter;
 pub mod envelope;
 mod glob;
 pub mod memory;
+pub mod signing;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -31,3 +32,4 @@ pub use config::Config;
 pub use emitter::{EmitError, Emitter};
 pub use envelope::Envelope;
 pub use memory::MemoryBroker;
+pub use signing::{SignatureError, Signer};

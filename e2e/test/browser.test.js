@@ -218,10 +218,7 @@ describe('the page with socket.io client 4.0.0, the version the original page lo
     }
   }));
 
-  test('not logged in: the refusal is shown as final (data-state="refused")', {
-    todo: 'web/src/page.html tells a refusal by socket.active, which client 4.0.0 leaves true after a '
-      + 'server refusal (CONNECT_ERROR), so the page says "reconnecting…" although the client never retries',
-  }, async () => {
+  test('not logged in: the refusal is shown as final (data-state="refused")', async () => {
     assert.equal(await anonymous.page.locator('#status').getAttribute('data-state'), 'refused');
   });
 });

@@ -43,6 +43,15 @@ pub enum ApiError {
     /// The endpoint is turned off by configuration (404).
     #[error("{0}")]
     Disabled(&'static str),
+    /// A browser page of another origin (403).
+    #[error("origin {0} is not allowed; add it to server.allowed_origins if it should be")]
+    ForeignOrigin(String),
+    /// The principal publishes faster than `server.api_rate_limit` (429).
+    #[error("rate limit reached (server.api_rate_limit); retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a request will be accepted again.
+        retry_after_secs: u64,
+    },
 }
 
 impl ApiError {
@@ -70,6 +79,8 @@ impl ApiError {
             Self::Broker(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Session(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Disabled(_) => StatusCode::NOT_FOUND,
+            Self::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -86,12 +97,17 @@ impl IntoResponse for ApiError {
             }
             other => json!({ "error": other.to_string() }),
         };
-        let mut response = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let retry_after = match &self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             // Outages are usually short: tell clients when to try again.
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            _ => None,
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::{get, post};
+use sidecast_core::codec::control;
 use sidecast_core::config::{BrokerKind, PolicyKind};
 use sidecast_core::{
     AllowAll, AnyOf, AuthPolicy, Config, Emitter, MemoryBroker, SessionAuth, SharedBroker,
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 mod error;
+mod origin;
 #[cfg(feature = "redis")]
 mod redis_sessions;
 mod relay;
@@ -122,17 +124,38 @@ impl AppBuilder {
 
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
+            .max_payload(config.server.max_socket_payload_bytes)
             .with_state(socket::SocketContext { auth: auth.clone() })
             .build_layer();
         socket::register(&io);
 
-        let subscription = relay::subscribe(&broker, &config.broker.channel).await?;
+        let signer = (!config.broker.signing_key.is_empty()).then(|| {
+            Arc::new(sidecast_core::Signer::new(
+                config.broker.signing_key.expose(),
+                Duration::from_millis(config.broker.signing_max_age_ms),
+            ))
+        });
+        let bus = relay::Bus {
+            channel: config.broker.channel.clone(),
+            control_channel: control::channel(&config.broker.channel),
+            signer: signer.clone(),
+        };
+        let subscription = relay::subscribe(&broker, &bus).await?;
         let stats = Arc::new(RelayStats::default());
-        let relay = relay::spawn(subscription, io.clone(), stats.clone());
+        let control_channel = bus.control_channel.clone();
+        let relay = relay::spawn(subscription, bus, io.clone(), stats.clone());
 
         let node_id = uuid::Uuid::new_v4().to_string();
-        let emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
+        let mut emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
             .with_origin(node_id.clone());
+        if let Some(signer) = signer {
+            emitter = emitter.signed(signer);
+        }
+        let origins = Arc::new(origin::OriginPolicy::new(
+            &config.server.allowed_origins,
+            &config.server.socketio_path,
+        ));
+        let limiter = rate_limiter(&config);
         let page = render_page(&config);
         let sessions =
             session::Sessions::from_config(&config.session, redis_session_store(&config)?)?;
@@ -144,6 +167,9 @@ impl AppBuilder {
                 io,
                 layer,
                 emitter,
+                control_channel,
+                origins,
+                limiter,
                 node_id,
                 page,
                 client_js,
@@ -168,6 +194,9 @@ struct Inner {
     io: SocketIo,
     layer: SocketIoLayer,
     emitter: Emitter,
+    control_channel: String,
+    origins: Arc<origin::OriginPolicy>,
+    limiter: Option<RateLimiter>,
     node_id: String,
     page: String,
     client_js: Option<Bytes>,
@@ -248,7 +277,12 @@ pub fn app(state: AppState) -> Router {
     }
     let router = router
         .with_state(state.clone())
-        .layer(state.inner.layer.clone());
+        .layer(state.inner.layer.clone())
+        // Outside the Socket.IO layer, so that it sees the handshakes too.
+        .layer(axum::middleware::from_fn_with_state(
+            state.inner.origins.clone(),
+            origin::check,
+        ));
     // The session layer wraps the Socket.IO layer, so socket handshakes see the session too.
     state.inner.sessions.apply(router)
 }
@@ -293,6 +327,53 @@ pub async fn serve(
     result.map_err(StartError::Io)
 }
 
+/// Per-principal limiter of `POST /api/`.
+type RateLimiter = governor::DefaultKeyedRateLimiter<String>;
+
+fn rate_limiter(config: &Config) -> Option<RateLimiter> {
+    let rate = std::num::NonZeroU32::new(config.server.api_rate_limit)?;
+    let burst = std::num::NonZeroU32::new(config.server.api_rate_burst).unwrap_or(rate);
+    Some(governor::RateLimiter::dashmap(
+        governor::Quota::per_second(rate).allow_burst(burst),
+    ))
+}
+
+impl AppState {
+    /// Counts one `POST /api/` of `principal` against the rate limit.
+    fn check_rate(&self, principal: &sidecast_core::Principal) -> Result<(), ApiError> {
+        use governor::clock::{Clock, DefaultClock};
+        let Some(limiter) = &self.inner.limiter else {
+            return Ok(());
+        };
+        // Principals that stopped publishing are forgotten, so the map cannot grow forever.
+        if limiter.len() > 10_000 {
+            limiter.retain_recent();
+        }
+        limiter.check_key(&principal.id).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::RateLimited {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }
+        })
+    }
+
+    /// Asks every node to disconnect the sockets of `user`.
+    async fn disconnect_user(&self, user: &str) -> Result<(), ApiError> {
+        let message = control::encode(&control::Control::Disconnect {
+            rooms: vec![sidecast_core::auth::user_room(user)],
+            namespace: "/".to_owned(),
+        });
+        self.inner
+            .emitter
+            .publish_raw(&self.inner.control_channel, message)
+            .await
+            .map_err(|e| match e {
+                sidecast_core::EmitError::Broker(b) => ApiError::Broker(b),
+                other => ApiError::Session(other.to_string()),
+            })
+    }
+}
+
 /// Builds the auth policy `auth.policy` names.
 pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartError> {
     let build = |kind: PolicyKind| -> Box<dyn AuthPolicy> {
@@ -303,7 +384,7 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
                     .auth
                     .tokens
                     .iter()
-                    .map(|(name, token)| (token.clone(), name.clone())),
+                    .map(|(name, token)| (token.expose().to_owned(), name.clone())),
             )),
             PolicyKind::AllowAll => Box::new(AllowAll),
         }

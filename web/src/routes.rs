@@ -58,12 +58,19 @@ pub(crate) async fn login(
     Ok(Json(json!({ "name": auth.demo_user })))
 }
 
-/// `GET /logout`: ends the session.
-pub(crate) async fn logout(session: Session) -> Result<Json<Value>, ApiError> {
+/// `GET /logout`: ends the session and disconnects the user's sockets on every node.
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Json<Value>, ApiError> {
+    let user = session_user(Some(&session)).await;
     session
         .flush()
         .await
         .map_err(|e| ApiError::Session(e.to_string()))?;
+    if let Some(user) = user {
+        state.disconnect_user(&user).await?;
+    }
     Ok(Json(json!({ "status": true })))
 }
 
@@ -133,6 +140,7 @@ pub(crate) async fn publish(
         peer: peer_addr(&parts.extensions),
     };
     let principal = state.inner.auth.authorize(&auth_request).await?;
+    state.check_rate(&principal)?;
     tracing::debug!(user = %principal, event = %envelope.event, "publish");
 
     state

@@ -52,7 +52,7 @@ pub(crate) fn signing_key(config: &SessionConfig) -> Key {
         );
         Key::generate()
     } else {
-        Key::derive_from(config.secret.as_bytes())
+        Key::derive_from(config.secret.expose().as_bytes())
     }
 }
 

@@ -136,6 +136,9 @@ impl Drop for TestServer {
     }
 }
 
+/// The pseudo-event recorded when the server closes the socket.
+pub const CLOSED: &str = "__closed__";
+
 /// One received event: name and arguments.
 pub type Event = (String, Vec<Value>);
 
@@ -181,6 +184,7 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
     let (event_tx, events) = mpsc::unbounded_channel::<Event>();
     let (state_tx, mut state_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let connected_tx = state_tx.clone();
+    let close_tx = event_tx.clone();
     let mut builder = ClientBuilder::new(url)
         .reconnect(false)
         .transport_type(if options.websocket_only {
@@ -205,6 +209,11 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
                 other => format!("{other:?}"),
             };
             let _ = state_tx.send(Err(text));
+            async {}.boxed()
+        })
+        .on(rust_socketio::Event::Close, move |_, _| {
+            // Recorded as an event so that tests can await a disconnect like any event.
+            let _ = close_tx.send((CLOSED.to_owned(), Vec::new()));
             async {}.boxed()
         })
         .on_any(move |event, payload, _| {

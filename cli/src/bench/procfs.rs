@@ -1,0 +1,104 @@
+//! CPU time and memory of a process, read from `/proc` (Linux). No `unsafe`: the clock tick is
+//! Linux's fixed user-space `USER_HZ`.
+
+use std::time::Duration;
+
+/// `USER_HZ`: the unit of `utime`/`stime` in `/proc/PID/stat`. Linux fixes it at 100 for user
+/// space on every architecture it supports, whatever the kernel's own `HZ`.
+const USER_HZ: f64 = 100.0;
+
+/// Which process to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pid {
+    /// The load generator itself.
+    OwnProcess,
+    /// Another process (the server).
+    Other(u32),
+}
+
+impl Pid {
+    fn dir(self) -> String {
+        match self {
+            Pid::OwnProcess => "/proc/self".to_owned(),
+            Pid::Other(pid) => format!("/proc/{pid}"),
+        }
+    }
+}
+
+/// User + system CPU time the process used so far.
+pub(crate) fn cpu_time(pid: Pid) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("{}/stat", pid.dir())).ok()?;
+    parse_cpu_ticks(&stat).map(|ticks| Duration::from_secs_f64(ticks as f64 / USER_HZ))
+}
+
+/// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is
+/// in parentheses and may contain spaces, so fields are counted after its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // After the comm come field 3 (state), 4, ... : utime is field 14, i.e. index 11 here.
+    let mut fields = after_comm.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Resident memory (`VmRSS`) in KiB.
+pub(crate) fn rss_kib(pid: Pid) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("{}/status", pid.dir())).ok()?;
+    status_field_kib(&status, "VmRSS:")
+}
+
+fn status_field_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// Whether a process with this id exists (and can be read).
+pub(crate) fn exists(pid: u32) -> bool {
+    cpu_time(Pid::Other(pid)).is_some()
+}
+
+/// The soft limit on open files of this process, when `/proc/self/limits` tells it.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        Some(u64::MAX)
+    } else {
+        soft.parse().ok()
+    }
+}
+
+/// The 1-minute load average.
+pub(crate) fn load_average() -> Option<f64> {
+    let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
+    loadavg.split_whitespace().next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_spaces_in_the_name() {
+        let stat = "1234 (tokio worker (x)) S 1 1234 1234 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 \
+                    3 0 100 1000000 500 18446744073709551615";
+        assert_eq!(parse_cpu_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn reads_own_process() {
+        assert!(cpu_time(Pid::OwnProcess).is_some());
+        assert!(rss_kib(Pid::OwnProcess).is_some_and(|kib| kib > 0));
+        assert!(open_files_limit().is_some());
+        let status = "Name:\tx\nVmRSS:\t   12345 kB\n";
+        assert_eq!(status_field_kib(status, "VmRSS:"), Some(12345));
+    }
+}

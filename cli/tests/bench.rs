@@ -1,0 +1,136 @@
+//! `sidecast bench` against a real `sidecast serve` (memory broker): the JSON report adds up,
+//! refusals are reported, and a server that is down is a clear error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{serve, sidecast};
+use serde_json::Value;
+
+fn bench(args: &[&str]) -> (std::process::Output, Option<Value>) {
+    let output = sidecast()
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run sidecast bench");
+    let report = serde_json::from_slice(&output.stdout).ok();
+    (output, report)
+}
+
+fn show(output: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn every_client_receives_every_event_with_latency() {
+    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
+    let pid = served.child.id().to_string();
+    let (output, report) = bench(&[
+        "--url",
+        &served.base,
+        "--login-url",
+        "/login",
+        "--clients",
+        "20",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+        "--idle",
+        "0.2",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", show(&output));
+    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    assert_eq!(r["clients"]["requested"], 20, "{r:#}");
+    assert_eq!(r["clients"]["connected"], 20, "{r:#}");
+    assert_eq!(r["clients"]["refused"], 0);
+    assert_eq!(r["messages"]["sent"], 40, "{r:#}");
+    assert_eq!(r["deliveries"]["expected"], 20 * 40);
+    assert_eq!(r["deliveries"]["received"], 20 * 40, "{r:#}");
+    assert_eq!(r["deliveries"]["lost"], 0);
+    assert_eq!(r["deliveries"]["untimed"], 0);
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            r["latency_ms"][field].as_f64().unwrap() > 0.0,
+            "{field}: {r:#}"
+        );
+        assert!(
+            r["clients"]["connect_ms"][field].is_number(),
+            "{field}: {r:#}"
+        );
+    }
+    assert_eq!(r["latency_ms"]["samples"], 20 * 40);
+    assert!(r["deliveries"]["per_second"].as_f64().unwrap() > 0.0);
+    let server = &r["server"];
+    assert!(server["cpu_seconds"].is_number(), "{r:#}");
+    assert!(server["rss_connected_kib"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(r["bench"]["cpu_seconds_total"].is_number());
+    // The progress line goes to stderr, the report alone to stdout.
+    assert!(String::from_utf8_lossy(&output.stderr).contains("deliveries"));
+}
+
+#[test]
+fn refused_clients_are_reported_not_a_crash() {
+    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
+    // No --login-url: the session policy refuses every socket.
+    let (output, report) = bench(&[
+        "--url",
+        &served.base,
+        "--clients",
+        "5",
+        "--duration",
+        "0.5",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(!output.status.success(), "{}", show(&output));
+    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    assert_eq!(r["clients"]["connected"], 0, "{r:#}");
+    assert_eq!(r["clients"]["refused"], 5, "{r:#}");
+    assert!(
+        r["clients"]["refusal"]
+            .as_str()
+            .unwrap()
+            .starts_with("connect_error"),
+        "{r:#}"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("5 of 5 clients did not connect"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_server_that_is_down_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    for extra in [&["--login-url", "/login"][..], &[][..]] {
+        let (output, _) =
+            bench(&[&["--url", &url, "--clients", "2", "--quiet"][..], extra].concat());
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("cannot connect to"), "{stderr}");
+        assert!(stderr.contains("is the server running"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let (output, _) = bench(&["--url", "localhost:5000", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("--url"),
+        "{stderr}"
+    );
+}
