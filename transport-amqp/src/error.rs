@@ -1,0 +1,179 @@
+//! Turning lapin errors into [`BrokerError`]s that say what to do.
+
+use std::fmt;
+use std::time::Duration;
+
+use lapin::ErrorKind;
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+use sidecast_core::BrokerError;
+
+pub(crate) const BACKEND: &str = "amqp";
+
+/// A message with the lapin error underneath, for errors whose cause needs explaining.
+#[derive(Debug)]
+pub(crate) struct Explained {
+    pub(crate) message: String,
+    pub(crate) source: Option<lapin::Error>,
+}
+
+impl fmt::Display for Explained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{} ({source})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Explained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// What was being done when an error happened, for the hint in the message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Doing<'a> {
+    /// Opening the connection (TCP, TLS, handshake, login, first channel).
+    Connecting,
+    /// Declaring the fanout exchange of this channel.
+    Declaring(&'a str),
+    /// Publishing or subscribing on this channel.
+    Using(&'a str),
+}
+
+/// The AMQP reply code of a protocol error (`403`, `406`, `320`, ...).
+pub(crate) fn reply_code(error: &lapin::Error) -> Option<u16> {
+    match error.kind() {
+        ErrorKind::ProtocolError(e) => Some(e.get_id()),
+        _ => None,
+    }
+}
+
+/// Whether `error` means the connection as a whole is unusable (rather than one channel).
+pub(crate) fn is_connection_error(error: &lapin::Error) -> bool {
+    error.is_io_error()
+        || error.is_amqp_hard_error()
+        || matches!(
+            error.kind(),
+            ErrorKind::InvalidConnectionState(_) | ErrorKind::MissingHeartbeatError
+        )
+}
+
+/// Maps an error from an operation on `url` (already redacted).
+///
+/// Connection trouble (I/O, a closed connection or channel, missed heartbeats, a server
+/// shutting down: `CONNECTION_FORCED`) is [`BrokerError::Unavailable`]: transient. Refused
+/// credentials, permissions and mismatched exchanges are [`BrokerError::Rejected`] with the fix
+/// in the message.
+pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerError {
+    let kind = match error.kind() {
+        ErrorKind::ProtocolError(e) => Some(e.kind().clone()),
+        _ => None,
+    };
+    let hint = match (&kind, doing) {
+        (Some(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)), Doing::Connecting) => {
+            Some(format!(
+                "RabbitMQ at {url} refused the login: check the user and password in broker.url \
+                 (amqp://user:password@host:port/vhost)"
+            ))
+        }
+        (Some(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)), _) => Some(format!(
+            "the user of broker.url ({url}) may not use this exchange: grant it configure, \
+             write and read permissions on the virtual host (rabbitmqctl set_permissions), and \
+             note that names starting with `amq.` are reserved by RabbitMQ"
+        )),
+        (Some(AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)), _) => Some(format!(
+            "RabbitMQ at {url} refused access to the virtual host: check that it exists and that \
+             the user may use it (the vhost is the URL path, percent-encoded: `/` is `%2f`)"
+        )),
+        (
+            Some(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)),
+            Doing::Declaring(exchange) | Doing::Using(exchange),
+        ) => Some(format!(
+            "the exchange {exchange:?} already exists with other settings than a fanout \
+             exchange with the configured durability; if it is durable, enable durable \
+             exchanges (AmqpOptions::durable_exchanges), otherwise delete it or use another \
+             channel name"
+        )),
+        _ => None,
+    };
+    if let Some(message) = hint {
+        return BrokerError::Rejected {
+            backend: BACKEND,
+            source: Box::new(Explained {
+                message,
+                source: Some(error),
+            }),
+        };
+    }
+    let transient = match &kind {
+        Some(AMQPErrorKind::Hard(hard)) => matches!(
+            hard,
+            AMQPHardError::CONNECTIONFORCED
+                | AMQPHardError::RESOURCEERROR
+                | AMQPHardError::INTERNALERROR
+                | AMQPHardError::CHANNELERROR
+        ),
+        // A queue locked by another connection, or the server refusing more work for now.
+        Some(AMQPErrorKind::Soft(soft)) => matches!(soft, AMQPSoftError::RESOURCELOCKED),
+        None => matches!(
+            error.kind(),
+            ErrorKind::IOError(_)
+                | ErrorKind::RuntimeShutdownError(_)
+                | ErrorKind::InvalidConnectionState(_)
+                | ErrorKind::InvalidChannelState(..)
+                | ErrorKind::InvalidChannel(_)
+                | ErrorKind::MissingHeartbeatError
+                | ErrorKind::ChannelsLimitReached
+        ),
+    };
+    if transient {
+        BrokerError::Unavailable {
+            backend: BACKEND,
+            url: url.to_owned(),
+            source: Box::new(error),
+        }
+    } else {
+        BrokerError::Rejected {
+            backend: BACKEND,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// The connection is down and the transport is reconnecting.
+pub(crate) fn reconnecting(url: &str, attempt: u32) -> BrokerError {
+    unavailable(
+        url,
+        format!("the connection is down, reconnecting (attempt {attempt})"),
+    )
+}
+
+/// A transient failure described in words.
+pub(crate) fn unavailable(url: &str, message: String) -> BrokerError {
+    BrokerError::Unavailable {
+        backend: BACKEND,
+        url: url.to_owned(),
+        source: Box::new(Explained {
+            message,
+            source: None,
+        }),
+    }
+}
+
+pub(crate) fn timeout(after: Duration) -> BrokerError {
+    BrokerError::Timeout {
+        backend: BACKEND,
+        after,
+    }
+}
+
+pub(crate) fn config(reason: impl Into<String>) -> BrokerError {
+    BrokerError::Config {
+        backend: BACKEND,
+        reason: reason.into(),
+    }
+}

@@ -1,0 +1,150 @@
+//! [`AmqpOptions`]: how to reach RabbitMQ and how to behave when it goes away.
+
+use std::time::Duration;
+
+use sidecast_core::config::{BrokerConfig, BrokerKind};
+
+/// The options of an [`crate::AmqpBroker`].
+///
+/// Build them from the `[broker]` configuration section with [`AmqpOptions::from_config`], or
+/// from a URL with [`AmqpOptions::new`] and adjust the fields:
+///
+/// ```
+/// use std::time::Duration;
+/// use sidecast_transport_amqp::AmqpOptions;
+///
+/// let options = AmqpOptions {
+///     publish_timeout: Duration::from_millis(500),
+///     durable_exchanges: true,
+///     ..AmqpOptions::new("amqps://node:secret@rabbit.example/sidecast")
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AmqpOptions {
+    /// `amqp://[user:password@]host[:port][/vhost][?query]`, or `amqps://...` for TLS (rustls,
+    /// the system's trust store; `SSL_CERT_FILE` names extra CA certificates). The virtual host
+    /// is percent-encoded: the default vhost `/` is `%2f`. Query parameters of the AMQP URI spec
+    /// (`heartbeat`, `frame_max`, `channel_max`, `connection_timeout`) are honoured; a
+    /// `heartbeat` there takes precedence over [`AmqpOptions::heartbeat`].
+    pub url: String,
+    /// Bound on establishing the connection (TCP, TLS, AMQP handshake, login, first channel),
+    /// and on setting up a subscription's queue.
+    pub connect_timeout: Duration,
+    /// Bound on one publish, from the call until RabbitMQ confirmed it (publisher confirm).
+    pub publish_timeout: Duration,
+    /// Messages each subscription buffers for its consumer; beyond that they are dropped and
+    /// counted ([`sidecast_core::Subscription::dropped`]).
+    pub subscription_capacity: usize,
+    /// Delay before the first reconnect attempt; it doubles with every failed attempt...
+    pub backoff_min: Duration,
+    /// ...up to this cap. Each delay is jittered (between half and all of it) so that nodes
+    /// cut off together do not reconnect in lockstep.
+    pub backoff_max: Duration,
+    /// The AMQP heartbeat proposed to RabbitMQ (whole seconds; the smaller of this and the
+    /// server's wins). A connection that stays silent for two heartbeats is considered dead and
+    /// replaced, which is how a network partition (no `RST`) is noticed. Zero asks for none,
+    /// which leaves such outages undetected: not recommended.
+    pub heartbeat: Duration,
+    /// Declare exchanges durable. Off by default because python-socketio / Flask-SocketIO
+    /// (kombu) declare their fanout exchanges `durable=False`, and RabbitMQ refuses
+    /// (`PRECONDITION_FAILED`) to redeclare an existing exchange with different settings. Set
+    /// it when the exchanges already exist as durable ones.
+    pub durable_exchanges: bool,
+}
+
+impl AmqpOptions {
+    /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
+    /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, heartbeat 10 s,
+    /// non-durable exchanges.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(3),
+            publish_timeout: Duration::from_secs(2),
+            subscription_capacity: sidecast_core::memory::DEFAULT_CAPACITY,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            heartbeat: Duration::from_secs(10),
+            durable_exchanges: false,
+        }
+    }
+
+    /// The options of a `[broker]` configuration section: `broker.url` (or the default AMQP URL
+    /// when `kind = "amqp"`), `publish_timeout_ms`, `connect_timeout_ms` and
+    /// `subscription_capacity`; the backoff, heartbeat and durability keep their defaults.
+    pub fn from_config(config: &BrokerConfig) -> Self {
+        // Whatever `kind` says, this is the AMQP transport: an unset URL means the AMQP default,
+        // never the Redis one.
+        let url = config
+            .url
+            .clone()
+            .unwrap_or_else(|| BrokerKind::Amqp.default_url().to_owned());
+        Self {
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            subscription_capacity: config.subscription_capacity,
+            ..Self::new(url)
+        }
+    }
+}
+
+impl Default for AmqpOptions {
+    /// [`AmqpOptions::new`] with `amqp://guest:guest@127.0.0.1:5672/%2f`, the default of
+    /// `broker.url` for `kind = "amqp"`.
+    fn default() -> Self {
+        Self::new(BrokerKind::Amqp.default_url())
+    }
+}
+
+/// Hand-written so that the password never reaches a log.
+impl std::fmt::Debug for AmqpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpOptions")
+            .field("url", &sidecast_core::broker::redact_url(&self.url))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("publish_timeout", &self.publish_timeout)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .field("heartbeat", &self.heartbeat)
+            .field("durable_exchanges", &self.durable_exchanges)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_config_takes_every_broker_key() {
+        let config = BrokerConfig {
+            kind: BrokerKind::Amqp,
+            url: Some("amqp://u:pw@example:7000/v".to_owned()),
+            publish_timeout_ms: 250,
+            connect_timeout_ms: 750,
+            subscription_capacity: 16,
+            ..BrokerConfig::default()
+        };
+        let options = AmqpOptions::from_config(&config);
+        assert_eq!(options.url, "amqp://u:pw@example:7000/v");
+        assert_eq!(options.publish_timeout, Duration::from_millis(250));
+        assert_eq!(options.connect_timeout, Duration::from_millis(750));
+        assert_eq!(options.subscription_capacity, 16);
+        assert!(!options.durable_exchanges);
+
+        let default = AmqpOptions::from_config(&BrokerConfig {
+            kind: BrokerKind::Amqp,
+            ..BrokerConfig::default()
+        });
+        assert_eq!(default.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(default, AmqpOptions::default());
+    }
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let shown = format!("{:?}", AmqpOptions::new("amqp://u:hunter2@h:1/%2f"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
