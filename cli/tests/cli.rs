@@ -153,3 +153,15 @@ fn emit_on_memory_broker_explains_what_to_configure() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("not valid JSON"));
 }
+
+#[test]
+fn allow_all_refuses_a_public_bind_unless_allowed() {
+    let output = sidecast()
+        .args(["serve", "--broker", "memory", "--bind", "0.0.0.0:0"])
+        .env("SIDECAST_AUTH__POLICY", "allow-all")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("allow_all_public"), "{stderr}");
+}

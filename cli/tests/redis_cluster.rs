@@ -137,6 +137,75 @@ async fn three_nodes_share_events_and_cookie_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_delivery_and_logout_reach_every_node() {
+    let redis = RedisServer::start().await;
+    let tokens = [
+        ("SIDECAST_AUTH__POLICY", r#"["session", "token"]"#),
+        ("SIDECAST_AUTH__TOKENS__ALICE", "token-alice"),
+    ];
+    let a = node(&redis, &tokens);
+    let b = node(&redis, &tokens);
+    let cookie = login(&a.base).await;
+    let alice = ClientOptions {
+        auth: Some(json!({"token": "token-alice"})),
+        ..Default::default()
+    };
+    let mut alice_a = connect(&a.socket_url(), alice.clone()).await.accepted();
+    let mut alice_b = connect(&b.socket_url(), alice).await.accepted();
+    let mut gonzalo_a = connect(&a.socket_url(), cookie_options(&cookie))
+        .await
+        .accepted();
+    let mut gonzalo_b = connect(&b.socket_url(), cookie_options(&cookie))
+        .await
+        .accepted();
+
+    let r = post(
+        &a.base,
+        &cookie,
+        json!({"channel": "message", "body": "for alice", "to": "user:alice"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let output = sidecast()
+        .args(["emit", "message", "alice again", "--to", "user:alice"])
+        .env("SIDECAST_BROKER__KIND", "redis")
+        .env("SIDECAST_BROKER__URL", redis.url())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let r = post(&b.base, &cookie, json!({"channel": "done", "body": ""})).await;
+    assert_eq!(r.status(), 200);
+    let for_alice = vec![
+        ("message".to_owned(), vec![json!("for alice")]),
+        ("message".to_owned(), vec![json!("alice again")]),
+    ];
+    assert_eq!(alice_a.events_until("done").await, for_alice);
+    assert_eq!(alice_b.events_until("done").await, for_alice);
+    assert_eq!(gonzalo_a.events_until("done").await, vec![]);
+    assert_eq!(gonzalo_b.events_until("done").await, vec![]);
+
+    // Logging out on A disconnects Gonzalo's sockets on A and on B; alice stays connected.
+    let response = reqwest::Client::new()
+        .get(format!("{}/logout", a.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(gonzalo_a.next_event().await.0, sio::CLOSED);
+    assert_eq!(gonzalo_b.next_event().await.0, sio::CLOSED);
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/", b.base))
+        .header("authorization", "Bearer token-alice")
+        .json(&json!({"channel": "still", "body": "here"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(alice_b.next_event().await.0, "still");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_session_store_is_shared_and_revocable() {
     let redis = RedisServer::start().await;
     let store = [("SIDECAST_SESSION__STORE", "redis")];

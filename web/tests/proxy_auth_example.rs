@@ -1,0 +1,89 @@
+//! The custom policy of `examples/proxy_auth.rs`, wired through the library API and driven with a
+//! real Socket.IO client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../examples/proxy_auth.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod proxy_auth;
+
+use axum::http::HeaderName;
+use common::{ClientOptions, TestServer, connect, memory_config};
+use proxy_auth::ProxyHeaderAuth;
+use serde_json::json;
+
+fn policy(trusted: &str) -> ProxyHeaderAuth {
+    ProxyHeaderAuth {
+        header: HeaderName::from_static("x-forwarded-user"),
+        trusted_proxies: vec![trusted.parse().unwrap()],
+    }
+}
+
+fn as_user(user: &str) -> ClientOptions {
+    ClientOptions {
+        headers: vec![("X-Forwarded-User".into(), user.into())],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_from_the_trusted_proxy_authenticates() {
+    let server = TestServer::start_with(
+        sidecast_web::App::builder(memory_config()).auth(policy("127.0.0.1")),
+    )
+    .await;
+    let mut alice = connect(&server.socket_url(), as_user("alice"))
+        .await
+        .accepted();
+    let mut bob = connect(&server.socket_url(), as_user("bob"))
+        .await
+        .accepted();
+    let reason = connect(&server.socket_url(), ClientOptions::default())
+        .await
+        .refused();
+    assert!(reason.contains("no user"), "{reason}");
+
+    // The principal is the header's user: `to: user:alice` reaches alice only.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/", server.base))
+        .header("x-forwarded-user", "bob")
+        .json(&json!({"channel": "message", "body": "hi alice", "to": "user:alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/", server.base))
+        .header("x-forwarded-user", "bob")
+        .json(&json!({"channel": "done", "body": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        alice.events_until("done").await,
+        vec![("message".to_owned(), vec![json!("hi alice")])]
+    );
+    assert_eq!(bob.events_until("done").await, vec![]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_from_anywhere_else_is_refused() {
+    // 127.0.0.1 is not the proxy here: the same header must not authenticate.
+    let server = TestServer::start_with(
+        sidecast_web::App::builder(memory_config()).auth(policy("10.0.0.7")),
+    )
+    .await;
+    let reason = connect(&server.socket_url(), as_user("alice"))
+        .await
+        .refused();
+    assert!(reason.contains("proxy"), "{reason}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/", server.base))
+        .header("x-forwarded-user", "alice")
+        .json(&json!({"channel": "message", "body": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
