@@ -100,6 +100,17 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
         )),
         _ => None,
     };
+    let hint = hint.or_else(|| match error.kind() {
+        // What rustls reports when the handshake fails: an untrusted or mismatched certificate,
+        // or a port that does not speak TLS. Retrying cannot help.
+        ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::InvalidData => Some(format!(
+            "the TLS handshake with {url} failed: the server's certificate must be trusted (the \
+             system's store, or a CA file named by the SSL_CERT_FILE environment variable) and \
+             valid for the host in broker.url, and the port must speak TLS (RabbitMQ's TLS port \
+             is usually 5671)"
+        )),
+        _ => None,
+    });
     if let Some(message) = hint {
         return BrokerError::Rejected {
             backend: BACKEND,

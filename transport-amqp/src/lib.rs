@@ -286,9 +286,15 @@ fn validate(options: &AmqpOptions) -> Result<(), BrokerError> {
 /// Parses the URL and fills in what the options say: the heartbeat (unless the URL has one) and
 /// lapin's TCP connect time-out.
 fn parse_uri(options: &AmqpOptions, redacted: &str) -> Result<AMQPUri, BrokerError> {
+    // Without `scheme://`, redact_url cannot tell where a password would be: show nothing.
+    let shown = if options.url.contains("://") {
+        format!("{redacted:?}")
+    } else {
+        "(not shown: it has no scheme)".to_owned()
+    };
     let bad = |why: &str| {
         error::config(format!(
-            "broker.url {redacted:?} is not a valid AMQP URL ({why}); it must look like \
+            "broker.url {shown} is not a valid AMQP URL ({why}); it must look like \
              amqp://user:password@host:port/vhost (the default vhost `/` is written %2f), or \
              amqps://... for TLS"
         ))
@@ -784,7 +790,7 @@ async fn watch_link(
             _ = liveness.tick() => {}
             event = events.next() => match event {
                 // Channel errors arrive here too; only the connection's state tells.
-                Some(Event::Error(e)) => last_error = Some(error::map(e, &shared.url, Doing::Connecting).to_string()),
+                Some(Event::Error(e)) => last_error = Some(e.to_string()),
                 Some(_) => {}
                 None => {
                     // The connection is gone for good (its event sender dropped).

@@ -1,6 +1,4 @@
 //! Shared by the integration tests: a broker factory over a test RabbitMQ server, and polling.
-// Each test file uses a different part of this module.
-#![allow(dead_code)]
 
 use std::time::Duration;
 

@@ -2,9 +2,7 @@
 //! process' shared RabbitMQ (or on `SIDECAST_TEST_AMQP_URL`; the checks use unique channel
 //! names, hence unique exchanges).
 
-mod common;
-
-use common::Amqp;
+use crate::common::Amqp;
 use sidecast_core::testing::RabbitMqServer;
 use sidecast_core::testing::conformance::{self, Capabilities};
 

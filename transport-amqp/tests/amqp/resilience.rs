@@ -1,0 +1,333 @@
+//! AmqpBroker through RabbitMQ outages: an orderly restart and a crash while nodes are
+//! subscribed, and publishing while RabbitMQ is down.
+//!
+//! The known failure of other implementations, a node that can publish after a RabbitMQ restart
+//! but never receives again, is what these tests rule out. They stop RabbitMQ, so they start a
+//! private server (`RabbitMqServer::start_local`), even when `SIDECAST_TEST_AMQP_URL` is set.
+//!
+//! What the transport logs is captured by a global subscriber and checked per server (each has
+//! its own port in the logged URL), so that tests running in parallel do not disturb the counts.
+
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use crate::common::{connect, eventually};
+use bytes::Bytes;
+use sidecast_core::testing::conformance::{DEADLINE, await_subscribed, next_message};
+use sidecast_core::testing::{RabbitMqServer, unique_channel};
+use sidecast_core::{Broker, BrokerHealth, ChannelSpec, Subscription};
+use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
+use tokio::time::{Instant, sleep, timeout, timeout_at};
+
+/// A `MakeWriter` that keeps everything logged, for assertions.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+/// Everything logged at `info` and above by this test binary, from every thread. Call it
+/// before creating brokers.
+fn captured_log() -> &'static Captured {
+    static LOG: OnceLock<Captured> = OnceLock::new();
+    LOG.get_or_init(|| {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // A global subscriber: the brokers' tasks run on runtime threads, and lapin logs from
+        // its own I/O threads.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        captured
+    })
+}
+
+/// How RabbitMQ goes away.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// `SIGTERM`: RabbitMQ closes every connection with `CONNECTION_FORCED`, as in
+    /// `systemctl restart rabbitmq-server` or a rolling upgrade.
+    OrderlyRestart,
+    /// `SIGKILL`: connections just break, as in a crash, an OOM kill or a lost VM.
+    Crash,
+}
+
+/// A node: a broker with a subscription to `channel`.
+struct Node {
+    broker: AmqpBroker,
+    sub: Subscription,
+}
+
+async fn subscribed_node(options: AmqpOptions, channel: &str) -> Node {
+    let broker = connect(options).await;
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::exact(channel)])
+        .await
+        .expect("subscribe");
+    await_subscribed(&broker, &mut sub, channel).await;
+    Node { broker, sub }
+}
+
+/// Publishing while RabbitMQ is down returns quickly with a transient error, instead of hanging
+/// or waiting for the reconnection.
+async fn publish_fails_fast(broker: &AmqpBroker, channel: &str, outage: Outage) {
+    let started = Instant::now();
+    let result = timeout(
+        DEADLINE,
+        broker.publish(channel, Bytes::from_static(b"lost")),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{outage:?}: publish during the outage hung"));
+    let took = started.elapsed();
+    let error = result.expect_err("publish during the outage must fail");
+    assert!(
+        error.is_transient(),
+        "{outage:?}: expected a transient error, got: {error}"
+    );
+    // Fast: no connection attempt is made, nothing waits for RabbitMQ.
+    assert!(
+        took < Duration::from_millis(500),
+        "{outage:?}: publish during the outage took {took:?}"
+    );
+}
+
+/// Publishes numbered messages until one arrives on `sub`; returns when it did.
+async fn first_delivery(broker: &AmqpBroker, sub: &mut Subscription, channel: &str) -> Instant {
+    let deadline = Instant::now() + DEADLINE;
+    let mut n = 0u32;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no message delivered within {DEADLINE:?} of RabbitMQ coming back"
+        );
+        n += 1;
+        let payload = format!("after restart {n}");
+        if broker
+            .publish(channel, payload.clone().into())
+            .await
+            .is_err()
+        {
+            sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let window = Instant::now() + Duration::from_millis(100);
+        while let Ok(message) = timeout_at(window, sub.recv()).await {
+            let message = message.expect("the stream must survive the outage");
+            if message.payload == payload.as_bytes() {
+                return Instant::now();
+            }
+        }
+    }
+}
+
+/// Takes RabbitMQ down and up again under two subscribed nodes and a publish-only node, and
+/// checks that everybody recovers: health goes Reconnecting then Connected, publishing fails
+/// fast meanwhile, and both nodes receive what is published afterwards, in order.
+async fn outage_and_recovery(
+    server: &mut RabbitMqServer,
+    nodes: &mut [Node],
+    publisher: &AmqpBroker,
+    channel: &str,
+    outage: Outage,
+) {
+    for node in nodes.iter() {
+        assert_eq!(node.broker.health(), BrokerHealth::Connected);
+    }
+    match outage {
+        Outage::OrderlyRestart => server.stop().await,
+        Outage::Crash => server.kill().await,
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        let mut seen_attempt = 0;
+        eventually(
+            &format!("{outage:?}: node {i} reports Reconnecting"),
+            || match node.broker.health() {
+                BrokerHealth::Reconnecting { attempt, .. } => {
+                    seen_attempt = attempt;
+                    true
+                }
+                _ => false,
+            },
+        )
+        .await;
+        assert!(seen_attempt >= 1, "attempts count from 1");
+    }
+    eventually(&format!("{outage:?}: the publisher notices"), || {
+        !publisher.health().is_connected()
+    })
+    .await;
+    publish_fails_fast(publisher, channel, outage).await;
+    publish_fails_fast(&nodes[0].broker, channel, outage).await;
+
+    server.restart().await;
+    let back_up = Instant::now();
+    for (i, node) in nodes.iter().enumerate() {
+        eventually(&format!("{outage:?}: node {i} Connected again"), || {
+            node.broker.health() == BrokerHealth::Connected
+        })
+        .await;
+    }
+    let healthy_after = back_up.elapsed();
+
+    // The first message through the new queue of the first node, published by the other
+    // node: the recovery time a user sees.
+    let (first, rest) = nodes.split_at_mut(1);
+    let delivered = first_delivery(&rest[0].broker, &mut first[0].sub, channel).await;
+    eprintln!(
+        "{outage:?}: health Connected {healthy_after:?} and first message delivered {:?} after \
+         RabbitMQ accepted connections again",
+        delivered - back_up
+    );
+    eventually(&format!("{outage:?}: the publisher reconnects"), || {
+        publisher.health().is_connected()
+    })
+    .await;
+
+    // And traffic flows normally again, to every node, in order, from every publisher.
+    for node in nodes.iter_mut() {
+        await_subscribed(publisher, &mut node.sub, channel).await;
+    }
+    for i in 0..20 {
+        publisher
+            .publish(channel, format!("steady {i}").into())
+            .await
+            .expect("publish after recovery");
+    }
+    for (n, node) in nodes.iter_mut().enumerate() {
+        for i in 0..20 {
+            let message = next_message(&mut node.sub).await;
+            assert_eq!(
+                message.payload,
+                format!("steady {i}").as_bytes(),
+                "{outage:?}: node {n} lost or reordered messages after recovery"
+            );
+        }
+        assert_eq!(node.broker.health(), BrokerHealth::Connected);
+    }
+}
+
+#[tokio::test]
+async fn subscriptions_survive_rabbitmq_restarts_and_crashes() {
+    captured_log();
+    let mut server = RabbitMqServer::start_local().await;
+    let channel = unique_channel("restart");
+    // Production defaults (backoff 100 ms doubling to 5 s), so that the recovery times printed
+    // are the ones users get.
+    let defaults = AmqpOptions::new(server.url());
+    let mut nodes = vec![
+        subscribed_node(defaults.clone(), &channel).await,
+        subscribed_node(defaults.clone(), &channel).await,
+    ];
+    let publisher = connect(defaults).await;
+
+    outage_and_recovery(
+        &mut server,
+        &mut nodes,
+        &publisher,
+        &channel,
+        Outage::OrderlyRestart,
+    )
+    .await;
+    // A second outage on the same brokers: recovery is not a one-off.
+    outage_and_recovery(&mut server, &mut nodes, &publisher, &channel, Outage::Crash).await;
+
+    for node in &nodes {
+        node.broker.close().await;
+    }
+    publisher.close().await;
+}
+
+/// Also checks what is logged: an outage with several failed reconnect attempts is one
+/// warning and one notice, with the password redacted.
+#[tokio::test]
+async fn subscribing_during_an_outage_fails_fast_and_recovers_afterwards() {
+    let log = captured_log();
+    // A user with a password, to check that it never reaches the log.
+    let mut server = RabbitMqServer::start_local_with_config(&[
+        "default_user = logger",
+        "default_pass = log-s3cret",
+    ])
+    .await;
+    let url = server.url_with("logger", "log-s3cret", "/");
+    let broker = connect(crate::common::options(&url)).await;
+    let channel = unique_channel("outage-subscribe");
+    let mut existing = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .expect("subscribe");
+    await_subscribed(&broker, &mut existing, &channel).await;
+
+    server.kill().await;
+    eventually(
+        "several failed reconnect attempts",
+        || matches!(broker.health(), BrokerHealth::Reconnecting { attempt, .. } if attempt >= 3),
+    )
+    .await;
+    let started = Instant::now();
+    let error = timeout(DEADLINE, broker.subscribe(&[ChannelSpec::exact(&channel)]))
+        .await
+        .expect("subscribe during the outage must return")
+        .expect_err("subscribe during the outage must fail");
+    assert!(error.is_transient(), "{error}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+
+    server.restart().await;
+    eventually("Connected again", || broker.health().is_connected()).await;
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .expect("subscribe after recovery");
+    await_subscribed(&broker, &mut sub, &channel).await;
+    await_subscribed(&broker, &mut existing, &channel).await;
+
+    let text = log.text();
+    let port = format!("127.0.0.1:{}", server.port());
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|line| line.contains("sidecast_transport_amqp") && line.contains(&port))
+        .collect();
+    eprintln!("logged for this server:\n{}", ours.join("\n"));
+    let count = |what: &str| ours.iter().filter(|line| line.contains(what)).count();
+    assert_eq!(
+        count("amqp connection lost, reconnecting"),
+        1,
+        "one warning per outage:\n{}",
+        ours.join("\n")
+    );
+    assert!(
+        ours.iter()
+            .any(|line| line.contains("WARN") && line.contains("connection lost")),
+        "{}",
+        ours.join("\n")
+    );
+    assert_eq!(
+        count("amqp connection restored"),
+        1,
+        "one notice per recovery:\n{}",
+        ours.join("\n")
+    );
+    assert!(
+        !text.contains("log-s3cret"),
+        "the password leaked into the log:\n{text}"
+    );
+}
