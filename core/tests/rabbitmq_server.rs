@@ -96,6 +96,17 @@ async fn starts_administers_stops_and_restarts_on_the_same_ports() {
     let vhosts = server.ctl(&["list_vhosts"]).await.expect("list_vhosts");
     assert!(vhosts.contains("helper-vhost"), "{vhosts}");
 
+    // Paused: TCP still connects (the kernel answers), RabbitMQ does not.
+    server.pause();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), answers_amqp(port))
+            .await
+            .is_err(),
+        "a paused server must not answer"
+    );
+    server.resume();
+    assert!(answers_amqp(port).await, "answers again once resumed");
+
     server.kill().await;
     assert!(
         refuses(port).await,

@@ -337,6 +337,8 @@ impl RabbitMqServer {
         let Some(mut processes) = local.processes.take() else {
             return;
         };
+        // A paused server would not act on SIGTERM until continued.
+        signal(&format!("-{}", processes.group()), "CONT");
         signal(&processes.server.id().to_string(), "TERM");
         let deadline = Instant::now() + SHUTDOWN_DEADLINE;
         while matches!(processes.server.try_wait(), Ok(None)) && Instant::now() < deadline {
@@ -358,6 +360,31 @@ impl RabbitMqServer {
             end_processes(&mut processes);
         }
         wait_until_refused(&addr).await;
+    }
+
+    /// Freezes the server (`SIGSTOP` to all its processes): connections stay open and the port
+    /// accepts TCP connections (the kernel completes the handshake), but nothing answers, as
+    /// with a hung VM or a network partition that drops packets. Clients only notice through
+    /// time-outs and missed heartbeats. Undo with [`RabbitMqServer::resume`].
+    ///
+    /// Panics for an external server or a stopped one.
+    pub fn pause(&mut self) {
+        self.signal_running("pause", "STOP");
+    }
+
+    /// Lets a server frozen by [`RabbitMqServer::pause`] run again (`SIGCONT`).
+    ///
+    /// Panics for an external server or a stopped one.
+    pub fn resume(&mut self) {
+        self.signal_running("resume", "CONT");
+    }
+
+    fn signal_running(&mut self, what: &str, name: &str) {
+        let local = self.local_mut(what);
+        let Some(processes) = local.processes.as_ref() else {
+            panic!("cannot {what} a stopped rabbitmq-server");
+        };
+        signal(&format!("-{}", processes.group()), name);
     }
 
     /// Stops the server in order if it runs ([`RabbitMqServer::stop`]), then starts it again

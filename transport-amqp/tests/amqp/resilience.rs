@@ -15,7 +15,7 @@ use crate::common::{connect, eventually};
 use bytes::Bytes;
 use sidecast_core::testing::conformance::{DEADLINE, await_subscribed, next_message};
 use sidecast_core::testing::{RabbitMqServer, unique_channel};
-use sidecast_core::{Broker, BrokerHealth, ChannelSpec, Subscription};
+use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, Subscription};
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 
@@ -90,7 +90,7 @@ async fn subscribed_node(options: AmqpOptions, channel: &str) -> Node {
 
 /// Publishing while RabbitMQ is down returns quickly with a transient error, instead of hanging
 /// or waiting for the reconnection.
-async fn publish_fails_fast(broker: &AmqpBroker, channel: &str, outage: Outage) {
+async fn publish_fails_fast(broker: &AmqpBroker, channel: &str, outage: impl std::fmt::Debug) {
     let started = Instant::now();
     let result = timeout(
         DEADLINE,
@@ -255,6 +255,76 @@ async fn subscriptions_survive_rabbitmq_restarts_and_crashes() {
         node.broker.close().await;
     }
     publisher.close().await;
+}
+
+/// RabbitMQ stops answering without closing anything (`SIGSTOP`: a hung VM, a partition that
+/// drops packets): publishing times out instead of hanging, heartbeats notice the silence, and
+/// the node reconnects and receives again once RabbitMQ answers.
+#[tokio::test]
+async fn an_unresponsive_rabbitmq_is_noticed_through_heartbeats() {
+    let mut server = RabbitMqServer::start_local().await;
+    let options = AmqpOptions {
+        heartbeat: Duration::from_secs(1),
+        publish_timeout: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(1),
+        ..crate::common::options(server.url())
+    };
+    let broker = connect(options).await;
+    let channel = unique_channel("paused");
+    let mut sub = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .expect("subscribe");
+    await_subscribed(&broker, &mut sub, &channel).await;
+
+    server.pause();
+    let paused_at = Instant::now();
+    let result = timeout(
+        DEADLINE,
+        broker.publish(&channel, Bytes::from_static(b"unanswered")),
+    )
+    .await
+    .expect("publish to a frozen RabbitMQ must not hang");
+    let error = result.expect_err("nobody confirms it");
+    assert!(
+        matches!(error, BrokerError::Timeout { .. }),
+        "expected the publish time-out, got: {error}"
+    );
+    assert!(paused_at.elapsed() < Duration::from_secs(2));
+    eventually("Reconnecting after missed heartbeats", || {
+        !broker.health().is_connected()
+    })
+    .await;
+    eprintln!(
+        "frozen RabbitMQ noticed {:?} after it stopped answering (heartbeat 1 s)",
+        paused_at.elapsed()
+    );
+    publish_fails_fast(&broker, &channel, "frozen RabbitMQ").await;
+    eventually(
+        "a few reconnect attempts against the frozen server",
+        || matches!(broker.health(), BrokerHealth::Reconnecting { attempt, .. } if attempt >= 3),
+    )
+    .await;
+
+    server.resume();
+    eventually("Connected once RabbitMQ answers again", || {
+        broker.health().is_connected()
+    })
+    .await;
+    await_subscribed(&broker, &mut sub, &channel).await;
+
+    // Reconnect attempts that timed out while RabbitMQ was frozen must not come back to life
+    // as connections nobody uses once it answers again.
+    sleep(Duration::from_secs(2)).await;
+    let connections = server
+        .ctl(&["list_connections", "--quiet", "--no-table-headers", "name"])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let open: Vec<&str> = connections
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(open.len(), 1, "one connection for one broker: {open:?}");
 }
 
 /// Also checks what is logged: an outage with several failed reconnect attempts is one
