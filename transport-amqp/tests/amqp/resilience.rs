@@ -316,15 +316,36 @@ async fn an_unresponsive_rabbitmq_is_noticed_through_heartbeats() {
     // Reconnect attempts that timed out while RabbitMQ was frozen must not come back to life
     // as connections nobody uses once it answers again.
     sleep(Duration::from_secs(2)).await;
-    let connections = server
+    let open = open_connections(&server).await;
+    assert_eq!(open.len(), 1, "one connection for one broker: {open:?}");
+
+    // Dropping the broker without close() closes its connection too.
+    drop(sub);
+    drop(broker);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let open = open_connections(&server).await;
+        if open.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections left after the broker was dropped: {open:?}"
+        );
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The client connections RabbitMQ has open, as `rabbitmqctl list_connections` shows them.
+async fn open_connections(server: &RabbitMqServer) -> Vec<String> {
+    server
         .ctl(&["list_connections", "--quiet", "--no-table-headers", "name"])
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let open: Vec<&str> = connections
+        .unwrap_or_else(|e| panic!("{e}"))
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
-    assert_eq!(open.len(), 1, "one connection for one broker: {open:?}");
+        .filter(|line| !line.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Also checks what is logged: an outage with several failed reconnect attempts is one
