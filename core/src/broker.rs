@@ -347,6 +347,15 @@ impl SubscriptionSender {
         self.tx.is_closed()
     }
 
+    /// Completes once the consumer dropped its [`Subscription`] (at once if it already did).
+    ///
+    /// A transport's reader task selects on this next to its backend's message stream, so that it
+    /// unsubscribes as soon as the consumer goes away, even on a channel that stays quiet, without
+    /// polling [`SubscriptionSender::is_closed`]. Cancel-safe.
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+
     /// Messages dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -389,6 +398,27 @@ mod tests {
         drop(sub);
         assert!(tx.is_closed());
         assert_eq!(tx.deliver(msg(4)), Delivery::Closed);
+    }
+
+    #[tokio::test]
+    async fn closed_completes_when_the_consumer_drops() {
+        let (tx, sub) = Subscription::bounded(1);
+        let waiter = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.closed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "closed() completed with a live consumer"
+        );
+        drop(sub);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("closed() did not complete after the consumer dropped")
+            .unwrap();
+        // Already closed: completes at once.
+        tx.closed().await;
     }
 
     #[test]
