@@ -227,7 +227,7 @@ async fn outage_and_recovery(
 }
 
 #[tokio::test]
-async fn subscriptions_survive_rabbitmq_restarts_and_crashes() {
+async fn a_rabbitmq_restart_or_crash_never_leaves_a_node_deaf() {
     captured_log();
     let mut server = RabbitMqServer::start_local().await;
     let channel = unique_channel("restart");
