@@ -110,9 +110,34 @@ pub struct ServerConfig {
     pub api_rate_limit: u32,
     /// Requests a principal may make at once above the rate before being limited.
     pub api_rate_burst: u32,
+    /// Engine.IO ping interval (socket.io's `pingInterval`), in milliseconds. A client that does not
+    /// answer a ping within `ping_timeout_ms` is disconnected, and so is one whose queue is too full
+    /// to take the ping.
+    pub ping_interval_ms: u64,
+    /// Engine.IO ping timeout (socket.io's `pingTimeout`), in milliseconds.
+    pub ping_timeout_ms: u64,
+    /// Packets each socket may have waiting to be sent; beyond that the socket is a slow client.
+    pub socket_buffer: usize,
+    /// What happens to a slow client: `"drop"` (the events it cannot take are dropped and counted;
+    /// it stays connected) or `"disconnect"` (it is disconnected and its client reconnects).
+    pub slow_client: SlowClientPolicy,
     /// How long a graceful shutdown may take before remaining connections are cut, in
     /// milliseconds.
     pub shutdown_timeout_ms: u64,
+    /// Sockets are closed over this many milliseconds at shutdown, so that their clients do not all
+    /// reconnect to the other nodes at the same instant.
+    pub shutdown_jitter_ms: u64,
+}
+
+/// What happens to a socket whose queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowClientPolicy {
+    /// Drop the events it cannot take (counted); keep the socket.
+    #[default]
+    Drop,
+    /// Disconnect it; its client reconnects and starts afresh.
+    Disconnect,
 }
 
 impl Default for ServerConfig {
@@ -127,7 +152,12 @@ impl Default for ServerConfig {
             max_socket_payload_bytes: 100_000,
             api_rate_limit: 100,
             api_rate_burst: 200,
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            socket_buffer: 1_024,
+            slow_client: SlowClientPolicy::Drop,
             shutdown_timeout_ms: 10_000,
+            shutdown_jitter_ms: 1_000,
         }
     }
 }
@@ -460,6 +490,15 @@ impl Config {
         }
         if self.auth.tokens.values().any(Secret::is_empty) {
             return bad("auth.tokens", "has an empty token; give every name a token");
+        }
+        if self.server.socket_buffer == 0 {
+            return bad("server.socket_buffer", "must be at least 1");
+        }
+        if self.server.shutdown_jitter_ms > self.server.shutdown_timeout_ms {
+            return bad(
+                "server.shutdown_jitter_ms",
+                "must not be larger than server.shutdown_timeout_ms",
+            );
         }
         if self.broker.subscription_capacity == 0 {
             return bad("broker.subscription_capacity", "must be at least 1");

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 mod error;
+pub mod metrics;
 mod origin;
 #[cfg(feature = "redis")]
 mod redis_sessions;
@@ -43,9 +44,9 @@ pub mod session;
 mod socket;
 
 pub use error::{ApiError, StartError};
+pub use metrics::Metrics;
 #[cfg(feature = "redis")]
 pub use redis_sessions::RedisSessionStore;
-pub use relay::RelayStats;
 
 /// Where the page loads a local copy of the Socket.IO client from, when `server.client_js` is set.
 pub const CLIENT_JS_ROUTE: &str = "/socket.io.min.js";
@@ -122,10 +123,17 @@ impl AppBuilder {
             None => connect_broker(&config).await?,
         };
 
+        let metrics = Arc::new(Metrics::new());
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
             .max_payload(config.server.max_socket_payload_bytes)
-            .with_state(socket::SocketContext { auth: auth.clone() })
+            .max_buffer_size(config.server.socket_buffer)
+            .ping_interval(Duration::from_millis(config.server.ping_interval_ms))
+            .ping_timeout(Duration::from_millis(config.server.ping_timeout_ms))
+            .with_state(socket::SocketContext {
+                auth: auth.clone(),
+                metrics: metrics.clone(),
+            })
             .build_layer();
         socket::register(&io);
 
@@ -139,11 +147,12 @@ impl AppBuilder {
             channel: config.broker.channel.clone(),
             control_channel: control::channel(&config.broker.channel),
             signer: signer.clone(),
+            slow_client: config.server.slow_client,
         };
         let subscription = relay::subscribe(&broker, &bus).await?;
-        let stats = Arc::new(RelayStats::default());
         let control_channel = bus.control_channel.clone();
-        let relay = relay::spawn(subscription, bus, io.clone(), stats.clone());
+        let relay = relay::spawn(subscription, bus, io.clone(), metrics.clone());
+        let watcher = watch_broker(broker.clone(), metrics.clone());
 
         let node_id = uuid::Uuid::new_v4().to_string();
         let mut emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
@@ -154,6 +163,7 @@ impl AppBuilder {
         let origins = Arc::new(origin::OriginPolicy::new(
             &config.server.allowed_origins,
             &config.server.socketio_path,
+            Some(metrics.clone()),
         ));
         let limiter = rate_limiter(&config);
         let page = render_page(&config);
@@ -174,7 +184,8 @@ impl AppBuilder {
                 page,
                 client_js,
                 sessions,
-                stats,
+                metrics,
+                watcher,
                 relay: std::sync::Mutex::new(Some(relay)),
             }),
         })
@@ -201,7 +212,8 @@ struct Inner {
     page: String,
     client_js: Option<Bytes>,
     sessions: session::Sessions,
-    stats: Arc<RelayStats>,
+    metrics: Arc<Metrics>,
+    watcher: JoinHandle<()>,
     relay: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -240,14 +252,15 @@ impl AppState {
         &self.inner.node_id
     }
 
-    /// Counters of the broker-to-sockets relay.
-    pub fn relay_stats(&self) -> &RelayStats {
-        &self.inner.stats
+    /// The node's metrics (also served at `GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Disconnects every socket, closes the broker and waits for the relay to stop.
     pub async fn shutdown(&self) {
         self.inner.io.clone().close().await;
+        self.inner.watcher.abort();
         self.inner.broker.close().await;
         let relay = self
             .inner
@@ -271,7 +284,8 @@ pub fn app(state: AppState) -> Router {
         .route("/logout", get(routes::logout))
         .route("/api/", post(routes::publish))
         .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz));
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics));
     if state.inner.client_js.is_some() {
         router = router.route(CLIENT_JS_ROUTE, get(routes::client_js));
     }
@@ -287,44 +301,93 @@ pub fn app(state: AppState) -> Router {
     state.inner.sessions.apply(router)
 }
 
-/// Serves the node on `listener` until `shutdown` resolves, then shuts down gracefully: sockets are
-/// closed (clients reconnect elsewhere), in-flight requests finish, and the broker is closed, all
-/// within `server.shutdown_timeout_ms`.
+/// Serves the node on `listener` until `shutdown` resolves, then shuts down gracefully: it stops
+/// accepting connections, closes the sockets spread over `server.shutdown_jitter_ms` (their clients
+/// reconnect to other nodes without all arriving at once), lets in-flight requests finish, and
+/// closes the broker — all within `server.shutdown_timeout_ms`, after which remaining connections
+/// are cut.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let timeout = Duration::from_millis(state.inner.config.server.shutdown_timeout_ms);
+    let server_config = &state.inner.config.server;
+    let timeout = Duration::from_millis(server_config.shutdown_timeout_ms);
+    let jitter = Duration::from_millis(server_config.shutdown_jitter_ms);
     let router = app(state.clone());
-    let io = state.inner.io.clone();
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (begin_tx, begin_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
-        tracing::info!("shutting down: closing sockets");
-        let _ = done_tx.send(());
-        // Open sockets would keep their connections (and the server) alive.
-        io.close().await;
+        let _ = begin_tx.send(());
     });
-    let server = tokio::spawn(async move { server.await });
-    let result = match done_rx.await {
-        // Shutdown began: give the server `timeout` to drain.
-        Ok(()) => match tokio::time::timeout(timeout, server).await {
-            Ok(joined) => joined.map_err(std::io::Error::other)?,
-            Err(_) => {
-                tracing::warn!(?timeout, "graceful shutdown timed out; cutting connections");
-                Ok(())
-            }
-        },
-        // The server stopped by itself (an error).
-        Err(_) => Ok(()),
+    let mut server = tokio::spawn(server.into_future());
+    let result = tokio::select! {
+        // The server stopped by itself: an I/O error.
+        joined = &mut server => joined.map_err(std::io::Error::other).and_then(|r| r),
+        Ok(()) = begin_rx => {
+            tracing::info!(?timeout, ?jitter, "shutting down: closing sockets");
+            let closing = tokio::spawn(close_sockets(state.inner.io.clone(), jitter));
+            let result = match tokio::time::timeout(timeout, &mut server).await {
+                Ok(joined) => joined.map_err(std::io::Error::other).and_then(|r| r),
+                Err(_) => {
+                    tracing::warn!(?timeout, "graceful shutdown timed out; cutting connections");
+                    server.abort();
+                    Ok(())
+                }
+            };
+            closing.abort();
+            result
+        }
     };
     state.shutdown().await;
     result.map_err(StartError::Io)
+}
+
+/// Disconnects every socket, each at a random moment within `jitter`.
+async fn close_sockets(io: SocketIo, jitter: Duration) {
+    let started = tokio::time::Instant::now();
+    let jitter_ms = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
+    let mut sockets: Vec<_> = io
+        .sockets()
+        .into_iter()
+        .map(|s| (rand::random_range(0..=jitter_ms), s))
+        .collect();
+    sockets.sort_by_key(|(at, _)| *at);
+    for (at, socket) in sockets {
+        tokio::time::sleep_until(started + Duration::from_millis(at)).await;
+        let _ = socket.disconnect();
+    }
+    // Sockets that connected meanwhile (on connections opened before the listener stopped).
+    io.close().await;
+}
+
+/// How often the broker's health is sampled for `/metrics`.
+const HEALTH_SAMPLE: Duration = Duration::from_millis(500);
+
+/// Samples the broker's health into the `broker_up` gauge and counts lost connections.
+fn watch_broker(broker: SharedBroker, metrics: Arc<Metrics>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut was_up = true;
+        let mut tick = tokio::time::interval(HEALTH_SAMPLE);
+        loop {
+            tick.tick().await;
+            let health = broker.health();
+            if health == sidecast_core::BrokerHealth::Closed {
+                metrics.broker_up.set(0);
+                return;
+            }
+            let up = health.is_connected();
+            metrics.broker_up.set(i64::from(up));
+            if was_up && !up {
+                metrics.broker_reconnects.inc();
+            }
+            was_up = up;
+        }
+    })
 }
 
 /// Per-principal limiter of `POST /api/`.

@@ -13,19 +13,26 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// Which origins may open sockets and publish.
 #[derive(Debug, Clone)]
 pub(crate) struct OriginPolicy {
     allowed: Vec<String>,
     socketio_path: String,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl OriginPolicy {
-    pub(crate) fn new(allowed: &[String], socketio_path: &str) -> Self {
+    pub(crate) fn new(
+        allowed: &[String],
+        socketio_path: &str,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         Self {
             allowed: allowed.iter().map(|o| normalize(o)).collect(),
             socketio_path: socketio_path.trim_end_matches('/').to_owned(),
+            metrics,
         }
     }
 
@@ -49,11 +56,13 @@ impl OriginPolicy {
         }
     }
 
+    fn is_socketio(&self, path: &str) -> bool {
+        path.strip_prefix(&self.socketio_path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
     fn guards(&self, method: &Method, path: &str) -> bool {
-        let socketio = path
-            .strip_prefix(&self.socketio_path)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        socketio || (method == Method::POST && path == "/api/")
+        self.is_socketio(path) || (method == Method::POST && path == "/api/")
     }
 }
 
@@ -67,6 +76,11 @@ pub(crate) async fn check(
         && let Err(origin) = policy.allows(request.headers())
     {
         tracing::info!(origin = %origin, path = %request.uri().path(), "cross-origin request refused");
+        if let Some(metrics) = &policy.metrics
+            && policy.is_socketio(request.uri().path())
+        {
+            metrics.refused("origin");
+        }
         return ApiError::ForeignOrigin(origin).into_response();
     }
     next.run(request).await
@@ -116,7 +130,7 @@ mod tests {
 
     #[test]
     fn same_origin_passes_others_need_listing() {
-        let p = OriginPolicy::new(&["https://App.example.com/".into()], "/ws/socket.io");
+        let p = OriginPolicy::new(&["https://App.example.com/".into()], "/ws/socket.io", None);
         assert!(p.allows(&headers(None, "a:5000")).is_ok());
         assert!(p.allows(&headers(Some("http://a:5000"), "a:5000")).is_ok());
         assert!(p.allows(&headers(Some("http://a"), "a:80")).is_ok());
@@ -139,7 +153,7 @@ mod tests {
 
     #[test]
     fn guards_socketio_and_api_posts_only() {
-        let p = OriginPolicy::new(&[], "/ws/socket.io");
+        let p = OriginPolicy::new(&[], "/ws/socket.io", None);
         assert!(p.guards(&Method::GET, "/ws/socket.io/"));
         assert!(p.guards(&Method::GET, "/ws/socket.io"));
         assert!(!p.guards(&Method::GET, "/ws/socket.iox"));

@@ -1,9 +1,10 @@
 //! The node's one delivery path: broker subscription → verify → decode → emit to sockets.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use sidecast_core::codec::{control, native};
+use sidecast_core::config::SlowClientPolicy;
 use sidecast_core::envelope::now_millis;
 use sidecast_core::{
     BrokerMessage, ChannelSpec, SharedBroker, SignatureError, Signer, Subscription,
@@ -11,30 +12,15 @@ use sidecast_core::{
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
+use crate::metrics::{Metrics, Source};
 use crate::socket;
-
-/// Counters of the relay, readable while it runs.
-#[derive(Debug, Default)]
-pub struct RelayStats {
-    /// Envelopes emitted to sockets.
-    pub emitted: AtomicU64,
-    /// Messages that could not be decoded.
-    pub undecodable: AtomicU64,
-    /// Envelopes that reached no socket because of an error (unknown namespace, full buffers).
-    pub failed: AtomicU64,
-    /// Messages dropped because they were not signed although `broker.signing_key` is set.
-    pub unsigned: AtomicU64,
-    /// Messages dropped because their signature did not verify, or they were stale or replayed.
-    pub bad_signature: AtomicU64,
-    /// Control messages applied (disconnects).
-    pub controls: AtomicU64,
-}
 
 /// What the relay needs to know about the bus.
 pub(crate) struct Bus {
     pub(crate) channel: String,
     pub(crate) control_channel: String,
     pub(crate) signer: Option<Arc<Signer>>,
+    pub(crate) slow_client: SlowClientPolicy,
 }
 
 /// Subscribes to Sidecast's event and control channels. Done before the server accepts
@@ -56,17 +42,26 @@ pub(crate) fn spawn(
     mut subscription: Subscription,
     bus: Bus,
     io: SocketIo,
-    stats: Arc<RelayStats>,
+    metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        // Sockets that overflowed under the `disconnect` policy and are not gone yet.
+        let mut lagging = std::collections::HashSet::new();
         while let Some(message) = subscription.recv().await {
-            handle(&bus, &io, &stats, message).await;
+            handle(&bus, &io, &metrics, &mut lagging, message).await;
+            metrics.subscription_overflow(subscription.dropped());
         }
         tracing::debug!("broker subscription ended; relay stopped");
     })
 }
 
-async fn handle(bus: &Bus, io: &SocketIo, stats: &RelayStats, message: BrokerMessage) {
+async fn handle(
+    bus: &Bus,
+    io: &SocketIo,
+    metrics: &Metrics,
+    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
+    message: BrokerMessage,
+) {
     let verified;
     let payload: &[u8] = match &bus.signer {
         None => &message.payload,
@@ -76,40 +71,61 @@ async fn handle(bus: &Bus, io: &SocketIo, stats: &RelayStats, message: BrokerMes
                 &verified
             }
             Err(e) => {
-                let counter = match e {
-                    SignatureError::Unsigned => &stats.unsigned,
-                    _ => &stats.bad_signature,
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
+                metrics.dropped(match e {
+                    SignatureError::Unsigned => "unsigned",
+                    _ => "bad_signature",
+                });
                 tracing::warn!(channel = %message.channel, error = %e, "bus message dropped");
                 return;
             }
         },
     };
     if message.channel == bus.control_channel {
-        apply_control(io, stats, payload).await;
+        metrics
+            .bus_received
+            .get_or_create(&Source { source: "control" })
+            .inc();
+        apply_control(io, metrics, payload).await;
         return;
     }
+    metrics
+        .bus_received
+        .get_or_create(&Source { source: "native" })
+        .inc();
     let envelope = match native::decode(payload) {
         Ok(envelope) => envelope,
         Err(e) => {
-            stats.undecodable.fetch_add(1, Ordering::Relaxed);
+            metrics.dropped("undecodable");
             tracing::warn!(channel = %message.channel, error = %e, "undecodable message dropped");
             return;
         }
     };
-    match socket::emit(io, &envelope).await {
-        Ok(()) => {
-            stats.emitted.fetch_add(1, Ordering::Relaxed);
+    match socket::emit(io, &envelope, bus.slow_client, lagging).await {
+        Ok(outcome) => {
+            metrics.events_emitted.inc();
+            if outcome.dropped > 0 {
+                metrics.slow_client_drops.inc_by(outcome.dropped);
+                tracing::debug!(event = %envelope.event, sockets = outcome.dropped, "slow clients missed an event");
+            }
+            if outcome.disconnected > 0 {
+                metrics.slow_client_disconnects.inc_by(outcome.disconnected);
+                tracing::info!(sockets = outcome.disconnected, "slow clients disconnected");
+            }
+            if let Some(ts) = envelope.ts {
+                let lag = now_millis().saturating_sub(ts);
+                metrics
+                    .delivery_lag
+                    .observe(Duration::from_millis(lag).as_secs_f64());
+            }
         }
         Err(e) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
+            metrics.dropped("unknown_namespace");
             tracing::warn!(event = %envelope.event, namespace = %envelope.namespace, error = %e, "emit failed");
         }
     }
 }
 
-async fn apply_control(io: &SocketIo, stats: &RelayStats, payload: &[u8]) {
+async fn apply_control(io: &SocketIo, metrics: &Metrics, payload: &[u8]) {
     match control::decode(payload) {
         Ok(control::Control::Disconnect { rooms, namespace }) => {
             let Some(op) = io.of(&namespace) else {
@@ -119,11 +135,10 @@ async fn apply_control(io: &SocketIo, stats: &RelayStats, payload: &[u8]) {
             if let Err(e) = op.to(rooms).disconnect().await {
                 tracing::warn!(error = %e, "disconnect failed");
             }
-            stats.controls.fetch_add(1, Ordering::Relaxed);
         }
         Ok(other) => tracing::warn!(control = ?other, "unknown control message ignored"),
         Err(e) => {
-            stats.undecodable.fetch_add(1, Ordering::Relaxed);
+            metrics.dropped("undecodable");
             tracing::warn!(error = %e, "undecodable control message dropped");
         }
     }

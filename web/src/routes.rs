@@ -94,6 +94,18 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// `GET /metrics`: Prometheus text format.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+
 /// The body of `POST /api/`.
 #[derive(Debug, Deserialize)]
 struct PublishRequest {
@@ -122,6 +134,22 @@ pub(crate) async fn publish(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
+    let started = std::time::Instant::now();
+    let result = publish_inner(&state, request).await;
+    let metrics = state.metrics();
+    metrics
+        .api_duration
+        .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        metrics
+            .events_published
+            .get_or_create(&crate::metrics::Source { source: "api" })
+            .inc();
+    }
+    result
+}
+
+async fn publish_inner(state: &AppState, request: Request) -> Result<Json<Value>, ApiError> {
     let (parts, body) = request.into_parts();
     let session = parts.extensions.get::<Session>().cloned();
     require_json(&parts.headers)?;

@@ -1,5 +1,6 @@
 //! The Socket.IO side: authorizing connects and emitting broker envelopes to sockets.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,10 +10,12 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use serde::ser::SerializeTuple;
 use serde_json::Value;
+use sidecast_core::config::SlowClientPolicy;
 use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Envelope, Principal};
-use socketioxide::SocketIo;
 use socketioxide::extract::{MaybeHttpExtension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::Sid;
+use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
 use tower_sessions::Session;
 
 use crate::session::session_user;
@@ -21,6 +24,7 @@ use crate::session::session_user;
 #[derive(Clone)]
 pub(crate) struct SocketContext {
     pub(crate) auth: Arc<dyn AuthPolicy>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Registers the namespace handlers on `io`.
@@ -70,6 +74,11 @@ async fn authorize_connect(
             Ok(())
         }
         Err(e) => {
+            ctx.metrics.refused(match &e {
+                AuthError::Unauthenticated { .. } => "unauthenticated",
+                AuthError::Forbidden { .. } => "forbidden",
+                _ => "internal",
+            });
             let reason = match &e {
                 AuthError::Internal(inner) => {
                     tracing::error!(error = %inner, "auth policy failed on connect");
@@ -84,11 +93,15 @@ async fn authorize_connect(
 }
 
 /// Connect handler: the socket joins the room of its principal, `user:<name>`.
-async fn on_connect(socket: SocketRef) {
+async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     if let Some(principal) = socket.extensions.get::<Principal>() {
         tracing::debug!(sid = %socket.id, user = %principal, "socket connected");
         socket.join(principal.room());
     }
+    ctx.metrics.sockets_connected.inc();
+    socket.on_disconnect(async |State(ctx): State<SocketContext>| {
+        ctx.metrics.sockets_connected.dec();
+    });
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -134,9 +147,28 @@ pub(crate) enum EmitFailure {
     Broadcast(String),
 }
 
-/// Emits an envelope to the local sockets it addresses. The packet is encoded once for all of
-/// them.
-pub(crate) async fn emit(io: &SocketIo, envelope: &Envelope) -> Result<(), EmitFailure> {
+/// Sockets that could not take an event.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct EmitOutcome {
+    /// Sockets whose queue was full and that missed the event.
+    pub(crate) dropped: u64,
+    /// Sockets disconnected because their queue was full.
+    pub(crate) disconnected: u64,
+}
+
+/// Emits an envelope to the local sockets it addresses.
+///
+/// With the `drop` policy the packet is encoded once for all sockets; sockets whose queue is full
+/// miss it. The `disconnect` policy must know *which* sockets are full, which only a per-socket
+/// send tells, so it encodes per socket. A full socket cannot even take the disconnect packet:
+/// it is remembered in `lagging`, gets no more events, and the disconnect is retried on every
+/// emit; engine.io closes it anyway at its next ping, which cannot be queued either.
+pub(crate) async fn emit(
+    io: &SocketIo,
+    envelope: &Envelope,
+    policy: SlowClientPolicy,
+    lagging: &mut HashSet<Sid>,
+) -> Result<EmitOutcome, EmitFailure> {
     let Some(mut op) = io.of(&envelope.namespace) else {
         return Err(EmitFailure::UnknownNamespace(envelope.namespace.clone()));
     };
@@ -146,7 +178,42 @@ pub(crate) async fn emit(io: &SocketIo, envelope: &Envelope) -> Result<(), EmitF
     if !envelope.except.is_empty() {
         op = op.except(envelope.except.clone());
     }
-    op.emit(&envelope.event, &Args(&envelope.data))
-        .await
-        .map_err(|e| EmitFailure::Broadcast(e.to_string()))
+    let args = Args(&envelope.data);
+    let mut outcome = EmitOutcome::default();
+    match policy {
+        SlowClientPolicy::Drop => match op.emit(&envelope.event, &args).await {
+            Ok(()) => {}
+            Err(BroadcastError::Socket(errors)) => {
+                outcome.dropped = errors
+                    .iter()
+                    .filter(|e| matches!(e, SocketError::InternalChannelFull))
+                    .count() as u64;
+            }
+            Err(e) => return Err(EmitFailure::Broadcast(e.to_string())),
+        },
+        SlowClientPolicy::Disconnect => {
+            for socket in op.sockets() {
+                if lagging.contains(&socket.id) {
+                    if socket.clone().disconnect().is_ok() {
+                        lagging.remove(&socket.id);
+                    }
+                    continue;
+                }
+                if let Err(SendError::Socket(SocketError::InternalChannelFull)) =
+                    socket.emit(&envelope.event, &args)
+                {
+                    outcome.disconnected += 1;
+                    if socket.clone().disconnect().is_err() {
+                        lagging.insert(socket.id);
+                    }
+                }
+            }
+            // Forget sockets that are gone (closed by engine.io's heartbeat).
+            if !lagging.is_empty() {
+                let live: HashSet<Sid> = io.sockets().iter().map(|s| s.id).collect();
+                lagging.retain(|sid| live.contains(sid));
+            }
+        }
+    }
+    Ok(outcome)
 }

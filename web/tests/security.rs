@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -268,7 +267,7 @@ async fn signed_bus_rejects_unsigned_and_replayed_accepts_signed() {
         client.events_until("done").await,
         vec![("message".to_owned(), vec![json!("signed")])]
     );
-    let stats = server.state.relay_stats();
-    assert_eq!(stats.unsigned.load(Ordering::Relaxed), 1);
-    assert_eq!(stats.bad_signature.load(Ordering::Relaxed), 3);
+    let metrics = server.state.metrics();
+    assert_eq!(metrics.dropped_count("unsigned"), 1);
+    assert_eq!(metrics.dropped_count("bad_signature"), 3);
 }

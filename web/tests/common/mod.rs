@@ -2,6 +2,8 @@
 //! (rust_socketio, a third-party implementation of the protocol).
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod stall;
+
 use std::time::Duration;
 
 use futures_util::FutureExt;

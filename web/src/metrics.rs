@@ -1,0 +1,194 @@
+//! Prometheus metrics of a node, served at `GET /metrics`.
+//!
+//! Each node owns its registry (no global recorder), so several nodes can live in one process
+//! (tests, embedding) without mixing their figures.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    /// Why it happened.
+    pub reason: &'static str,
+}
+
+/// A `source` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Source {
+    /// Where the event came from: `api`, or the bus format (`native`, ...).
+    pub source: &'static str,
+}
+
+/// Every metric of a node. Counters are cheap atomics: reading them in tests is fine.
+pub struct Metrics {
+    registry: Registry,
+    /// Sockets connected now.
+    pub sockets_connected: Gauge,
+    /// Socket.IO connects refused, by reason (`unauthenticated`, `forbidden`, `internal`, `origin`).
+    pub connects_refused: Family<Reason, Counter>,
+    /// Events published, by source (`api`).
+    pub events_published: Family<Source, Counter>,
+    /// Bus messages received, by format (`native`, `control`).
+    pub bus_received: Family<Source, Counter>,
+    /// Events emitted to this node's sockets (once per event, whatever the number of sockets).
+    pub events_emitted: Counter,
+    /// Socket deliveries dropped because the socket's queue was full (`server.slow_client`).
+    pub slow_client_drops: Counter,
+    /// Sockets disconnected because they fell behind (`server.slow_client = "disconnect"`).
+    pub slow_client_disconnects: Counter,
+    /// Bus messages dropped, by reason (`undecodable`, `unsigned`, `bad_signature`,
+    /// `unknown_namespace`, `subscription_overflow`).
+    pub events_dropped: Family<Reason, Counter>,
+    /// 1 when the broker is connected, 0 otherwise.
+    pub broker_up: Gauge,
+    /// Times the broker connection was lost.
+    pub broker_reconnects: Counter,
+    /// `POST /api/` handling time, in seconds.
+    pub api_duration: Histogram,
+    /// Time from an event's publish timestamp (`ts`) to its emission on this node, in seconds.
+    pub delivery_lag: Histogram,
+    /// Subscription overflow already counted (the broker's counter is cumulative).
+    overflow_seen: AtomicU64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sidecast");
+        let m = Self {
+            sockets_connected: Gauge::default(),
+            connects_refused: Family::default(),
+            events_published: Family::default(),
+            bus_received: Family::default(),
+            events_emitted: Counter::default(),
+            slow_client_drops: Counter::default(),
+            slow_client_disconnects: Counter::default(),
+            events_dropped: Family::default(),
+            broker_up: Gauge::default(),
+            broker_reconnects: Counter::default(),
+            // 0.1 ms .. ~3.3 s
+            api_duration: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            // 0.1 ms .. ~26 s
+            delivery_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 19)),
+            registry: Registry::default(),
+            overflow_seen: AtomicU64::new(0),
+        };
+        registry.register(
+            "sockets_connected",
+            "Socket.IO sockets connected now",
+            m.sockets_connected.clone(),
+        );
+        registry.register(
+            "connects_refused",
+            "Socket.IO connects refused, by reason",
+            m.connects_refused.clone(),
+        );
+        registry.register(
+            "events_published",
+            "Events published by this node, by source",
+            m.events_published.clone(),
+        );
+        registry.register(
+            "bus_messages_received",
+            "Messages received from the broker, by format",
+            m.bus_received.clone(),
+        );
+        registry.register(
+            "events_emitted",
+            "Events emitted to this node's sockets (once per event)",
+            m.events_emitted.clone(),
+        );
+        registry.register(
+            "slow_client_drops",
+            "Socket deliveries dropped because the socket's queue was full",
+            m.slow_client_drops.clone(),
+        );
+        registry.register(
+            "slow_client_disconnects",
+            "Sockets disconnected because they fell behind",
+            m.slow_client_disconnects.clone(),
+        );
+        registry.register(
+            "events_dropped",
+            "Bus messages dropped, by reason",
+            m.events_dropped.clone(),
+        );
+        registry.register(
+            "broker_up",
+            "1 when the broker is connected",
+            m.broker_up.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Times the broker connection was lost",
+            m.broker_reconnects.clone(),
+        );
+        registry.register(
+            "api_request_duration_seconds",
+            "POST /api/ handling time",
+            m.api_duration.clone(),
+        );
+        registry.register(
+            "delivery_lag_seconds",
+            "Time from an event's publish timestamp to its emission on this node",
+            m.delivery_lag.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// Counts a dropped bus message.
+    pub fn dropped(&self, reason: &'static str) {
+        self.events_dropped.get_or_create(&Reason { reason }).inc();
+    }
+
+    /// The current count of dropped bus messages for `reason`.
+    pub fn dropped_count(&self, reason: &'static str) -> u64 {
+        self.events_dropped.get_or_create(&Reason { reason }).get()
+    }
+
+    /// Counts a refused connect.
+    pub fn refused(&self, reason: &'static str) {
+        self.connects_refused
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// Brings the subscription-overflow counter up to the broker's cumulative figure.
+    pub(crate) fn subscription_overflow(&self, total: u64) {
+        let seen = self.overflow_seen.swap(total, Ordering::Relaxed);
+        if total > seen {
+            self.events_dropped
+                .get_or_create(&Reason {
+                    reason: "subscription_overflow",
+                })
+                .inc_by(total - seen);
+        }
+    }
+
+    /// The metrics in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
