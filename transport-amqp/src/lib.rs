@@ -69,11 +69,6 @@ pub use options::AmqpOptions;
 use error::Doing;
 use health::{Backoff, Board, CONNECTION, PartId};
 
-/// How often a subscription task checks, while its channels are quiet, whether its consumer
-/// dropped the [`Subscription`] (then it deletes its queue). Busy subscriptions notice at the
-/// next message.
-const CONSUMER_CHECK: Duration = Duration::from_millis(250);
-
 /// How often the supervisor looks at the connection's state even without being told. lapin
 /// reports a lost connection through its event stream and the consumers; this is the safety
 /// net in case a path reports nothing.
@@ -906,10 +901,8 @@ async fn reconsume(
         // rather than hammer RabbitMQ. A lost connection shows up in wait_for_link instead.
         tokio::select! {
             () = shutdown_signal(shutdown) => return None,
+            () = tx.closed() => return None,
             () = sleep(backoff.delay(attempt)) => {}
-        }
-        if tx.is_closed() {
-            return None;
         }
     }
 }
@@ -922,8 +915,6 @@ async fn wait_for_link(
     shutdown: &mut watch::Receiver<bool>,
     links: &mut watch::Receiver<Option<Arc<Link>>>,
 ) -> Option<Arc<Link>> {
-    let mut consumer_check = interval(CONSUMER_CHECK);
-    consumer_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let current = links.borrow_and_update().clone();
         if let Some(link) = current {
@@ -938,9 +929,7 @@ async fn wait_for_link(
             changed = links.changed() => if changed.is_err() {
                 return None;
             },
-            _ = consumer_check.tick() => if tx.is_closed() {
-                return None;
-            },
+            () = tx.closed() => return None,
         }
     }
 }
@@ -954,11 +943,10 @@ async fn pump(
     shutdown: &mut watch::Receiver<bool>,
     links: &mut watch::Receiver<Option<Arc<Link>>>,
 ) -> PumpEnd {
-    let mut consumer_check = interval(CONSUMER_CHECK);
-    consumer_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        // Biased: shutdown first, then deliveries. Under steady traffic the timer may starve,
-        // which is fine: a gone consumer shows up as Delivery::Closed.
+        // Biased: shutdown first, then deliveries. Under steady traffic the later branches may
+        // starve, which is fine: a gone consumer shows up as Delivery::Closed, and a lost
+        // connection as an error of the consumer.
         tokio::select! {
             biased;
             () = shutdown_signal(shutdown) => return PumpEnd::Shutdown,
@@ -994,11 +982,8 @@ async fn pump(
                     return PumpEnd::Lost("the connection was replaced".to_owned());
                 }
             }
-            _ = consumer_check.tick() => {
-                if tx.is_closed() {
-                    return PumpEnd::ConsumerGone;
-                }
-            }
+            // The consumer dropped its Subscription while the channel is quiet.
+            () = tx.closed() => return PumpEnd::ConsumerGone,
         }
     }
 }
