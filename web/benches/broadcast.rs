@@ -52,7 +52,7 @@ fn packet_encode(c: &mut Criterion) {
 fn server(rt: &tokio::runtime::Runtime) -> (SocketIo, Vec<Receiver<engineioxide::Packet>>) {
     rt.block_on(async {
         let (_svc, io) = SocketIo::builder().max_buffer_size(1024).build_svc();
-        io.ns("/", |_socket: SocketRef| {});
+        io.ns("/", async |_socket: SocketRef| {});
         // Each test socket waits 10 ms for its connect: create them all at once.
         let sockets =
             futures_util::future::join_all((0..SOCKETS).map(|_| io.new_dummy_sock("/", ()))).await;

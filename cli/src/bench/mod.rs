@@ -38,6 +38,9 @@ use report::{
     TargetInfo,
 };
 
+/// Below this, the publish/hold window is too short for a CPU percentage (ticks are 10 ms).
+const MIN_WINDOW_SECONDS: f64 = 0.5;
+
 /// Options of `sidecast bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -308,6 +311,19 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
     let own_window_cpu = own_cpu_end
         .saturating_sub(own_cpu_window_start)
         .as_secs_f64();
+    let own_total_cpu = own_cpu_end.saturating_sub(own_cpu_start).as_secs_f64();
+    // A percentage over a window shorter than a clock tick or two means nothing: use the run's.
+    let (own_pct, server_pct) = if window >= MIN_WINDOW_SECONDS {
+        (
+            own_window_cpu * 100.0 / window,
+            server_cpu.map(|c| c * 100.0 / window),
+        )
+    } else {
+        (
+            own_total_cpu * 100.0 / started.elapsed().as_secs_f64(),
+            None,
+        )
+    };
     let report = Report {
         target: TargetInfo {
             url: args.url.clone(),
@@ -361,7 +377,7 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
         server: args.server_pid.map(|pid| ServerUse {
             pid,
             cpu_seconds: server_cpu.unwrap_or(0.0),
-            cpu_percent: server_cpu.map_or(0.0, |c| c * 100.0 / window),
+            cpu_percent: server_pct,
             cpu_us_per_delivery: server_cpu.and_then(per_delivery),
             rss_before_kib: rss_before,
             rss_connected_kib: rss_connected,
@@ -372,9 +388,9 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
         }),
         bench: BenchUse {
             cpu_seconds: own_window_cpu,
-            cpu_percent: own_window_cpu * 100.0 / window.max(f64::EPSILON),
+            cpu_percent: own_pct,
             cpu_us_per_delivery: per_delivery(own_window_cpu),
-            cpu_seconds_total: own_cpu_end.saturating_sub(own_cpu_start).as_secs_f64(),
+            cpu_seconds_total: own_total_cpu,
             rss_kib: procfs::rss_kib(Pid::OwnProcess).unwrap_or(0),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             wall_seconds: started.elapsed().as_secs_f64(),

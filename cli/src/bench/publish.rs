@@ -172,6 +172,9 @@ fn http_refusal(url: &Url, status: StatusCode, body: &str) -> String {
     let hint = match status.as_u16() {
         401 | 403 => "; give --login-url or --token so that publishing is authorized",
         404 | 405 => "; is --url the server's base URL (POST {url}/api/)?",
+        429 => {
+            "; the server rate-limits publishes (Sidecast: server.api_rate_limit, 0 turns it off)"
+        }
         503 => "; the server's broker is unavailable",
         _ => "",
     };

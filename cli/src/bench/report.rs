@@ -80,8 +80,8 @@ pub(crate) struct ServerUse {
     pub(crate) pid: u32,
     /// CPU time (user + system) from the first publish until the deliveries drained.
     pub(crate) cpu_seconds: f64,
-    /// Of one core, over the same window.
-    pub(crate) cpu_percent: f64,
+    /// Of one core, over the same window (`null` when the window was under half a second).
+    pub(crate) cpu_percent: Option<f64>,
     pub(crate) cpu_us_per_delivery: Option<f64>,
     pub(crate) rss_before_kib: u64,
     /// After every client connected and the idle period passed.
@@ -95,7 +95,8 @@ pub(crate) struct ServerUse {
 pub(crate) struct BenchUse {
     /// CPU time over the publish window (the server's window).
     pub(crate) cpu_seconds: f64,
-    /// Of one core; the machine has `cores` of them.
+    /// Of one core, over the publish window (over the whole run when the window was under half
+    /// a second); the machine has `cores` of them.
     pub(crate) cpu_percent: f64,
     pub(crate) cpu_us_per_delivery: Option<f64>,
     /// CPU time over the whole run, ramp included.
@@ -225,9 +226,10 @@ impl Report {
             row(
                 "server cpu",
                 format!(
-                    "{:.2} s ({:.0} % of a core){}",
+                    "{:.2} s ({} of a core){}",
                     s.cpu_seconds,
-                    s.cpu_percent,
+                    s.cpu_percent
+                        .map_or("-".to_owned(), |p| format!("{p:.0} %")),
                     s.cpu_us_per_delivery
                         .map(|us| format!(", {us:.2} µs per delivery"))
                         .unwrap_or_default()
