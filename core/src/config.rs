@@ -380,7 +380,9 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            filter: "info".to_owned(),
+            // lapin logs every lost connection at ERROR; the AMQP transport already logs each
+            // outage once, with the fix.
+            filter: "info,lapin=off".to_owned(),
             format: LogFormat::default(),
         }
     }

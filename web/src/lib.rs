@@ -51,7 +51,8 @@ pub use redis_sessions::RedisSessionStore;
 /// Where the page loads a local copy of the Socket.IO client from, when `server.client_js` is set.
 pub const CLIENT_JS_ROUTE: &str = "/socket.io.min.js";
 
-/// Entry point of the library API: `App::builder(config)...build()` gives an [`AppState`].
+/// Entry point of the library API: `App::builder(config)...build()` gives a [`Sidecast`] node
+/// (as does `Sidecast::builder().config(config)...build()`).
 #[derive(Debug, Clone, Copy)]
 pub struct App;
 
@@ -66,7 +67,7 @@ impl App {
     }
 }
 
-/// Builds an [`AppState`]; the broker and auth policy come from configuration unless given.
+/// Builds a [`Sidecast`] node; the broker and auth policy come from configuration unless given.
 pub struct AppBuilder {
     config: Config,
     broker: Option<SharedBroker>,
@@ -83,6 +84,12 @@ impl std::fmt::Debug for AppBuilder {
 }
 
 impl AppBuilder {
+    /// Replaces the configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
     /// Uses this broker instead of the one `broker.kind` names.
     pub fn broker(mut self, broker: SharedBroker) -> Self {
         self.broker = Some(broker);
@@ -99,7 +106,7 @@ impl AppBuilder {
     ///
     /// The subscription is made here, before anything is served, so that the node receives every
     /// event published after this returns.
-    pub async fn build(self) -> Result<AppState, StartError> {
+    pub async fn build(self) -> Result<Sidecast, StartError> {
         let config = self.config;
         config
             .validate()
@@ -169,7 +176,7 @@ impl AppBuilder {
         let page = render_page(&config);
         let sessions =
             session::Sessions::from_config(&config.session, redis_session_store(&config)?)?;
-        Ok(AppState {
+        Ok(Sidecast {
             inner: Arc::new(Inner {
                 config,
                 broker,
@@ -192,11 +199,31 @@ impl AppBuilder {
     }
 }
 
-/// A built node: configuration, broker, auth policy and the Socket.IO server. Cheap to clone.
+/// A built node: configuration, broker, auth policy, the Socket.IO server and the relay that feeds
+/// it from the broker. Cheap to clone.
+///
+/// Serve it whole with [`serve`] / [`app`], or embed it in your own axum application:
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sidecast_web::StartError> {
+/// use axum::{Router, routing::get};
+/// use sidecast_web::Sidecast;
+///
+/// let sidecast = Sidecast::builder().config(sidecast_core::Config::default()).build().await?;
+/// let emitter = sidecast.emitter().clone(); // for your handlers
+/// let router: Router = Router::new()
+///     .route("/hello", get(|| async { "hi" }))   // your routes
+///     .merge(sidecast.routes());                  // Sidecast's /api/, /healthz... (optional)
+/// let router = sidecast.sessions(sidecast.socketio(router));
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
-pub struct AppState {
+pub struct Sidecast {
     inner: Arc<Inner>,
 }
+
+/// The state [`app`] and [`serve`] take: a [`Sidecast`] node.
+pub type AppState = Sidecast;
 
 struct Inner {
     config: Config,
@@ -217,16 +244,64 @@ struct Inner {
     relay: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for AppState {
+impl std::fmt::Debug for Sidecast {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
+        f.debug_struct("Sidecast")
             .field("node_id", &self.inner.node_id)
             .field("broker", &self.inner.broker)
             .finish_non_exhaustive()
     }
 }
 
-impl AppState {
+impl Sidecast {
+    /// A builder with the default configuration; set it with [`AppBuilder::config`].
+    pub fn builder() -> AppBuilder {
+        App::builder(Config::default())
+    }
+
+    /// Sidecast's HTTP routes — the page, `/login`, `/logout`, `/api/`, `/healthz`, `/readyz`,
+    /// `/metrics` (and the client script when `server.client_js` is set) — ready to
+    /// [`Router::merge`] into an application router of any state type. Take them or leave them:
+    /// the Socket.IO server does not need them.
+    pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let mut router = Router::new()
+            .route("/", get(routes::index))
+            .route("/login", get(routes::login))
+            .route("/logout", get(routes::logout))
+            .route("/api/", post(routes::publish))
+            .route("/healthz", get(routes::healthz))
+            .route("/readyz", get(routes::readyz))
+            .route("/metrics", get(routes::metrics));
+        if self.inner.client_js.is_some() {
+            router = router.route(CLIENT_JS_ROUTE, get(routes::client_js));
+        }
+        router.with_state(self.clone())
+    }
+
+    /// Wraps `router` in the Socket.IO server (at `server.socketio_path`) and the same-origin
+    /// check of handshakes and `POST /api/`.
+    ///
+    /// Socket connects are authorized by the node's [`AuthPolicy`]; the built-in `session`
+    /// policy reads the `user` key of the request's [`tower_sessions::Session`], so a session
+    /// layer must wrap the result: [`Sidecast::sessions`], or your own tower-sessions layer in
+    /// which your login stores the user name under the key `"user"`
+    /// ([`session::USER_KEY`]).
+    pub fn socketio<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        router
+            .layer(self.inner.layer.clone())
+            // Outside the Socket.IO layer, so that it sees the handshakes too.
+            .layer(axum::middleware::from_fn_with_state(
+                self.inner.origins.clone(),
+                origin::check,
+            ))
+    }
+
+    /// Wraps `router` in the session layer `[session]` configures (cookie, memory or Redis store,
+    /// signed with `session.secret`). Apply it last, so that it wraps [`Sidecast::socketio`].
+    pub fn sessions<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        self.inner.sessions.apply(router)
+    }
+
     /// The effective configuration.
     pub fn config(&self) -> &Config {
         &self.inner.config
@@ -278,27 +353,8 @@ impl AppState {
 /// The node's router: page, `/login`, `/logout`, `/api/`, health, and Socket.IO at
 /// `server.socketio_path`, all behind the session layer.
 pub fn app(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/", get(routes::index))
-        .route("/login", get(routes::login))
-        .route("/logout", get(routes::logout))
-        .route("/api/", post(routes::publish))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics));
-    if state.inner.client_js.is_some() {
-        router = router.route(CLIENT_JS_ROUTE, get(routes::client_js));
-    }
-    let router = router
-        .with_state(state.clone())
-        .layer(state.inner.layer.clone())
-        // Outside the Socket.IO layer, so that it sees the handshakes too.
-        .layer(axum::middleware::from_fn_with_state(
-            state.inner.origins.clone(),
-            origin::check,
-        ));
     // The session layer wraps the Socket.IO layer, so socket handshakes see the session too.
-    state.inner.sessions.apply(router)
+    state.sessions(state.socketio(state.routes()))
 }
 
 /// Serves the node on `listener` until `shutdown` resolves, then shuts down gracefully: it stops
@@ -470,6 +526,13 @@ pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError>
             let options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
             Ok(Arc::new(
                 sidecast_transport_redis::RedisBroker::connect(options).await?,
+            ))
+        }
+        #[cfg(feature = "amqp")]
+        BrokerKind::Amqp => {
+            let options = sidecast_transport_amqp::AmqpOptions::from_config(&config.broker);
+            Ok(Arc::new(
+                sidecast_transport_amqp::AmqpBroker::connect(options).await?,
             ))
         }
         #[allow(unreachable_patterns)]

@@ -106,7 +106,7 @@ impl Sessions {
 
     /// Wraps `router` (which must already contain the Socket.IO layer), so that both HTTP
     /// handlers and socket handshakes see the session.
-    pub(crate) fn apply(&self, router: Router) -> Router {
+    pub(crate) fn apply<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
         match self {
             Self::Cookie(settings) => router.layer(middleware::from_fn_with_state(
                 settings.clone(),
