@@ -107,15 +107,13 @@ pub mod native {
     /// Decodes a native message. Unknown fields are ignored; a missing or invalid `event` is an
     /// error.
     pub fn decode(payload: &[u8]) -> Result<Envelope, DecodeError> {
+        // The relay decodes every message: the fast path tracks no field path (which allocates a
+        // string per field); only a message that fails is parsed again to name the bad field.
         let de = &mut serde_json::Deserializer::from_slice(payload);
-        let wire: WireIn = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            if path == "." {
-                DecodeError::Json(e.into_inner().to_string())
-            } else {
-                DecodeError::Json(format!("field \"{path}\": {}", e.into_inner()))
-            }
-        })?;
+        let wire = match WireIn::deserialize(de) {
+            Ok(wire) => wire,
+            Err(plain) => return Err(located_error(payload, plain)),
+        };
         if let Some(v) = wire.v.filter(|&v| v != VERSION) {
             return Err(DecodeError::Version(v));
         }
@@ -138,6 +136,22 @@ pub mod native {
         };
         envelope.validate()?;
         Ok(envelope)
+    }
+
+    /// The error of a payload that did not deserialize, naming the field at fault.
+    fn located_error(payload: &[u8], plain: serde_json::Error) -> DecodeError {
+        let de = &mut serde_json::Deserializer::from_slice(payload);
+        match serde_path_to_error::deserialize::<_, WireIn>(de) {
+            Err(e) => {
+                let path = e.path().to_string();
+                if path == "." {
+                    DecodeError::Json(e.into_inner().to_string())
+                } else {
+                    DecodeError::Json(format!("field \"{path}\": {}", e.into_inner()))
+                }
+            }
+            Ok(_) => DecodeError::Json(plain.to_string()),
+        }
     }
 
     /// Encodes an envelope; one argument is written as `data`, any other count as `args`.
