@@ -1,0 +1,164 @@
+//! Nodes on a real RabbitMQ: the same behaviour as on Redis, selected by configuration alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../../web/tests/common/mod.rs"]
+mod sio;
+
+use std::time::{Duration, Instant};
+
+use common::{Served, serve, sidecast};
+use serde_json::json;
+use sidecast_core::config::BrokerKind;
+use sidecast_core::testing::rabbitmq_server::RabbitMqServer;
+use sio::{ClientOptions, TestServer, connect};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
+
+/// A node configured for AMQP by environment only: the one change from a Redis deployment.
+fn node(url: &str, channel: &str) -> Served {
+    serve(
+        &["--bind", "127.0.0.1:0"],
+        &[
+            ("SIDECAST_BROKER__KIND", "amqp"),
+            ("SIDECAST_BROKER__URL", url),
+            ("SIDECAST_BROKER__CHANNEL", channel),
+            ("SIDECAST_SESSION__SECRET", SECRET),
+        ],
+    )
+}
+
+async fn login(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/login")).await.unwrap();
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+async fn post(base: &str, cookie: &str, body: serde_json::Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/"))
+        .header("cookie", cookie)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn cookie_options(cookie: &str) -> ClientOptions {
+    ClientOptions {
+        cookie: Some(cookie.to_owned()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_rabbitmq_share_api_and_emit_events() {
+    let rabbit = RabbitMqServer::shared().await;
+    let channel = sidecast_core::testing::unique_channel("amqp-cluster");
+    let a = node(rabbit.url(), &channel);
+    let b = node(rabbit.url(), &channel);
+    let cookie = login(&a.base).await;
+    let mut on_a = connect(&a.socket_url(), cookie_options(&cookie))
+        .await
+        .accepted();
+    let mut on_b = connect(&b.socket_url(), cookie_options(&cookie))
+        .await
+        .accepted();
+
+    for i in 0..10 {
+        let r = post(
+            &a.base,
+            &cookie,
+            json!({"channel": "count", "body": i.to_string()}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let output = sidecast()
+        .args(["emit", "message", "over amqp"])
+        .env("SIDECAST_BROKER__KIND", "amqp")
+        .env("SIDECAST_BROKER__URL", rabbit.url())
+        .env("SIDECAST_BROKER__CHANNEL", &channel)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let r = post(&a.base, &cookie, json!({"channel": "done", "body": ""})).await;
+    assert_eq!(r.status(), 200);
+
+    let mut expected: Vec<sio::Event> = (0..10)
+        .map(|i| ("count".to_owned(), vec![json!(i.to_string())]))
+        .collect();
+    expected.push(("message".to_owned(), vec![json!("over amqp")]));
+    assert_eq!(on_a.events_until("done").await, expected);
+    assert_eq!(on_b.events_until("done").await, expected);
+}
+
+/// Polls `/readyz` until it answers `status`.
+async fn await_ready(base: &str, status: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if got == status {
+            return;
+        }
+        assert!(Instant::now() < deadline, "/readyz never answered {status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_receives_again_after_a_rabbitmq_restart() {
+    let mut rabbit = RabbitMqServer::start_local().await;
+    let mut config = sio::memory_config();
+    config.broker.kind = BrokerKind::Amqp;
+    config.broker.url = Some(rabbit.url().to_owned());
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut client = connect(&server.socket_url(), cookie_options(&cookie))
+        .await
+        .accepted();
+
+    rabbit.stop().await;
+    await_ready(&server.base, 503).await;
+    let response = post(
+        &server.base,
+        &cookie,
+        json!({"channel": "message", "body": "lost"}),
+    )
+    .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+
+    rabbit.restart().await;
+    let back = Instant::now();
+    await_ready(&server.base, 200).await;
+    // Ready means consuming again: the node publishes and receives its own event.
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "message", "body": "after restart"}),
+        )
+        .await;
+    assert_eq!(
+        client.next_event().await,
+        ("message".to_owned(), vec![json!("after restart")])
+    );
+    eprintln!(
+        "rabbitmq restart: first event delivered {:?} after rabbitmq was back",
+        back.elapsed()
+    );
+    server.stop().await;
+}
