@@ -259,23 +259,42 @@ impl Sidecast {
         App::builder(Config::default())
     }
 
-    /// Sidecast's HTTP routes — the page, `/login`, `/logout`, `/api/`, `/healthz`, `/readyz`,
-    /// `/metrics` (and the client script when `server.client_js` is set) — ready to
-    /// [`Router::merge`] into an application router of any state type. Take them or leave them:
-    /// the Socket.IO server does not need them.
+    /// All of Sidecast's HTTP routes: [`Sidecast::page_routes`], [`Sidecast::api_routes`] and
+    /// [`Sidecast::health_routes`], ready to [`Router::merge`] into an application router of any
+    /// state type. Take them or leave them: the Socket.IO server does not need them.
     pub fn routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        self.page_routes()
+            .merge(self.api_routes())
+            .merge(self.health_routes())
+    }
+
+    /// The page of the original application (`/`), the demo `/login`, `/logout`, and the
+    /// Socket.IO client script when `server.client_js` is set.
+    pub fn page_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         let mut router = Router::new()
             .route("/", get(routes::index))
             .route("/login", get(routes::login))
-            .route("/logout", get(routes::logout))
-            .route("/api/", post(routes::publish))
-            .route("/healthz", get(routes::healthz))
-            .route("/readyz", get(routes::readyz))
-            .route("/metrics", get(routes::metrics));
+            .route("/logout", get(routes::logout));
         if self.inner.client_js.is_some() {
             router = router.route(CLIENT_JS_ROUTE, get(routes::client_js));
         }
         router.with_state(self.clone())
+    }
+
+    /// `POST /api/`: authorize, then publish through the broker.
+    pub fn api_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        Router::new()
+            .route("/api/", post(routes::publish))
+            .with_state(self.clone())
+    }
+
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub fn health_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        Router::new()
+            .route("/healthz", get(routes::healthz))
+            .route("/readyz", get(routes::readyz))
+            .route("/metrics", get(routes::metrics))
+            .with_state(self.clone())
     }
 
     /// Wraps `router` in the Socket.IO server (at `server.socketio_path`) and the same-origin
