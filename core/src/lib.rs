@@ -3,7 +3,8 @@
 //!
 //! * [`Broker`]: bytes on named channels, with [`MemoryBroker`] built in; Redis and AMQP live in
 //!   their own crates.
-//! * [`Envelope`] and the [`codec`]s that turn broker payloads into events.
+//! * [`Envelope`] and the [`codec`]s that turn broker payloads into events; the [`ingress`] codecs
+//!   read the formats of existing emitters (python-socketio, Node's redis-emitter).
 //! * [`AuthPolicy`] and the built-in policies.
 //! * [`Emitter`]: publish events from any Rust program.
 //! * [`config`]: the configuration types and their loading.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod emitter;
 pub mod envelope;
 mod glob;
+pub mod ingress;
 pub mod memory;
 pub mod signing;
 #[cfg(feature = "testing")]
