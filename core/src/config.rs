@@ -124,8 +124,9 @@ pub struct ServerConfig {
     /// How long a graceful shutdown may take before remaining connections are cut, in
     /// milliseconds.
     pub shutdown_timeout_ms: u64,
-    /// Sockets are closed over this many milliseconds at shutdown, so that their clients do not all
-    /// reconnect to the other nodes at the same instant.
+    /// At shutdown the node closes its sockets after a random delay of up to this many
+    /// milliseconds, so that the clients of nodes restarted together do not all reconnect at the
+    /// same instant.
     pub shutdown_jitter_ms: u64,
 }
 
@@ -224,6 +225,90 @@ pub struct BrokerConfig {
     pub signing_key: Secret,
     /// How far a signed message's time may be from a node's clock, in milliseconds.
     pub signing_max_age_ms: u64,
+    /// Channels in other emitters' formats that nodes also emit to their clients
+    /// (`[[broker.ingress]]`), so that python-socketio / Flask-SocketIO programs and Node's
+    /// `@socket.io/redis-emitter` reach Sidecast's clients unchanged. Empty: none.
+    pub ingress: Vec<IngressConfig>,
+    /// Lets ingress channels run on a signed bus (`signing_key` set). Their formats cannot be
+    /// signed, so anybody who can publish on them reaches the sockets; off, such a configuration is
+    /// refused at start.
+    pub ingress_unsigned_ok: bool,
+}
+
+/// The message-queue format of an existing emitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressFormat {
+    /// python-socketio / Flask-SocketIO (python-socketio 5.14 or later: JSON), on Redis or AMQP.
+    PythonSocketio,
+    /// Node's `@socket.io/redis-emitter` (msgpack), on Redis only.
+    NodeEmitter,
+}
+
+impl IngressFormat {
+    /// The name used in configuration and in the `source` label of metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PythonSocketio => crate::ingress::python_socketio::FORMAT,
+            Self::NodeEmitter => crate::ingress::node_emitter::FORMAT,
+        }
+    }
+
+    /// The channel used when `channel` is not set: `flask-socketio` (Flask-SocketIO's default)
+    /// or `socket.io` (the emitter's default `key`).
+    pub fn default_channel(self) -> &'static str {
+        match self {
+            Self::PythonSocketio => crate::ingress::python_socketio::DEFAULT_CHANNEL,
+            Self::NodeEmitter => crate::ingress::node_emitter::DEFAULT_KEY,
+        }
+    }
+}
+
+impl fmt::Display for IngressFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[[broker.ingress]]`: one channel in an existing emitter's format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// `"python-socketio"` or `"node-emitter"`.
+    pub format: IngressFormat,
+    /// python-socketio: the Redis channel or AMQP fanout exchange (the `channel` given to
+    /// Flask-SocketIO / python-socketio), default `flask-socketio`. node-emitter: the emitter's
+    /// `key`, default `socket.io`; nodes subscribe to the pattern `<key>#*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+impl IngressConfig {
+    /// An ingress of `format` on its default channel.
+    pub fn new(format: IngressFormat) -> Self {
+        Self {
+            format,
+            channel: None,
+        }
+    }
+
+    /// The channel in effect: `channel`, or the default of `format`.
+    pub fn channel(&self) -> &str {
+        self.channel
+            .as_deref()
+            .unwrap_or(self.format.default_channel())
+    }
+
+    /// What nodes subscribe to: the channel itself (python-socketio), or every channel of the
+    /// emitter's key, `<key>#*` (node-emitter).
+    pub fn channel_spec(&self) -> crate::ChannelSpec {
+        match self.format {
+            IngressFormat::PythonSocketio => crate::ChannelSpec::exact(self.channel()),
+            IngressFormat::NodeEmitter => {
+                crate::ChannelSpec::pattern(crate::ingress::node_emitter::pattern(self.channel()))
+            }
+        }
+    }
 }
 
 impl Default for BrokerConfig {
@@ -237,6 +322,8 @@ impl Default for BrokerConfig {
             subscription_capacity: 4_096,
             signing_key: Secret::default(),
             signing_max_age_ms: 60_000,
+            ingress: Vec::new(),
+            ingress_unsigned_ok: false,
         }
     }
 }
@@ -505,6 +592,59 @@ impl Config {
         if self.broker.subscription_capacity == 0 {
             return bad("broker.subscription_capacity", "must be at least 1");
         }
+        self.validate_ingress()
+    }
+
+    /// The rules of `[[broker.ingress]]`.
+    fn validate_ingress(&self) -> Result<(), ConfigError> {
+        let broker = &self.broker;
+        let control = crate::codec::control::channel(&broker.channel);
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, ingress) in broker.ingress.iter().enumerate() {
+            let key = format!("broker.ingress[{i}]");
+            let bad = |why: String| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+            let channel = ingress.channel();
+            if channel.is_empty() {
+                return bad(format!(
+                    "has an empty channel; leave `channel` out for the default of {} (\"{}\")",
+                    ingress.format,
+                    ingress.format.default_channel()
+                ));
+            }
+            if ingress.format == IngressFormat::NodeEmitter && broker.kind == BrokerKind::Amqp {
+                return bad(
+                    "is \"node-emitter\", which needs Redis: @socket.io/redis-emitter publishes \
+                     with Redis PUBLISH on channels matched by a pattern, which AMQP has no \
+                     equivalent of. Remove this ingress, or run the nodes on Redis \
+                     (broker.kind = \"redis\")"
+                        .to_owned(),
+                );
+            }
+            if channel == broker.channel || channel == control {
+                return bad(format!(
+                    "uses the channel \"{channel}\", which carries Sidecast's own messages; give \
+                     the ingress the channel its emitters publish on"
+                ));
+            }
+            if seen.contains(&channel) {
+                return bad(format!(
+                    "repeats the channel \"{channel}\"; a channel carries one format, list it once"
+                ));
+            }
+            seen.push(channel);
+        }
+        if !broker.ingress.is_empty()
+            && !broker.signing_key.is_empty()
+            && !broker.ingress_unsigned_ok
+        {
+            return Err(ConfigError::Invalid(
+                "`broker.ingress` cannot be signed, but broker.signing_key is set: messages on the \
+                 ingress channels are not verified, so anybody who can publish on them reaches the \
+                 sockets. Set broker.ingress_unsigned_ok = true to accept that (for example when \
+                 only trusted programs can reach the broker), or remove the ingress"
+                    .to_owned(),
+            ));
+        }
         Ok(())
     }
 
@@ -685,6 +825,147 @@ mod tests {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment's large error type; that is its API.
+#[allow(clippy::result_large_err)]
+mod ingress_tests {
+    use super::*;
+    use crate::ChannelSpec;
+    use figment::Jail;
+
+    #[test]
+    fn ingress_from_the_file_with_default_channels() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sidecast.toml",
+                r#"
+                [[broker.ingress]]
+                format = "python-socketio"
+
+                [[broker.ingress]]
+                format = "node-emitter"
+
+                [[broker.ingress]]
+                format = "python-socketio"
+                channel = "jobs"
+                "#,
+            )?;
+            let c = Config::load(None).unwrap();
+            let ingress = &c.broker.ingress;
+            assert_eq!(ingress.len(), 3);
+            assert_eq!(ingress[0].channel(), "flask-socketio");
+            assert_eq!(
+                ingress[0].channel_spec(),
+                ChannelSpec::exact("flask-socketio")
+            );
+            assert_eq!(ingress[1].format, IngressFormat::NodeEmitter);
+            assert_eq!(ingress[1].channel(), "socket.io");
+            assert_eq!(
+                ingress[1].channel_spec(),
+                ChannelSpec::pattern("socket.io#*")
+            );
+            assert_eq!(ingress[2].channel(), "jobs");
+            // `sidecast config` shows what was given.
+            assert!(c.to_toml().contains("[[broker.ingress]]"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ingress_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "SIDECAST_BROKER__INGRESS",
+                r#"[{format="python-socketio"}, {format="node-emitter", channel="app"}]"#,
+            );
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.broker.ingress[0],
+                IngressConfig::new(IngressFormat::PythonSocketio)
+            );
+            assert_eq!(c.broker.ingress[1].channel(), "app");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_ingress_names_the_key_and_the_fix() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sidecast.toml",
+                "[[broker.ingress]]\nformat = \"socket.io-php\"\n",
+            )?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("broker.ingress"), "{err}");
+            assert!(err.contains("python-socketio"), "{err}");
+            jail.create_file(
+                "sidecast.toml",
+                "[[broker.ingress]]\nformat = \"node-emitter\"\nchanel = \"x\"\n",
+            )?;
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("chanel"), "{err}");
+            Ok(())
+        });
+    }
+
+    fn with(ingress: &[(IngressFormat, Option<&str>)]) -> Config {
+        let mut c = Config::default();
+        c.broker.ingress = ingress
+            .iter()
+            .map(|&(format, channel)| IngressConfig {
+                format,
+                channel: channel.map(str::to_owned),
+            })
+            .collect();
+        c
+    }
+
+    fn refusal(c: &Config) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn validation_rules() {
+        use IngressFormat::{NodeEmitter, PythonSocketio};
+        with(&[(PythonSocketio, None), (NodeEmitter, None)])
+            .validate()
+            .unwrap();
+
+        let mut amqp = with(&[(PythonSocketio, None), (NodeEmitter, None)]);
+        amqp.broker.kind = BrokerKind::Amqp;
+        let err = refusal(&amqp);
+        assert!(err.contains("`broker.ingress[1]`"), "{err}");
+        assert!(err.contains("needs Redis"), "{err}");
+        amqp.broker.ingress.pop();
+        amqp.validate().unwrap();
+
+        let err = refusal(&with(&[(PythonSocketio, Some(""))]));
+        assert!(
+            err.contains("empty channel") && err.contains("flask-socketio"),
+            "{err}"
+        );
+        let err = refusal(&with(&[(PythonSocketio, Some("sidecast"))]));
+        assert!(err.contains("Sidecast's own"), "{err}");
+        let err = refusal(&with(&[(NodeEmitter, Some("sidecast:control"))]));
+        assert!(err.contains("Sidecast's own"), "{err}");
+        let err = refusal(&with(&[
+            (PythonSocketio, None),
+            (PythonSocketio, Some("flask-socketio")),
+        ]));
+        assert!(err.contains("repeats"), "{err}");
+    }
+
+    #[test]
+    fn a_signed_bus_takes_ingress_only_when_told() {
+        let mut c = with(&[(IngressFormat::PythonSocketio, None)]);
+        c.broker.signing_key = "key".into();
+        let err = refusal(&c);
+        assert!(err.contains("broker.ingress_unsigned_ok = true"), "{err}");
+        c.broker.ingress_unsigned_ok = true;
+        c.validate().unwrap();
+    }
+}
+
+#[cfg(test)]
 mod doc_tests {
     use super::*;
 
@@ -697,6 +978,10 @@ mod doc_tests {
         // Optional keys are absent from the serialized defaults; give them a value to list them.
         config.broker.url = Some(String::new());
         config.server.client_js = Some(PathBuf::from("x"));
+        config.broker.ingress = vec![IngressConfig {
+            format: IngressFormat::PythonSocketio,
+            channel: Some("x".into()),
+        }];
         let value = toml::Value::try_from(&config).unwrap();
         let mut missing = Vec::new();
         for (section, table) in value.as_table().unwrap() {
@@ -704,10 +989,29 @@ mod doc_tests {
                 doc.contains(&format!("## `[{section}]`")),
                 "section {section}"
             );
-            for key in table.as_table().unwrap().keys() {
+            for (key, value) in table.as_table().unwrap() {
                 let env = format!("SIDECAST_{}__{}", section, key).to_uppercase();
                 if !doc.contains(&format!("| `{key}` |")) || !doc.contains(&env) {
                     missing.push(format!("{section}.{key} ({env})"));
+                }
+                // Arrays of tables (`[[broker.ingress]]`) have a section of their own.
+                let Some(first) = value.as_array().and_then(|a| a.first()) else {
+                    continue;
+                };
+                let Some(entry) = first.as_table() else {
+                    continue;
+                };
+                let heading = format!("## `[[{section}.{key}]]`");
+                let Some(at) = doc.find(&heading) else {
+                    missing.push(heading);
+                    continue;
+                };
+                let part = &doc[at..];
+                let part = &part[..part[3..].find("\n## ").map_or(part.len(), |end| end + 3)];
+                for sub in entry.keys() {
+                    if !part.contains(&format!("| `{sub}` |")) {
+                        missing.push(format!("{section}.{key}[].{sub}"));
+                    }
                 }
             }
         }
