@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::broker::{BrokerError, SharedBroker};
 use crate::codec::native;
 use crate::envelope::{Envelope, InvalidEnvelope, now_millis};
+use crate::ingress::{EncodeError, python_socketio};
 use crate::signing::Signer;
 
 /// Publishes events that every Sidecast node subscribed to the same broker channel emits to its
@@ -27,15 +28,28 @@ use crate::signing::Signer;
 /// emitter.to("user:Gonzalo").emit("message", serde_json::json!({"unread": 3})).await?;
 /// # Ok(()) }
 /// ```
+///
+/// [`Emitter::python_socketio`] publishes in python-socketio's format instead, for Flask-SocketIO
+/// servers that still run during a migration.
 #[derive(Debug, Clone)]
 pub struct Emitter {
     broker: SharedBroker,
     channel: String,
+    format: Format,
     namespace: String,
     rooms: Vec<String>,
     except: Vec<String>,
     origin: Option<String>,
     signer: Option<Arc<Signer>>,
+}
+
+/// The format an [`Emitter`] writes.
+#[derive(Debug, Clone)]
+enum Format {
+    /// Sidecast's own ([`native`]).
+    Native,
+    /// python-socketio's message-queue format, with this emitter's `host_id`.
+    PythonSocketio { host_id: String },
 }
 
 /// Why an event could not be emitted.
@@ -51,6 +65,9 @@ pub enum EmitError {
     /// The broker did not accept the message.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The event cannot be written in the emitter's format (python-socketio has no `except`).
+    #[error(transparent)]
+    Format(#[from] EncodeError),
 }
 
 impl Emitter {
@@ -59,12 +76,40 @@ impl Emitter {
         Self {
             broker,
             channel: channel.into(),
+            format: Format::Native,
             namespace: "/".to_owned(),
             rooms: Vec::new(),
             except: Vec::new(),
             origin: None,
             signer: None,
         }
+    }
+
+    /// An emitter publishing python-socketio's message-queue format (as python-socketio 5.15.1 and
+    /// later write it) on `channel` — `flask-socketio` for Flask-SocketIO — so that Flask-SocketIO
+    /// / python-socketio servers, and Sidecast nodes with a `python-socketio` ingress on that
+    /// channel, emit the events to their clients. On AMQP the channel is the fanout exchange
+    /// kombu declares.
+    ///
+    /// The format has no `except` (sending fails with [`EmitError::Format`]) and cannot be signed:
+    /// [`Emitter::signed`] has no effect on it.
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), sidecast_core::EmitError> {
+    /// use std::sync::Arc;
+    /// use sidecast_core::{Emitter, MemoryBroker};
+    ///
+    /// let flask = Emitter::python_socketio(Arc::new(MemoryBroker::default()), "flask-socketio");
+    /// flask.to("user:Gonzalo").emit("message", "Hi").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn python_socketio(broker: SharedBroker, channel: impl Into<String>) -> Self {
+        let mut e = Self::new(broker, channel);
+        // python-socketio's host ids are UUIDs in hex; servers skip messages with their own.
+        e.format = Format::PythonSocketio {
+            host_id: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        e
     }
 
     /// A copy that signs every message (`broker.signing_key`), as nodes that verify require.
@@ -126,8 +171,20 @@ impl Emitter {
     /// Publishes a complete envelope as it is.
     pub async fn send(&self, envelope: &Envelope) -> Result<(), EmitError> {
         envelope.validate()?;
-        self.publish_raw(&self.channel, native::encode(envelope))
-            .await
+        match &self.format {
+            Format::Native => {
+                self.publish_raw(&self.channel, native::encode(envelope))
+                    .await
+            }
+            Format::PythonSocketio { host_id } => {
+                let payload = python_socketio::encode(envelope, host_id)?;
+                // Never signed: python-socketio servers read the message as it is.
+                self.broker
+                    .publish(&self.channel, Bytes::from(payload))
+                    .await?;
+                Ok(())
+            }
+        }
     }
 
     /// Publishes an already encoded message on `channel`, signed when this emitter signs.
@@ -179,6 +236,39 @@ mod tests {
         assert!(matches!(
             emitter.emit("m", 1).await,
             Err(EmitError::Broker(BrokerError::Closed))
+        ));
+    }
+
+    #[tokio::test]
+    async fn emits_python_socketio_messages_unsigned() {
+        use crate::ingress::{Decoded, python_socketio};
+        let broker = MemoryBroker::default();
+        let mut sub = broker
+            .subscribe(&[ChannelSpec::exact("flask-socketio")])
+            .await
+            .unwrap();
+        let signer = Arc::new(Signer::new("key", std::time::Duration::from_secs(60)));
+        let emitter =
+            Emitter::python_socketio(Arc::new(broker.clone()), "flask-socketio").signed(signer);
+        emitter
+            .to("user:a")
+            .emit_args("move", vec![json!(3), json!(4)])
+            .await
+            .unwrap();
+        let msg = sub.recv().await.unwrap();
+        let wire: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(wire["method"], "emit");
+        assert_eq!(wire["data"], json!([3, 4]));
+        assert_eq!(wire["room"], "user:a");
+        assert_eq!(wire["host_id"].as_str().unwrap().len(), 32);
+        let Decoded::Event(e) = python_socketio::decode("flask-socketio", &msg.payload).unwrap()
+        else {
+            panic!("not an event");
+        };
+        assert_eq!(e.data, vec![json!(3), json!(4)]);
+        assert!(matches!(
+            emitter.except("x").emit("m", 1).await,
+            Err(EmitError::Format(_))
         ));
     }
 }
