@@ -155,6 +155,7 @@ impl AppBuilder {
             control_channel: control::channel(&config.broker.channel),
             signer: signer.clone(),
             slow_client: config.server.slow_client,
+            ingress: relay::Ingress::from_config(&config.broker.ingress),
         };
         let subscription = relay::subscribe(&broker, &bus).await?;
         let control_channel = bus.control_channel.clone();

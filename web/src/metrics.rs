@@ -22,7 +22,8 @@ pub struct Reason {
 /// A `source` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Source {
-    /// Where the event came from: `api`, or the bus format (`native`, ...).
+    /// Where the event came from: `api`, or the bus format (`native`, `control`,
+    /// `python-socketio`, `node-emitter`).
     pub source: &'static str,
 }
 
@@ -35,7 +36,8 @@ pub struct Metrics {
     pub connects_refused: Family<Reason, Counter>,
     /// Events published, by source (`api`).
     pub events_published: Family<Source, Counter>,
-    /// Bus messages received, by format (`native`, `control`).
+    /// Bus messages received, by format (`native`, `control`, and the ingress formats
+    /// `python-socketio`, `node-emitter`).
     pub bus_received: Family<Source, Counter>,
     /// Events emitted to this node's sockets (once per event, whatever the number of sockets).
     pub events_emitted: Counter,
@@ -44,7 +46,8 @@ pub struct Metrics {
     /// Sockets disconnected because they fell behind (`server.slow_client = "disconnect"`).
     pub slow_client_disconnects: Counter,
     /// Bus messages dropped, by reason (`undecodable`, `unsigned`, `bad_signature`,
-    /// `unknown_namespace`, `subscription_overflow`).
+    /// `unknown_namespace`, `subscription_overflow`; from ingress channels also `pickle`, `binary`,
+    /// `not_an_event`, `unsupported_packet`).
     pub events_dropped: Family<Reason, Counter>,
     /// 1 when the broker is connected, 0 otherwise.
     pub broker_up: Gauge,

@@ -1,13 +1,18 @@
 //! The node's one delivery path: broker subscription → verify → decode → emit to sockets.
+//!
+//! Sidecast's own channel and its control channel carry signed messages when signing is on;
+//! ingress channels (`[[broker.ingress]]`) carry other emitters' formats, which cannot be signed,
+//! and are decoded by their codec.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sidecast_core::codec::{control, native};
-use sidecast_core::config::SlowClientPolicy;
+use sidecast_core::config::{IngressConfig, IngressFormat, SlowClientPolicy};
 use sidecast_core::envelope::now_millis;
+use sidecast_core::ingress::{Decoded, node_emitter, python_socketio};
 use sidecast_core::{
-    BrokerMessage, ChannelSpec, SharedBroker, SignatureError, Signer, Subscription,
+    BrokerMessage, ChannelSpec, Envelope, SharedBroker, SignatureError, Signer, Subscription,
 };
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
@@ -21,20 +26,61 @@ pub(crate) struct Bus {
     pub(crate) control_channel: String,
     pub(crate) signer: Option<Arc<Signer>>,
     pub(crate) slow_client: SlowClientPolicy,
+    /// Channels in other emitters' formats (`broker.ingress`).
+    pub(crate) ingress: Vec<Ingress>,
 }
 
-/// Subscribes to Sidecast's event and control channels. Done before the server accepts
-/// requests, so that an event published right after start-up is not lost.
+/// One ingress channel: what to subscribe to and how to decode what arrives.
+pub(crate) struct Ingress {
+    format: IngressFormat,
+    spec: ChannelSpec,
+}
+
+impl Ingress {
+    /// The ingress channels of `broker.ingress`.
+    pub(crate) fn from_config(ingress: &[IngressConfig]) -> Vec<Ingress> {
+        ingress
+            .iter()
+            .map(|i| Ingress {
+                format: i.format,
+                spec: i.channel_spec(),
+            })
+            .collect()
+    }
+}
+
+impl Bus {
+    /// The format of the ingress channel `channel` belongs to, if any.
+    fn ingress_format(&self, channel: &str) -> Option<IngressFormat> {
+        self.ingress
+            .iter()
+            .find(|i| i.spec.matches(channel))
+            .map(|i| i.format)
+    }
+}
+
+/// Subscribes to Sidecast's event and control channels and to the ingress channels. Done before
+/// the server accepts requests, so that an event published right after start-up is not lost.
 pub(crate) async fn subscribe(
     broker: &SharedBroker,
     bus: &Bus,
 ) -> Result<Subscription, sidecast_core::BrokerError> {
-    broker
-        .subscribe(&[
-            ChannelSpec::exact(bus.channel.clone()),
-            ChannelSpec::exact(bus.control_channel.clone()),
-        ])
-        .await
+    let mut channels = vec![
+        ChannelSpec::exact(bus.channel.clone()),
+        ChannelSpec::exact(bus.control_channel.clone()),
+    ];
+    for ingress in &bus.ingress {
+        tracing::info!(format = %ingress.format, channel = %ingress.spec, "ingress subscribed");
+        channels.push(ingress.spec.clone());
+    }
+    if bus.signer.is_some() && !bus.ingress.is_empty() {
+        // Configuration refuses this combination unless broker.ingress_unsigned_ok is set.
+        tracing::warn!(
+            "broker.signing_key is set, but ingress channels cannot be signed: their messages are \
+             emitted unverified (broker.ingress_unsigned_ok = true)"
+        );
+    }
+    broker.subscribe(&channels).await
 }
 
 /// Runs until the broker closes the subscription.
@@ -62,6 +108,11 @@ async fn handle(
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
     message: BrokerMessage,
 ) {
+    if message.channel != bus.channel
+        && let Some(format) = bus.ingress_format(&message.channel)
+    {
+        return handle_ingress(bus, io, metrics, lagging, format, &message).await;
+    }
     let verified;
     let payload: &[u8] = match &bus.signer {
         None => &message.payload,
@@ -100,7 +151,54 @@ async fn handle(
             return;
         }
     };
-    match socket::emit(io, &envelope, bus.slow_client, lagging).await {
+    deliver(bus, io, metrics, lagging, &envelope).await;
+}
+
+/// A message on an ingress channel: never signed, decoded by its format's codec.
+async fn handle_ingress(
+    bus: &Bus,
+    io: &SocketIo,
+    metrics: &Metrics,
+    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
+    format: IngressFormat,
+    message: &BrokerMessage,
+) {
+    metrics
+        .bus_received
+        .get_or_create(&Source {
+            source: format.as_str(),
+        })
+        .inc();
+    let decoded = match format {
+        IngressFormat::PythonSocketio => {
+            python_socketio::decode(&message.channel, &message.payload)
+        }
+        IngressFormat::NodeEmitter => {
+            node_emitter::decode(&message.channel, &message.payload).map(Decoded::Event)
+        }
+    };
+    match decoded {
+        Ok(Decoded::Event(envelope)) => deliver(bus, io, metrics, lagging, &envelope).await,
+        Ok(Decoded::NotAnEvent { kind }) => {
+            metrics.dropped("not_an_event");
+            tracing::debug!(%format, channel = %message.channel, kind, "ingress message is not an event; ignored");
+        }
+        Err(e) => {
+            metrics.dropped(e.reason());
+            tracing::warn!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
+        }
+    }
+}
+
+/// Emits a decoded event to this node's sockets.
+async fn deliver(
+    bus: &Bus,
+    io: &SocketIo,
+    metrics: &Metrics,
+    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
+    envelope: &Envelope,
+) {
+    match socket::emit(io, envelope, bus.slow_client, lagging).await {
         Ok(outcome) => {
             metrics.events_emitted.inc();
             if outcome.dropped > 0 {
