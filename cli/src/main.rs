@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use figment::Figment;
-use sidecast_core::config::{BrokerKind, LogFormat};
+use sidecast_core::config::{BrokerKind, IngressFormat, LogFormat};
 use sidecast_core::{Config, Emitter};
 
 mod bench;
@@ -55,6 +55,15 @@ enum Command {
         /// Message queue (broker.kind).
         #[arg(long, value_enum)]
         broker: Option<Kind>,
+        /// Message format: Sidecast's own, or python-socketio's, which Flask-SocketIO /
+        /// python-socketio servers (5.15.1 or later) read from their message queue.
+        #[arg(long, value_enum, default_value_t = WireFormat::Native)]
+        format: WireFormat,
+        /// Channel (AMQP: exchange) to publish on. Default: broker.channel; with
+        /// `--format python-socketio`, the channel of the python-socketio `[[broker.ingress]]`,
+        /// else `flask-socketio`.
+        #[arg(long, value_name = "CHANNEL")]
+        channel: Option<String>,
     },
     /// Load-test a Socket.IO server (this one or any other): N clients, events at a rate, latency.
     Bench(bench::BenchArgs),
@@ -81,6 +90,15 @@ impl From<Kind> for BrokerKind {
             Kind::Amqp => BrokerKind::Amqp,
         }
     }
+}
+
+/// The format `sidecast emit` publishes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WireFormat {
+    /// Sidecast's own JSON format (docs/protocol.md).
+    Native,
+    /// python-socketio / Flask-SocketIO's message-queue format.
+    PythonSocketio,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,9 +156,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             namespace,
             broker,
+            format,
+            channel,
         } => {
             let config = Config::from_figment(&with_broker(figment, broker))?;
-            emit(config, &event, &data, json, to, namespace).await
+            let target = Target {
+                format,
+                channel,
+                rooms: to,
+                namespace,
+            };
+            emit(config, &event, &data, json, target).await
         }
         Command::Bench(args) => bench::run(args, figment).await,
         Command::Config { check } => {
@@ -239,13 +265,20 @@ async fn shutdown_signal() {
     }
 }
 
+/// Where and how `sidecast emit` publishes.
+struct Target {
+    format: WireFormat,
+    channel: Option<String>,
+    rooms: Vec<String>,
+    namespace: String,
+}
+
 async fn emit(
     config: Config,
     event: &str,
     data: &str,
     json: bool,
-    to: Vec<String>,
-    namespace: String,
+    target: Target,
 ) -> anyhow::Result<()> {
     if config.broker.kind == BrokerKind::Memory {
         bail!(
@@ -263,13 +296,34 @@ async fn emit(
         serde_json::Value::String(data.to_owned())
     };
     let broker = sidecast_web::connect_broker(&config).await?;
-    let mut emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
-        .of(namespace)
-        .with_origin("sidecast-emit");
-    for room in to {
+    let mut emitter = match target.format {
+        WireFormat::Native => Emitter::new(
+            broker.clone(),
+            target
+                .channel
+                .unwrap_or_else(|| config.broker.channel.clone()),
+        ),
+        WireFormat::PythonSocketio => {
+            let channel = target.channel.unwrap_or_else(|| {
+                config
+                    .broker
+                    .ingress
+                    .iter()
+                    .find(|i| i.format == IngressFormat::PythonSocketio)
+                    .map_or(IngressFormat::PythonSocketio.default_channel(), |i| {
+                        i.channel()
+                    })
+                    .to_owned()
+            });
+            Emitter::python_socketio(broker.clone(), channel)
+        }
+    }
+    .of(target.namespace)
+    .with_origin("sidecast-emit");
+    for room in target.rooms {
         emitter = emitter.to(room);
     }
-    if !config.broker.signing_key.is_empty() {
+    if target.format == WireFormat::Native && !config.broker.signing_key.is_empty() {
         // Nodes with a signing key drop unsigned messages.
         emitter = emitter.signed(std::sync::Arc::new(sidecast_core::Signer::new(
             config.broker.signing_key.expose(),
