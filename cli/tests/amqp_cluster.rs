@@ -11,7 +11,13 @@ use common::{Served, serve, sidecast};
 use serde_json::json;
 use sidecast_core::config::BrokerKind;
 use sidecast_core::testing::rabbitmq_server::RabbitMqServer;
-use sio::{ClientOptions, TestServer, connect};
+use sio::{
+    TestServer, await_ready, connect, login_at as login, post_json as post,
+    with_cookie as cookie_options,
+};
+
+/// How long a broker restart may take to be noticed and recovered from.
+const RESTART_WAIT: Duration = Duration::from_secs(60);
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
 
@@ -26,34 +32,6 @@ fn node(url: &str, channel: &str) -> Served {
             ("SIDECAST_SESSION__SECRET", SECRET),
         ],
     )
-}
-
-async fn login(base: &str) -> String {
-    let response = reqwest::get(format!("{base}/login")).await.unwrap();
-    response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn post(base: &str, cookie: &str, body: serde_json::Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{base}/api/"))
-        .header("cookie", cookie)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn cookie_options(cookie: &str) -> ClientOptions {
-    ClientOptions {
-        cookie: Some(cookie.to_owned()),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,23 +80,6 @@ async fn two_nodes_on_rabbitmq_share_api_and_emit_events() {
     assert_eq!(on_b.events_until("done").await, expected);
 }
 
-/// Polls `/readyz` until it answers `status`.
-async fn await_ready(base: &str, status: u16) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = reqwest::get(format!("{base}/readyz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if got == status {
-            return;
-        }
-        assert!(Instant::now() < deadline, "/readyz never answered {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_receives_again_after_a_rabbitmq_restart() {
     let mut rabbit = RabbitMqServer::start_local().await;
@@ -132,7 +93,7 @@ async fn node_receives_again_after_a_rabbitmq_restart() {
         .accepted();
 
     rabbit.stop().await;
-    await_ready(&server.base, 503).await;
+    await_ready(&server.base, 503, RESTART_WAIT).await;
     let response = post(
         &server.base,
         &cookie,
@@ -144,7 +105,7 @@ async fn node_receives_again_after_a_rabbitmq_restart() {
 
     rabbit.restart().await;
     let back = Instant::now();
-    await_ready(&server.base, 200).await;
+    await_ready(&server.base, 200, RESTART_WAIT).await;
     // Ready means consuming again: the node publishes and receives its own event.
     server
         .publish(

@@ -12,7 +12,13 @@ use common::{Served, serve, sidecast};
 use serde_json::json;
 use sidecast_core::config::{BrokerKind, SessionStoreKind};
 use sidecast_core::testing::redis_server::RedisServer;
-use sio::{ClientOptions, SioClient, TestServer, connect};
+use sio::{
+    ClientOptions, SioClient, TestServer, await_ready, connect, login_at as login,
+    post_json as post, with_cookie as cookie_options,
+};
+
+/// How long a broker restart may take to be noticed and recovered from.
+const RESTART_WAIT: Duration = common::DEADLINE;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-secret";
 
@@ -24,35 +30,6 @@ fn node(redis: &RedisServer, extra: &[(&str, &str)]) -> Served {
     ];
     envs.extend_from_slice(extra);
     serve(&["--bind", "127.0.0.1:0"], &envs)
-}
-
-async fn login(base: &str) -> String {
-    let response = reqwest::get(format!("{base}/login")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn post(base: &str, cookie: &str, body: serde_json::Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{base}/api/"))
-        .header("cookie", cookie)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn cookie_options(cookie: &str) -> ClientOptions {
-    ClientOptions {
-        cookie: Some(cookie.to_owned()),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,23 +206,6 @@ async fn redis_session_store_is_shared_and_revocable() {
     assert!(reason.contains("unauthorized"), "{reason}");
 }
 
-/// Polls `/readyz` until it answers `status`.
-async fn await_ready(base: &str, status: u16) -> Instant {
-    let deadline = Instant::now() + common::DEADLINE;
-    loop {
-        let got = reqwest::get(format!("{base}/readyz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if got == status {
-            return Instant::now();
-        }
-        assert!(Instant::now() < deadline, "/readyz never answered {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_survives_a_redis_restart() {
     let mut redis = RedisServer::start_local().await;
@@ -258,10 +218,10 @@ async fn node_survives_a_redis_restart() {
     let mut client = connect(&server.socket_url(), cookie_options(&cookie))
         .await
         .accepted();
-    await_ready(&server.base, 200).await;
+    await_ready(&server.base, 200, RESTART_WAIT).await;
 
     redis.stop().await;
-    await_ready(&server.base, 503).await;
+    await_ready(&server.base, 503, RESTART_WAIT).await;
     // Publishing during the outage fails fast with 503 and Retry-After, never hangs or 500s.
     let response = post(
         &server.base,
@@ -276,7 +236,7 @@ async fn node_survives_a_redis_restart() {
 
     redis.restart().await;
     let back = Instant::now();
-    let ready = await_ready(&server.base, 200).await;
+    let ready = await_ready(&server.base, 200, RESTART_WAIT).await;
     server
         .publish(
             &cookie,

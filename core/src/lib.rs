@@ -20,6 +20,7 @@ mod glob;
 pub mod ingress;
 pub mod memory;
 pub mod signing;
+pub mod supervision;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -34,7 +34,6 @@
 //! * A message's channel is the exchange it was published to.
 
 mod error;
-mod health;
 mod options;
 
 use std::collections::HashSet;
@@ -67,7 +66,10 @@ use tokio::time::{MissedTickBehavior, interval, sleep, timeout};
 pub use options::AmqpOptions;
 
 use error::Doing;
-use health::{Backoff, Board, CONNECTION, PartId};
+use sidecast_core::supervision::{AttemptCount, Backoff, HealthBoard, Lost, PartId};
+
+/// The AMQP connection's id on the health board; subscriptions count up from 1.
+const CONNECTION: PartId = 0;
 
 /// How often the supervisor looks at the connection's state even without being told. lapin
 /// reports a lost connection through its event stream and the consumers; this is the safety
@@ -155,7 +157,7 @@ struct Shared {
     uri: AMQPUri,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     url: String,
-    board: Board,
+    board: HealthBoard,
     /// The current connection; `None` while reconnecting (and after close). Subscription tasks
     /// watch it to rebuild their queues on a new connection.
     link: watch::Sender<Option<Arc<Link>>>,
@@ -223,7 +225,7 @@ impl AmqpBroker {
         validate(&options)?;
         let uri = parse_uri(&options, &url)?;
         let shared = Arc::new(Shared {
-            board: Board::new(url.clone()),
+            board: HealthBoard::new(AttemptCount::Highest),
             url,
             uri,
             options,
@@ -463,6 +465,43 @@ impl Broker for AmqpBroker {
 }
 
 impl Shared {
+    /// Part `id` broke with `error`: reports it on the board and logs the outage once (further
+    /// parts lost during it at debug level).
+    fn lost(&self, id: PartId, error: &dyn std::fmt::Display) {
+        let url = &self.url;
+        match self.board.lost(id) {
+            Lost::Outage => {
+                tracing::warn!(url = %url, error = %error, "amqp connection lost, reconnecting");
+            }
+            Lost::AlsoDown => {
+                tracing::debug!(
+                    url = %url,
+                    part = id,
+                    error = %error,
+                    "amqp connection part lost"
+                );
+            }
+            Lost::Closed => {}
+        }
+    }
+
+    /// Part `id` is up again: reports it on the board and logs the end of the outage once.
+    fn restored(&self, id: PartId) {
+        let Some(restored) = self.board.restored(id) else {
+            return;
+        };
+        let url = &self.url;
+        if restored.all_up {
+            tracing::info!(
+                url = %url,
+                down_for_ms = u64::try_from(restored.down_for.as_millis()).unwrap_or(u64::MAX),
+                "amqp connection restored"
+            );
+        } else {
+            tracing::debug!(url = %url, part = id, "amqp connection part restored");
+        }
+    }
+
     /// The current connection if it is up. A connection that went down without the supervisor
     /// having noticed yet is not returned, and the supervisor is told.
     fn live_link(&self) -> Option<Arc<Link>> {
@@ -756,12 +795,12 @@ async fn supervise(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
         shared.link.send_replace(None);
-        shared.board.lost(CONNECTION, &failure);
+        shared.lost(CONNECTION, &failure);
         drop(link);
         match shared.reconnect(&mut shutdown).await {
             Some(link) => {
                 shared.link.send_replace(Some(link));
-                shared.board.restored(CONNECTION);
+                shared.restored(CONNECTION);
             }
             None => return,
         }
@@ -820,7 +859,7 @@ enum PumpEnd {
 /// Removes a subscription from the health board when its task ends, however it ends, so that a
 /// subscription dropped during an outage does not keep the broker "reconnecting".
 struct ForgetOnExit<'a> {
-    board: &'a Board,
+    board: &'a HealthBoard,
     id: PartId,
 }
 
@@ -861,13 +900,13 @@ async fn run_subscription(
         if shared.board.is_closed() {
             return;
         }
-        shared.board.lost(id, &failure);
+        shared.lost(id, &failure);
         // The connection probably went away for everybody: have it checked now.
         shared.check.notify_one();
         match reconsume(&shared, id, &exchanges, &tx, &mut shutdown, &mut links).await {
             Some(fresh) => {
                 consuming = fresh;
-                shared.board.restored(id);
+                shared.restored(id);
             }
             None => return,
         }

@@ -19,7 +19,6 @@
 //! ```
 
 mod error;
-mod health;
 mod options;
 
 use std::future::Future;
@@ -42,7 +41,10 @@ use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, sleep, tim
 
 pub use options::RedisOptions;
 
-use health::{Backoff, Board, ConnId, PUBLISHER};
+use sidecast_core::supervision::{AttemptCount, Backoff, HealthBoard, Lost, PartId};
+
+/// The publish connection's id on the health board; subscriptions' connections count up from 1.
+const PUBLISHER: PartId = 0;
 
 /// How often a subscription task checks, while its channels are quiet, whether its consumer
 /// dropped the [`Subscription`] (then it closes its Redis connection). Busy subscriptions notice
@@ -121,7 +123,7 @@ struct Shared {
     options: RedisOptions,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     url: String,
-    board: Board,
+    board: HealthBoard,
     /// The publish connection and its generation; `None` while it is down (or after close).
     /// The generation tells whether the connection a failed publish used is still the current
     /// one, so that a late failure never discards a newer, healthy connection.
@@ -171,7 +173,7 @@ impl RedisBroker {
         let client = Client::open(options.url.as_str()).map_err(|e| error::map(e, &url))?;
         let shared = Arc::new(Shared {
             client,
-            board: Board::new(url.clone()),
+            board: HealthBoard::new(AttemptCount::OldestOutage),
             url,
             options,
             publisher: Mutex::new(None),
@@ -350,6 +352,45 @@ impl Broker for RedisBroker {
 }
 
 impl Shared {
+    /// Connection `id` broke with `error`: reports it on the board and logs the outage once
+    /// (further connections lost during it at debug level).
+    fn lost(&self, id: PartId, error: &dyn std::fmt::Display) {
+        let url = &self.url;
+        match self.board.lost(id) {
+            Lost::Outage => {
+                tracing::warn!(url = %url, error = %error, "redis connection lost, reconnecting");
+            }
+            Lost::AlsoDown => {
+                tracing::debug!(
+                    url = %url,
+                    connection = id,
+                    error = %error,
+                    "redis connection lost"
+                );
+            }
+            Lost::Closed => {}
+        }
+    }
+
+    /// Connection `id` is up again: reports it on the board and logs the end of the outage
+    /// once.
+    fn restored(&self, id: PartId) {
+        let Some(restored) = self.board.restored(id) else {
+            return;
+        };
+        let url = &self.url;
+        if restored.all_up {
+            tracing::info!(
+                url = %url,
+                down_for_ms = u64::try_from(restored.down_for.as_millis()).unwrap_or(u64::MAX),
+                attempts = restored.attempts,
+                "redis connection restored"
+            );
+        } else {
+            tracing::debug!(url = %url, connection = id, "redis connection restored");
+        }
+    }
+
     fn publisher_slot(&self) -> std::sync::MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
         // A poisoned lock only means a panic elsewhere while holding it; the slot stays valid.
         self.publisher
@@ -373,7 +414,7 @@ impl Shared {
             }
             *slot = None;
         }
-        self.board.lost(PUBLISHER, error);
+        self.lost(PUBLISHER, error);
         self.check_publisher.notify_one();
     }
 
@@ -444,7 +485,7 @@ impl Shared {
     /// shuts down or `abandoned()` says nobody needs the connection any more.
     async fn reconnect<T, Fut>(
         &self,
-        id: ConnId,
+        id: PartId,
         shutdown: &mut watch::Receiver<bool>,
         abandoned: impl Fn() -> bool,
         connect: impl Fn() -> Fut,
@@ -532,7 +573,7 @@ async fn supervise_publisher(shared: Arc<Shared>, mut shutdown: watch::Receiver<
         match reconnected {
             Some(connection) => {
                 shared.install_publisher(connection);
-                shared.board.restored(PUBLISHER);
+                shared.restored(PUBLISHER);
             }
             None => return,
         }
@@ -552,8 +593,8 @@ enum PumpEnd {
 /// Removes a subscription's connection from the health board when its task ends, however it
 /// ends, so that a subscription dropped during an outage does not keep the broker "reconnecting".
 struct ForgetOnExit<'a> {
-    board: &'a Board,
-    id: ConnId,
+    board: &'a HealthBoard,
+    id: PartId,
 }
 
 impl Drop for ForgetOnExit<'_> {
@@ -566,7 +607,7 @@ impl Drop for ForgetOnExit<'_> {
 /// queue and replaces the connection whenever it breaks.
 async fn run_subscription(
     shared: Arc<Shared>,
-    id: ConnId,
+    id: PartId,
     specs: Arc<[ChannelSpec]>,
     tx: SubscriptionSender,
     mut connection: (PubSubSink, PubSubStream),
@@ -584,7 +625,7 @@ async fn run_subscription(
         if shared.board.is_closed() {
             return;
         }
-        shared.board.lost(id, &failure);
+        shared.lost(id, &failure);
         // The server probably went away for the publish connection too: have it checked now
         // rather than at the next publish, so that publishes fail fast and health is complete.
         shared.check_publisher.notify_one();
@@ -599,7 +640,7 @@ async fn run_subscription(
         match reconnected {
             Some(fresh) => {
                 connection = fresh;
-                shared.board.restored(id);
+                shared.restored(id);
             }
             None => return,
         }

@@ -378,10 +378,10 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// Serves the node on `listener` until `shutdown` resolves, then shuts down gracefully: it stops
-/// accepting connections, closes the sockets spread over `server.shutdown_jitter_ms` (their clients
-/// reconnect to other nodes without all arriving at once), lets in-flight requests finish, and
-/// closes the broker — all within `server.shutdown_timeout_ms`, after which remaining connections
-/// are cut.
+/// accepting connections, closes the sockets' transports after a random delay within
+/// `server.shutdown_jitter_ms` (their clients reconnect to the other nodes), lets in-flight
+/// requests finish, and closes the broker — all within `server.shutdown_timeout_ms`, after which
+/// remaining connections are cut.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -423,21 +423,16 @@ pub async fn serve(
     result.map_err(StartError::Io)
 }
 
-/// Disconnects every socket, each at a random moment within `jitter`.
+/// Closes every socket's transport after a random delay within `jitter`.
+///
+/// Closing the transport (not a Socket.IO disconnect, after which clients do not reconnect)
+/// makes clients reconnect, through the load balancer, to the nodes that remain. The random delay
+/// spreads the reconnections of a fleet restarted together; clients add their own randomized
+/// reconnection delay (socket.io-client: 1 s ± 50 %). socketioxide closes transports for all
+/// sockets at once, so the spread is per node, not per socket.
 async fn close_sockets(io: SocketIo, jitter: Duration) {
-    let started = tokio::time::Instant::now();
     let jitter_ms = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
-    let mut sockets: Vec<_> = io
-        .sockets()
-        .into_iter()
-        .map(|s| (rand::random_range(0..=jitter_ms), s))
-        .collect();
-    sockets.sort_by_key(|(at, _)| *at);
-    for (at, socket) in sockets {
-        tokio::time::sleep_until(started + Duration::from_millis(at)).await;
-        let _ = socket.disconnect();
-    }
-    // Sockets that connected meanwhile (on connections opened before the listener stopped).
+    tokio::time::sleep(Duration::from_millis(rand::random_range(0..=jitter_ms))).await;
     io.close().await;
 }
 

@@ -4,16 +4,9 @@
 
 mod common;
 
-use common::{ClientOptions, TestServer, connect, memory_config};
+use common::{ClientOptions, TestServer, connect, memory_config, with_cookie};
 use serde_json::{Value, json};
 use sidecast_core::config::{PolicyKind, PolicyList};
-
-fn with_cookie(cookie: &str) -> ClientOptions {
-    ClientOptions {
-        cookie: Some(cookie.to_owned()),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_then_connect_is_accepted_on_both_transports() {

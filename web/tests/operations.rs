@@ -9,17 +9,10 @@ use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{CLOSED, ClientOptions, DEADLINE, TestServer, connect, memory_config};
+use common::{ClientOptions, DEADLINE, TestServer, connect, memory_config, with_cookie};
 use serde_json::json;
 use sidecast_core::config::SlowClientPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn with_cookie(cookie: &str) -> ClientOptions {
-    ClientOptions {
-        cookie: Some(cookie.to_owned()),
-        ..Default::default()
-    }
-}
 
 async fn metrics(server: &TestServer) -> String {
     reqwest::get(format!("{}/metrics", server.base))
@@ -158,18 +151,8 @@ async fn the_disconnect_policy_drops_a_stalled_socket() {
 async fn graceful_shutdown_finishes_requests_and_closes_sockets() {
     let server = TestServer::start(memory_config()).await;
     let cookie = server.login().await;
-    // Websocket: a polling client needs new requests to hear of the close, and a stopping
-    // server accepts none (the client then reconnects elsewhere, which is the point anyway).
-    let mut client = connect(
-        &server.socket_url(),
-        ClientOptions {
-            websocket_only: true,
-            ..with_cookie(&cookie)
-        },
-    )
-    .await
-    .accepted();
-
+    // A websocket client, read raw, to see how the server ends it.
+    let mut socket = stalled_client(&server, &cookie).await;
     // A POST whose body is still arriving when the shutdown begins.
     let body = r#"{"channel":"message","body":"in flight"}"#;
     let address = server.base.trim_start_matches("http://").to_owned();
@@ -182,10 +165,22 @@ async fn graceful_shutdown_finishes_requests_and_closes_sockets() {
     tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
 
     let stopping = tokio::spawn(server.stop());
-    assert_eq!(
-        client.next_event().await.0,
-        CLOSED,
-        "socket closed by the shutdown"
+    // The transport is closed without a Socket.IO disconnect ("41"), after which socket.io
+    // clients would not reconnect: they must reconnect, to the other nodes.
+    let frames = tokio::time::timeout(DEADLINE, async {
+        let mut frames = Vec::new();
+        while let Some(Ok(frame)) = socket.next().await {
+            if let Ok(text) = frame.to_text() {
+                frames.push(text.to_owned());
+            }
+        }
+        frames
+    })
+    .await
+    .expect("the shutdown closes the socket's transport");
+    assert!(
+        !frames.iter().any(|f| f.starts_with("41")),
+        "no Socket.IO disconnect: {frames:?}"
     );
     tcp.write_all(&body.as_bytes()[10..]).await.unwrap();
     let mut answer = String::new();

@@ -8,19 +8,12 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{CLOSED, ClientOptions, Connect, TestServer, connect, memory_config};
+use common::{CLOSED, ClientOptions, Connect, TestServer, connect, memory_config, with_cookie};
 use serde_json::json;
 use sidecast_core::codec::native;
 use sidecast_core::config::{PolicyKind, PolicyList};
 use sidecast_core::envelope::now_millis;
 use sidecast_core::{Envelope, Signer};
-
-fn with_cookie(cookie: &str) -> ClientOptions {
-    ClientOptions {
-        cookie: Some(cookie.to_owned()),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_cookie_is_refused() {

@@ -5,14 +5,7 @@
 mod common;
 
 use common::stall::{flood, rss_bytes, stalled_client};
-use common::{ClientOptions, TestServer, connect, memory_config};
-
-fn with_cookie(cookie: &str) -> ClientOptions {
-    ClientOptions {
-        cookie: Some(cookie.to_owned()),
-        ..Default::default()
-    }
-}
+use common::{TestServer, connect, memory_config, with_cookie};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_costs_bounded_memory_and_others_keep_receiving() {

@@ -1,8 +1,6 @@
 //! The connection's health, from async-nats' connection state and events, and the reconnect
 //! backoff.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -10,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use async_nats::Event;
 use async_nats::connection::State;
 use sidecast_core::BrokerHealth;
+use sidecast_core::supervision::Backoff;
 
 /// What the broker knows about its one NATS connection, beyond async-nats' own
 /// [`async_nats::Client::connection_state`] (which is authoritative for "connected or not").
@@ -30,8 +29,7 @@ pub(crate) struct Link {
     attempt: AtomicU32,
     /// The current outage; `None` while connected.
     outage: Mutex<Option<Outage>>,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
 }
 
 /// A lost connection, until async-nats reports it back.
@@ -60,8 +58,10 @@ impl Link {
             connected_once: AtomicBool::new(false),
             attempt: AtomicU32::new(0),
             outage: Mutex::new(None),
-            backoff_min,
-            backoff_max,
+            backoff: Backoff {
+                min: backoff_min,
+                max: backoff_max,
+            },
         }
     }
 
@@ -114,25 +114,18 @@ impl Link {
     ///
     /// The first attempt of an outage is immediate (the server may just have restarted); then the
     /// delay doubles from `backoff_min` up to `backoff_max`, each drawn at random between half and
-    /// all of that, so that many nodes losing one server do not come back in lockstep.
+    /// all of that, so that many nodes losing one server do not come back in lockstep (core's
+    /// [`Backoff`], one attempt behind).
     pub(crate) fn backoff(&self, attempt: usize) -> Duration {
-        self.attempt.store(
-            u32::try_from(attempt).unwrap_or(u32::MAX),
-            Ordering::Relaxed,
-        );
+        let attempt = u32::try_from(attempt).unwrap_or(u32::MAX);
+        self.attempt.store(attempt, Ordering::Relaxed);
         if self.connected_once.load(Ordering::Acquire) {
             self.outage().get_or_insert_with(Outage::starting_now);
         }
         if attempt <= 1 {
             return Duration::ZERO;
         }
-        let doublings = u32::try_from(attempt - 2).unwrap_or(u32::MAX).min(20);
-        let ceiling = self
-            .backoff_min
-            .saturating_mul(1 << doublings)
-            .min(self.backoff_max);
-        let half = ceiling / 2;
-        half + half.mul_f64(random_fraction())
+        self.backoff.delay(attempt - 1)
     }
 
     /// Handles one async-nats event: logs each transition once (`warn` when the connection is
@@ -187,14 +180,6 @@ impl Link {
             Event::Draining | Event::Closed => tracing::debug!(%url, %event, "nats connection"),
         }
     }
-}
-
-/// A number in `[0, 1)` for jitter, from the standard library's per-hasher random keys (no
-/// random number crate for this one use).
-fn random_fraction() -> f64 {
-    let bits = RandomState::new().build_hasher().finish() >> 11;
-    // 53 bits: exactly representable in an f64.
-    bits as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

@@ -172,6 +172,58 @@ impl Connect {
     }
 }
 
+/// Client options that send a session cookie.
+pub fn with_cookie(cookie: &str) -> ClientOptions {
+    ClientOptions {
+        cookie: Some(cookie.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// `GET {base}/login`; returns the `Cookie` header value to send back.
+pub async fn login_at(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/login")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// `POST {base}/api/` with a JSON body and a session cookie.
+pub async fn post_json(base: &str, cookie: &str, body: Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{base}/api/"))
+        .header("cookie", cookie)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls `{base}/readyz` until it answers `status`, for at most `within`; returns when it did.
+pub async fn await_ready(base: &str, status: u16, within: Duration) -> std::time::Instant {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let got = reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if got == status {
+            return std::time::Instant::now();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Options of a test client.
 #[derive(Default, Clone)]
 pub struct ClientOptions {

@@ -29,11 +29,17 @@ pub async fn stalled_client(server: &TestServer, cookie: &str) -> RawSocket {
     let open = ws.next().await.unwrap().unwrap();
     assert!(open.to_text().unwrap().starts_with('0'), "engine.io open");
     ws.send(Message::text("40")).await.unwrap();
-    let connected = ws.next().await.unwrap().unwrap();
-    assert!(
-        connected.to_text().unwrap().starts_with("40"),
-        "{connected:?}"
-    );
+    // engine.io pings at once; answer until the Socket.IO connect is acknowledged.
+    loop {
+        let frame = ws.next().await.unwrap().unwrap();
+        let text = frame.to_text().unwrap();
+        if text == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+            continue;
+        }
+        assert!(text.starts_with("40"), "{text}");
+        break;
+    }
     // From here on nobody reads: the server's writes pile up.
     ws
 }

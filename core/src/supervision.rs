@@ -1,0 +1,315 @@
+//! Reconnect supervision for broker transports: a [`HealthBoard`] that folds the outages of a
+//! broker's parts into one [`BrokerHealth`] and tells which transitions to log so that each
+//! outage is logged once, and the capped exponential [`Backoff`] with jitter between reconnect
+//! attempts.
+//!
+//! Any transport can use these, in this workspace or not: the Redis and AMQP transports do, and
+//! so does the NATS example broker (its backoff).
+//!
+//! A transport gives each of its parts (a connection, or a subscription's queue) a [`PartId`],
+//! and reports that part's transitions: [`HealthBoard::lost`] when it breaks,
+//! [`HealthBoard::attempt`] before each reconnect attempt, [`HealthBoard::restored`] when it is
+//! back, [`HealthBoard::forget`] when it is gone for good. [`Broker::health`] can then return
+//! [`HealthBoard::health`], which takes a lock but does no I/O.
+//!
+//! ```
+//! use sidecast_core::BrokerHealth;
+//! use sidecast_core::supervision::{AttemptCount, HealthBoard, Lost};
+//!
+//! let board = HealthBoard::new(AttemptCount::OldestOutage);
+//! if board.lost(0) == Lost::Outage {
+//!     tracing::warn!("mybroker connection lost, reconnecting");
+//! }
+//! board.attempt(0, 2);
+//! assert!(matches!(board.health(), BrokerHealth::Reconnecting { attempt: 2, .. }));
+//! if board.restored(0).is_some_and(|restored| restored.all_up) {
+//!     tracing::info!("mybroker connection restored");
+//! }
+//! assert_eq!(board.health(), BrokerHealth::Connected);
+//! ```
+//!
+//! [`Broker::health`]: crate::Broker::health
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use rand::Rng;
+
+use crate::BrokerHealth;
+
+/// Identifies one part of a broker (a connection, a subscription's queue...) on a
+/// [`HealthBoard`]. The transport chooses the ids; they only need to be distinct.
+pub type PartId = u64;
+
+/// Which attempt count [`HealthBoard::health`] reports while parts are down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptCount {
+    /// The attempt count of the oldest outage: for parts that each reconnect by themselves (the
+    /// Redis transport: the publisher, and one connection per subscription).
+    OldestOutage,
+    /// The highest attempt count of any part: for one connection that reconnects while the
+    /// other parts (the AMQP transport: every subscription's queue and consumer) only wait for
+    /// it, without attempts of their own.
+    Highest,
+}
+
+/// What [`HealthBoard::lost`] changed, for the transport to log.
+#[must_use = "the transport logs the transition"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// The first part down: the broker's outage starts. Log it (once per outage, e.g. `warn`
+    /// "redis connection lost, reconnecting").
+    Outage,
+    /// Another part is down (or this one still is) during an outage already reported.
+    AlsoDown,
+    /// The board is closed: nothing changed.
+    Closed,
+}
+
+/// A part back up, from [`HealthBoard::restored`], for the transport to log.
+#[must_use = "the transport logs the transition"]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// How long the part was down.
+    pub down_for: Duration,
+    /// The part's last reconnect attempt (1 if it never reported one).
+    pub attempts: u32,
+    /// No part is down any more (and the board is not closed): the broker's outage is over. Log
+    /// it (once per outage, e.g. `info` "redis connection restored").
+    pub all_up: bool,
+}
+
+/// Which parts of a broker are down.
+///
+/// Every part reports its own transitions here; [`HealthBoard::health`] folds them into one
+/// [`BrokerHealth`]: `Closed` once [closed](HealthBoard::close), else `Reconnecting` while any part
+/// is down, else `Connected`. So "connected" means every part is back, not just the first one.
+///
+/// The board does not log: it tells which transitions are the broker's, [`Lost::Outage`] when the
+/// first part goes down and [`Restored::all_up`] when the last one comes back, however many parts
+/// an outage hits, so that the transport logs each outage once, under its own tracing target.
+#[derive(Debug)]
+pub struct HealthBoard {
+    count: AttemptCount,
+    closed: AtomicBool,
+    down: Mutex<HashMap<PartId, Outage>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    attempt: u32,
+    since: SystemTime,
+    /// For the "restored after" figure (monotonic, unlike `since`).
+    started: Instant,
+}
+
+impl HealthBoard {
+    /// A board with every part up, whose health reports attempts as `count` says.
+    pub fn new(count: AttemptCount) -> Self {
+        Self {
+            count,
+            closed: AtomicBool::new(false),
+            down: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn down(&self) -> MutexGuard<'_, HashMap<PartId, Outage>> {
+        // A poisoned lock only means a panic elsewhere while holding it; the map stays valid.
+        self.down.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the broker closed; returns whether it already was. A closed board reports
+    /// [`BrokerHealth::Closed`] and records no more outages.
+    pub fn close(&self) -> bool {
+        self.closed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether [`HealthBoard::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Part `id` broke; its outage starts at attempt 1 (an outage already recorded for it is
+    /// kept).
+    pub fn lost(&self, id: PartId) -> Lost {
+        if self.is_closed() {
+            return Lost::Closed;
+        }
+        let mut down = self.down();
+        let first = down.is_empty();
+        down.entry(id).or_insert(Outage {
+            attempt: 1,
+            since: SystemTime::now(),
+            started: Instant::now(),
+        });
+        if first { Lost::Outage } else { Lost::AlsoDown }
+    }
+
+    /// Part `id` is about to make reconnect attempt `attempt` (1 for the first). Ignored unless
+    /// the part is down.
+    pub fn attempt(&self, id: PartId, attempt: u32) {
+        if let Some(outage) = self.down().get_mut(&id) {
+            outage.attempt = attempt;
+        }
+    }
+
+    /// Part `id` is up again: its outage, or `None` if it was not down.
+    pub fn restored(&self, id: PartId) -> Option<Restored> {
+        let mut down = self.down();
+        let outage = down.remove(&id)?;
+        let last = down.is_empty();
+        drop(down);
+        Some(Restored {
+            down_for: outage.started.elapsed(),
+            attempts: outage.attempt,
+            all_up: last && !self.is_closed(),
+        })
+    }
+
+    /// Part `id` is gone for good (its subscription was dropped): it no longer counts, and its
+    /// outage, if any, ends unreported.
+    pub fn forget(&self, id: PartId) {
+        self.down().remove(&id);
+    }
+
+    /// The broker's health: `Closed` once closed, else `Reconnecting` while any part is down
+    /// (`since` the oldest outage; the attempt count as [`AttemptCount`] says), else `Connected`.
+    pub fn health(&self) -> BrokerHealth {
+        if self.is_closed() {
+            return BrokerHealth::Closed;
+        }
+        let down = self.down();
+        let Some(oldest) = down.values().min_by_key(|o| o.started) else {
+            return BrokerHealth::Connected;
+        };
+        let attempt = match self.count {
+            AttemptCount::OldestOutage => oldest.attempt,
+            AttemptCount::Highest => down
+                .values()
+                .map(|o| o.attempt)
+                .max()
+                .unwrap_or(oldest.attempt),
+        };
+        BrokerHealth::Reconnecting {
+            attempt,
+            since: oldest.since,
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter: the delays between reconnect attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay ceiling of the first attempt, doubled for each further one.
+    pub min: Duration,
+    /// The largest delay ceiling (taken as `min` if smaller).
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The delay before reconnect attempt `attempt` (1 for the first): `min * 2^(attempt-1)`
+    /// capped at `max`, then jittered to between half and all of it ("equal jitter": never
+    /// hammering, never synchronised).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let max = self.max.max(self.min);
+        let exponent = attempt.saturating_sub(1).min(31);
+        let ceiling = self
+            .min
+            .checked_mul(1u32 << exponent)
+            .map_or(max, |d| d.min(max));
+        let half = ceiling / 2;
+        half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let backoff = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+        };
+        for _ in 0..100 {
+            let first = backoff.delay(1);
+            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+            let fourth = backoff.delay(4);
+            assert!(fourth >= Duration::from_millis(400) && fourth <= Duration::from_millis(800));
+            let late = backoff.delay(1_000);
+            assert!(late >= Duration::from_millis(2_500) && late <= Duration::from_secs(5));
+        }
+    }
+
+    /// From the Redis transport: the publisher (0) and a subscription's connection (7).
+    #[test]
+    fn oldest_outage_health_reports_the_longest_outage_until_all_recover() {
+        let board = HealthBoard::new(AttemptCount::OldestOutage);
+        assert_eq!(board.health(), BrokerHealth::Connected);
+        assert_eq!(board.lost(0), Lost::Outage);
+        assert_eq!(board.lost(7), Lost::AlsoDown);
+        board.attempt(0, 3);
+        assert!(matches!(
+            board.health(),
+            BrokerHealth::Reconnecting { attempt: 3, .. }
+        ));
+        let restored = board.restored(0).expect("was down");
+        assert_eq!((restored.attempts, restored.all_up), (3, false));
+        assert!(matches!(
+            board.health(),
+            BrokerHealth::Reconnecting { attempt: 1, .. }
+        ));
+        board.forget(7);
+        assert_eq!(board.health(), BrokerHealth::Connected);
+        assert_eq!(board.restored(7), None, "forgotten, not restored");
+        assert_eq!(board.lost(0), Lost::Outage);
+        board.close();
+        assert_eq!(board.health(), BrokerHealth::Closed);
+        assert_eq!(board.lost(7), Lost::Closed);
+        assert!(!board.restored(0).expect("was down").all_up, "closed");
+    }
+
+    /// The oldest outage's attempt count, not the highest.
+    #[test]
+    fn oldest_outage_health_counts_the_oldest_outages_attempts() {
+        let board = HealthBoard::new(AttemptCount::OldestOutage);
+        assert_eq!(board.lost(0), Lost::Outage);
+        assert_eq!(board.lost(7), Lost::AlsoDown);
+        board.attempt(7, 5);
+        assert!(matches!(
+            board.health(),
+            BrokerHealth::Reconnecting { attempt: 1, .. }
+        ));
+    }
+
+    /// From the AMQP transport: the connection (0) and subscriptions' queues (7, 9).
+    #[test]
+    fn highest_attempt_health_is_connected_only_when_every_part_is_back() {
+        let board = HealthBoard::new(AttemptCount::Highest);
+        assert_eq!(board.health(), BrokerHealth::Connected);
+        assert_eq!(board.lost(7), Lost::Outage);
+        assert_eq!(board.lost(0), Lost::AlsoDown);
+        board.attempt(0, 3);
+        assert!(matches!(
+            board.health(),
+            BrokerHealth::Reconnecting { attempt: 3, .. }
+        ));
+        assert!(!board.restored(0).expect("was down").all_up);
+        assert!(
+            matches!(board.health(), BrokerHealth::Reconnecting { .. }),
+            "a subscription still without its queue"
+        );
+        let restored = board.restored(7).expect("was down");
+        assert_eq!((restored.attempts, restored.all_up), (1, true));
+        assert_eq!(board.health(), BrokerHealth::Connected);
+        assert_eq!(board.lost(9), Lost::Outage);
+        board.forget(9);
+        assert_eq!(board.health(), BrokerHealth::Connected);
+        assert_eq!(board.lost(0), Lost::Outage);
+        board.close();
+        assert_eq!(board.health(), BrokerHealth::Closed);
+    }
+}
