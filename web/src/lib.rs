@@ -133,7 +133,11 @@ impl AppBuilder {
         let metrics = Arc::new(Metrics::new());
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
+            // Polling requests and websocket messages alike.
             .max_payload(config.server.max_socket_payload_bytes)
+            .ws_max_message_size(
+                usize::try_from(config.server.max_socket_payload_bytes).unwrap_or(usize::MAX),
+            )
             .max_buffer_size(config.server.socket_buffer)
             .ping_interval(Duration::from_millis(config.server.ping_interval_ms))
             .ping_timeout(Duration::from_millis(config.server.ping_timeout_ms))

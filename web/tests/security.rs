@@ -264,3 +264,57 @@ async fn signed_bus_rejects_unsigned_and_replayed_accepts_signed() {
     assert_eq!(metrics.dropped_count("unsigned"), 1);
     assert_eq!(metrics.dropped_count("bad_signature"), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_is_http_only_same_site_lax_and_secure_when_configured() {
+    for secure in [false, true] {
+        let mut config = memory_config();
+        config.session.secure = secure;
+        let server = TestServer::start(config).await;
+        let response = reqwest::get(format!("{}/login", server.base))
+            .await
+            .unwrap();
+        let cookie = response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(cookie.contains("HttpOnly"), "{cookie}");
+        assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+        assert_eq!(cookie.contains("Secure"), secure, "{cookie}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_socket_packet_closes_that_connection_only() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut config = memory_config();
+    config.server.max_socket_payload_bytes = 1_000;
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut bystander = connect(&server.socket_url(), with_cookie(&cookie))
+        .await
+        .accepted();
+    let mut socket = common::stall::stalled_client(&server, &cookie).await;
+    let big = format!("42[\"upload\",\"{}\"]", "x".repeat(10_000));
+    socket.send(Message::text(big)).await.unwrap();
+    let closed = tokio::time::timeout(common::DEADLINE, async {
+        while let Some(Ok(frame)) = socket.next().await {
+            if frame.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the oversize packet's connection was closed"
+    );
+    server
+        .publish(&cookie, json!({"channel": "message", "body": "still here"}))
+        .await;
+    assert_eq!(
+        bystander.next_event().await,
+        ("message".to_owned(), vec![json!("still here")])
+    );
+}
