@@ -116,7 +116,7 @@ async fn the_original_script_through_kombu_reaches_sidecast_clients() {
     // to=room: only that room (this client is in user:anonymous).
     emit("private", r#"{"n": 1}"#, Some("user:somebody")).await;
     emit("mine", r#"{"n": 2}"#, Some("user:anonymous")).await;
-    emit("marker", "null", None).await;
+    emit("marker", "1", None).await;
     assert_eq!(
         client.events_until("marker").await,
         vec![("mine".to_owned(), vec![json!({"n": 2})])]

@@ -282,10 +282,14 @@ export class Harness {
     return { url: m[1], proc, channel: channel ?? 'sidecast' };
   }
 
-  /** Runs `sidecast emit EVENT DATA [--json]` against the test redis on `channel`. */
-  emit(event, data, { json = false, channel = 'sidecast', to = [] } = {}) {
+  /**
+   * Runs `sidecast emit EVENT DATA [--json]` against the test redis on `channel`; `format`
+   * (`python-socketio`) publishes in that format instead, on its default channel.
+   */
+  emit(event, data, { json = false, channel = 'sidecast', to = [], format } = {}) {
     const args = ['emit', '--broker', 'redis'];
     if (json) args.push('--json');
+    if (format) args.push('--format', format);
     for (const room of to) args.push('--to', room);
     // `--` so that data starting with a dash is not read as a flag.
     args.push('--', event, json ? JSON.stringify(data) : data);
