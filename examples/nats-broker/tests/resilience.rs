@@ -19,7 +19,7 @@ use tokio::time::{Instant, sleep};
 const POLL: Duration = Duration::from_millis(5);
 
 /// During an outage a publish must fail well before the publish time-out (2 s): fail fast.
-const FAIL_FAST: Duration = Duration::from_secs(2);
+const FAIL_FAST: Duration = Duration::from_millis(1_500);
 
 /// Polls `broker.health()` until `done` says so, returning that health; panics after
 /// [`DEADLINE`] naming `what`.
