@@ -7,6 +7,7 @@ accepts connections. Its clients receive what is emitted through the queue (Redi
 amqp:// URL, kombu), such as `sidecast emit --format python-socketio`. A client joins the room
 given in its `room` query parameter. Stops on SIGTERM.
 """
+import logging
 import sys
 
 from flask import Flask, request
@@ -26,6 +27,9 @@ def on_connect():
     if room:
         join_room(room)
 
+
+# One line per HTTP request is noise in test output; errors still show.
+logging.getLogger('werkzeug').setLevel(logging.WARNING)
 
 # Port 0: the system picks a free port, printed for the test to read.
 server = make_server('127.0.0.1', 0, app, threaded=True)

@@ -69,9 +69,10 @@ pub(crate) async fn subscribe(
         ChannelSpec::exact(bus.channel.clone()),
         ChannelSpec::exact(bus.control_channel.clone()),
     ];
+    channels.extend(bus.ingress.iter().map(|i| i.spec.clone()));
+    let subscription = broker.subscribe(&channels).await?;
     for ingress in &bus.ingress {
         tracing::info!(format = %ingress.format, channel = %ingress.spec, "ingress subscribed");
-        channels.push(ingress.spec.clone());
     }
     if bus.signer.is_some() && !bus.ingress.is_empty() {
         // Configuration refuses this combination unless broker.ingress_unsigned_ok is set.
@@ -80,7 +81,7 @@ pub(crate) async fn subscribe(
              emitted unverified (broker.ingress_unsigned_ok = true)"
         );
     }
-    broker.subscribe(&channels).await
+    Ok(subscription)
 }
 
 /// Runs until the broker closes the subscription.
