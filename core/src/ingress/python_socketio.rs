@@ -79,15 +79,21 @@ pub fn decode(channel: &str, payload: &[u8]) -> Result<Decoded, IngressError> {
         format: FORMAT,
         reason: format!("{reason} (channel {channel})"),
     };
-    let de = &mut serde_json::Deserializer::from_slice(payload);
-    let wire: WireIn = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            malformed(e.into_inner().to_string())
-        } else {
-            malformed(format!("field \"{path}\": {}", e.into_inner()))
+    // As in the native codec: no field-path tracking on the fast path; only a message that fails
+    // is parsed again to name the field at fault.
+    let wire: WireIn = match serde_json::from_slice(payload) {
+        Ok(wire) => wire,
+        Err(plain) => {
+            let de = &mut serde_json::Deserializer::from_slice(payload);
+            return Err(match serde_path_to_error::deserialize::<_, WireIn>(de) {
+                Err(e) if e.path().to_string() != "." => {
+                    let path = e.path().to_string();
+                    malformed(format!("field \"{path}\": {}", e.into_inner()))
+                }
+                _ => malformed(plain.to_string()),
+            });
         }
-    })?;
+    };
     if wire.method != "emit" {
         return Ok(Decoded::NotAnEvent { kind: wire.method });
     }
