@@ -34,7 +34,7 @@ use client::{Shared, Target};
 use procfs::Pid;
 use publish::{PublishStats, Publisher};
 use report::{
-    BenchUse, Clients, Deliveries, LoadAverage, Messages, Percentiles, Report, ServerUse,
+    BenchUse, Clients, Deliveries, LoadAverage, Machine, Messages, Percentiles, Report, ServerUse,
     TargetInfo,
 };
 
@@ -231,6 +231,7 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
     let window_start_us = client::now_micros();
     let server_cpu_start = server.and_then(procfs::cpu_time);
     let own_cpu_window_start = procfs::cpu_time(Pid::OwnProcess).unwrap_or_default();
+    let machine_start = procfs::machine_ticks();
     let total = (args.rate * args.duration).round() as u64;
     match &publisher {
         Some(publisher) if connected > 0 => {
@@ -263,6 +264,10 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
         _ => None,
     };
     let own_cpu_end = procfs::cpu_time(Pid::OwnProcess).unwrap_or_default();
+    let machine_busy = match (machine_start, procfs::machine_ticks()) {
+        (Some(a), Some(b)) if window >= MIN_WINDOW_SECONDS => procfs::busy_percent(a, b),
+        _ => None,
+    };
     let rss_end = server.and_then(procfs::rss_kib).unwrap_or(0);
     if let Some(progress) = progress {
         progress.abort();
@@ -394,6 +399,15 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
             rss_kib: procfs::rss_kib(Pid::OwnProcess).unwrap_or(0),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             wall_seconds: started.elapsed().as_secs_f64(),
+        },
+        machine: Machine {
+            cpu_busy_percent: machine_busy,
+            // Our processes' CPU as a share of all cores, taken out of the machine's.
+            other_busy_percent: machine_busy.map(|busy| {
+                let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+                let ours = own_window_cpu + server_cpu.unwrap_or(0.0);
+                (busy - ours * 100.0 / (window * cores)).max(0.0)
+            }),
         },
         load_average: LoadAverage {
             start: load_start,

@@ -76,6 +76,34 @@ pub(crate) fn open_files_limit() -> Option<u64> {
     }
 }
 
+/// Busy and total CPU time of the whole machine so far, in ticks (the `cpu` line of /proc/stat;
+/// idle and iowait count as not busy).
+pub(crate) fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_ticks(stat.lines().next()?)
+}
+
+fn parse_machine_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.strip_prefix("cpu ")?.split_ascii_whitespace();
+    // user nice system idle iowait irq softirq steal (guest time is included in user).
+    let values: Vec<u64> = fields
+        .by_ref()
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = values.iter().sum();
+    let idle = values.get(3)? + values.get(4)?;
+    Some((total - idle, total))
+}
+
+/// The share of the machine's CPUs that was busy between two [`machine_ticks`] readings, in
+/// percent of all cores.
+pub(crate) fn busy_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let busy = after.0.checked_sub(before.0)?;
+    let total = after.1.checked_sub(before.1)?;
+    (total > 0).then(|| busy as f64 * 100.0 / total as f64)
+}
+
 /// The 1-minute load average.
 pub(crate) fn load_average() -> Option<f64> {
     let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -91,6 +119,14 @@ mod tests {
         let stat = "1234 (tokio worker (x)) S 1 1234 1234 0 -1 4194304 100 0 0 0 250 75 0 0 20 0 \
                     3 0 100 1000000 500 18446744073709551615";
         assert_eq!(parse_cpu_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn machine_busy_share() {
+        let line = "cpu  100 0 50 800 50 0 0 0 0 0";
+        assert_eq!(parse_machine_ticks(line), Some((150, 1000)));
+        assert_eq!(busy_percent((150, 1000), (300, 1200)), Some(75.0));
+        assert!(machine_ticks().is_some());
     }
 
     #[test]

@@ -20,6 +20,17 @@ pub(crate) struct Report {
     pub(crate) bench: BenchUse,
     /// 1-minute load average of the machine at the start and the end.
     pub(crate) load_average: LoadAverage,
+    /// How busy the whole machine was over the publish window, all processes included.
+    pub(crate) machine: Machine,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Machine {
+    /// Busy share of all cores (100 = every core busy) over the publish window.
+    pub(crate) cpu_busy_percent: Option<f64>,
+    /// The part of that not used by the server (when known) or the bench: other processes
+    /// (and the broker). Large values mean the figures measure the neighbours too.
+    pub(crate) other_busy_percent: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -263,6 +274,18 @@ impl Report {
                 b.rss_kib
             ),
         );
+        if let Some(busy) = self.machine.cpu_busy_percent {
+            row(
+                "machine cpu",
+                format!(
+                    "{busy:.0} % of all cores busy over the window{}",
+                    self.machine
+                        .other_busy_percent
+                        .map(|o| format!(", {o:.0} % by other processes"))
+                        .unwrap_or_default()
+                ),
+            );
+        }
         let la = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.2}"));
         row(
             "load average",
