@@ -201,13 +201,20 @@ impl Report {
             format!("{:.0} clients/s", c.connect_rate_per_s),
         );
         row("connect time", opt_ms(c.connect_ms));
-        row(
-            "messages sent",
-            format!(
-                "{} in {:.1} s (asked {:.0}/s), {} publish errors, max lag {:.1} ms",
-                m.sent, m.duration_s, m.rate_per_s, m.publish_errors, m.max_publish_lag_ms
-            ),
-        );
+        if self.target.publish == "none" {
+            row(
+                "messages sent",
+                format!("none (--publish none): held {:.1} s", m.duration_s),
+            );
+        } else {
+            row(
+                "messages sent",
+                format!(
+                    "{} in {:.1} s (asked {:.0}/s), {} publish errors, max lag {:.1} ms",
+                    m.sent, m.duration_s, m.rate_per_s, m.publish_errors, m.max_publish_lag_ms
+                ),
+            );
+        }
         if let Some(e) = &m.publish_error {
             row("  publish error", e.clone());
         }
