@@ -237,18 +237,21 @@ impl BrokerError {
 ///
 /// `redis://user:secret@host:6379` becomes `redis://user:***@host:6379`.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    // Without a scheme (`user:pw@host`) the authority starts the string: redact it all the same.
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
     };
+    let prefix = scheme.map(|s| format!("{s}://")).unwrap_or_default();
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
             if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
+                format!("{prefix}{user}:***@{host}{path}")
             } else {
-                format!("{scheme}://***@{host}{path}")
+                format!("{prefix}***@{host}{path}")
             }
         }
         None => url.to_owned(),
@@ -379,6 +382,7 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(redact_url("user:pw@host:1/vh"), "user:***@host:1/vh");
     }
 
     #[tokio::test]

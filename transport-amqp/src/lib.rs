@@ -283,12 +283,7 @@ fn validate(options: &AmqpOptions) -> Result<(), BrokerError> {
 /// Parses the URL and fills in what the options say: the heartbeat (unless the URL has one) and
 /// lapin's TCP connect time-out.
 fn parse_uri(options: &AmqpOptions, redacted: &str) -> Result<AMQPUri, BrokerError> {
-    // Without `scheme://`, redact_url cannot tell where a password would be: show nothing.
-    let shown = if options.url.contains("://") {
-        format!("{redacted:?}")
-    } else {
-        "(not shown: it has no scheme)".to_owned()
-    };
+    let shown = format!("{redacted:?}");
     let bad = |why: &str| {
         error::config(format!(
             "broker.url {shown} is not a valid AMQP URL ({why}); it must look like \
