@@ -96,6 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let sidecast = Sidecast::builder().config(config).build().await?;
     let app = router(&sidecast);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
+    // Events are small frames that should leave at once (no Nagle delay).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        let _ = tcp.set_nodelay(true);
+    });
     println!("listening on http://127.0.0.1:5000/ (GET /signin?name=alice, POST /orders)");
     axum::serve(
         listener,

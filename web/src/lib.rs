@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 mod error;
+mod handshake;
 pub mod metrics;
 mod origin;
 #[cfg(feature = "redis")]
@@ -139,6 +140,7 @@ impl AppBuilder {
                 usize::try_from(config.server.max_socket_payload_bytes).unwrap_or(usize::MAX),
             )
             .max_buffer_size(config.server.socket_buffer)
+            .ws_read_buffer_size(handshake::WS_READ_BUFFER_BYTES)
             .ping_interval(Duration::from_millis(config.server.ping_interval_ms))
             .ping_timeout(Duration::from_millis(config.server.ping_timeout_ms))
             .with_state(socket::SocketContext {
@@ -311,8 +313,19 @@ impl Sidecast {
     /// which your login stores the user name under the key `"user"`
     /// ([`session::USER_KEY`]).
     pub fn socketio<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+        let socketio_path: Arc<str> = self.inner.config.server.socketio_path.as_str().into();
         router
             .layer(self.inner.layer.clone())
+            // Socket.IO keeps each socket's handshake request: copy it off hyper's read buffer.
+            .layer(tower::util::MapRequestLayer::new(
+                move |request: axum::extract::Request| {
+                    if handshake::is_socketio_path(request.uri().path(), &socketio_path) {
+                        handshake::compact(request)
+                    } else {
+                        request
+                    }
+                },
+            ))
             // Outside the Socket.IO layer, so that it sees the handshakes too.
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.origins.clone(),
@@ -386,6 +399,8 @@ pub fn app(state: AppState) -> Router {
 /// `server.shutdown_jitter_ms` (their clients reconnect to the other nodes), lets in-flight
 /// requests finish, and closes the broker — all within `server.shutdown_timeout_ms`, after which
 /// remaining connections are cut.
+///
+/// Accepted connections get `TCP_NODELAY`, so that each event's small frame leaves at once.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -396,6 +411,7 @@ pub async fn serve(
     let jitter = Duration::from_millis(server_config.shutdown_jitter_ms);
     let router = app(state.clone());
     let (begin_tx, begin_rx) = tokio::sync::oneshot::channel::<()>();
+    let listener = axum::serve::ListenerExt::tap_io(listener, handshake::tune_accepted);
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
