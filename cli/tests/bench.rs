@@ -134,3 +134,55 @@ fn a_server_that_is_down_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn floor_measures_raw_loopback_fan_out_without_a_server() {
+    let (output, report) = bench(&[
+        "--floor",
+        "--clients",
+        "30",
+        "--rate",
+        "20",
+        "--duration",
+        "1",
+        "--floor-writers",
+        "2",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", show(&output));
+    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    let f = &r["floor"];
+    assert_eq!(f["clients"], 30, "{r:#}");
+    assert_eq!(f["writer_threads"], 2, "{r:#}");
+    assert_eq!(f["expected"], 30 * 20, "{r:#}");
+    assert_eq!(f["delivered"], 30 * 20, "{r:#}");
+    assert_eq!(f["latency_ms"]["samples"], 30 * 20, "{r:#}");
+    assert!(f["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{r:#}");
+    for side in ["writer_cpu_us_per_delivery", "reader_cpu_us_per_delivery"] {
+        assert!(f[side].as_f64().unwrap() > 0.0, "{side}: {r:#}");
+    }
+
+    let (output, _) = bench(&[
+        "--floor",
+        "--clients",
+        "5",
+        "--rate",
+        "5",
+        "--duration",
+        "1",
+    ]);
+    assert!(output.status.success(), "{}", show(&output));
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("deliveries             25 of 25 expected"),
+        "{table}"
+    );
+}
+
+#[test]
+fn floor_options_need_floor() {
+    let (output, _) = bench(&["--floor-writers", "2"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--floor"), "{stderr}");
+}

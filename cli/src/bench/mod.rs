@@ -9,8 +9,11 @@
 //! A run has four phases: ramp (connect the clients), idle (`--idle` seconds, then the server's
 //! RSS is read), publish (`--rate` × `--duration` events), drain (until every client received
 //! every event, at most `--drain` seconds).
+//!
+//! `--floor` measures no server: the same fan-out over raw loopback TCP (see [`floor`]).
 
 mod client;
+mod floor;
 mod procfs;
 mod publish;
 mod report;
@@ -96,6 +99,13 @@ pub(crate) struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Measure this machine's floor instead of a server: --clients loopback TCP connections, one
+    /// write of a 60-byte frame per connection per event at --rate for --duration, no server.
+    #[arg(long)]
+    floor: bool,
+    /// With --floor: threads sharing the writes (like a server's worker threads).
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "floor")]
+    floor_writers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -121,6 +131,9 @@ impl PublishVia {
 /// Runs a bench and prints its report. Fails (after the report) when a client did not connect.
 pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()> {
     validate(&args)?;
+    if args.floor {
+        return run_floor(&args).await;
+    }
     let started = Instant::now();
     let load_start = procfs::load_average();
     let own_cpu_start = procfs::cpu_time(Pid::OwnProcess).unwrap_or_default();
@@ -432,6 +445,39 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
             report.clients.requested,
             report.clients.refused,
             report.clients.failed
+        );
+    }
+    Ok(())
+}
+
+/// `--floor`: the loopback measurement on its own threads, then its table or JSON.
+async fn run_floor(args: &BenchArgs) -> anyhow::Result<()> {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if !positive(args.rate) || !positive(args.duration) {
+        bail!("--floor needs a positive --rate and --duration");
+    }
+    if args.floor_writers == 0 {
+        bail!("--floor-writers must be at least 1");
+    }
+    let options = floor::FloorOptions {
+        clients: args.clients,
+        rate: args.rate,
+        duration: args.duration,
+        writers: args.floor_writers,
+    };
+    let report = tokio::task::spawn_blocking(move || floor::measure(options))
+        .await
+        .context("the floor measurement stopped")??;
+    if args.json {
+        println!("{}", serde_json::json!({ "floor": report }));
+    } else {
+        print!("{}", report.table());
+    }
+    if report.delivered != report.expected {
+        bail!(
+            "the loopback readers got {} of {} frames",
+            report.delivered,
+            report.expected
         );
     }
     Ok(())

@@ -12,6 +12,8 @@ const USER_HZ: f64 = 100.0;
 pub(crate) enum Pid {
     /// The load generator itself.
     OwnProcess,
+    /// The calling thread of the load generator.
+    OwnThread,
     /// Another process (the server).
     Other(u32),
 }
@@ -20,6 +22,7 @@ impl Pid {
     fn dir(self) -> String {
         match self {
             Pid::OwnProcess => "/proc/self".to_owned(),
+            Pid::OwnThread => "/proc/thread-self".to_owned(),
             Pid::Other(pid) => format!("/proc/{pid}"),
         }
     }
@@ -29,6 +32,16 @@ impl Pid {
 pub(crate) fn cpu_time(pid: Pid) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("{}/stat", pid.dir())).ok()?;
     parse_cpu_ticks(&stat).map(|ticks| Duration::from_secs_f64(ticks as f64 / USER_HZ))
+}
+
+/// CPU time the calling thread used so far, in nanoseconds when `/proc/thread-self/schedstat`
+/// is there (its first field is the time spent on a CPU), else in clock ticks from `stat`.
+pub(crate) fn thread_cpu_time() -> Option<Duration> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_ascii_whitespace().next()?.parse::<u64>().ok())
+        .map(Duration::from_nanos)
+        .or_else(|| cpu_time(Pid::OwnThread))
 }
 
 /// `utime + stime` (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2) is
@@ -132,6 +145,15 @@ mod tests {
     #[test]
     fn reads_own_process() {
         assert!(cpu_time(Pid::OwnProcess).is_some());
+        assert!(cpu_time(Pid::OwnThread).is_some());
+        // Spin until the thread's CPU clock moves: a thread that works must see it move.
+        let before = thread_cpu_time().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut after = before;
+        while after == before && std::time::Instant::now() < deadline {
+            after = thread_cpu_time().unwrap();
+        }
+        assert!(after > before, "the thread's CPU time never moved");
         assert!(rss_kib(Pid::OwnProcess).is_some_and(|kib| kib > 0));
         assert!(open_files_limit().is_some());
         let status = "Name:\tx\nVmRSS:\t   12345 kB\n";

@@ -153,7 +153,7 @@ impl Percentiles {
     }
 }
 
-fn opt_ms(p: Option<Percentiles>) -> String {
+pub(crate) fn opt_ms(p: Option<Percentiles>) -> String {
     match p {
         Some(p) => format!(
             "p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms",
