@@ -233,6 +233,10 @@ pub struct BrokerConfig {
     /// signed, so anybody who can publish on them reaches the sockets; off, such a configuration is
     /// refused at start.
     pub ingress_unsigned_ok: bool,
+    /// AMQP only: declare the fanout exchanges durable. Off, as python-socketio / Flask-SocketIO
+    /// (kombu) declare theirs; turn it on when the exchanges already exist as durable ones
+    /// (RabbitMQ refuses a declaration whose durability differs). Other brokers ignore it.
+    pub durable_exchanges: bool,
 }
 
 /// The message-queue format of an existing emitter.
@@ -324,6 +328,7 @@ impl Default for BrokerConfig {
             signing_max_age_ms: 60_000,
             ingress: Vec::new(),
             ingress_unsigned_ok: false,
+            durable_exchanges: false,
         }
     }
 }

@@ -94,9 +94,9 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
             Doing::Declaring(exchange) | Doing::Using(exchange),
         ) => Some(format!(
             "the exchange {exchange:?} already exists with other settings than a fanout \
-             exchange with the configured durability; if it is durable, enable durable \
-             exchanges (AmqpOptions::durable_exchanges), otherwise delete it or use another \
-             channel name"
+             exchange with the configured durability; if it is durable, set \
+             broker.durable_exchanges = true (SIDECAST_BROKER__DURABLE_EXCHANGES=true, or \
+             AmqpOptions::durable_exchanges), otherwise delete it or use another channel name"
         )),
         _ => None,
     };

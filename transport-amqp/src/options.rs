@@ -72,7 +72,8 @@ impl AmqpOptions {
 
     /// The options of a `[broker]` configuration section: `broker.url` (or the default AMQP URL
     /// when `kind = "amqp"`), `publish_timeout_ms`, `connect_timeout_ms` and
-    /// `subscription_capacity`; the backoff, heartbeat and durability keep their defaults.
+    /// `subscription_capacity` and `durable_exchanges`; the backoff and heartbeat keep their
+    /// defaults (the heartbeat can be set in the URL: `?heartbeat=5`).
     pub fn from_config(config: &BrokerConfig) -> Self {
         // Whatever `kind` says, this is the AMQP transport: an unset URL means the AMQP default,
         // never the Redis one.
@@ -84,6 +85,7 @@ impl AmqpOptions {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             publish_timeout: Duration::from_millis(config.publish_timeout_ms),
             subscription_capacity: config.subscription_capacity,
+            durable_exchanges: config.durable_exchanges,
             ..Self::new(url)
         }
     }
@@ -125,6 +127,7 @@ mod tests {
             publish_timeout_ms: 250,
             connect_timeout_ms: 750,
             subscription_capacity: 16,
+            durable_exchanges: true,
             ..BrokerConfig::default()
         };
         let options = AmqpOptions::from_config(&config);
@@ -132,7 +135,7 @@ mod tests {
         assert_eq!(options.publish_timeout, Duration::from_millis(250));
         assert_eq!(options.connect_timeout, Duration::from_millis(750));
         assert_eq!(options.subscription_capacity, 16);
-        assert!(!options.durable_exchanges);
+        assert!(options.durable_exchanges);
 
         let default = AmqpOptions::from_config(&BrokerConfig {
             kind: BrokerKind::Amqp,

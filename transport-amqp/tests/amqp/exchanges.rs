@@ -144,7 +144,10 @@ async fn a_durability_mismatch_is_refused_with_the_fix() {
         .expect_err("a non-durable declaration of a durable exchange must be refused");
     let text = format!("{error}: {:?}", std::error::Error::source(&error));
     assert!(matches!(error, BrokerError::Rejected { .. }), "{text}");
-    assert!(text.contains("durable_exchanges"), "names the fix: {text}");
+    assert!(
+        text.contains("broker.durable_exchanges = true"),
+        "names the fix: {text}"
+    );
     let error = broker
         .publish(&name, Bytes::from_static(b"x"))
         .await
