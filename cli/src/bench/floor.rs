@@ -2,13 +2,14 @@
 //! kernel, with no server at all.
 //!
 //! Writer threads play an ideal server (no HTTP, broker, framing, queue or task: one `write` of a
-//! ready 60-byte frame per client per event) and one reader thread ideal clients (one tokio task
-//! per connection reading frames, as the bench's clients do), over `--clients` loopback
-//! connections with `TCP_NODELAY`, at `--rate` events per second for `--duration` seconds. The
-//! result is a floor under what the bench can measure for any Socket.IO server on the same
-//! machine: CPU per delivery on each side, and the latency from an event's first write to each
-//! read.
+//! ready 60-byte frame per client per event) and a reader runtime ideal clients (one tokio task
+//! per connection reading frames, one worker thread per CPU, as the bench's clients run), over
+//! `--clients` loopback connections with `TCP_NODELAY`, at `--rate` events per second for
+//! `--duration` seconds. The result is a floor under what the bench can measure for any
+//! Socket.IO server on the same machine: CPU per delivery on each side, and the latency from an
+//! event's first write to each read.
 
+use std::cell::Cell;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -213,8 +214,9 @@ fn write_all(
     Ok(thread_cpu().saturating_sub(cpu))
 }
 
-/// The reader: one task per connection on a single-threaded runtime, recording each frame's
-/// latency. Returns the thread's CPU time.
+/// The reader: one task per connection on a multi-threaded runtime with one worker per CPU (as
+/// the bench's own clients run), recording each frame's latency. Returns the CPU time of the
+/// runtime's threads and the calling thread.
 fn read_all(
     clients: Vec<TcpStream>,
     events: u64,
@@ -223,8 +225,23 @@ fn read_all(
     latency: &Arc<Mutex<Histogram<u64>>>,
     delivered: &Arc<AtomicU64>,
 ) -> anyhow::Result<Duration> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    thread_local! {
+        static STARTED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+    }
+    // Each worker thread adds what it used, in nanoseconds, when the runtime stops it.
+    let workers_cpu = Arc::new(AtomicU64::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_io()
+        .thread_name("floor-reader")
+        .on_thread_start(|| STARTED.with(|started| started.set(thread_cpu())))
+        .on_thread_stop({
+            let workers_cpu = workers_cpu.clone();
+            move || {
+                let used = thread_cpu().saturating_sub(STARTED.with(Cell::get));
+                let nanos = u64::try_from(used.as_nanos()).unwrap_or(u64::MAX);
+                workers_cpu.fetch_add(nanos, Ordering::Relaxed);
+            }
+        })
         .build()
         .context("cannot start the reader's runtime")?;
     let cpu = thread_cpu();
@@ -267,7 +284,10 @@ fn read_all(
         }
         Ok::<_, anyhow::Error>(())
     })?;
-    Ok(thread_cpu().saturating_sub(cpu))
+    let own = thread_cpu().saturating_sub(cpu);
+    // Waits for the worker threads to stop (and report their CPU time).
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    Ok(own + Duration::from_nanos(workers_cpu.load(Ordering::Relaxed)))
 }
 
 fn micros_since(start: Instant) -> u64 {
