@@ -153,15 +153,36 @@ async fn graceful_shutdown_finishes_requests_and_closes_sockets() {
     let cookie = server.login().await;
     // A websocket client, read raw, to see how the server ends it.
     let mut socket = stalled_client(&server, &cookie).await;
-    // A POST whose body is still arriving when the shutdown begins.
+    // A POST whose body is still arriving when the shutdown begins. `Expect: 100-continue`
+    // makes the server say when its handler starts reading the body: only then is the request
+    // in flight (before that, a shutdown may find the connection idle, and close it).
     let body = r#"{"channel":"message","body":"in flight"}"#;
     let address = server.base.trim_start_matches("http://").to_owned();
     let mut tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
     let head = format!(
-        "POST /api/ HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nCookie: {cookie}\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/ HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nCookie: {cookie}\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut interim = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        let mut byte = [0u8; 1];
+        while !interim.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                tcp.read(&mut byte).await.unwrap(),
+                1,
+                "connection closed early"
+            );
+            interim.push(byte[0]);
+        }
+    })
+    .await
+    .expect("the handler starts reading the body");
+    assert!(
+        interim.starts_with(b"HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&interim)
+    );
     tcp.write_all(&body.as_bytes()[..10]).await.unwrap();
 
     let stopping = tokio::spawn(server.stop());
