@@ -28,8 +28,8 @@ pub use auth::{
     Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, Principal, SessionAuth, TokenAuth,
 };
 pub use broker::{
-    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Delivery, SharedBroker,
-    Subscription, SubscriptionSender,
+    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Delivery, Explained,
+    SharedBroker, Subscription, SubscriptionSender,
 };
 pub use config::Config;
 pub use emitter::{EmitError, Emitter};

@@ -1,37 +1,12 @@
 //! Turning lapin errors into [`BrokerError`]s that say what to do.
 
-use std::fmt;
 use std::time::Duration;
 
 use lapin::ErrorKind;
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
-use sidecast_core::BrokerError;
+use sidecast_core::{BrokerError, Explained};
 
 pub(crate) const BACKEND: &str = "amqp";
-
-/// A message with the lapin error underneath, for errors whose cause needs explaining.
-#[derive(Debug)]
-pub(crate) struct Explained {
-    pub(crate) message: String,
-    pub(crate) source: Option<lapin::Error>,
-}
-
-impl fmt::Display for Explained {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{} ({source})", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for Explained {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
 
 /// What was being done when an error happened, for the hint in the message.
 #[derive(Debug, Clone, Copy)]
@@ -112,13 +87,7 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
         _ => None,
     });
     if let Some(message) = hint {
-        return BrokerError::Rejected {
-            backend: BACKEND,
-            source: Box::new(Explained {
-                message,
-                source: Some(error),
-            }),
-        };
+        return BrokerError::rejected(BACKEND, Explained::new(message, error));
     }
     let transient = match &kind {
         Some(AMQPErrorKind::Hard(hard)) => matches!(
@@ -141,45 +110,21 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
                 | ErrorKind::ChannelsLimitReached
         ),
     };
-    if transient {
-        BrokerError::Unavailable {
-            backend: BACKEND,
-            url: url.to_owned(),
-            source: Box::new(error),
-        }
-    } else {
-        BrokerError::Rejected {
-            backend: BACKEND,
-            source: Box::new(error),
-        }
-    }
+    BrokerError::classified(transient, BACKEND, url, error)
 }
 
 /// The connection is down and the transport is reconnecting.
 pub(crate) fn reconnecting(url: &str, attempt: u32) -> BrokerError {
-    unavailable(
-        url,
-        format!("the connection is down, reconnecting (attempt {attempt})"),
-    )
+    BrokerError::reconnecting(BACKEND, url, attempt)
 }
 
 /// A transient failure described in words.
 pub(crate) fn unavailable(url: &str, message: String) -> BrokerError {
-    BrokerError::Unavailable {
-        backend: BACKEND,
-        url: url.to_owned(),
-        source: Box::new(Explained {
-            message,
-            source: None,
-        }),
-    }
+    BrokerError::unavailable(BACKEND, url, message)
 }
 
 pub(crate) fn timeout(after: Duration) -> BrokerError {
-    BrokerError::Timeout {
-        backend: BACKEND,
-        after,
-    }
+    BrokerError::timeout(BACKEND, after)
 }
 
 pub(crate) fn config(reason: impl Into<String>) -> BrokerError {

@@ -1,36 +1,11 @@
 //! Turning redis-rs errors into [`BrokerError`]s that say what to do.
 
-use std::fmt;
 use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, ServerErrorKind};
-use sidecast_core::BrokerError;
+use sidecast_core::{BrokerError, Explained};
 
 pub(crate) const BACKEND: &str = "redis";
-
-/// A message with the redis error underneath, for errors whose cause needs explaining.
-#[derive(Debug)]
-pub(crate) struct Explained {
-    pub(crate) message: String,
-    pub(crate) source: Option<RedisError>,
-}
-
-impl fmt::Display for Explained {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{} ({source})", self.message),
-            None => f.write_str(&self.message),
-        }
-    }
-}
-
-impl std::error::Error for Explained {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}
 
 /// Whether the server refused our credentials or permissions: retrying cannot help.
 fn is_auth_failure(error: &RedisError) -> bool {
@@ -48,17 +23,17 @@ fn is_auth_failure(error: &RedisError) -> bool {
 /// any other server error is `Rejected`.
 pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
     if is_auth_failure(&error) {
-        return BrokerError::Rejected {
-            backend: BACKEND,
-            source: Box::new(Explained {
-                message: format!(
+        return BrokerError::rejected(
+            BACKEND,
+            Explained::new(
+                format!(
                     "authentication or permission failure at {url}: check the user and password \
                      in broker.url (redis://user:password@host:port) and that the ACL user may \
                      PUBLISH/SUBSCRIBE/PSUBSCRIBE on the channels"
                 ),
-                source: Some(error),
-            }),
-        };
+                error,
+            ),
+        );
     }
     if error.kind() == ErrorKind::InvalidClientConfig {
         return BrokerError::Config {
@@ -81,35 +56,14 @@ pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
                     | ServerErrorKind::MasterDown
             )
         );
-    if transient {
-        BrokerError::Unavailable {
-            backend: BACKEND,
-            url: url.to_owned(),
-            source: Box::new(error),
-        }
-    } else {
-        BrokerError::Rejected {
-            backend: BACKEND,
-            source: Box::new(error),
-        }
-    }
+    BrokerError::classified(transient, BACKEND, url, error)
 }
 
 /// A connection that is down, while the transport reconnects.
 pub(crate) fn reconnecting(url: &str, attempt: u32) -> BrokerError {
-    BrokerError::Unavailable {
-        backend: BACKEND,
-        url: url.to_owned(),
-        source: Box::new(Explained {
-            message: format!("the connection is down, reconnecting (attempt {attempt})"),
-            source: None,
-        }),
-    }
+    BrokerError::reconnecting(BACKEND, url, attempt)
 }
 
 pub(crate) fn timeout(after: Duration) -> BrokerError {
-    BrokerError::Timeout {
-        backend: BACKEND,
-        after,
-    }
+    BrokerError::timeout(BACKEND, after)
 }

@@ -18,15 +18,9 @@ pub(crate) fn connect(error: ConnectError, url: &str, after: Duration) -> Broker
             ),
         },
         ConnectErrorKind::Authentication | ConnectErrorKind::AuthorizationViolation => {
-            BrokerError::Rejected {
-                backend: BACKEND,
-                source: Box::new(error),
-            }
+            BrokerError::rejected(BACKEND, error)
         }
-        ConnectErrorKind::TimedOut => BrokerError::Timeout {
-            backend: BACKEND,
-            after,
-        },
+        ConnectErrorKind::TimedOut => timeout(after),
         ConnectErrorKind::Dns
         | ConnectErrorKind::Tls
         | ConnectErrorKind::Io
@@ -39,25 +33,15 @@ pub(crate) fn unavailable(
     url: &str,
     source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
 ) -> BrokerError {
-    BrokerError::Unavailable {
-        backend: BACKEND,
-        url: url.to_owned(),
-        source: source.into(),
-    }
+    BrokerError::unavailable(BACKEND, url, source)
 }
 
 /// The connection is down and the client is reconnecting: fail fast.
 pub(crate) fn reconnecting(url: &str, attempt: u32) -> BrokerError {
-    unavailable(
-        url,
-        format!("the connection is down, the client is reconnecting (attempt {attempt})"),
-    )
+    BrokerError::reconnecting(BACKEND, url, attempt)
 }
 
 /// An operation bounded by `after` did not finish.
 pub(crate) fn timeout(after: Duration) -> BrokerError {
-    BrokerError::Timeout {
-        backend: BACKEND,
-        after,
-    }
+    BrokerError::timeout(BACKEND, after)
 }

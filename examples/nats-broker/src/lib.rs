@@ -285,14 +285,13 @@ impl Broker for NatsBroker {
         let client = &self.inner.client;
         let max = client.max_payload();
         if payload.len() > max {
-            return Err(BrokerError::Rejected {
-                backend: BACKEND,
-                source: format!(
+            return Err(BrokerError::rejected(
+                BACKEND,
+                format!(
                     "a payload of {} bytes exceeds the server's max_payload of {max} bytes",
                     payload.len()
-                )
-                .into(),
-            });
+                ),
+            ));
         }
         let after = self.inner.options.publish_timeout;
         let sent = timeout(after, async {
@@ -302,10 +301,7 @@ impl Broker for NatsBroker {
                 .await
                 .map_err(|e| match e.kind() {
                     async_nats::client::PublishErrorKind::Send => self.send_failed(e),
-                    _ => BrokerError::Rejected {
-                        backend: BACKEND,
-                        source: Box::new(e),
-                    },
+                    _ => BrokerError::rejected(BACKEND, e),
                 })?;
             // ...and waits until it was written to the socket: the "accepted" point of core
             // NATS, which acknowledges nothing.
