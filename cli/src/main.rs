@@ -225,7 +225,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         format!("cannot listen on {bind}; choose another address with --bind or server.bind")
     })?;
     let address = listener.local_addr()?;
-    let state = sidecast_web::App::builder(config).build().await?;
+    let state = sidecast_web::Sidecast::builder()
+        .config(config)
+        .build()
+        .await?;
     tracing::info!(
         url = %format!("http://{address}/"),
         broker = %state.config().broker.kind,

@@ -55,7 +55,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         header: HeaderName::from_static("x-forwarded-user"),
         trusted_proxies: vec!["127.0.0.1".parse()?],
     };
-    let state = sidecast_web::App::builder(config)
+    let state = sidecast_web::Sidecast::builder()
+        .config(config)
         .auth(policy)
         .build()
         .await?;

@@ -8,7 +8,7 @@
 //!
 //! let mut config = Config::default();
 //! config.broker.kind = BrokerKind::Memory;
-//! let state = sidecast_web::App::builder(config).build().await?;
+//! let state = sidecast_web::Sidecast::builder().config(config).build().await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:5000").await?;
 //! sidecast_web::serve(listener, state, std::future::pending()).await?;
 //! # Ok(()) }
@@ -52,39 +52,47 @@ pub use redis_sessions::RedisSessionStore;
 /// Where the page loads a local copy of the Socket.IO client from, when `server.client_js` is set.
 pub const CLIENT_JS_ROUTE: &str = "/socket.io.min.js";
 
-/// Entry point of the library API: `App::builder(config)...build()` gives a [`Sidecast`] node
-/// (as does `Sidecast::builder().config(config)...build()`).
+/// The former name of the entry point: `App::builder(config)` is
+/// `Sidecast::builder().config(config)`.
+#[deprecated(
+    since = "0.1.0",
+    note = "use `Sidecast::builder().config(config)`; `App` goes in the next release"
+)]
 #[derive(Debug, Clone, Copy)]
 pub struct App;
 
+#[allow(deprecated)]
 impl App {
     /// A builder for a node with this configuration.
-    pub fn builder(config: Config) -> AppBuilder {
-        AppBuilder {
-            config,
-            broker: None,
-            auth: None,
-        }
+    pub fn builder(config: Config) -> SidecastBuilder {
+        Sidecast::builder().config(config)
     }
 }
 
+/// The former name of [`SidecastBuilder`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `SidecastBuilder`; the alias goes in the next release"
+)]
+pub type AppBuilder = SidecastBuilder;
+
 /// Builds a [`Sidecast`] node; the broker and auth policy come from configuration unless given.
-pub struct AppBuilder {
+pub struct SidecastBuilder {
     config: Config,
     broker: Option<SharedBroker>,
     auth: Option<Arc<dyn AuthPolicy>>,
 }
 
-impl std::fmt::Debug for AppBuilder {
+impl std::fmt::Debug for SidecastBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppBuilder")
+        f.debug_struct("SidecastBuilder")
             .field("broker", &self.broker)
             .field("custom_auth", &self.auth.is_some())
             .finish_non_exhaustive()
     }
 }
 
-impl AppBuilder {
+impl SidecastBuilder {
     /// Replaces the configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -230,6 +238,10 @@ pub struct Sidecast {
 }
 
 /// The state [`app`] and [`serve`] take: a [`Sidecast`] node.
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `Sidecast`; the alias goes in the next release"
+)]
 pub type AppState = Sidecast;
 
 struct Inner {
@@ -261,9 +273,13 @@ impl std::fmt::Debug for Sidecast {
 }
 
 impl Sidecast {
-    /// A builder with the default configuration; set it with [`AppBuilder::config`].
-    pub fn builder() -> AppBuilder {
-        App::builder(Config::default())
+    /// A builder with the default configuration; set it with [`SidecastBuilder::config`].
+    pub fn builder() -> SidecastBuilder {
+        SidecastBuilder {
+            config: Config::default(),
+            broker: None,
+            auth: None,
+        }
     }
 
     /// All of Sidecast's HTTP routes: [`Sidecast::page_routes`], [`Sidecast::api_routes`] and
@@ -389,7 +405,7 @@ impl Sidecast {
 
 /// The node's router: page, `/login`, `/logout`, `/api/`, health, and Socket.IO at
 /// `server.socketio_path`, all behind the session layer.
-pub fn app(state: AppState) -> Router {
+pub fn app(state: Sidecast) -> Router {
     // The session layer wraps the Socket.IO layer, so socket handshakes see the session too.
     state.sessions(state.socketio(state.routes()))
 }
@@ -403,7 +419,7 @@ pub fn app(state: AppState) -> Router {
 /// Accepted connections get `TCP_NODELAY`, so that each event's small frame leaves at once.
 pub async fn serve(
     listener: TcpListener,
-    state: AppState,
+    state: Sidecast,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let server_config = &state.inner.config.server;
@@ -492,7 +508,7 @@ fn rate_limiter(config: &Config) -> Option<RateLimiter> {
     ))
 }
 
-impl AppState {
+impl Sidecast {
     /// Counts one `POST /api/` of `principal` against the rate limit.
     fn check_rate(&self, principal: &sidecast_core::Principal) -> Result<(), ApiError> {
         use governor::clock::{Clock, DefaultClock};

@@ -10,18 +10,18 @@ use serde_json::{Value, json};
 use sidecast_core::{Action, AuthRequest, Envelope};
 use tower_sessions::Session;
 
-use crate::AppState;
+use crate::Sidecast;
 use crate::error::ApiError;
 use crate::session::{USER_KEY, session_user};
 use crate::socket::{bearer_token, peer_addr};
 
 /// `GET /`: the page of the original application.
-pub(crate) async fn index(State(state): State<AppState>) -> Html<String> {
+pub(crate) async fn index(State(state): State<Sidecast>) -> Html<String> {
     Html(state.inner.page.clone())
 }
 
 /// `GET /socket.io.min.js` when `server.client_js` names a local copy of the client.
-pub(crate) async fn client_js(State(state): State<AppState>) -> Response {
+pub(crate) async fn client_js(State(state): State<Sidecast>) -> Response {
     match &state.inner.client_js {
         Some(script) => (
             [
@@ -37,7 +37,7 @@ pub(crate) async fn client_js(State(state): State<AppState>) -> Response {
 
 /// `GET /login`: the demo login of the original; puts the configured user in the session.
 pub(crate) async fn login(
-    State(state): State<AppState>,
+    State(state): State<Sidecast>,
     session: Session,
 ) -> Result<Json<Value>, ApiError> {
     let auth = &state.inner.config.auth;
@@ -60,7 +60,7 @@ pub(crate) async fn login(
 
 /// `GET /logout`: ends the session and disconnects the user's sockets on every node.
 pub(crate) async fn logout(
-    State(state): State<AppState>,
+    State(state): State<Sidecast>,
     session: Session,
 ) -> Result<Json<Value>, ApiError> {
     let user = session_user(Some(&session)).await;
@@ -80,7 +80,7 @@ pub(crate) async fn healthz() -> Json<Value> {
 }
 
 /// `GET /readyz`: the broker is connected.
-pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+pub(crate) async fn readyz(State(state): State<Sidecast>) -> Response {
     let health = state.inner.broker.health();
     let status = if health.is_connected() {
         StatusCode::OK
@@ -95,7 +95,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -131,7 +131,7 @@ enum Rooms {
 /// `POST /api/`: authorize, then publish through the broker. The node's own subscription delivers
 /// the event, like any other node's.
 pub(crate) async fn publish(
-    State(state): State<AppState>,
+    State(state): State<Sidecast>,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
@@ -149,7 +149,7 @@ pub(crate) async fn publish(
     result
 }
 
-async fn publish_inner(state: &AppState, request: Request) -> Result<Json<Value>, ApiError> {
+async fn publish_inner(state: &Sidecast, request: Request) -> Result<Json<Value>, ApiError> {
     let (parts, body) = request.into_parts();
     let session = parts.extensions.get::<Session>().cloned();
     require_json(&parts.headers)?;

@@ -184,7 +184,8 @@ async fn emitters_reach_clients_and_refusals_are_counted() {
 async fn a_signed_bus_takes_unsigned_ingress_only_when_told() {
     let mut config = config_with_ingress();
     config.broker.signing_key = "0123456789abcdef".into();
-    let refused = sidecast_web::App::builder(config.clone())
+    let refused = sidecast_web::Sidecast::builder()
+        .config(config.clone())
         .build()
         .await
         .expect_err("ingress on a signed bus needs broker.ingress_unsigned_ok");

@@ -29,7 +29,9 @@ fn as_user(user: &str) -> ClientOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_from_the_trusted_proxy_authenticates() {
     let server = TestServer::start_with(
-        sidecast_web::App::builder(memory_config()).auth(policy("127.0.0.1")),
+        sidecast_web::Sidecast::builder()
+            .config(memory_config())
+            .auth(policy("127.0.0.1")),
     )
     .await;
     let mut alice = connect(&server.socket_url(), as_user("alice"))
@@ -71,7 +73,9 @@ async fn header_from_the_trusted_proxy_authenticates() {
 async fn header_from_anywhere_else_is_refused() {
     // 127.0.0.1 is not the proxy here: the same header must not authenticate.
     let server = TestServer::start_with(
-        sidecast_web::App::builder(memory_config()).auth(policy("10.0.0.7")),
+        sidecast_web::Sidecast::builder()
+            .config(memory_config())
+            .auth(policy("10.0.0.7")),
     )
     .await;
     let reason = connect(&server.socket_url(), as_user("alice"))

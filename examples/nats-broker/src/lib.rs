@@ -23,7 +23,7 @@
 //! # }
 //! ```
 //!
-//! Plugged into Sidecast like any broker: `App::builder(config).broker(Arc::new(broker))`.
+//! Plugged into Sidecast like any broker: `Sidecast::builder().config(config).broker(Arc::new(broker))`.
 
 mod error;
 mod health;

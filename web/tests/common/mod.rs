@@ -12,7 +12,7 @@ use rust_socketio::{Payload, TransportType};
 use serde_json::Value;
 use sidecast_core::Config;
 use sidecast_core::config::BrokerKind;
-use sidecast_web::AppState;
+use sidecast_web::Sidecast;
 use tokio::sync::{mpsc, oneshot};
 
 /// How long any single awaited condition may take before a test fails.
@@ -29,7 +29,7 @@ pub fn memory_config() -> Config {
 /// A running node, stopped on drop.
 pub struct TestServer {
     pub base: String,
-    pub state: AppState,
+    pub state: Sidecast,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), sidecast_web::StartError>>>,
 }
@@ -37,11 +37,11 @@ pub struct TestServer {
 impl TestServer {
     /// Builds and serves a node from `config`.
     pub async fn start(config: Config) -> Self {
-        Self::start_with(sidecast_web::App::builder(config)).await
+        Self::start_with(sidecast_web::Sidecast::builder().config(config)).await
     }
 
     /// Serves a node from a prepared builder.
-    pub async fn start_with(builder: sidecast_web::AppBuilder) -> Self {
+    pub async fn start_with(builder: sidecast_web::SidecastBuilder) -> Self {
         let state = builder.build().await.expect("node builds");
         let listener = tokio::net::TcpListener::bind(state.config().server.bind)
             .await
