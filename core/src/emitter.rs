@@ -174,7 +174,7 @@ impl Emitter {
         match &self.format {
             Format::Native => {
                 self.publish_raw(&self.channel, native::encode(envelope))
-                    .await
+                    .await?;
             }
             Format::PythonSocketio { host_id } => {
                 let payload = python_socketio::encode(envelope, host_id)?;
@@ -182,36 +182,42 @@ impl Emitter {
                 self.broker
                     .publish(&self.channel, Bytes::from(payload))
                     .await?;
-                Ok(())
             }
         }
+        Ok(())
     }
 
-    /// Publishes an already encoded message on `channel`, signed when this emitter signs.
-    pub async fn publish_raw(&self, channel: &str, message: Vec<u8>) -> Result<(), EmitError> {
+    /// Publishes an already encoded message on `channel`, signed when this emitter signs. Only
+    /// the broker can refuse it: nothing is validated or encoded here.
+    pub async fn publish_raw(&self, channel: &str, message: Vec<u8>) -> Result<(), BrokerError> {
         let payload = match &self.signer {
             Some(signer) => signer.seal(&message, now_millis()),
             None => message,
         };
-        self.broker.publish(channel, Bytes::from(payload)).await?;
-        Ok(())
+        self.broker.publish(channel, Bytes::from(payload)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Broker, ChannelSpec, MemoryBroker};
+    use crate::{Broker, ChannelSpec, MemoryBroker, Subscription};
     use serde_json::json;
     use std::sync::Arc;
 
-    #[tokio::test]
-    async fn emits_native_envelopes_on_the_channel() {
+    /// A memory broker and a subscription to `channel` on it.
+    async fn listening(channel: &str) -> (MemoryBroker, Subscription) {
         let broker = MemoryBroker::default();
-        let mut sub = broker
-            .subscribe(&[ChannelSpec::exact("sidecast")])
+        let sub = broker
+            .subscribe(&[ChannelSpec::exact(channel)])
             .await
             .unwrap();
+        (broker, sub)
+    }
+
+    #[tokio::test]
+    async fn emits_native_envelopes_on_the_channel() {
+        let (broker, mut sub) = listening("sidecast").await;
         let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast");
         emitter
             .to("user:a")
@@ -237,16 +243,16 @@ mod tests {
             emitter.emit("m", 1).await,
             Err(EmitError::Broker(BrokerError::Closed))
         ));
+        assert!(matches!(
+            emitter.publish_raw("sidecast", b"raw".to_vec()).await,
+            Err(BrokerError::Closed)
+        ));
     }
 
     #[tokio::test]
     async fn emits_python_socketio_messages_unsigned() {
         use crate::ingress::{Decoded, python_socketio};
-        let broker = MemoryBroker::default();
-        let mut sub = broker
-            .subscribe(&[ChannelSpec::exact("flask-socketio")])
-            .await
-            .unwrap();
+        let (broker, mut sub) = listening("flask-socketio").await;
         let signer = Arc::new(Signer::new("key", std::time::Duration::from_secs(60)));
         let emitter =
             Emitter::python_socketio(Arc::new(broker.clone()), "flask-socketio").signed(signer);

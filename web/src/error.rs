@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+use sidecast_core::config::ConfigError;
 use sidecast_core::{AuthError, BrokerError};
 
 /// Everything an HTTP endpoint can refuse with, mapped to a status and `{"error": ...}`.
@@ -117,9 +118,16 @@ impl IntoResponse for ApiError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    /// The configuration names something this build or this machine cannot do.
+    /// The configuration is invalid: a key has a bad value, or keys contradict each other.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The configuration names a broker or session store whose cargo feature is not compiled into
+    /// this build; the message names the feature.
     #[error("{0}")]
-    Config(String),
+    NotCompiled(String),
+    /// The session store `[session]` names cannot be set up (no Redis URL, or an invalid one).
+    #[error("{0}")]
+    SessionStore(String),
     /// The broker could not be reached or subscribed to.
     #[error(transparent)]
     Broker(#[from] BrokerError),

@@ -88,7 +88,7 @@ impl Sessions {
             }
             SessionStoreKind::Memory => Arc::new(MemoryStore::default()),
             SessionStoreKind::Redis => redis.ok_or_else(|| {
-                StartError::Config(
+                StartError::NotCompiled(
                     "session.store = \"redis\" needs the `redis` cargo feature of sidecast-web \
                      and a Redis URL (session.url, or broker.url with broker.kind = \"redis\"); \
                      or choose session.store = \"cookie\""

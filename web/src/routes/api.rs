@@ -1,10 +1,10 @@
-//! HTTP handlers: the page, `/login`, `/logout`, `/api/`, health.
+//! `POST /api/`: validate the JSON body into an [`Envelope`], authorize the caller, apply the rate
+//! limit, publish through the broker.
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sidecast_core::{Action, AuthRequest, Envelope};
@@ -12,99 +12,8 @@ use tower_sessions::Session;
 
 use crate::Sidecast;
 use crate::error::ApiError;
-use crate::session::{USER_KEY, session_user};
+use crate::session::session_user;
 use crate::socket::{bearer_token, peer_addr};
-
-/// `GET /`: the page of the original application.
-pub(crate) async fn index(State(state): State<Sidecast>) -> Html<String> {
-    Html(state.inner.page.clone())
-}
-
-/// `GET /socket.io.min.js` when `server.client_js` names a local copy of the client.
-pub(crate) async fn client_js(State(state): State<Sidecast>) -> Response {
-    match &state.inner.client_js {
-        Some(script) => (
-            [
-                (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                (header::CACHE_CONTROL, "public, max-age=3600"),
-            ],
-            script.clone(),
-        )
-            .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-/// `GET /login`: the demo login of the original; puts the configured user in the session.
-pub(crate) async fn login(
-    State(state): State<Sidecast>,
-    session: Session,
-) -> Result<Json<Value>, ApiError> {
-    let auth = &state.inner.config.auth;
-    if !auth.demo_login {
-        return Err(ApiError::Disabled(
-            "the demo login is disabled (auth.demo_login = false)",
-        ));
-    }
-    // A fresh id on login prevents session fixation with server-side stores.
-    session
-        .cycle_id()
-        .await
-        .map_err(|e| ApiError::Session(e.to_string()))?;
-    session
-        .insert(USER_KEY, &auth.demo_user)
-        .await
-        .map_err(|e| ApiError::Session(e.to_string()))?;
-    Ok(Json(json!({ "name": auth.demo_user })))
-}
-
-/// `GET /logout`: ends the session and disconnects the user's sockets on every node.
-pub(crate) async fn logout(
-    State(state): State<Sidecast>,
-    session: Session,
-) -> Result<Json<Value>, ApiError> {
-    let user = session_user(Some(&session)).await;
-    session
-        .flush()
-        .await
-        .map_err(|e| ApiError::Session(e.to_string()))?;
-    if let Some(user) = user {
-        state.disconnect_user(&user).await?;
-    }
-    Ok(Json(json!({ "status": true })))
-}
-
-/// `GET /healthz`: the process is alive.
-pub(crate) async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
-
-/// `GET /readyz`: the broker is connected.
-pub(crate) async fn readyz(State(state): State<Sidecast>) -> Response {
-    let health = state.inner.broker.health();
-    let status = if health.is_connected() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let body = json!({
-        "status": if health.is_connected() { "ready" } else { "unavailable" },
-        "broker": health.to_string(),
-    });
-    (status, Json(body)).into_response()
-}
-
-/// `GET /metrics`: Prometheus text format.
-pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics().render(),
-    )
-        .into_response()
-}
 
 /// The body of `POST /api/`.
 #[derive(Debug, Deserialize)]
@@ -168,7 +77,9 @@ async fn publish_inner(state: &Sidecast, request: Request) -> Result<Json<Value>
         peer: peer_addr(&parts.extensions),
     };
     let principal = state.inner.auth.authorize(&auth_request).await?;
-    state.check_rate(&principal)?;
+    if let Some(limiter) = &state.inner.limiter {
+        limiter.check(&principal)?;
+    }
     tracing::debug!(user = %principal, event = %envelope.event, "publish");
 
     state
@@ -263,6 +174,8 @@ fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::StatusCode;
+
     use super::*;
 
     fn field_of(body: &str) -> (StatusCode, String) {

@@ -1,0 +1,105 @@
+//! What the configuration names, built: the auth policy (`auth.policy`), the broker
+//! (`broker.kind`) and the session layer with its store (`session.store`).
+
+use std::sync::Arc;
+
+use sidecast_core::config::{BrokerKind, PolicyKind};
+use sidecast_core::{
+    AllowAll, AnyOf, AuthPolicy, Config, MemoryBroker, SessionAuth, SharedBroker, TokenAuth,
+};
+
+use crate::error::StartError;
+use crate::session::{SessionStoreHandle, Sessions};
+
+/// Builds the auth policy `auth.policy` names.
+pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartError> {
+    let build = |kind: PolicyKind| -> Box<dyn AuthPolicy> {
+        match kind {
+            PolicyKind::Session => Box::new(SessionAuth),
+            PolicyKind::Token => Box::new(TokenAuth::new(
+                config
+                    .auth
+                    .tokens
+                    .iter()
+                    .map(|(name, token)| (token.expose().to_owned(), name.clone())),
+            )),
+            PolicyKind::AllowAll => Box::new(AllowAll),
+        }
+    };
+    let kinds = config.auth.policy.kinds();
+    Ok(match kinds {
+        [one] => Arc::from(build(*one)),
+        many => Arc::new(AnyOf::new(many.iter().map(|k| build(*k)).collect())),
+    })
+}
+
+/// Connects the broker `broker.kind` names.
+pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError> {
+    match config.broker.kind {
+        BrokerKind::Memory => Ok(Arc::new(MemoryBroker::new(
+            config.broker.subscription_capacity,
+        ))),
+        #[cfg(feature = "redis")]
+        BrokerKind::Redis => {
+            let options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
+            Ok(Arc::new(
+                sidecast_transport_redis::RedisBroker::connect(options).await?,
+            ))
+        }
+        #[cfg(feature = "amqp")]
+        BrokerKind::Amqp => {
+            let options = sidecast_transport_amqp::AmqpOptions::from_config(&config.broker);
+            Ok(Arc::new(
+                sidecast_transport_amqp::AmqpBroker::connect(options).await?,
+            ))
+        }
+        #[allow(unreachable_patterns)]
+        kind => Err(StartError::NotCompiled(format!(
+            "broker.kind = \"{kind}\" is not compiled into this build; rebuild with the cargo \
+             feature `{kind}` (cargo build -p sidecast --features {kind}), or choose another \
+             broker.kind"
+        ))),
+    }
+}
+
+/// The session layer `[session]` configures, with the Redis store when it names one.
+pub(crate) fn sessions(config: &Config) -> Result<Sessions, StartError> {
+    Sessions::from_config(&config.session, redis_session_store(config)?)
+}
+
+/// The Redis session store, when `session.store = "redis"` and this build has Redis.
+#[cfg(feature = "redis")]
+fn redis_session_store(config: &Config) -> Result<Option<Arc<dyn SessionStoreHandle>>, StartError> {
+    use sidecast_core::config::SessionStoreKind;
+    if config.session.store != SessionStoreKind::Redis {
+        return Ok(None);
+    }
+    let url = if !config.session.url.is_empty() {
+        config.session.url.clone()
+    } else if config.broker.kind == BrokerKind::Redis {
+        config.broker.effective_url().to_owned()
+    } else {
+        return Err(StartError::SessionStore(
+            "session.store = \"redis\" needs session.url (SIDECAST_SESSION__URL) when the broker \
+             is not Redis"
+                .to_owned(),
+        ));
+    };
+    let timeout = std::time::Duration::from_millis(config.session.timeout_ms);
+    let store = crate::RedisSessionStore::new(&url, timeout).map_err(|e| {
+        StartError::SessionStore(format!(
+            "session.url = {}: {e}",
+            sidecast_core::broker::redact_url(&url)
+        ))
+    })?;
+    Ok(Some(Arc::new(store)))
+}
+
+/// Without Redis in this build there is no Redis store; [`Sessions::from_config`] says which
+/// feature `session.store = "redis"` needs.
+#[cfg(not(feature = "redis"))]
+fn redis_session_store(
+    _config: &Config,
+) -> Result<Option<Arc<dyn SessionStoreHandle>>, StartError> {
+    Ok(None)
+}

@@ -1,0 +1,42 @@
+//! `GET /healthz` (the process is alive), `GET /readyz` (the broker is connected) and
+//! `GET /metrics` (Prometheus).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::Sidecast;
+
+/// `GET /healthz`: the process is alive.
+pub(crate) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the broker is connected.
+pub(crate) async fn readyz(State(state): State<Sidecast>) -> Response {
+    let health = state.inner.broker.health();
+    let status = if health.is_connected() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if health.is_connected() { "ready" } else { "unavailable" },
+        "broker": health.to_string(),
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().render(),
+    )
+        .into_response()
+}

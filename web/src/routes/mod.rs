@@ -1,0 +1,7 @@
+//! Sidecast's HTTP handlers, a file per group of routes: the page, the demo login, `POST /api/`,
+//! and the health endpoints. [`crate::Sidecast`]'s `*_routes` methods mount them.
+
+pub(crate) mod api;
+pub(crate) mod health;
+pub(crate) mod login;
+pub(crate) mod page;
