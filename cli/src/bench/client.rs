@@ -48,7 +48,7 @@ pub(crate) fn histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError>
 
 /// Where and how every client connects.
 #[derive(Debug)]
-pub(crate) struct Target {
+pub(crate) struct ClientSetup {
     /// The resolved server address.
     pub(crate) addr: SocketAddr,
     /// `ws://host:port{path}/?EIO=4&transport=websocket`.
@@ -73,15 +73,16 @@ struct Shard {
     last_us: u64,
 }
 
-/// What every client task reports to, read by the progress line and the report.
+/// What every client task reports to (connect outcomes, deliveries, latencies), read by the
+/// progress line and the report.
 #[derive(Debug)]
-pub(crate) struct Shared {
+pub(crate) struct ClientStats {
     pub(crate) connected: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) failed: AtomicU64,
     /// Connected clients that lost their connection (or were disconnected by the server).
     pub(crate) disconnected: AtomicU64,
-    /// Events received, per client: one slot each, so that no counter is shared.
+    /// Events received, per client: one slot each, so that no counter is stats.
     received: Box<[AtomicU64]>,
     /// Whether each client got connected (it may have been disconnected since).
     was_connected: Box<[AtomicBool]>,
@@ -94,7 +95,7 @@ pub(crate) struct Shared {
     pub(crate) first_disconnect: OnceLock<String>,
 }
 
-impl Shared {
+impl ClientStats {
     pub(crate) fn new(clients: usize) -> Result<Self, hdrhistogram::CreationError> {
         let empty = histogram()?;
         Ok(Self {
@@ -199,48 +200,48 @@ enum ConnectError {
 type Ws = WebSocketStream<TcpStream>;
 
 /// One client: connects, then counts events until its connection ends. Runs until aborted.
-pub(crate) async fn run(id: usize, target: Arc<Target>, shared: Arc<Shared>) {
+pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientStats>) {
     let started = Instant::now();
-    let connected = tokio::time::timeout(target.connect_timeout, connect(&target)).await;
+    let connected = tokio::time::timeout(setup.connect_timeout, connect(&setup)).await;
     let mut ws = match connected {
         Ok(Ok(ws)) => ws,
         Ok(Err(ConnectError::Refused(reason))) => {
-            let _ = shared.first_refusal.set(reason);
-            shared.refused.fetch_add(1, Ordering::Relaxed);
+            let _ = stats.first_refusal.set(reason);
+            stats.refused.fetch_add(1, Ordering::Relaxed);
             return;
         }
         Ok(Err(ConnectError::Failed(reason))) => {
-            let _ = shared.first_failure.set(reason);
-            shared.failed.fetch_add(1, Ordering::Relaxed);
+            let _ = stats.first_failure.set(reason);
+            stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
         Err(_elapsed) => {
-            let _ = shared.first_failure.set(format!(
+            let _ = stats.first_failure.set(format!(
                 "no Socket.IO connect within {:?} (raise --connect-timeout or lower --connect-rate)",
-                target.connect_timeout
+                setup.connect_timeout
             ));
-            shared.failed.fetch_add(1, Ordering::Relaxed);
+            stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    shared
+    stats
         .connect_times
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .saturating_record(micros.max(1));
-    if let Some(flag) = shared.was_connected.get(id) {
+    if let Some(flag) = stats.was_connected.get(id) {
         flag.store(true, Ordering::Relaxed);
     }
-    shared.connected.fetch_add(1, Ordering::Relaxed);
+    stats.connected.fetch_add(1, Ordering::Relaxed);
 
-    let reason = listen(id, &mut ws, &target, &shared).await;
-    let _ = shared.first_disconnect.set(reason);
-    shared.disconnected.fetch_add(1, Ordering::Relaxed);
+    let reason = listen(id, &mut ws, &setup, &stats).await;
+    let _ = stats.first_disconnect.set(reason);
+    stats.disconnected.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Reads packets until the connection ends; returns why it ended.
-async fn listen(id: usize, ws: &mut Ws, target: &Target, shared: &Shared) -> String {
+async fn listen(id: usize, ws: &mut Ws, setup: &ClientSetup, stats: &ClientStats) -> String {
     const PONG: Utf8Bytes = Utf8Bytes::from_static("3");
     while let Some(message) = ws.next().await {
         let text = match message {
@@ -262,8 +263,8 @@ async fn listen(id: usize, ws: &mut Ws, target: &Target, shared: &Shared) -> Str
                     return format!("cannot answer ping: {e}");
                 }
             }
-            [b'4', b'2', ..] if bytes.starts_with(&target.event_prefix) => {
-                shared.record_delivery(id, timestamp(&bytes[target.event_prefix.len()..]));
+            [b'4', b'2', ..] if bytes.starts_with(&setup.event_prefix) => {
+                stats.record_delivery(id, timestamp(&bytes[setup.event_prefix.len()..]));
             }
             [b'4', b'1', ..] => return "the server disconnected the socket (41)".to_owned(),
             [b'1', ..] => return "the server closed the Engine.IO session (1)".to_owned(),
@@ -295,20 +296,20 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// TCP connect, websocket upgrade, Engine.IO open, Socket.IO connect.
-async fn connect(target: &Target) -> Result<Ws, ConnectError> {
+async fn connect(setup: &ClientSetup) -> Result<Ws, ConnectError> {
     let failed =
         |what: &str, e: &dyn std::fmt::Display| ConnectError::Failed(format!("{what}: {e}"));
-    let tcp = TcpStream::connect(target.addr)
+    let tcp = TcpStream::connect(setup.addr)
         .await
-        .map_err(|e| failed(&format!("cannot connect to {}", target.addr), &e))?;
+        .map_err(|e| failed(&format!("cannot connect to {}", setup.addr), &e))?;
     // Small packets should leave at once.
     let _ = tcp.set_nodelay(true);
-    let mut request = target
+    let mut request = setup
         .uri
         .clone()
         .into_client_request()
         .map_err(|e| failed("invalid websocket request", &e))?;
-    if let Some(cookie) = &target.cookie {
+    if let Some(cookie) = &setup.cookie {
         request.headers_mut().insert(header::COOKIE, cookie.clone());
     }
     let config = WebSocketConfig::default()
@@ -320,7 +321,7 @@ async fn connect(target: &Target) -> Result<Ws, ConnectError> {
             .map_err(|e| match e {
                 WsError::Http(response) => {
                     let status = response.status();
-                    let text = format!("HTTP {status} on the websocket upgrade of {}", target.uri);
+                    let text = format!("HTTP {status} on the websocket upgrade of {}", setup.uri);
                     if status == 401 || status == 403 {
                         ConnectError::Refused(text)
                     } else {
@@ -340,7 +341,7 @@ async fn connect(target: &Target) -> Result<Ws, ConnectError> {
             preview(&open)
         )));
     }
-    ws.send(Message::Text(target.connect_packet.clone()))
+    ws.send(Message::Text(setup.connect_packet.clone()))
         .await
         .map_err(|e| failed("cannot send the Socket.IO connect", &e))?;
     loop {
@@ -428,15 +429,15 @@ mod tests {
 
     #[test]
     fn deliveries_are_counted_per_client_and_timed() {
-        let shared = Shared::new(3).unwrap();
-        shared.record_delivery(0, Some(now_micros() - 1000));
-        shared.record_delivery(2, None);
-        shared.record_delivery(7, Some(now_micros()));
-        for flag in shared.was_connected.iter() {
+        let stats = ClientStats::new(3).unwrap();
+        stats.record_delivery(0, Some(now_micros() - 1000));
+        stats.record_delivery(2, None);
+        stats.record_delivery(7, Some(now_micros()));
+        for flag in stats.was_connected.iter() {
             flag.store(true, Ordering::Relaxed);
         }
-        assert_eq!(shared.received_per_connected_client(), vec![1, 0, 1]);
-        let (latency, untimed, last) = shared.latency();
+        assert_eq!(stats.received_per_connected_client(), vec![1, 0, 1]);
+        let (latency, untimed, last) = stats.latency();
         assert_eq!(latency.len(), 2);
         assert_eq!(untimed, 1);
         assert!(last > 0);

@@ -1,9 +1,17 @@
-//! The bench's results: a JSON object (`--json`) or a table, and the live progress line.
+//! The bench's results: computed from what a run measured, printed as a JSON object (`--json`)
+//! or a table.
 
 use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 
+use anyhow::bail;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+use super::client::ClientStats;
+use super::procfs::{self, Pid};
+use super::publish::PublishStats;
+use super::{MIN_WINDOW_SECONDS, Measured};
 
 /// Everything a run measured. Times are milliseconds unless the name says otherwise.
 #[derive(Debug, Serialize)]
@@ -164,6 +172,178 @@ pub(crate) fn opt_ms(p: Option<Percentiles>) -> String {
 }
 
 impl Report {
+    /// The report of a run: what `run` measured and what the clients and the publisher counted.
+    pub(super) fn new(run: &Measured<'_>, clients: &ClientStats, published: &PublishStats) -> Self {
+        let args = run.args;
+        let window = &run.window;
+        let sent = published.accepted.load(Ordering::Relaxed);
+        let per_client = clients.received_per_connected_client();
+        let (latency, untimed, last_delivery_us) = clients.latency();
+        let mut received = 0;
+        let mut lost = 0;
+        let mut extra = 0;
+        let mut clients_with_loss = 0;
+        let expecting = run.expecting;
+        for &got in &per_client {
+            received += got;
+            if expecting {
+                if got < sent {
+                    lost += sent - got;
+                    clients_with_loss += 1;
+                } else {
+                    extra += got - sent;
+                }
+            }
+        }
+        let expected = if expecting {
+            sent * per_client.len() as u64
+        } else {
+            0
+        };
+        let delivery_seconds = if last_delivery_us > window.start_us {
+            (last_delivery_us - window.start_us) as f64 / 1e6
+        } else {
+            window.seconds
+        };
+        let per_delivery = |cpu: f64| (received > 0).then(|| cpu * 1e6 / received as f64);
+        let own_window_cpu = window
+            .own_cpu_end
+            .saturating_sub(window.own_cpu_start)
+            .as_secs_f64();
+        let own_total_cpu = window
+            .own_cpu_end
+            .saturating_sub(run.baseline.own_cpu)
+            .as_secs_f64();
+        // A percentage over a window shorter than a clock tick or two means nothing: use the run's.
+        let (own_pct, server_pct) = if window.seconds >= MIN_WINDOW_SECONDS {
+            (
+                own_window_cpu * 100.0 / window.seconds,
+                window.server_cpu.map(|c| c * 100.0 / window.seconds),
+            )
+        } else {
+            (
+                own_total_cpu * 100.0 / run.baseline.started.elapsed().as_secs_f64(),
+                None,
+            )
+        };
+        Report {
+            target: TargetInfo {
+                url: args.url.clone(),
+                socketio_url: run.socketio_url.clone(),
+                event: args.event.clone(),
+                publish: args.publish.name().to_owned(),
+            },
+            clients: Clients {
+                requested: args.clients as u64,
+                connected: run.connected,
+                refused: clients.refused.load(Ordering::Relaxed),
+                failed: clients.failed.load(Ordering::Relaxed),
+                disconnected: clients.disconnected.load(Ordering::Relaxed),
+                refusal: clients.first_refusal.get().cloned(),
+                failure: clients.first_failure.get().cloned(),
+                disconnect_reason: clients.first_disconnect.get().cloned(),
+                connect_rate_per_s: if run.ramp_seconds > 0.0 {
+                    run.connected as f64 / run.ramp_seconds
+                } else {
+                    0.0
+                },
+                connect_ms: Percentiles::from_micros(&clients.connect_times()),
+            },
+            messages: Messages {
+                rate_per_s: if expecting { args.rate } else { 0.0 },
+                duration_s: args.duration,
+                sent,
+                publish_errors: published.errors.load(Ordering::Relaxed),
+                publish_error: published.first_error.get().cloned(),
+                max_publish_lag_ms: published.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+            },
+            deliveries: Deliveries {
+                expected,
+                received,
+                lost,
+                loss_percent: if expected > 0 {
+                    lost as f64 * 100.0 / expected as f64
+                } else {
+                    0.0
+                },
+                clients_with_loss,
+                extra,
+                untimed,
+                per_second: if delivery_seconds > 0.0 {
+                    received as f64 / delivery_seconds
+                } else {
+                    0.0
+                },
+            },
+            latency_ms: Percentiles::from_micros(&latency),
+            server: args.server_pid.map(|pid| ServerUse {
+                pid,
+                cpu_seconds: window.server_cpu.unwrap_or(0.0),
+                cpu_percent: server_pct,
+                cpu_us_per_delivery: window.server_cpu.and_then(per_delivery),
+                rss_before_kib: run.rss_before_kib,
+                rss_connected_kib: run.rss_connected_kib,
+                rss_per_connection_bytes: (run.connected > 0).then(|| {
+                    run.rss_connected_kib.saturating_sub(run.rss_before_kib) as f64 * 1024.0
+                        / run.connected as f64
+                }),
+                rss_end_kib: window.rss_end_kib,
+            }),
+            bench: BenchUse {
+                cpu_seconds: own_window_cpu,
+                cpu_percent: own_pct,
+                cpu_us_per_delivery: per_delivery(own_window_cpu),
+                cpu_seconds_total: own_total_cpu,
+                rss_kib: procfs::rss_kib(Pid::OwnProcess).unwrap_or(0),
+                cores: std::thread::available_parallelism().map_or(1, usize::from),
+                wall_seconds: run.baseline.started.elapsed().as_secs_f64(),
+            },
+            machine: Machine {
+                cpu_busy_percent: window.machine_busy,
+                // Our processes' CPU as a share of all cores, taken out of the machine's.
+                other_busy_percent: window.machine_busy.map(|busy| {
+                    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+                    let ours = own_window_cpu + window.server_cpu.unwrap_or(0.0);
+                    (busy - ours * 100.0 / (window.seconds * cores)).max(0.0)
+                }),
+            },
+            load_average: LoadAverage {
+                start: run.baseline.load_average,
+                end: procfs::load_average(),
+            },
+        }
+    }
+
+    /// Prints the report on stdout: the table, or one JSON object with `--json`.
+    pub(super) fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(self)?);
+        } else {
+            print!("{}", self.table());
+        }
+        Ok(())
+    }
+
+    /// Fails, with the first reason, when a client did not connect.
+    pub(super) fn all_connected(&self) -> anyhow::Result<()> {
+        let missing = self.clients.requested - self.clients.connected;
+        if missing > 0 {
+            let why = self
+                .clients
+                .refusal
+                .as_deref()
+                .or(self.clients.failure.as_deref())
+                .unwrap_or("unknown");
+            bail!(
+                "{missing} of {} clients did not connect ({} refused, {} failed); first reason: {why}",
+                self.clients.requested,
+                self.clients.refused,
+                self.clients.failed
+            );
+        }
+        Ok(())
+    }
+
     /// The human-readable table.
     pub(crate) fn table(&self) -> String {
         let mut out = String::new();
