@@ -111,11 +111,19 @@ mod tests {
 
     #[test]
     fn socketio_path_matches_the_endpoint_only() {
-        assert!(is_socketio_path("/ws/socket.io", "/ws/socket.io"));
-        assert!(is_socketio_path("/ws/socket.io/", "/ws/socket.io"));
-        assert!(is_socketio_path("/ws/socket.io/", "/ws/socket.io/"));
-        assert!(!is_socketio_path("/ws/socket.iox", "/ws/socket.io"));
-        assert!(!is_socketio_path("/api/", "/ws/socket.io"));
+        for (path, endpoint, matches) in [
+            ("/ws/socket.io", "/ws/socket.io", true),
+            ("/ws/socket.io/", "/ws/socket.io", true),
+            ("/ws/socket.io/", "/ws/socket.io/", true),
+            ("/ws/socket.iox", "/ws/socket.io", false),
+            ("/api/", "/ws/socket.io", false),
+        ] {
+            assert_eq!(
+                is_socketio_path(path, endpoint),
+                matches,
+                "{path} at endpoint {endpoint}"
+            );
+        }
     }
 
     #[tokio::test]

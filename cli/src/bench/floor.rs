@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 
 use super::client::histogram;
 use super::procfs;
-use super::report::{Percentiles, opt_ms};
+use super::report::{Percentiles, Table, opt_ms};
 
 /// Bytes per event: about a Socket.IO event frame with a small JSON body.
 pub(crate) const FRAME_BYTES: usize = 60;
@@ -99,9 +99,11 @@ impl FloorReport {
             ),
             ("latency", opt_ms(self.latency_ms)),
         ];
-        rows.iter()
-            .map(|(k, v)| format!("  {k:<22} {v}\n"))
-            .collect()
+        let mut table = Table::default();
+        for (key, value) in &rows {
+            table.row(key, value);
+        }
+        table.finish()
     }
 }
 

@@ -16,130 +16,130 @@ use super::{MIN_WINDOW_SECONDS, Measured};
 /// Everything a run measured. Times are milliseconds unless the name says otherwise.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
-    pub(crate) target: TargetInfo,
-    pub(crate) clients: Clients,
-    pub(crate) messages: Messages,
-    pub(crate) deliveries: Deliveries,
+    target: TargetInfo,
+    clients: Clients,
+    messages: Messages,
+    deliveries: Deliveries,
     /// End-to-end latency, publish → receipt; `null` when nothing was received.
-    pub(crate) latency_ms: Option<Percentiles>,
+    latency_ms: Option<Percentiles>,
     /// The server process, when `--server-pid` was given.
-    pub(crate) server: Option<ServerUse>,
+    server: Option<ServerUse>,
     /// The load generator itself.
-    pub(crate) bench: BenchUse,
+    bench: BenchUse,
     /// 1-minute load average of the machine at the start and the end.
-    pub(crate) load_average: LoadAverage,
+    load_average: LoadAverage,
     /// How busy the whole machine was over the publish window, all processes included.
-    pub(crate) machine: Machine,
+    machine: Machine,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Machine {
     /// Busy share of all cores (100 = every core busy) over the publish window.
-    pub(crate) cpu_busy_percent: Option<f64>,
+    cpu_busy_percent: Option<f64>,
     /// The part of that not used by the server (when known) or the bench: other processes
     /// (and the broker). Large values mean the figures measure the neighbours too.
-    pub(crate) other_busy_percent: Option<f64>,
+    other_busy_percent: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct TargetInfo {
-    pub(crate) url: String,
-    pub(crate) socketio_url: String,
-    pub(crate) event: String,
-    pub(crate) publish: String,
+    url: String,
+    socketio_url: String,
+    event: String,
+    publish: String,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Clients {
-    pub(crate) requested: u64,
-    pub(crate) connected: u64,
-    pub(crate) refused: u64,
-    pub(crate) failed: u64,
+    requested: u64,
+    connected: u64,
+    refused: u64,
+    failed: u64,
     /// Connected clients whose connection ended before the run did.
-    pub(crate) disconnected: u64,
-    pub(crate) refusal: Option<String>,
-    pub(crate) failure: Option<String>,
-    pub(crate) disconnect_reason: Option<String>,
+    disconnected: u64,
+    refusal: Option<String>,
+    failure: Option<String>,
+    disconnect_reason: Option<String>,
     /// Connected clients per second over the ramp.
-    pub(crate) connect_rate_per_s: f64,
+    connect_rate_per_s: f64,
     /// Time from TCP connect to the Socket.IO connect answer.
-    pub(crate) connect_ms: Option<Percentiles>,
+    connect_ms: Option<Percentiles>,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Messages {
-    pub(crate) rate_per_s: f64,
-    pub(crate) duration_s: f64,
+    rate_per_s: f64,
+    duration_s: f64,
     /// Publishes the server (or broker) accepted: what every client should receive.
-    pub(crate) sent: u64,
-    pub(crate) publish_errors: u64,
-    pub(crate) publish_error: Option<String>,
+    sent: u64,
+    publish_errors: u64,
+    publish_error: Option<String>,
     /// How far the publisher fell behind its schedule at worst.
-    pub(crate) max_publish_lag_ms: f64,
+    max_publish_lag_ms: f64,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct Deliveries {
     /// `sent` × connected clients.
-    pub(crate) expected: u64,
-    pub(crate) received: u64,
-    pub(crate) lost: u64,
-    pub(crate) loss_percent: f64,
-    pub(crate) clients_with_loss: u64,
+    expected: u64,
+    received: u64,
+    lost: u64,
+    loss_percent: f64,
+    clients_with_loss: u64,
     /// Deliveries beyond the expected (a publish that timed out may still have been delivered).
-    pub(crate) extra: u64,
+    extra: u64,
     /// Received events that carried no timestamp (`"t"`), so had no latency.
-    pub(crate) untimed: u64,
+    untimed: u64,
     /// Received ÷ time from the first publish to the last delivery.
-    pub(crate) per_second: f64,
+    per_second: f64,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct ServerUse {
-    pub(crate) pid: u32,
+    pid: u32,
     /// CPU time (user + system) from the first publish until the deliveries drained.
-    pub(crate) cpu_seconds: f64,
+    cpu_seconds: f64,
     /// Of one core, over the same window (`null` when the window was under half a second).
-    pub(crate) cpu_percent: Option<f64>,
-    pub(crate) cpu_us_per_delivery: Option<f64>,
-    pub(crate) rss_before_kib: u64,
+    cpu_percent: Option<f64>,
+    cpu_us_per_delivery: Option<f64>,
+    rss_before_kib: u64,
     /// After every client connected and the idle period passed.
-    pub(crate) rss_connected_kib: u64,
+    rss_connected_kib: u64,
     /// (connected − before) ÷ connected clients.
-    pub(crate) rss_per_connection_bytes: Option<f64>,
-    pub(crate) rss_end_kib: u64,
+    rss_per_connection_bytes: Option<f64>,
+    rss_end_kib: u64,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct BenchUse {
     /// CPU time over the publish window (the server's window).
-    pub(crate) cpu_seconds: f64,
+    cpu_seconds: f64,
     /// Of one core, over the publish window (over the whole run when the window was under half
     /// a second); the machine has `cores` of them.
-    pub(crate) cpu_percent: f64,
-    pub(crate) cpu_us_per_delivery: Option<f64>,
+    cpu_percent: f64,
+    cpu_us_per_delivery: Option<f64>,
     /// CPU time over the whole run, ramp included.
-    pub(crate) cpu_seconds_total: f64,
-    pub(crate) rss_kib: u64,
-    pub(crate) cores: usize,
-    pub(crate) wall_seconds: f64,
+    cpu_seconds_total: f64,
+    rss_kib: u64,
+    cores: usize,
+    wall_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
 pub(crate) struct LoadAverage {
-    pub(crate) start: Option<f64>,
-    pub(crate) end: Option<f64>,
+    start: Option<f64>,
+    end: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Clone, Copy)]
 pub(crate) struct Percentiles {
-    pub(crate) p50: f64,
-    pub(crate) p90: f64,
-    pub(crate) p99: f64,
-    pub(crate) p999: f64,
-    pub(crate) max: f64,
-    pub(crate) mean: f64,
-    pub(crate) samples: u64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    mean: f64,
+    samples: u64,
 }
 
 impl Percentiles {
@@ -161,6 +161,30 @@ impl Percentiles {
     }
 }
 
+/// The two columns of the bench's tables: a key padded to 22 characters, then its value.
+#[derive(Debug, Default)]
+pub(crate) struct Table(String);
+
+impl Table {
+    /// Adds a line.
+    pub(crate) fn row(&mut self, key: &str, value: impl std::fmt::Display) {
+        let _ = writeln!(self.0, "  {key:<22} {value}");
+    }
+
+    /// Adds a line when there is a value.
+    pub(crate) fn row_if(&mut self, key: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.row(key, value);
+        }
+    }
+
+    /// The table's text, one line per row.
+    pub(crate) fn finish(self) -> String {
+        self.0
+    }
+}
+
+/// Latency percentiles on one line, or `-` when there were none.
 pub(crate) fn opt_ms(p: Option<Percentiles>) -> String {
     match p {
         Some(p) => format!(
@@ -346,48 +370,39 @@ impl Report {
 
     /// The human-readable table.
     pub(crate) fn table(&self) -> String {
-        let mut out = String::new();
+        let mut out = Table::default();
         let c = &self.clients;
         let m = &self.messages;
         let d = &self.deliveries;
-        let mut row = |k: &str, v: String| {
-            let _ = writeln!(out, "  {k:<22} {v}");
-        };
-        row(
+        out.row(
             "target",
             format!(
                 "{} (publish: {}, event: {})",
                 self.target.socketio_url, self.target.publish, self.target.event
             ),
         );
-        row(
+        out.row(
             "clients",
             format!(
                 "{} connected / {} requested, {} refused, {} failed, {} disconnected",
                 c.connected, c.requested, c.refused, c.failed, c.disconnected
             ),
         );
-        if let Some(r) = &c.refusal {
-            row("  refused because", r.clone());
-        }
-        if let Some(r) = &c.failure {
-            row("  failed because", r.clone());
-        }
-        if let Some(r) = &c.disconnect_reason {
-            row("  disconnected because", r.clone());
-        }
-        row(
+        out.row_if("  refused because", c.refusal.as_deref());
+        out.row_if("  failed because", c.failure.as_deref());
+        out.row_if("  disconnected because", c.disconnect_reason.as_deref());
+        out.row(
             "connect rate",
             format!("{:.0} clients/s", c.connect_rate_per_s),
         );
-        row("connect time", opt_ms(c.connect_ms));
+        out.row("connect time", opt_ms(c.connect_ms));
         if self.target.publish == "none" {
-            row(
+            out.row(
                 "messages sent",
                 format!("none (--publish none): held {:.1} s", m.duration_s),
             );
         } else {
-            row(
+            out.row(
                 "messages sent",
                 format!(
                     "{} in {:.1} s (asked {:.0}/s), {} publish errors, max lag {:.1} ms",
@@ -395,17 +410,15 @@ impl Report {
                 ),
             );
         }
-        if let Some(e) = &m.publish_error {
-            row("  publish error", e.clone());
-        }
-        row(
+        out.row_if("  publish error", m.publish_error.as_deref());
+        out.row(
             "deliveries",
             format!(
                 "{} of {} expected, {:.0}/s",
                 d.received, d.expected, d.per_second
             ),
         );
-        row(
+        out.row(
             "loss",
             format!(
                 "{} ({:.3} %), {} clients lost some{}",
@@ -419,9 +432,9 @@ impl Report {
                 }
             ),
         );
-        row("latency", opt_ms(self.latency_ms));
+        out.row("latency", opt_ms(self.latency_ms));
         if let Some(s) = &self.server {
-            row(
+            out.row(
                 "server cpu",
                 format!(
                     "{:.2} s ({} of a core){}",
@@ -433,7 +446,7 @@ impl Report {
                         .unwrap_or_default()
                 ),
             );
-            row(
+            out.row(
                 "server rss",
                 format!(
                     "{} KiB before, {} KiB connected, {} KiB at the end{}",
@@ -447,7 +460,7 @@ impl Report {
             );
         }
         let b = &self.bench;
-        row(
+        out.row(
             "bench cpu",
             format!(
                 "{:.2} s ({:.0} % of a core, {} cores){}; {:.2} s in all; rss {} KiB",
@@ -462,7 +475,7 @@ impl Report {
             ),
         );
         if let Some(busy) = self.machine.cpu_busy_percent {
-            row(
+            out.row(
                 "machine cpu",
                 format!(
                     "{busy:.0} % of all cores busy over the window{}",
@@ -474,7 +487,7 @@ impl Report {
             );
         }
         let la = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.2}"));
-        row(
+        out.row(
             "load average",
             format!(
                 "{} at start, {} at end",
@@ -482,6 +495,6 @@ impl Report {
                 la(self.load_average.end)
             ),
         );
-        out
+        out.finish()
     }
 }
