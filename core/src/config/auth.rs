@@ -1,0 +1,68 @@
+//! `[auth]`: who may connect and publish.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// A built-in authorization policy, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// The session has a user (the original's rule).
+    Session,
+    /// A bearer token from `auth.tokens`.
+    Token,
+    /// Everybody; for development.
+    AllowAll,
+}
+
+/// One policy name or a list of them (meaning: any of them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PolicyList {
+    /// One policy.
+    One(PolicyKind),
+    /// Any of several policies, tried in order.
+    Any(Vec<PolicyKind>),
+}
+
+impl PolicyList {
+    /// The policies, in order.
+    pub fn kinds(&self) -> &[PolicyKind] {
+        match self {
+            Self::One(kind) => std::slice::from_ref(kind),
+            Self::Any(kinds) => kinds,
+        }
+    }
+}
+
+/// `[auth]`: who may connect and publish.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `"session"`, `"token"`, `"allow-all"`, or a list of them meaning "any of".
+    pub policy: PolicyList,
+    /// Bearer tokens for the `token` policy: principal name = token.
+    pub tokens: BTreeMap<String, Secret>,
+    /// Whether `GET /login` (the demo login of the original application) is served.
+    pub demo_login: bool,
+    /// The user `GET /login` logs in.
+    pub demo_user: String,
+    /// Lets the `allow-all` policy run on an address other than loopback. Off: such a server
+    /// refuses to start, since anybody who can reach it could publish.
+    pub allow_all_public: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyList::One(PolicyKind::Session),
+            tokens: BTreeMap::new(),
+            demo_login: true,
+            demo_user: "Gonzalo".to_owned(),
+            allow_all_public: false,
+        }
+    }
+}

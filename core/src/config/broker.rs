@@ -1,0 +1,323 @@
+//! `[broker]` and `[[broker.ingress]]`: the message queue, and the channels in other emitters'
+//! formats that nodes also read.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::Secret;
+
+/// Which message queue carries events between processes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// Redis pub/sub (the default, as in the original application).
+    #[default]
+    Redis,
+    /// AMQP 0.9.1 (RabbitMQ).
+    Amqp,
+    /// In-process only: events cannot come from other processes.
+    Memory,
+}
+
+impl BrokerKind {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Amqp => "amqp",
+            Self::Memory => "memory",
+        }
+    }
+
+    /// The URL used when `broker.url` is not set.
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Self::Redis => "redis://127.0.0.1:6379",
+            Self::Amqp => "amqp://guest:guest@127.0.0.1:5672/%2f",
+            Self::Memory => "memory://",
+        }
+    }
+}
+
+impl fmt::Display for BrokerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[broker]`: the message queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// `"redis"`, `"amqp"` or `"memory"`.
+    pub kind: BrokerKind,
+    /// The broker's URL; when not set, the default of `kind` (`redis://127.0.0.1:6379`,
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    pub url: Option<String>,
+    /// The channel (Redis) or fanout exchange (AMQP) carrying Sidecast's own messages.
+    pub channel: String,
+    /// How long a publish may take before it fails, in milliseconds.
+    pub publish_timeout_ms: u64,
+    /// How long connecting to the broker may take, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Messages a node buffers between the broker and the sockets; beyond that, messages are
+    /// dropped and counted rather than stalling the broker connection.
+    pub subscription_capacity: usize,
+    /// Key that signs and verifies Sidecast's bus messages. Empty: messages are not signed. When
+    /// set, nodes drop (and count) unsigned, altered, stale and replayed messages.
+    pub signing_key: Secret,
+    /// How far a signed message's time may be from a node's clock, in milliseconds.
+    pub signing_max_age_ms: u64,
+    /// Channels in other emitters' formats that nodes also emit to their clients
+    /// (`[[broker.ingress]]`), so that python-socketio / Flask-SocketIO programs and Node's
+    /// `@socket.io/redis-emitter` reach Sidecast's clients unchanged. Empty: none.
+    pub ingress: Vec<IngressConfig>,
+    /// Lets ingress channels run on a signed bus (`signing_key` set). Their formats cannot be
+    /// signed, so anybody who can publish on them reaches the sockets; off, such a configuration is
+    /// refused at start.
+    pub ingress_unsigned_ok: bool,
+    /// AMQP only: declare the fanout exchanges durable. Off, as python-socketio / Flask-SocketIO
+    /// (kombu) declare theirs; turn it on when the exchanges already exist as durable ones
+    /// (RabbitMQ refuses a declaration whose durability differs). Other brokers ignore it.
+    pub durable_exchanges: bool,
+}
+
+/// The message-queue format of an existing emitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IngressFormat {
+    /// python-socketio / Flask-SocketIO (python-socketio 5.14 or later: JSON), on Redis or AMQP.
+    PythonSocketio,
+    /// Node's `@socket.io/redis-emitter` (msgpack), on Redis only.
+    NodeEmitter,
+}
+
+impl IngressFormat {
+    /// The name used in configuration and in the `source` label of metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PythonSocketio => crate::ingress::python_socketio::FORMAT,
+            Self::NodeEmitter => crate::ingress::node_emitter::FORMAT,
+        }
+    }
+
+    /// The channel used when `channel` is not set: `flask-socketio` (Flask-SocketIO's default)
+    /// or `socket.io` (the emitter's default `key`).
+    pub fn default_channel(self) -> &'static str {
+        match self {
+            Self::PythonSocketio => crate::ingress::python_socketio::DEFAULT_CHANNEL,
+            Self::NodeEmitter => crate::ingress::node_emitter::DEFAULT_KEY,
+        }
+    }
+}
+
+impl fmt::Display for IngressFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `[[broker.ingress]]`: one channel in an existing emitter's format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressConfig {
+    /// `"python-socketio"` or `"node-emitter"`.
+    pub format: IngressFormat,
+    /// python-socketio: the Redis channel or AMQP fanout exchange (the `channel` given to
+    /// Flask-SocketIO / python-socketio), default `flask-socketio`. node-emitter: the emitter's
+    /// `key`, default `socket.io`; nodes subscribe to the pattern `<key>#*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+}
+
+impl IngressConfig {
+    /// An ingress of `format` on its default channel.
+    pub fn new(format: IngressFormat) -> Self {
+        Self {
+            format,
+            channel: None,
+        }
+    }
+
+    /// The channel in effect: `channel`, or the default of `format`.
+    pub fn channel(&self) -> &str {
+        self.channel
+            .as_deref()
+            .unwrap_or(self.format.default_channel())
+    }
+
+    /// What nodes subscribe to: the channel itself (python-socketio), or every channel of the
+    /// emitter's key, `<key>#*` (node-emitter).
+    pub fn channel_spec(&self) -> crate::ChannelSpec {
+        match self.format {
+            IngressFormat::PythonSocketio => crate::ChannelSpec::exact(self.channel()),
+            IngressFormat::NodeEmitter => {
+                crate::ChannelSpec::pattern(crate::ingress::node_emitter::pattern(self.channel()))
+            }
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            kind: BrokerKind::default(),
+            url: None,
+            channel: "sidecast".to_owned(),
+            publish_timeout_ms: 2_000,
+            connect_timeout_ms: 3_000,
+            subscription_capacity: 4_096,
+            signing_key: Secret::default(),
+            signing_max_age_ms: 60_000,
+            ingress: Vec::new(),
+            ingress_unsigned_ok: false,
+            durable_exchanges: false,
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// The URL to connect to: `url`, or the default of `kind`.
+    pub fn effective_url(&self) -> &str {
+        self.url.as_deref().unwrap_or(self.kind.default_url())
+    }
+}
+
+#[cfg(test)]
+// figment::Jail's closures return figment's large error type; that is its API.
+#[allow(clippy::result_large_err)]
+mod ingress_tests {
+    use super::*;
+    use crate::ChannelSpec;
+    use crate::config::Config;
+    use crate::config::load::load_refusal;
+    use figment::Jail;
+
+    #[test]
+    fn ingress_from_the_file_with_default_channels() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sidecast.toml",
+                r#"
+                [[broker.ingress]]
+                format = "python-socketio"
+
+                [[broker.ingress]]
+                format = "node-emitter"
+
+                [[broker.ingress]]
+                format = "python-socketio"
+                channel = "jobs"
+                "#,
+            )?;
+            let c = Config::load(None).unwrap();
+            let ingress = &c.broker.ingress;
+            assert_eq!(ingress.len(), 3);
+            assert_eq!(ingress[0].channel(), "flask-socketio");
+            assert_eq!(
+                ingress[0].channel_spec(),
+                ChannelSpec::exact("flask-socketio")
+            );
+            assert_eq!(ingress[1].format, IngressFormat::NodeEmitter);
+            assert_eq!(ingress[1].channel(), "socket.io");
+            assert_eq!(
+                ingress[1].channel_spec(),
+                ChannelSpec::pattern("socket.io#*")
+            );
+            assert_eq!(ingress[2].channel(), "jobs");
+            // `sidecast config` shows what was given.
+            assert!(c.to_toml().contains("[[broker.ingress]]"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn ingress_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env(
+                "SIDECAST_BROKER__INGRESS",
+                r#"[{format="python-socketio"}, {format="node-emitter", channel="app"}]"#,
+            );
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.broker.ingress[0],
+                IngressConfig::new(IngressFormat::PythonSocketio)
+            );
+            assert_eq!(c.broker.ingress[1].channel(), "app");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_ingress_names_the_key_and_the_fix() {
+        let err = load_refusal(
+            "sidecast.toml",
+            "[[broker.ingress]]\nformat = \"socket.io-php\"\n",
+        );
+        assert!(err.contains("broker.ingress"), "{err}");
+        assert!(err.contains("python-socketio"), "{err}");
+        let err = load_refusal(
+            "sidecast.toml",
+            "[[broker.ingress]]\nformat = \"node-emitter\"\nchanel = \"x\"\n",
+        );
+        assert!(err.contains("chanel"), "{err}");
+    }
+
+    fn with(ingress: &[(IngressFormat, Option<&str>)]) -> Config {
+        let mut c = Config::default();
+        c.broker.ingress = ingress
+            .iter()
+            .map(|&(format, channel)| IngressConfig {
+                format,
+                channel: channel.map(str::to_owned),
+            })
+            .collect();
+        c
+    }
+
+    fn refusal(c: &Config) -> String {
+        c.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn validation_rules() {
+        use IngressFormat::{NodeEmitter, PythonSocketio};
+        with(&[(PythonSocketio, None), (NodeEmitter, None)])
+            .validate()
+            .unwrap();
+
+        let mut amqp = with(&[(PythonSocketio, None), (NodeEmitter, None)]);
+        amqp.broker.kind = BrokerKind::Amqp;
+        let err = refusal(&amqp);
+        assert!(err.contains("`broker.ingress[1]`"), "{err}");
+        assert!(err.contains("needs Redis"), "{err}");
+        amqp.broker.ingress.pop();
+        amqp.validate().unwrap();
+
+        let err = refusal(&with(&[(PythonSocketio, Some(""))]));
+        assert!(
+            err.contains("empty channel") && err.contains("flask-socketio"),
+            "{err}"
+        );
+        let err = refusal(&with(&[(PythonSocketio, Some("sidecast"))]));
+        assert!(err.contains("Sidecast's own"), "{err}");
+        let err = refusal(&with(&[(NodeEmitter, Some("sidecast:control"))]));
+        assert!(err.contains("Sidecast's own"), "{err}");
+        let err = refusal(&with(&[
+            (PythonSocketio, None),
+            (PythonSocketio, Some("flask-socketio")),
+        ]));
+        assert!(err.contains("repeats"), "{err}");
+    }
+
+    #[test]
+    fn a_signed_bus_takes_ingress_only_when_told() {
+        let mut c = with(&[(IngressFormat::PythonSocketio, None)]);
+        c.broker.signing_key = "key".into();
+        let err = refusal(&c);
+        assert!(err.contains("broker.ingress_unsigned_ok = true"), "{err}");
+        c.broker.ingress_unsigned_ok = true;
+        c.validate().unwrap();
+    }
+}

@@ -1,0 +1,168 @@
+//! Validation: [`ConfigError`], and the rules serde cannot express (values that depend on each
+//! other, across sections too), each refusal naming the key and the fix.
+
+use std::path::PathBuf;
+
+use super::{BrokerKind, Config, IngressFormat, PolicyKind, Secret};
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file given with `--config` does not exist.
+    #[error("config file {} not found; check the path given with --config", .0.display())]
+    FileNotFound(PathBuf),
+    /// A key is unknown or has a bad value; figment's message names the key and the file.
+    #[error("invalid configuration: {0}; see docs/configuration.md for every key and its values")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Checks the rules serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        if !self.server.socketio_path.starts_with('/') || self.server.socketio_path.len() < 2 {
+            return bad(
+                "server.socketio_path",
+                "must be an absolute path other than `/`, such as \"/ws/socket.io\"",
+            );
+        }
+        if self.broker.channel.is_empty() {
+            return bad(
+                "broker.channel",
+                "must not be empty; the default is \"sidecast\"",
+            );
+        }
+        if !self.session.secret.is_empty() && self.session.secret.expose().len() < 32 {
+            return bad(
+                "session.secret",
+                "must be at least 32 bytes long; generate one with `openssl rand -hex 32`",
+            );
+        }
+        if self.auth.policy.kinds().is_empty() {
+            return bad(
+                "auth.policy",
+                "needs at least one policy: \"session\", \"token\" or \"allow-all\"",
+            );
+        }
+        if self.auth.policy.kinds().contains(&PolicyKind::Token) && self.auth.tokens.is_empty() {
+            return bad(
+                "auth.tokens",
+                "is empty but auth.policy includes \"token\"; add `[auth.tokens] name = \"token\"`",
+            );
+        }
+        if self.auth.policy.kinds().contains(&PolicyKind::AllowAll)
+            && !self.server.bind.ip().is_loopback()
+            && !self.auth.allow_all_public
+        {
+            return bad(
+                "auth.policy",
+                &format!(
+                    "is \"allow-all\" on the public address {}: anybody who can reach it could \
+                     connect and publish. Bind to 127.0.0.1, choose another policy, or set \
+                     auth.allow_all_public = true if that is really intended",
+                    self.server.bind
+                ),
+            );
+        }
+        if self.auth.tokens.values().any(Secret::is_empty) {
+            return bad("auth.tokens", "has an empty token; give every name a token");
+        }
+        if self.server.socket_buffer == 0 {
+            return bad("server.socket_buffer", "must be at least 1");
+        }
+        if self.server.shutdown_jitter_ms > self.server.shutdown_timeout_ms {
+            return bad(
+                "server.shutdown_jitter_ms",
+                "must not be larger than server.shutdown_timeout_ms",
+            );
+        }
+        if self.broker.subscription_capacity == 0 {
+            return bad("broker.subscription_capacity", "must be at least 1");
+        }
+        self.validate_ingress()
+    }
+
+    /// The rules of `[[broker.ingress]]`.
+    fn validate_ingress(&self) -> Result<(), ConfigError> {
+        let broker = &self.broker;
+        let control = crate::codec::control::channel(&broker.channel);
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, ingress) in broker.ingress.iter().enumerate() {
+            let key = format!("broker.ingress[{i}]");
+            let bad = |why: String| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+            let channel = ingress.channel();
+            if channel.is_empty() {
+                return bad(format!(
+                    "has an empty channel; leave `channel` out for the default of {} (\"{}\")",
+                    ingress.format,
+                    ingress.format.default_channel()
+                ));
+            }
+            if ingress.format == IngressFormat::NodeEmitter && broker.kind == BrokerKind::Amqp {
+                return bad(
+                    "is \"node-emitter\", which needs Redis: @socket.io/redis-emitter publishes \
+                     with Redis PUBLISH on channels matched by a pattern, which AMQP has no \
+                     equivalent of. Remove this ingress, or run the nodes on Redis \
+                     (broker.kind = \"redis\")"
+                        .to_owned(),
+                );
+            }
+            if channel == broker.channel || channel == control {
+                return bad(format!(
+                    "uses the channel \"{channel}\", which carries Sidecast's own messages; give \
+                     the ingress the channel its emitters publish on"
+                ));
+            }
+            if seen.contains(&channel) {
+                return bad(format!(
+                    "repeats the channel \"{channel}\"; a channel carries one format, list it once"
+                ));
+            }
+            seen.push(channel);
+        }
+        if !broker.ingress.is_empty()
+            && !broker.signing_key.is_empty()
+            && !broker.ingress_unsigned_ok
+        {
+            return Err(ConfigError::Invalid(
+                "`broker.ingress` cannot be signed, but broker.signing_key is set: messages on the \
+                 ingress channels are not verified, so anybody who can publish on them reaches the \
+                 sockets. Set broker.ingress_unsigned_ok = true to accept that (for example when \
+                 only trusted programs can reach the broker), or remove the ingress"
+                    .to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::PolicyList;
+
+    #[test]
+    fn missing_explicit_file_and_rules() {
+        let err = Config::load(Some(Path::new("/nonexistent/s.toml"))).unwrap_err();
+        assert!(matches!(err, ConfigError::FileNotFound(_)));
+        let mut c = Config::default();
+        c.session.secret = "short".into();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("session.secret")
+        );
+        let mut c = Config::default();
+        c.auth.policy = PolicyList::One(PolicyKind::Token);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.tokens")
+        );
+    }
+}
