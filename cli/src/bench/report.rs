@@ -195,22 +195,39 @@ pub(crate) fn opt_ms(p: Option<Percentiles>) -> String {
     }
 }
 
-impl Report {
-    /// The report of a run: what `run` measured and what the clients and the publisher counted.
-    pub(super) fn new(run: &Measured<'_>, clients: &ClientStats, published: &PublishStats) -> Self {
-        let args = run.args;
-        let window = &run.window;
-        let sent = published.accepted.load(Ordering::Relaxed);
-        let per_client = clients.received_per_connected_client();
-        let (latency, untimed, last_delivery_us) = clients.latency();
+impl Clients {
+    /// The ramp's outcome, from the clients' counters.
+    fn new(run: &Measured<'_>, stats: &ClientStats) -> Self {
+        Self {
+            requested: run.args.clients as u64,
+            connected: run.connected,
+            refused: stats.refused.load(Ordering::Relaxed),
+            failed: stats.failed.load(Ordering::Relaxed),
+            disconnected: stats.disconnected.load(Ordering::Relaxed),
+            refusal: stats.first_refusal.get().cloned(),
+            failure: stats.first_failure.get().cloned(),
+            disconnect_reason: stats.first_disconnect.get().cloned(),
+            connect_rate_per_s: if run.ramp_seconds > 0.0 {
+                run.connected as f64 / run.ramp_seconds
+            } else {
+                0.0
+            },
+            connect_ms: Percentiles::from_micros(&stats.connect_times()),
+        }
+    }
+}
+
+impl Deliveries {
+    /// Counts what each connected client received against `sent`, the events every client should
+    /// have received (`None` when nothing was published, so nothing was expected), over `seconds`.
+    fn count(per_client: &[u64], sent: Option<u64>, untimed: u64, seconds: f64) -> Self {
         let mut received = 0;
         let mut lost = 0;
         let mut extra = 0;
         let mut clients_with_loss = 0;
-        let expecting = run.expecting;
-        for &got in &per_client {
+        for &got in per_client {
             received += got;
-            if expecting {
+            if let Some(sent) = sent {
                 if got < sent {
                     lost += sent - got;
                     clients_with_loss += 1;
@@ -219,16 +236,48 @@ impl Report {
                 }
             }
         }
-        let expected = if expecting {
-            sent * per_client.len() as u64
-        } else {
-            0
-        };
+        let expected = sent.map_or(0, |sent| sent * per_client.len() as u64);
+        Self {
+            expected,
+            received,
+            lost,
+            loss_percent: if expected > 0 {
+                lost as f64 * 100.0 / expected as f64
+            } else {
+                0.0
+            },
+            clients_with_loss,
+            extra,
+            untimed,
+            per_second: if seconds > 0.0 {
+                received as f64 / seconds
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
+impl Report {
+    /// The report of a run: what `run` measured and what the clients and the publisher counted.
+    pub(super) fn new(run: &Measured<'_>, clients: &ClientStats, published: &PublishStats) -> Self {
+        let args = run.args;
+        let window = &run.window;
+        let sent = published.accepted.load(Ordering::Relaxed);
+        let (latency, untimed, last_delivery_us) = clients.latency();
         let delivery_seconds = if last_delivery_us > window.start_us {
             (last_delivery_us - window.start_us) as f64 / 1e6
         } else {
             window.seconds
         };
+        let expecting = run.expecting;
+        let deliveries = Deliveries::count(
+            &clients.received_per_connected_client(),
+            expecting.then_some(sent),
+            untimed,
+            delivery_seconds,
+        );
+        let received = deliveries.received;
         let per_delivery = |cpu: f64| (received > 0).then(|| cpu * 1e6 / received as f64);
         let own_window_cpu = window
             .own_cpu_end
@@ -257,22 +306,7 @@ impl Report {
                 event: args.event.clone(),
                 publish: args.publish.name().to_owned(),
             },
-            clients: Clients {
-                requested: args.clients as u64,
-                connected: run.connected,
-                refused: clients.refused.load(Ordering::Relaxed),
-                failed: clients.failed.load(Ordering::Relaxed),
-                disconnected: clients.disconnected.load(Ordering::Relaxed),
-                refusal: clients.first_refusal.get().cloned(),
-                failure: clients.first_failure.get().cloned(),
-                disconnect_reason: clients.first_disconnect.get().cloned(),
-                connect_rate_per_s: if run.ramp_seconds > 0.0 {
-                    run.connected as f64 / run.ramp_seconds
-                } else {
-                    0.0
-                },
-                connect_ms: Percentiles::from_micros(&clients.connect_times()),
-            },
+            clients: Clients::new(run, clients),
             messages: Messages {
                 rate_per_s: if expecting { args.rate } else { 0.0 },
                 duration_s: args.duration,
@@ -281,24 +315,7 @@ impl Report {
                 publish_error: published.first_error.get().cloned(),
                 max_publish_lag_ms: published.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
             },
-            deliveries: Deliveries {
-                expected,
-                received,
-                lost,
-                loss_percent: if expected > 0 {
-                    lost as f64 * 100.0 / expected as f64
-                } else {
-                    0.0
-                },
-                clients_with_loss,
-                extra,
-                untimed,
-                per_second: if delivery_seconds > 0.0 {
-                    received as f64 / delivery_seconds
-                } else {
-                    0.0
-                },
-            },
+            deliveries,
             latency_ms: Percentiles::from_micros(&latency),
             server: args.server_pid.map(|pid| ServerUse {
                 pid,
@@ -496,5 +513,21 @@ impl Report {
             ),
         );
         out.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_count_loss_and_extra_per_client() {
+        let d = Deliveries::count(&[10, 7, 12], Some(10), 1, 2.0);
+        assert_eq!((d.expected, d.received), (30, 29));
+        assert_eq!((d.lost, d.clients_with_loss, d.extra), (3, 1, 2));
+        assert!((d.loss_percent - 10.0).abs() < 1e-9);
+        assert!((d.per_second - 14.5).abs() < 1e-9);
+        let held = Deliveries::count(&[0, 0], None, 0, 0.0);
+        assert_eq!((held.expected, held.lost, held.per_second), (0, 0, 0.0));
     }
 }
