@@ -413,20 +413,15 @@ impl Report {
             format!("{:.0} clients/s", c.connect_rate_per_s),
         );
         out.row("connect time", opt_ms(c.connect_ms));
-        if self.target.publish == "none" {
-            out.row(
-                "messages sent",
-                format!("none (--publish none): held {:.1} s", m.duration_s),
-            );
+        let sent = if self.target.publish == "none" {
+            format!("none (--publish none): held {:.1} s", m.duration_s)
         } else {
-            out.row(
-                "messages sent",
-                format!(
-                    "{} in {:.1} s (asked {:.0}/s), {} publish errors, max lag {:.1} ms",
-                    m.sent, m.duration_s, m.rate_per_s, m.publish_errors, m.max_publish_lag_ms
-                ),
-            );
-        }
+            format!(
+                "{} in {:.1} s (asked {:.0}/s), {} publish errors, max lag {:.1} ms",
+                m.sent, m.duration_s, m.rate_per_s, m.publish_errors, m.max_publish_lag_ms
+            )
+        };
+        out.row("messages sent", sent);
         out.row_if("  publish error", m.publish_error.as_deref());
         out.row(
             "deliveries",
