@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Served, serve, sidecast};
 use serde_json::json;
 use sidecast_core::config::BrokerKind;
-use sidecast_core::testing::rabbitmq_server::RabbitMqServer;
+use sidecast_testkit::RabbitMqServer;
 use sio::{
     TestServer, await_ready, connect, login_at as login, post_json as post,
     with_cookie as cookie_options,
@@ -37,7 +37,7 @@ fn node(url: &str, channel: &str) -> Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_on_rabbitmq_share_api_and_emit_events() {
     let rabbit = RabbitMqServer::shared().await;
-    let channel = sidecast_core::testing::unique_channel("amqp-cluster");
+    let channel = sidecast_testkit::unique_channel("amqp-cluster");
     let a = node(rabbit.url(), &channel);
     let b = node(rabbit.url(), &channel);
     let cookie = login(&a.base).await;

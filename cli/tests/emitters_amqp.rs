@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use common::{DEADLINE, serve, sidecast};
 use serde_json::json;
-use sidecast_core::testing::rabbitmq_server::RabbitMqServer;
-use sidecast_core::testing::unique_channel;
+use sidecast_testkit::RabbitMqServer;
+use sidecast_testkit::unique_channel;
 use sio::{ClientOptions, connect};
 
 /// The Python interpreter with python-socketio, Flask-SocketIO and kombu installed.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{Served, serve, sidecast};
 use serde_json::json;
 use sidecast_core::config::{BrokerKind, SessionStoreKind};
-use sidecast_core::testing::redis_server::RedisServer;
+use sidecast_testkit::RedisServer;
 use sio::{
     ClientOptions, SioClient, TestServer, await_ready, connect, login_at as login,
     post_json as post, with_cookie as cookie_options,

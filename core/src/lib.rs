@@ -8,7 +8,6 @@
 //! * [`AuthPolicy`] and the built-in policies.
 //! * [`Emitter`]: publish events from any Rust program.
 //! * [`config`]: the configuration types and their loading.
-#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod auth;
 pub mod broker;
@@ -21,8 +20,6 @@ pub mod ingress;
 pub mod memory;
 pub mod signing;
 pub mod supervision;
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use auth::{
     Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, Principal, SessionAuth, TokenAuth,

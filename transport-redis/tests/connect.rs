@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Redis, options};
-use sidecast_core::testing::conformance::{self, DEADLINE};
-use sidecast_core::testing::{RedisServer, unique_channel};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
+use sidecast_testkit::conformance::{self, DEADLINE};
+use sidecast_testkit::{RedisServer, unique_channel};
 use sidecast_transport_redis::{RedisBroker, RedisOptions};
 use tokio::net::TcpListener;
 use tokio::time::timeout;

@@ -8,31 +8,14 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::options;
-use sidecast_core::testing::conformance::{DEADLINE, await_subscribed, next_message};
-use sidecast_core::testing::{RedisServer, unique_channel};
+use common::{connect, options};
 use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
-use sidecast_transport_redis::{RedisBroker, RedisOptions};
-use tokio::time::{Instant, sleep, timeout, timeout_at};
-
-/// Polls `condition` until it holds, panicking with `what` after [`DEADLINE`]. Health is a
-/// snapshot without change notifications, so polling is the only way to observe it.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for: {what}"
-        );
-        sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn connect(options: RedisOptions) -> RedisBroker {
-    RedisBroker::connect(options)
-        .await
-        .unwrap_or_else(|e| panic!("connect failed: {e}"))
-}
+use sidecast_testkit::conformance::{
+    DEADLINE, assert_ends, await_subscribed, first_delivery, next_message,
+};
+use sidecast_testkit::{RedisServer, eventually, unique_channel};
+use sidecast_transport_redis::RedisOptions;
+use tokio::time::{Instant, sleep, timeout};
 
 #[tokio::test]
 async fn subscription_survives_a_redis_restart() {
@@ -84,31 +67,7 @@ async fn subscription_survives_a_redis_restart() {
     let healthy_after = back_up.elapsed();
 
     // Publish numbered messages until one arrives: the first delivery after the restart.
-    let deadline = Instant::now() + DEADLINE;
-    let mut n = 0u32;
-    let delivered_after = 'delivered: loop {
-        assert!(
-            Instant::now() < deadline,
-            "no message delivered within {DEADLINE:?} of Redis coming back"
-        );
-        n += 1;
-        let payload = format!("after restart {n}");
-        if broker
-            .publish(&channel, payload.clone().into())
-            .await
-            .is_err()
-        {
-            sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        let window = Instant::now() + Duration::from_millis(100);
-        while let Ok(message) = timeout_at(window, sub.recv()).await {
-            let message = message.expect("the stream must survive the restart");
-            if message.payload == payload.as_bytes() {
-                break 'delivered back_up.elapsed();
-            }
-        }
-    };
+    let delivered_after = first_delivery(&broker, &mut sub, &channel).await - back_up;
     eprintln!(
         "redis restart: health Connected {healthy_after:?} and first message delivered \
          {delivered_after:?} after the server answered PING again"
@@ -255,7 +214,7 @@ async fn dropping_the_broker_ends_its_subscriptions() {
         .expect("subscribe");
     await_subscribed(&broker, &mut sub, &channel).await;
     drop(broker);
-    sidecast_core::testing::conformance::assert_ends(&mut sub).await;
+    assert_ends(&mut sub).await;
 }
 
 #[tokio::test]

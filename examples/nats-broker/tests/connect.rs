@@ -2,24 +2,21 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sidecast_core::testing::conformance::{MakeBroker, await_subscribed, next_message};
-use sidecast_core::testing::unique_channel;
 use sidecast_core::{Broker, BrokerError, ChannelSpec};
 use sidecast_example_nats::{NatsBroker, NatsOptions};
+use sidecast_testkit::conformance::{MakeBroker, await_subscribed, next_message};
+use sidecast_testkit::process::free_port;
+use sidecast_testkit::unique_channel;
 use support::{Nats, NatsServer};
 use tokio::time::Instant;
 
 #[tokio::test]
 async fn nobody_listening_is_unavailable_and_transient() {
     // A port that was free a moment ago: nobody listens there.
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
+    let port = free_port();
     let started = Instant::now();
     match NatsBroker::connect(NatsOptions::new(format!("nats://127.0.0.1:{port}"))).await {
         Err(e @ BrokerError::Unavailable { .. }) => {

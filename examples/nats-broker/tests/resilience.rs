@@ -6,12 +6,12 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use sidecast_core::testing::conformance::{
-    DEADLINE, MakeBroker, assert_ends, await_subscribed, next_message,
-};
-use sidecast_core::testing::unique_channel;
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
 use sidecast_example_nats::NatsBroker;
+use sidecast_testkit::conformance::{
+    DEADLINE, MakeBroker, assert_ends, await_subscribed, next_message,
+};
+use sidecast_testkit::unique_channel;
 use support::{Nats, NatsServer};
 use tokio::time::{Instant, sleep};
 

@@ -8,58 +8,23 @@
 //! What the transport logs is captured by a global subscriber and checked per server (each has
 //! its own port in the logged URL), so that tests running in parallel do not disturb the counts.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use crate::common::{connect, eventually};
+use crate::common::connect;
 use bytes::Bytes;
-use sidecast_core::testing::conformance::{DEADLINE, await_subscribed, next_message};
-use sidecast_core::testing::{RabbitMqServer, unique_channel};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, Subscription};
+use sidecast_testkit::conformance::{DEADLINE, await_subscribed, first_delivery, next_message};
+use sidecast_testkit::log::CapturedLog;
+use sidecast_testkit::{RabbitMqServer, eventually, unique_channel};
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
-use tokio::time::{Instant, sleep, timeout, timeout_at};
-
-/// A `MakeWriter` that keeps everything logged, for assertions.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
+use tokio::time::{Instant, sleep, timeout};
 
 /// Everything logged at `info` and above by this test binary, from every thread. Call it
 /// before creating brokers.
-fn captured_log() -> &'static Captured {
-    static LOG: OnceLock<Captured> = OnceLock::new();
-    LOG.get_or_init(|| {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        // A global subscriber: the brokers' tasks run on runtime threads, and lapin logs from
-        // its own I/O threads.
-        let _ = tracing::subscriber::set_global_default(subscriber);
-        captured
-    })
+fn captured_log() -> &'static CapturedLog {
+    // A global subscriber: the brokers' tasks run on runtime threads, and lapin logs from its
+    // own I/O threads.
+    CapturedLog::global("info")
 }
 
 /// How RabbitMQ goes away.
@@ -109,35 +74,6 @@ async fn publish_fails_fast(broker: &AmqpBroker, channel: &str, outage: impl std
         took < Duration::from_millis(500),
         "{outage:?}: publish during the outage took {took:?}"
     );
-}
-
-/// Publishes numbered messages until one arrives on `sub`; returns when it did.
-async fn first_delivery(broker: &AmqpBroker, sub: &mut Subscription, channel: &str) -> Instant {
-    let deadline = Instant::now() + DEADLINE;
-    let mut n = 0u32;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "no message delivered within {DEADLINE:?} of RabbitMQ coming back"
-        );
-        n += 1;
-        let payload = format!("after restart {n}");
-        if broker
-            .publish(channel, payload.clone().into())
-            .await
-            .is_err()
-        {
-            sleep(Duration::from_millis(10)).await;
-            continue;
-        }
-        let window = Instant::now() + Duration::from_millis(100);
-        while let Ok(message) = timeout_at(window, sub.recv()).await {
-            let message = message.expect("the stream must survive the outage");
-            if message.payload == payload.as_bytes() {
-                return Instant::now();
-            }
-        }
-    }
 }
 
 /// Takes RabbitMQ down and up again under two subscribed nodes and a publish-only node, and

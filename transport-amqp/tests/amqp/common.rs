@@ -1,11 +1,10 @@
-//! Shared by the integration tests: a broker factory over a test RabbitMQ server, and polling.
+//! Shared by the integration tests: a broker factory over a test RabbitMQ server.
 
 use std::time::Duration;
 
-use sidecast_core::testing::RabbitMqServer;
-use sidecast_core::testing::conformance::{DEADLINE, MakeBroker};
+use sidecast_testkit::RabbitMqServer;
+use sidecast_testkit::conformance::MakeBroker;
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
-use tokio::time::{Instant, sleep};
 
 /// Options for a test server, with a short backoff so that reconnect tests do not wait long.
 pub(crate) fn options(url: &str) -> AmqpOptions {
@@ -38,17 +37,4 @@ pub(crate) async fn connect(options: AmqpOptions) -> AmqpBroker {
     AmqpBroker::connect(options)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to the test RabbitMQ server: {e}"))
-}
-
-/// Polls `condition` until it holds, panicking with `what` after [`DEADLINE`]. Health is a
-/// snapshot without change notifications, so polling is the only way to observe it.
-pub(crate) async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for: {what}"
-        );
-        sleep(Duration::from_millis(5)).await;
-    }
 }

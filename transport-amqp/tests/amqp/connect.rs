@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crate::common::{Amqp, options};
 use bytes::Bytes;
-use sidecast_core::testing::conformance::{self, DEADLINE};
-use sidecast_core::testing::{RabbitMqServer, unique_channel};
 use sidecast_core::{Broker, BrokerError, ChannelSpec};
+use sidecast_testkit::conformance::{self, DEADLINE};
+use sidecast_testkit::{RabbitMqServer, unique_channel};
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
 use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{connect, eventually, options};
+use crate::common::{connect, options};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -13,9 +13,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
-use sidecast_core::testing::conformance::{DEADLINE, await_subscribed, next_message};
-use sidecast_core::testing::{RabbitMqServer, unique_channel};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
+use sidecast_testkit::conformance::{DEADLINE, await_subscribed, next_message};
+use sidecast_testkit::{RabbitMqServer, eventually, unique_channel};
 use sidecast_transport_amqp::AmqpOptions;
 use tokio::time::timeout;
 

@@ -2,7 +2,7 @@
 //!
 //! One test binary (with a module per topic) rather than one per file: RabbitMQ takes seconds to
 //! start, and every test process starts its own shared server
-//! ([`sidecast_core::testing::RabbitMqServer::shared`]). Tests that stop RabbitMQ start private
+//! ([`sidecast_testkit::RabbitMqServer::shared`]). Tests that stop RabbitMQ start private
 //! ones.
 //!
 //! * [`conformance`]: the broker conformance suite, one test per check.

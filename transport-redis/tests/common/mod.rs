@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use sidecast_core::testing::RedisServer;
-use sidecast_core::testing::conformance::MakeBroker;
+use sidecast_testkit::RedisServer;
+use sidecast_testkit::conformance::MakeBroker;
 use sidecast_transport_redis::{RedisBroker, RedisOptions};
 
 /// Options for a test server, with a short backoff so that reconnect tests do not wait long.
@@ -30,8 +30,13 @@ impl MakeBroker for Redis {
     type Broker = RedisBroker;
 
     async fn make(&self) -> RedisBroker {
-        RedisBroker::connect(self.0.clone())
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test Redis server: {e}"))
+        connect(self.0.clone()).await
     }
+}
+
+/// Connects or panics with the error.
+pub(crate) async fn connect(options: RedisOptions) -> RedisBroker {
+    RedisBroker::connect(options)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test Redis server: {e}"))
 }

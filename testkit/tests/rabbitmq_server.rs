@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sidecast_core::testing::RabbitMqServer;
+use sidecast_testkit::RabbitMqServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};

@@ -28,7 +28,6 @@
 //! the Ctrl-C that ends the tests does not end it before it has cleaned up.
 
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,9 +35,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 use tokio::time::{Instant, sleep, timeout};
+
+use crate::process::{self, connect, within_io_timeout};
 
 /// When set, [`RabbitMqServer::start`] and [`RabbitMqServer::shared`] use the RabbitMQ server at
 /// this URL instead of starting one, for example `amqp://guest:guest@127.0.0.1:5672/%2f` in a CI
@@ -57,9 +57,6 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// How long one `rabbitmqctl` call may take. Each call boots an Erlang VM (about a second).
 const CTL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Bound on each step of the raw protocol exchange that checks readiness.
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How often readiness is polled while the server starts. There is no event to await: the
 /// server is another process.
@@ -98,7 +95,7 @@ static SHARED_LOCAL: OnceCell<RabbitMqServer> = OnceCell::const_new();
 ///
 /// ```no_run
 /// # async fn example() {
-/// use sidecast_core::testing::RabbitMqServer;
+/// use sidecast_testkit::RabbitMqServer;
 ///
 /// // Most tests: one server per test process, started by the first test that asks.
 /// let shared = RabbitMqServer::shared().await;
@@ -174,7 +171,7 @@ impl RabbitMqServer {
     /// It cannot be stopped or restarted (tests that do that use
     /// [`RabbitMqServer::start_local`]), and it is stopped when the test process exits (see
     /// the module documentation). Tests sharing it use unique names
-    /// ([`crate::testing::unique_channel`]) so that they do not see each other's messages.
+    /// ([`crate::unique_channel`]) so that they do not see each other's messages.
     pub async fn shared() -> &'static Self {
         SHARED.get_or_init(Self::start).await
     }
@@ -218,7 +215,7 @@ impl RabbitMqServer {
         // one before RabbitMQ binds it; the node then fails to start and new ports are tried.
         let mut failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            let [port, dist_port, epmd_port] = free_ports();
+            let [port, dist_port, epmd_port] = process::free_ports();
             let mut local = LocalServer {
                 node: node.clone(),
                 epmd_port,
@@ -252,27 +249,25 @@ impl RabbitMqServer {
         let (addr, port) = host_port(url).unwrap_or_else(|| {
             panic!(
                 "{URL_ENV}={} is not an amqp://[user:password@]host[:port][/vhost] URL",
-                crate::broker::redact_url(url)
+                sidecast_core::broker::redact_url(url)
             )
         });
         let tls = url.starts_with("amqps://");
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        loop {
-            // The AMQP handshake cannot be checked in plain TCP on a TLS port.
-            let check = if tls {
-                connect(&addr).await.map(drop)
-            } else {
-                amqp_handshake(&addr).await
-            };
-            match check {
-                Ok(()) => break,
-                Err(e) if Instant::now() >= deadline => panic!(
-                    "the RabbitMQ server at {URL_ENV}={} does not accept connections: {e}",
-                    crate::broker::redact_url(url)
-                ),
-                Err(_) => sleep(POLL_INTERVAL).await,
-            }
-        }
+        process::await_external(
+            "RabbitMQ server",
+            URL_ENV,
+            url,
+            STARTUP_DEADLINE,
+            || async {
+                // The AMQP handshake cannot be checked in plain TCP on a TLS port.
+                if tls {
+                    connect(&addr).await.map(drop)
+                } else {
+                    amqp_handshake(&addr).await
+                }
+            },
+        )
+        .await;
         Self {
             url: url.to_owned(),
             addr,
@@ -526,36 +521,23 @@ impl LocalServer {
                 return Err(e);
             }
         };
-        self.processes = Some(Processes {
+        let mut processes = Processes {
             epmd,
             server,
             watchdog: spawn_watchdog(group, &dir),
-        });
-
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        loop {
-            let Some(processes) = self.processes.as_mut() else {
-                return Err("stopped while starting".to_owned());
-            };
-            if let Ok(Some(status)) = processes.server.try_wait() {
-                return Err(format!(
-                    "rabbitmq-server exited with {status}; end of its output and log:\n{}",
-                    log_tail(&dir)
-                ));
-            }
-            let last_error = match amqp_handshake(addr).await {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
-            };
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "rabbitmq-server on {addr} did not accept AMQP connections within \
-                     {STARTUP_DEADLINE:?} ({last_error}); end of its output and log:\n{}",
-                    log_tail(&dir)
-                ));
-            }
-            sleep(POLL_INTERVAL).await;
-        }
+        };
+        let ready = process::wait_until_ready(
+            "rabbitmq-server",
+            addr,
+            STARTUP_DEADLINE,
+            || processes.server.try_wait().ok().flatten(),
+            || amqp_handshake(addr),
+            || log_tail(&dir),
+        )
+        .await;
+        // Kept also on failure: the caller ends them.
+        self.processes = Some(processes);
+        ready
     }
 
     /// Starts the `rabbitmq-server` script in the foreground, in process group `group`.
@@ -597,10 +579,7 @@ impl LocalServer {
 
 /// The external URL from [`URL_ENV`], if set and not blank.
 fn external_url() -> Option<String> {
-    std::env::var(URL_ENV)
-        .ok()
-        .map(|url| url.trim().to_owned())
-        .filter(|url| !url.is_empty())
+    process::external_url(URL_ENV)
 }
 
 /// The directory with the `rabbitmq-server` and `rabbitmqctl` scripts, or a panic that says how
@@ -630,7 +609,7 @@ fn find_bin_dir() -> PathBuf {
 /// read from `/etc/rabbitmq`.
 fn write_config(dir: &Path, extra: &[&str]) {
     let mut config = String::from(
-        "# Written by sidecast_core::testing::RabbitMqServer.\n\
+        "# Written by sidecast_testkit::RabbitMqServer.\n\
          # Test machines often have little free disk: the default 50 MB alarm would block\n\
          # publishers and look like a broker bug.\n\
          disk_free_limit.absolute = 1MB\n\
@@ -650,24 +629,6 @@ fn write_config(dir: &Path, extra: &[&str]) {
         std::fs::write(dir.join(name), content)
             .unwrap_or_else(|e| panic!("cannot write {name} for rabbitmq-server: {e}"));
     }
-}
-
-/// Three distinct loopback ports nobody listens on right now.
-fn free_ports() -> [u16; 3] {
-    // All three are bound at once so that they differ.
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
-        })
-        .collect();
-    let port = |i: usize| {
-        listeners[i]
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
-    };
-    [port(0), port(1), port(2)]
 }
 
 fn spawn_epmd(port: u16, dir: &Path) -> Result<Child, String> {
@@ -765,27 +726,16 @@ fn log_tail(dir: &Path) -> String {
             }
         }
     }
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-async fn connect(addr: &str) -> io::Result<TcpStream> {
-    timeout(IO_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+    process::tail(&text, 30)
 }
 
 /// Sends the AMQP protocol header and checks that the answer is a method frame
 /// (`Connection.Start`): the node's AMQP listener is up, which it opens last while booting.
 async fn amqp_handshake(addr: &str) -> io::Result<()> {
     let mut stream = connect(addr).await?;
-    timeout(IO_TIMEOUT, stream.write_all(PROTOCOL_HEADER))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))??;
+    within_io_timeout("write timed out", stream.write_all(PROTOCOL_HEADER)).await?;
     let mut first = [0u8; 1];
-    let n = timeout(IO_TIMEOUT, stream.read(&mut first))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no answer"))??;
+    let n = within_io_timeout("no answer", stream.read(&mut first)).await?;
     match (n, first[0]) {
         (1, 1) => Ok(()),
         (0, _) => Err(io::Error::new(
@@ -801,24 +751,13 @@ async fn amqp_handshake(addr: &str) -> io::Result<()> {
 /// `host:port` and the port of an `amqp://` or `amqps://` URL. Without a port, the scheme's
 /// IANA port applies, as in every AMQP client.
 fn host_port(url: &str) -> Option<(String, u16)> {
-    let (scheme, rest) = url.split_once("://")?;
+    let (scheme, _) = url.split_once("://")?;
     let default_port = match scheme {
         "amqp" => 5672,
         "amqps" => 5671,
         _ => return None,
     };
-    let authority = rest.split(['/', '?']).next()?;
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host_port.is_empty() {
-        return None;
-    }
-    match host_port.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port.parse().ok()?;
-            (!host.is_empty()).then(|| (host_port.to_owned(), port))
-        }
-        None => Some((format!("{host_port}:{default_port}"), default_port)),
-    }
+    process::host_port(url, default_port)
 }
 
 /// Percent-encodes everything but RFC 3986's unreserved characters, for URL user info and

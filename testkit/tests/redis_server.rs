@@ -1,6 +1,6 @@
 //! The RedisServer test helper itself: start, answer, stop, restart on the same port, auth.
 
-use sidecast_core::testing::RedisServer;
+use sidecast_testkit::RedisServer;
 use tokio::net::TcpStream;
 
 #[tokio::test]

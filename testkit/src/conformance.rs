@@ -3,27 +3,32 @@
 //! Each check is a `pub async fn` taking a broker factory ([`MakeBroker`]: any
 //! `Fn() -> impl Future<Output = B>` with `B: Broker`) that returns a *fresh broker connected to
 //! the same backend* on every call. Several checks use two or more brokers to model separate
-//! nodes (a publisher and subscribers). A transport's test file calls the checks one per
-//! `#[tokio::test]`, so that a failure names the broken behaviour:
+//! nodes (a publisher and subscribers). A transport's test file runs every check as a
+//! `#[tokio::test]` of its own with [`conformance_tests!`](crate::conformance_tests), so that a
+//! failure names the broken behaviour and a check added here reaches every transport:
 //!
 //! ```no_run
 //! # // Mirrors core/tests/conformance_memory.rs.
 //! use sidecast_core::MemoryBroker;
-//! use sidecast_core::testing::conformance;
+//! use sidecast_testkit::conformance::Capabilities;
 //!
-//! # async fn example() {
-//! // The memory broker's "backend" is the value itself: clones share it.
-//! let backend = MemoryBroker::default();
-//! let make = move || std::future::ready(backend.clone());
-//! conformance::round_trip(&make).await;
-//! # }
+//! /// A factory of handles on one fresh in-memory backend: the memory broker's "backend" is the
+//! /// value itself, and clones share it.
+//! fn backend() -> impl Fn() -> std::future::Ready<MemoryBroker> {
+//!     let broker = MemoryBroker::default();
+//!     move || std::future::ready(broker.clone())
+//! }
+//!
+//! sidecast_testkit::conformance_tests!(backend(), Capabilities::ALL);
+//! # fn main() {}
 //! ```
 //!
-//! or runs them all with [`run_all`].
+//! A factory whose brokers need a test server owns it: [`WithServer`] pairs the two. Each check
+//! can also be called on its own, and [`run_all`] runs them all in one go.
 //!
 //! # Writing checks that do not flake
 //!
-//! * Channel names are unique per check ([`crate::testing::unique_channel`]), so checks can run in
+//! * Channel names are unique per check ([`crate::unique_channel`]), so checks can run in
 //!   parallel against one server.
 //! * Nothing sleeps to "let things settle". Real servers activate subscriptions asynchronously
 //!   (Redis answers `SUBSCRIBE` after it returns), so checks call [`await_subscribed`], which
@@ -38,8 +43,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::{Instant, timeout, timeout_at};
 
-use crate::broker::{Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Subscription};
-use crate::testing::unique_channel;
+use sidecast_core::broker::{
+    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Subscription,
+};
+
+use crate::unique_channel;
 
 /// How long a check waits for anything the backend should do (a message, the end of a stream).
 /// Generous, because CI machines are slow and shared; a healthy run takes milliseconds.
@@ -78,7 +86,7 @@ impl Capabilities {
 ///
 /// Implemented for every `Fn() -> Fut` where `Fut: Future<Output = B>` and `B: Broker`, so a
 /// closure is enough. A factory may also hand out handles to one shared in-process backend
-/// (clones of one [`crate::MemoryBroker`]); see [`run_all`] for what that implies.
+/// (clones of one [`sidecast_core::MemoryBroker`]); see [`run_all`] for what that implies.
 pub trait MakeBroker {
     /// The broker type made.
     type Broker: Broker;
@@ -98,6 +106,97 @@ where
     fn make(&self) -> impl Future<Output = B> {
         self()
     }
+}
+
+/// A broker factory together with the test server its brokers connect to, so that the server
+/// lives as long as the factory: `WithServer::new(RedisServer::start().await, Redis::on)` is one
+/// expression for [`conformance_tests!`](crate::conformance_tests).
+#[derive(Debug)]
+pub struct WithServer<S, M> {
+    server: S,
+    make: M,
+}
+
+impl<S, M: MakeBroker> WithServer<S, M> {
+    /// `server` and the factory that `factory` makes for it.
+    pub fn new(server: S, factory: impl FnOnce(&S) -> M) -> Self {
+        let make = factory(&server);
+        Self { server, make }
+    }
+
+    /// The server.
+    pub fn server(&self) -> &S {
+        &self.server
+    }
+}
+
+impl<S, M: MakeBroker> MakeBroker for WithServer<S, M> {
+    type Broker = M::Broker;
+
+    fn make(&self) -> impl Future<Output = M::Broker> {
+        self.make.make()
+    }
+}
+
+/// One `#[tokio::test]` per conformance check, and one that calls [`run_all`]
+/// (`conformance::run_all`), in the module where it is invoked.
+///
+/// `conformance_tests!(factory, capabilities)`: `factory` is an expression evaluated at the start
+/// of every test (it may `.await`) that gives a [`MakeBroker`]; a factory whose brokers connect to
+/// a test server owns the server (see [`WithServer`]). `capabilities` is a [`Capabilities`].
+/// The tests are named after the checks (`round_trip`, `patterns`, ...). The calling crate
+/// needs `tokio` with the `macros` and `rt` features, as any `#[tokio::test]` does.
+///
+/// ```no_run
+/// use sidecast_testkit::RedisServer;
+/// use sidecast_testkit::conformance::{Capabilities, WithServer};
+/// # use sidecast_core::MemoryBroker;
+/// # fn connect_to(_server: &RedisServer) -> impl Fn() -> std::future::Ready<MemoryBroker> {
+/// #     let broker = MemoryBroker::default();
+/// #     move || std::future::ready(broker.clone())
+/// # }
+///
+/// // Every check on a server of its own.
+/// sidecast_testkit::conformance_tests!(
+///     WithServer::new(RedisServer::start().await, connect_to),
+///     Capabilities::ALL
+/// );
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr, $capabilities:expr $(,)?) => {
+        // The checks that take only the factory; keep this list and `run_all` in step with the
+        // checks below.
+        $crate::conformance_tests!(
+            @checks ($factory)
+            health_connected round_trip several_channels fan_out order_per_publisher
+            large_payload binary_payload dropped_subscription close
+        );
+
+        #[::tokio::test]
+        async fn patterns() {
+            let make = $factory;
+            let capabilities: $crate::conformance::Capabilities = $capabilities;
+            $crate::conformance::patterns(&make, capabilities.patterns).await;
+        }
+
+        /// The whole suite in one go, as `run_all` runs it.
+        #[::tokio::test]
+        async fn run_all() {
+            let make = $factory;
+            $crate::conformance::run_all(&make, $capabilities).await;
+        }
+    };
+    (@checks ($factory:expr) $($check:ident)*) => {
+        $(
+            #[::tokio::test]
+            async fn $check() {
+                let make = $factory;
+                $crate::conformance::$check(&make).await;
+            }
+        )*
+    };
 }
 
 /// Runs every check, one after the other, expecting the given capabilities.
@@ -197,6 +296,44 @@ pub async fn assert_ends(subscription: &mut Subscription) {
             Ok(Some(_)) => {}
             Ok(None) => return,
             Err(_) => panic!("the subscription stream did not end within {DEADLINE:?}"),
+        }
+    }
+}
+
+/// Publishes numbered messages (`after restart 1`, `after restart 2`, ...) on `channel` until
+/// one of them arrives on `subscription`, and returns the moment it did: the first delivery after
+/// an outage. A publish that fails (the publisher is still reconnecting) is retried; copies of
+/// earlier numbers may still arrive afterwards.
+///
+/// Panics if nothing arrives within [`DEADLINE`], or if the subscription ends.
+pub async fn first_delivery<P: Broker + ?Sized>(
+    publisher: &P,
+    subscription: &mut Subscription,
+    channel: &str,
+) -> Instant {
+    let deadline = Instant::now() + DEADLINE;
+    let mut n = 0u32;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no message delivered on {channel:?} within {DEADLINE:?} of the server coming back"
+        );
+        n += 1;
+        let payload = format!("after restart {n}");
+        if publisher
+            .publish(channel, payload.clone().into())
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let window = Instant::now() + Duration::from_millis(100);
+        while let Ok(message) = timeout_at(window, subscription.recv()).await {
+            let message = message.expect("the stream must survive the outage");
+            if message.payload == payload.as_bytes() {
+                return Instant::now();
+            }
         }
     }
 }
