@@ -300,6 +300,23 @@ pub async fn assert_ends(subscription: &mut Subscription) {
     }
 }
 
+/// Subscribes `broker` to the exact channel `channel` and waits until the subscription receives
+/// what `broker` publishes there ([`await_subscribed`]). Panics if subscribing fails.
+pub async fn subscribed<B: Broker + ?Sized>(broker: &B, channel: &str) -> Subscription {
+    let mut subscription = subscribe(broker, &[ChannelSpec::exact(channel)]).await;
+    await_subscribed(broker, &mut subscription, channel).await;
+    subscription
+}
+
+/// `future`, which must finish within [`DEADLINE`]; panics naming `what` if it does not. For
+/// calls whose result a test checks, not how fast they return (a connect that must fail, a
+/// publish during an outage).
+pub async fn within_deadline<T>(what: &str, future: impl Future<Output = T>) -> T {
+    timeout(DEADLINE, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not return within {DEADLINE:?}"))
+}
+
 /// Publishes numbered messages (`after restart 1`, `after restart 2`, ...) on `channel` until
 /// one of them arrives on `subscription`, and returns the moment it did: the first delivery after
 /// an outage. A publish that fails (the publisher is still reconnecting) is retried; copies of
@@ -338,8 +355,22 @@ pub async fn first_delivery<P: Broker + ?Sized>(
     }
 }
 
+/// Two brokers (nodes) from `make_broker`, a subscriber and a publisher, and the subscriber's
+/// subscription to a new channel labelled `label`, receiving what the publisher publishes.
+async fn subscribed_pair<M: MakeBroker>(
+    make_broker: &M,
+    label: &str,
+) -> (M::Broker, M::Broker, String, Subscription) {
+    let subscriber = make_broker.make().await;
+    let publisher = make_broker.make().await;
+    let channel = unique_channel(label);
+    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
+    await_subscribed(&publisher, &mut sub, &channel).await;
+    (subscriber, publisher, channel, sub)
+}
+
 /// Subscribes or panics with the error.
-async fn subscribe<B: Broker + ?Sized>(broker: &B, specs: &[ChannelSpec]) -> Subscription {
+pub async fn subscribe<B: Broker + ?Sized>(broker: &B, specs: &[ChannelSpec]) -> Subscription {
     match broker.subscribe(specs).await {
         Ok(subscription) => subscription,
         Err(e) => panic!("subscribe({specs:?}) failed: {e}"),
@@ -347,9 +378,20 @@ async fn subscribe<B: Broker + ?Sized>(broker: &B, specs: &[ChannelSpec]) -> Sub
 }
 
 /// Publishes or panics with the error.
-async fn publish<B: Broker + ?Sized>(broker: &B, channel: &str, payload: impl Into<Bytes>) {
+pub async fn publish<B: Broker + ?Sized>(broker: &B, channel: &str, payload: impl Into<Bytes>) {
     if let Err(e) = broker.publish(channel, payload.into()).await {
         panic!("publish on {channel:?} failed: {e}");
+    }
+}
+
+/// Publishes each of `payloads` on `channel`, in order, or panics with the error.
+pub async fn publish_all<B, P>(broker: &B, channel: &str, payloads: impl IntoIterator<Item = P>)
+where
+    B: Broker + ?Sized,
+    P: Into<Bytes>,
+{
+    for payload in payloads {
+        publish(broker, channel, payload).await;
     }
 }
 
@@ -400,11 +442,8 @@ pub async fn health_connected<M: MakeBroker>(make_broker: &M) {
 /// A message published by one broker reaches a subscription on another broker, and a broker's
 /// own subscription receives what it publishes itself (the one-delivery-path rule).
 pub async fn round_trip<M: MakeBroker>(make_broker: &M) {
-    let subscriber = make_broker.make().await;
-    let publisher = make_broker.make().await;
-    let channel = unique_channel("round-trip");
-    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
-    await_subscribed(&publisher, &mut sub, &channel).await;
+    let (subscriber, publisher, channel, mut sub) =
+        subscribed_pair(make_broker, "round-trip").await;
 
     publish(
         &publisher,
@@ -485,11 +524,8 @@ pub async fn fan_out<M: MakeBroker>(make_broker: &M) {
 /// [`ORDER_MESSAGES`] messages from one publisher arrive complete and in publish order, while
 /// the subscriber reads concurrently.
 pub async fn order_per_publisher<M: MakeBroker>(make_broker: &M) {
-    let subscriber = make_broker.make().await;
-    let publisher = make_broker.make().await;
-    let channel = unique_channel("order");
-    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
-    await_subscribed(&publisher, &mut sub, &channel).await;
+    // The subscriber is kept alive (dropping a broker may end its subscriptions).
+    let (_subscriber, publisher, channel, mut sub) = subscribed_pair(make_broker, "order").await;
 
     let send = async {
         for i in 0..ORDER_MESSAGES {
@@ -512,11 +548,8 @@ pub async fn order_per_publisher<M: MakeBroker>(make_broker: &M) {
 
 /// A 1 MiB payload arrives intact.
 pub async fn large_payload<M: MakeBroker>(make_broker: &M) {
-    let subscriber = make_broker.make().await;
-    let publisher = make_broker.make().await;
-    let channel = unique_channel("large");
-    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
-    await_subscribed(&publisher, &mut sub, &channel).await;
+    // The subscriber is kept alive (dropping a broker may end its subscriptions).
+    let (_subscriber, publisher, channel, mut sub) = subscribed_pair(make_broker, "large").await;
 
     // Not a constant byte, so that truncation or reordering inside the payload shows.
     let payload: Vec<u8> = (0..1usize << 20)
@@ -537,11 +570,8 @@ pub async fn large_payload<M: MakeBroker>(make_broker: &M) {
 
 /// Payloads are bytes, not text: invalid UTF-8, NUL bytes and the empty payload arrive as sent.
 pub async fn binary_payload<M: MakeBroker>(make_broker: &M) {
-    let subscriber = make_broker.make().await;
-    let publisher = make_broker.make().await;
-    let channel = unique_channel("binary");
-    let mut sub = subscribe(&subscriber, &[ChannelSpec::exact(&channel)]).await;
-    await_subscribed(&publisher, &mut sub, &channel).await;
+    // The subscriber is kept alive (dropping a broker may end its subscriptions).
+    let (_subscriber, publisher, channel, mut sub) = subscribed_pair(make_broker, "binary").await;
 
     let every_byte: Vec<u8> = (0..=255u8).rev().collect();
     let invalid_utf8 = vec![0xc3, 0x28, 0xff, 0xfe, 0x00, 0x80];

@@ -25,6 +25,7 @@ pub mod redis_server;
 
 use std::time::Duration;
 
+use sidecast_core::{Broker, BrokerHealth};
 use tokio::time::{Instant, sleep};
 
 pub use conformance::Capabilities;
@@ -57,4 +58,24 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
         );
         sleep(EVENTUALLY_POLL).await;
     }
+}
+
+/// Polls `broker.health()` until it is [`BrokerHealth::Reconnecting`] with an attempt number
+/// that `attempt_done` accepts (`|_| true` for any), and returns that number; panics naming
+/// `what` after [`conformance::DEADLINE`].
+pub async fn await_reconnecting<B: Broker + ?Sized>(
+    broker: &B,
+    what: &str,
+    attempt_done: impl Fn(u32) -> bool,
+) -> u32 {
+    let mut seen = 0;
+    eventually(what, || match broker.health() {
+        BrokerHealth::Reconnecting { attempt, .. } if attempt_done(attempt) => {
+            seen = attempt;
+            true
+        }
+        _ => false,
+    })
+    .await;
+    seen
 }

@@ -104,6 +104,46 @@ pub async fn within_io_timeout<T>(
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, what.to_owned()))?
 }
 
+/// A loopback server that accepts TCP connections and never says a word, as a hung server or a
+/// black-holing proxy would, for the connect time-outs of clients. It stops when dropped.
+#[derive(Debug)]
+pub struct SilentServer {
+    port: u16,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl SilentServer {
+    /// Listens on a free loopback port; needs a Tokio runtime.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap_or_else(|e| panic!("cannot listen on a loopback port: {e}"));
+        let port = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("no local address: {e}"))
+            .port();
+        let accepting = tokio::spawn(async move {
+            // Held, not dropped: a closed connection would be an answer.
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        Self { port, accepting }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for SilentServer {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
 /// The last `lines` lines of `text`.
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
@@ -365,24 +405,21 @@ mod tests {
 
     #[test]
     fn parses_url_host_and_port() {
-        assert_eq!(
-            host_port("redis://127.0.0.1:7000", 6379),
-            Some(("127.0.0.1:7000".to_owned(), 7000))
-        );
-        assert_eq!(
-            host_port("redis://u:p@localhost:7001/0", 6379),
-            Some(("localhost:7001".to_owned(), 7001))
-        );
-        assert_eq!(
-            host_port("redis://localhost", 6379),
-            Some(("localhost:6379".to_owned(), 6379))
-        );
-        assert_eq!(
-            host_port("nats.example", 4222),
-            Some(("nats.example:4222".to_owned(), 4222))
-        );
-        assert_eq!(host_port("redis://localhost:x", 6379), None);
-        assert_eq!(host_port("redis://", 6379), None);
+        let cases = [
+            ("redis://127.0.0.1:7000", Some(("127.0.0.1:7000", 7000))),
+            (
+                "redis://u:p@localhost:7001/0",
+                Some(("localhost:7001", 7001)),
+            ),
+            ("redis://localhost", Some(("localhost:6379", 6379))),
+            ("nats.example", Some(("nats.example:6379", 6379))),
+            ("redis://localhost:x", None),
+            ("redis://", None),
+        ];
+        for (url, expected) in cases {
+            let expected = expected.map(|(host_port, port)| (host_port.to_owned(), port));
+            assert_eq!(host_port(url, 6379), expected, "{url}");
+        }
     }
 
     #[test]

@@ -780,16 +780,21 @@ mod tests {
 
     #[test]
     fn parses_url_host_and_port() {
-        assert_eq!(
-            host_port("amqp://u:p@127.0.0.1:7000/%2f"),
-            Some(("127.0.0.1:7000".to_owned(), 7000))
-        );
-        assert_eq!(
-            host_port("amqps://rabbit.example?heartbeat=5"),
-            Some(("rabbit.example:5671".to_owned(), 5671))
-        );
-        assert_eq!(host_port("redis://h:1"), None);
-        assert_eq!(host_port("amqp://h:x"), None);
+        for (url, expected) in [
+            (
+                "amqp://u:p@127.0.0.1:7000/%2f",
+                Some(("127.0.0.1:7000", 7000)),
+            ),
+            (
+                "amqps://rabbit.example?heartbeat=5",
+                Some(("rabbit.example:5671", 5671)),
+            ),
+            ("redis://h:1", None),
+            ("amqp://h:x", None),
+        ] {
+            let expected = expected.map(|(host_port, port)| (host_port.to_owned(), port));
+            assert_eq!(host_port(url), expected, "{url}");
+        }
     }
 
     #[test]

@@ -294,18 +294,16 @@ mod tests {
 
     #[test]
     fn parses_url_host_and_port() {
+        let at = |host_port: &str, port| Some((host_port.to_owned(), port));
         assert_eq!(
             host_port("redis://127.0.0.1:7000"),
-            Some(("127.0.0.1:7000".to_owned(), 7000))
+            at("127.0.0.1:7000", 7000)
         );
         assert_eq!(
             host_port("redis://u:p@localhost:7001/0"),
-            Some(("localhost:7001".to_owned(), 7001))
+            at("localhost:7001", 7001)
         );
-        assert_eq!(
-            host_port("redis://localhost"),
-            Some(("localhost:6379".to_owned(), 6379))
-        );
+        assert_eq!(host_port("redis://localhost"), at("localhost:6379", 6379));
         assert_eq!(host_port("redis://localhost:x"), None);
         assert_eq!(url_password("redis://u:p@h:1/0"), Some("p".to_owned()));
         assert_eq!(url_password("redis://h:1"), None);

@@ -7,18 +7,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{Redis, options};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
-use sidecast_testkit::conformance::{self, DEADLINE};
+use sidecast_testkit::conformance::{self, within_deadline};
+use sidecast_testkit::process::{SilentServer, free_port};
 use sidecast_testkit::{RedisServer, unique_channel};
 use sidecast_transport_redis::{RedisBroker, RedisOptions};
-use tokio::net::TcpListener;
-use tokio::time::timeout;
 
 /// Connects, bounded by a generous outer time-out: these tests check *that* connect returns
 /// and how, not how fast.
 async fn try_connect(options: RedisOptions) -> Result<RedisBroker, BrokerError> {
-    timeout(DEADLINE, RedisBroker::connect(options))
-        .await
-        .unwrap_or_else(|_| panic!("connect did not return within {DEADLINE:?}"))
+    within_deadline("connect", RedisBroker::connect(options)).await
+}
+
+/// The error of a connect that must fail, panicking with `why` if it succeeds.
+async fn connect_error(options: RedisOptions, why: &str) -> BrokerError {
+    try_connect(options).await.expect_err(why)
 }
 
 #[tokio::test]
@@ -28,9 +30,11 @@ async fn password_in_the_url() {
     let url = server.url_with_credentials(None, "s3cret-pw");
     conformance::round_trip(&Redis(options(&url))).await;
 
-    let error = try_connect(options(&server.url_with_credentials(None, "wrong-pw")))
-        .await
-        .expect_err("a wrong password must be refused");
+    let error = connect_error(
+        options(&server.url_with_credentials(None, "wrong-pw")),
+        "a wrong password must be refused",
+    )
+    .await;
     assert!(
         !error.is_transient(),
         "a wrong password is not transient: {error}"
@@ -51,9 +55,7 @@ async fn password_in_the_url() {
         "the error must not show the password: {shown}"
     );
 
-    let error = try_connect(options(server.url()))
-        .await
-        .expect_err("a missing password must be refused");
+    let error = connect_error(options(server.url()), "a missing password must be refused").await;
     assert!(
         matches!(error, BrokerError::Rejected { .. }),
         "missing password: {error:?}"
@@ -73,9 +75,11 @@ async fn acl_user_in_the_url() {
     let url = server.url_with_credentials(Some("node"), "node-pw");
     conformance::round_trip(&Redis(options(&url))).await;
 
-    let error = try_connect(options(&server.url_with_credentials(Some("node"), "nope")))
-        .await
-        .expect_err("a wrong ACL password must be refused");
+    let error = connect_error(
+        options(&server.url_with_credentials(Some("node"), "nope")),
+        "a wrong ACL password must be refused",
+    )
+    .await;
     assert!(matches!(error, BrokerError::Rejected { .. }), "{error:?}");
 }
 
@@ -125,13 +129,12 @@ async fn acl_denied_channel_is_rejected_not_transient() {
 
 #[tokio::test]
 async fn nothing_listening_is_a_transient_error() {
-    let port = {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        listener.local_addr().expect("addr").port()
-    };
-    let error = try_connect(options(&format!("redis://127.0.0.1:{port}")))
-        .await
-        .expect_err("nothing listens there");
+    let port = free_port();
+    let error = connect_error(
+        options(&format!("redis://127.0.0.1:{port}")),
+        "nothing listens there",
+    )
+    .await;
     assert!(error.is_transient(), "{error}");
     assert!(
         matches!(error, BrokerError::Unavailable { .. }),
@@ -142,21 +145,13 @@ async fn nothing_listening_is_a_transient_error() {
 #[tokio::test]
 async fn silent_server_hits_the_connect_timeout() {
     // Accepts TCP connections and never answers: connect must give up after connect_timeout.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let _silent = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
+    let silent = SilentServer::start().await;
+    let port = silent.port();
     let options = RedisOptions {
         connect_timeout: Duration::from_millis(300),
         ..options(&format!("redis://127.0.0.1:{port}"))
     };
-    let error = try_connect(options)
-        .await
-        .expect_err("a server that never answers");
+    let error = connect_error(options, "a server that never answers").await;
     assert!(
         matches!(error, BrokerError::Timeout { after, .. } if after == Duration::from_millis(300)),
         "{error:?}"
@@ -171,9 +166,7 @@ async fn invalid_url_is_a_config_error() {
         "redis://127.0.0.1:notaport",
         "not a url",
     ] {
-        let error = try_connect(options(url))
-            .await
-            .expect_err("invalid URL must be refused");
+        let error = connect_error(options(url), "invalid URL must be refused").await;
         assert!(
             matches!(error, BrokerError::Config { .. }),
             "{url}: {error:?}"
@@ -183,12 +176,14 @@ async fn invalid_url_is_a_config_error() {
 
 #[tokio::test]
 async fn zero_options_are_config_errors() {
-    let error = try_connect(RedisOptions {
-        backoff_min: Duration::ZERO,
-        ..RedisOptions::default()
-    })
-    .await
-    .expect_err("zero backoff");
+    let error = connect_error(
+        RedisOptions {
+            backoff_min: Duration::ZERO,
+            ..RedisOptions::default()
+        },
+        "zero backoff",
+    )
+    .await;
     assert!(matches!(error, BrokerError::Config { .. }), "{error:?}");
 }
 
@@ -202,8 +197,6 @@ async fn rediss_to_a_plain_server_fails_cleanly() {
         connect_timeout: Duration::from_secs(1),
         ..options(&url)
     };
-    let error = try_connect(options)
-        .await
-        .expect_err("TLS against a plain server must fail");
+    let error = connect_error(options, "TLS against a plain server must fail").await;
     assert!(error.is_transient(), "{error}");
 }

@@ -7,10 +7,10 @@
 mod common;
 
 use common::{connect, options};
-use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
-use sidecast_testkit::conformance::await_subscribed;
+use sidecast_core::Broker;
+use sidecast_testkit::conformance::subscribed;
 use sidecast_testkit::log::CapturedLog;
-use sidecast_testkit::{RedisServer, eventually, unique_channel};
+use sidecast_testkit::{RedisServer, await_reconnecting, eventually, unique_channel};
 
 /// An outage that breaks several connections (the publisher and three subscriptions) and takes
 /// several reconnect attempts is logged as one "lost" and one "restored", with the password
@@ -26,18 +26,14 @@ async fn an_outage_is_logged_once() {
     let mut subs = Vec::new();
     for _ in 0..3 {
         let channel = unique_channel("logged");
-        let mut sub = broker
-            .subscribe(&[ChannelSpec::exact(&channel)])
-            .await
-            .expect("subscribe");
-        await_subscribed(&broker, &mut sub, &channel).await;
-        subs.push(sub);
+        subs.push(subscribed(&broker, &channel).await);
     }
 
     server.stop().await;
-    eventually(
+    await_reconnecting(
+        &broker,
         "Reconnecting with a few failed attempts",
-        || matches!(broker.health(), BrokerHealth::Reconnecting { attempt, .. } if attempt >= 3),
+        |attempt| attempt >= 3,
     )
     .await;
     server.restart().await;

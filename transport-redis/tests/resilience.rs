@@ -11,11 +11,12 @@ use bytes::Bytes;
 use common::{connect, options};
 use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
 use sidecast_testkit::conformance::{
-    DEADLINE, assert_ends, await_subscribed, first_delivery, next_message,
+    assert_ends, await_subscribed, first_delivery, next_message, publish_all, subscribed,
+    within_deadline,
 };
-use sidecast_testkit::{RedisServer, eventually, unique_channel};
+use sidecast_testkit::{RedisServer, await_reconnecting, eventually, unique_channel};
 use sidecast_transport_redis::RedisOptions;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep};
 
 #[tokio::test]
 async fn subscription_survives_a_redis_restart() {
@@ -24,34 +25,20 @@ async fn subscription_survives_a_redis_restart() {
     // below is the one users get.
     let broker = connect(RedisOptions::new(server.url())).await;
     let channel = unique_channel("restart");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut sub, &channel).await;
+    let mut sub = subscribed(&broker, &channel).await;
     assert_eq!(broker.health(), BrokerHealth::Connected);
 
     server.stop().await;
-    let mut seen_attempt = 0;
-    eventually("health Reconnecting after Redis stopped", || {
-        match broker.health() {
-            BrokerHealth::Reconnecting { attempt, .. } => {
-                seen_attempt = attempt;
-                true
-            }
-            _ => false,
-        }
-    })
-    .await;
+    let seen_attempt =
+        await_reconnecting(&broker, "health Reconnecting after Redis stopped", |_| true).await;
     assert!(seen_attempt >= 1, "attempts count from 1");
 
     // While Redis is down, publishing fails (fast, with a transient error) instead of hanging.
-    let result = timeout(
-        DEADLINE,
+    let result = within_deadline(
+        "publish during the outage",
         broker.publish(&channel, Bytes::from_static(b"lost")),
     )
-    .await
-    .expect("publish during the outage must return, not hang");
+    .await;
     let error = result.expect_err("publish during the outage must fail");
     assert!(
         error.is_transient(),
@@ -74,12 +61,7 @@ async fn subscription_survives_a_redis_restart() {
     );
 
     // And traffic flows normally again, in order.
-    for i in 0..20 {
-        broker
-            .publish(&channel, format!("steady {i}").into())
-            .await
-            .expect("publish after recovery");
-    }
+    publish_all(&broker, &channel, (0..20).map(|i| format!("steady {i}"))).await;
     for i in 0..20 {
         let message = next_message(&mut sub).await;
         // Late copies of the numbered probes may still be queued: skip them.
@@ -133,9 +115,11 @@ async fn publish_during_an_outage_fails_fast_and_recovers() {
 
     server.stop().await;
     for i in 0..5 {
-        let result = timeout(DEADLINE, broker.publish(&channel, Bytes::from_static(b"x")))
-            .await
-            .unwrap_or_else(|_| panic!("publish {i} during the outage hung"));
+        let result = within_deadline(
+            &format!("publish {i} during the outage"),
+            broker.publish(&channel, Bytes::from_static(b"x")),
+        )
+        .await;
         let error = result.expect_err("publish during the outage must fail");
         assert!(
             error.is_transient(),
@@ -168,19 +152,10 @@ async fn slow_consumer_loses_the_overflow_but_keeps_receiving() {
     };
     let broker = connect(options).await;
     let channel = unique_channel("slow");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .expect("subscribe");
     // Returns once the latest probe arrived, so no probe is left to take queue space.
-    await_subscribed(&broker, &mut sub, &channel).await;
+    let mut sub = subscribed(&broker, &channel).await;
 
-    for i in 0..100 {
-        broker
-            .publish(&channel, format!("burst {i}").into())
-            .await
-            .expect("publish must not wait for the consumer");
-    }
+    publish_all(&broker, &channel, (0..100).map(|i| format!("burst {i}"))).await;
     // The first 8 fill the queue; the other 92 are dropped and counted, not waited for.
     eventually("92 messages counted as dropped", || sub.dropped() == 92).await;
     assert_eq!(broker.health(), BrokerHealth::Connected);
@@ -190,12 +165,7 @@ async fn slow_consumer_loses_the_overflow_but_keeps_receiving() {
     }
 
     // Drained: the subscription works as before.
-    for i in 0..5 {
-        broker
-            .publish(&channel, format!("later {i}").into())
-            .await
-            .expect("publish");
-    }
+    publish_all(&broker, &channel, (0..5).map(|i| format!("later {i}"))).await;
     for i in 0..5 {
         let message = next_message(&mut sub).await;
         assert_eq!(message.payload, format!("later {i}").as_bytes());
@@ -208,11 +178,7 @@ async fn dropping_the_broker_ends_its_subscriptions() {
     let server = RedisServer::start().await;
     let broker = connect(options(server.url())).await;
     let channel = unique_channel("drop-broker");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut sub, &channel).await;
+    let mut sub = subscribed(&broker, &channel).await;
     drop(broker);
     assert_ends(&mut sub).await;
 }
@@ -222,12 +188,11 @@ async fn subscribe_during_an_outage_fails_with_a_transient_error() {
     let mut server = RedisServer::start_local().await;
     let broker = connect(options(server.url())).await;
     server.stop().await;
-    let result = timeout(
-        DEADLINE,
+    let result = within_deadline(
+        "subscribe during the outage",
         broker.subscribe(&[ChannelSpec::exact(unique_channel("down"))]),
     )
-    .await
-    .expect("subscribe during the outage must return, not hang");
+    .await;
     let error = result.expect_err("nothing to subscribe to while Redis is down");
     assert!(error.is_transient(), "{error}");
 
@@ -255,11 +220,7 @@ async fn unresponsive_server_times_out_and_recovers() {
     };
     let broker = connect(options).await;
     let channel = unique_channel("paused");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut sub, &channel).await;
+    let mut sub = subscribed(&broker, &channel).await;
     // Several keep-alive rounds on a healthy connection change nothing.
     sleep(Duration::from_millis(350)).await;
     assert_eq!(broker.health(), BrokerHealth::Connected);
@@ -269,12 +230,11 @@ async fn unresponsive_server_times_out_and_recovers() {
         .await
         .expect("CLIENT PAUSE");
     assert_eq!(reply, "+OK");
-    let result = timeout(
-        DEADLINE,
+    let result = within_deadline(
+        "publish to a paused server",
         broker.publish(&channel, Bytes::from_static(b"stuck")),
     )
-    .await
-    .expect("publish to a paused server must time out, not hang");
+    .await;
     let error = result.expect_err("a paused server cannot acknowledge");
     assert!(
         matches!(error, sidecast_core::BrokerError::Timeout { .. }),

@@ -6,10 +6,10 @@
 
 mod support;
 
-use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
-use sidecast_testkit::conformance::{MakeBroker, await_subscribed};
+use sidecast_core::Broker;
+use sidecast_testkit::conformance::{MakeBroker, await_subscribed, subscribed};
 use sidecast_testkit::log::CapturedLog;
-use sidecast_testkit::{eventually, unique_channel};
+use sidecast_testkit::{await_reconnecting, eventually, unique_channel};
 use support::{Nats, NatsServer};
 
 /// One outage is logged once (`warn`) and its end once (`info`), however many subscriptions
@@ -25,19 +25,14 @@ async fn an_outage_is_logged_once() {
     let mut subs = Vec::new();
     for i in 0..3 {
         let channel = unique_channel(&format!("logged-{i}"));
-        let mut sub = broker
-            .subscribe(&[ChannelSpec::exact(&channel)])
-            .await
-            .unwrap();
-        await_subscribed(&broker, &mut sub, &channel).await;
+        let sub = subscribed(&broker, &channel).await;
         subs.push((channel, sub));
     }
 
     server.stop().await;
-    eventually(
-        "Reconnecting with attempt >= 3",
-        || matches!(broker.health(), BrokerHealth::Reconnecting { attempt, .. } if attempt >= 3),
-    )
+    await_reconnecting(&broker, "Reconnecting with attempt >= 3", |attempt| {
+        attempt >= 3
+    })
     .await;
     server.restart().await;
     eventually("Connected", || broker.health().is_connected()).await;

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
 use sidecast_example_nats::NatsBroker;
 use sidecast_testkit::conformance::{
-    DEADLINE, MakeBroker, assert_ends, await_subscribed, next_message,
+    DEADLINE, MakeBroker, assert_ends, await_subscribed, next_message, subscribed,
 };
 use sidecast_testkit::unique_channel;
 use support::{Nats, NatsServer};
@@ -152,11 +152,7 @@ async fn close_during_an_outage_is_prompt() {
     let mut server = NatsServer::start_local().await;
     let broker = Nats::on(&server).make().await;
     let channel = unique_channel("close-outage");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .unwrap();
-    await_subscribed(&broker, &mut sub, &channel).await;
+    let mut sub = subscribed(&broker, &channel).await;
 
     server.stop().await;
     wait_for_health(&broker, "Reconnecting", |h| reconnecting(h).is_some()).await;

@@ -13,9 +13,12 @@ use std::time::Duration;
 use crate::common::connect;
 use bytes::Bytes;
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, Subscription};
-use sidecast_testkit::conformance::{DEADLINE, await_subscribed, first_delivery, next_message};
+use sidecast_testkit::conformance::{
+    DEADLINE, await_subscribed, first_delivery, next_message, publish_all, subscribed,
+    within_deadline,
+};
 use sidecast_testkit::log::CapturedLog;
-use sidecast_testkit::{RabbitMqServer, eventually, unique_channel};
+use sidecast_testkit::{RabbitMqServer, await_reconnecting, eventually, unique_channel};
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
 use tokio::time::{Instant, sleep, timeout};
 
@@ -45,11 +48,7 @@ struct Node {
 
 async fn subscribed_node(options: AmqpOptions, channel: &str) -> Node {
     let broker = connect(options).await;
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(channel)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut sub, channel).await;
+    let sub = subscribed(&broker, channel).await;
     Node { broker, sub }
 }
 
@@ -57,12 +56,11 @@ async fn subscribed_node(options: AmqpOptions, channel: &str) -> Node {
 /// or waiting for the reconnection.
 async fn publish_fails_fast(broker: &AmqpBroker, channel: &str, outage: impl std::fmt::Debug) {
     let started = Instant::now();
-    let result = timeout(
-        DEADLINE,
+    let result = within_deadline(
+        &format!("{outage:?}: publish during the outage"),
         broker.publish(channel, Bytes::from_static(b"lost")),
     )
-    .await
-    .unwrap_or_else(|_| panic!("{outage:?}: publish during the outage hung"));
+    .await;
     let took = started.elapsed();
     let error = result.expect_err("publish during the outage must fail");
     assert!(
@@ -94,16 +92,10 @@ async fn outage_and_recovery(
         Outage::Crash => server.kill().await,
     }
     for (i, node) in nodes.iter().enumerate() {
-        let mut seen_attempt = 0;
-        eventually(
+        let seen_attempt = await_reconnecting(
+            &node.broker,
             &format!("{outage:?}: node {i} reports Reconnecting"),
-            || match node.broker.health() {
-                BrokerHealth::Reconnecting { attempt, .. } => {
-                    seen_attempt = attempt;
-                    true
-                }
-                _ => false,
-            },
+            |_| true,
         )
         .await;
         assert!(seen_attempt >= 1, "attempts count from 1");
@@ -143,12 +135,7 @@ async fn outage_and_recovery(
     for node in nodes.iter_mut() {
         await_subscribed(publisher, &mut node.sub, channel).await;
     }
-    for i in 0..20 {
-        publisher
-            .publish(channel, format!("steady {i}").into())
-            .await
-            .expect("publish after recovery");
-    }
+    publish_all(publisher, channel, (0..20).map(|i| format!("steady {i}"))).await;
     for (n, node) in nodes.iter_mut().enumerate() {
         for i in 0..20 {
             let message = next_message(&mut node.sub).await;
@@ -207,11 +194,7 @@ async fn an_unresponsive_rabbitmq_is_noticed_through_heartbeats() {
     };
     let broker = connect(options).await;
     let channel = unique_channel("paused");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut sub, &channel).await;
+    let mut sub = subscribed(&broker, &channel).await;
 
     server.pause();
     let paused_at = Instant::now();
@@ -243,9 +226,10 @@ async fn an_unresponsive_rabbitmq_is_noticed_through_heartbeats() {
         paused_at.elapsed()
     );
     publish_fails_fast(&broker, &channel, "frozen RabbitMQ").await;
-    eventually(
+    await_reconnecting(
+        &broker,
         "a few reconnect attempts against the frozen server",
-        || matches!(broker.health(), BrokerHealth::Reconnecting { attempt, .. } if attempt >= 3),
+        |attempt| attempt >= 3,
     )
     .await;
 
@@ -305,23 +289,20 @@ async fn subscribing_during_an_outage_fails_fast_and_recovers_afterwards() {
     let url = server.url_with("logger", "log-s3cret", "/");
     let broker = connect(crate::common::options(&url)).await;
     let channel = unique_channel("outage-subscribe");
-    let mut existing = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut existing, &channel).await;
+    let mut existing = subscribed(&broker, &channel).await;
 
     server.kill().await;
-    eventually(
-        "several failed reconnect attempts",
-        || matches!(broker.health(), BrokerHealth::Reconnecting { attempt, .. } if attempt >= 3),
-    )
+    await_reconnecting(&broker, "several failed reconnect attempts", |attempt| {
+        attempt >= 3
+    })
     .await;
     let started = Instant::now();
-    let error = timeout(DEADLINE, broker.subscribe(&[ChannelSpec::exact(&channel)]))
-        .await
-        .expect("subscribe during the outage must return")
-        .expect_err("subscribe during the outage must fail");
+    let error = within_deadline(
+        "subscribe during the outage",
+        broker.subscribe(&[ChannelSpec::exact(&channel)]),
+    )
+    .await
+    .expect_err("subscribe during the outage must fail");
     assert!(error.is_transient(), "{error}");
     assert!(started.elapsed() < Duration::from_secs(2));
 

@@ -1,7 +1,6 @@
 //! Connecting and what RabbitMQ refuses: credentials and virtual hosts in the URL, unreachable
 //! and silent servers, bad URLs, TLS (`amqps://`), patterns and bad names.
 
-use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -9,18 +8,21 @@ use std::time::Duration;
 use crate::common::{Amqp, options};
 use bytes::Bytes;
 use sidecast_core::{Broker, BrokerError, ChannelSpec};
-use sidecast_testkit::conformance::{self, DEADLINE};
+use sidecast_testkit::conformance::{self, within_deadline};
+use sidecast_testkit::process::{SilentServer, free_port};
 use sidecast_testkit::{RabbitMqServer, unique_channel};
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
-use tokio::net::TcpListener;
-use tokio::time::{Instant, timeout};
+use tokio::time::Instant;
 
 /// Connects, bounded by a generous outer time-out: these tests check *that* connect returns and
 /// how, not how fast.
 async fn try_connect(options: AmqpOptions) -> Result<AmqpBroker, BrokerError> {
-    timeout(DEADLINE, AmqpBroker::connect(options))
-        .await
-        .unwrap_or_else(|_| panic!("connect did not return within {DEADLINE:?}"))
+    within_deadline("connect", AmqpBroker::connect(options)).await
+}
+
+/// The error of a connect that must fail, panicking with `why` if it succeeds.
+async fn connect_error(options: AmqpOptions, why: &str) -> BrokerError {
+    try_connect(options).await.expect_err(why)
 }
 
 /// The error and its sources, as a log line would show them.
@@ -64,11 +66,7 @@ async fn credentials_and_vhost_in_the_url() {
     // The same exchange name on the default vhost is another exchange: vhosts are isolated.
     let channel = unique_channel("vhost");
     let in_vhost = crate::common::connect(options(&url)).await;
-    let mut sub = in_vhost
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .expect("subscribe in the vhost");
-    conformance::await_subscribed(&in_vhost, &mut sub, &channel).await;
+    let mut sub = conformance::subscribed(&in_vhost, &channel).await;
     let on_default = crate::common::connect(options(server.url())).await;
     on_default
         .publish(&channel, Bytes::from_static(b"other vhost"))
@@ -82,9 +80,11 @@ async fn credentials_and_vhost_in_the_url() {
     assert_eq!(message.payload, &b"same vhost"[..], "vhosts must not leak");
 
     // A wrong password: refused, not transient, the fix named, the password not shown.
-    let error = try_connect(options(&server.url_with(&user, "wrong-pw", &vhost)))
-        .await
-        .expect_err("a wrong password must be refused");
+    let error = connect_error(
+        options(&server.url_with(&user, "wrong-pw", &vhost)),
+        "a wrong password must be refused",
+    )
+    .await;
     let text = shown(&error);
     assert!(matches!(error, BrokerError::Rejected { .. }), "{text}");
     assert!(!error.is_transient(), "{text}");
@@ -96,9 +96,11 @@ async fn credentials_and_vhost_in_the_url() {
 
     // A vhost the user may not use, and one that does not exist.
     for other in ["/", "no-such-vhost"] {
-        let error = try_connect(options(&server.url_with(&user, password, other)))
-            .await
-            .expect_err("a vhost without permissions must be refused");
+        let error = connect_error(
+            options(&server.url_with(&user, password, other)),
+            "a vhost without permissions must be refused",
+        )
+        .await;
         let text = shown(&error);
         assert!(
             matches!(error, BrokerError::Rejected { .. }),
@@ -112,14 +114,13 @@ async fn credentials_and_vhost_in_the_url() {
 #[tokio::test]
 async fn unreachable_server_is_unavailable_at_once() {
     // A port nobody listens on: bound, then released.
-    let port = StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let started = Instant::now();
-    let error = try_connect(options(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f")))
-        .await
-        .expect_err("nothing listens there");
+    let error = connect_error(
+        options(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f")),
+        "nothing listens there",
+    )
+    .await;
     assert!(
         matches!(error, BrokerError::Unavailable { .. }),
         "{}",
@@ -135,28 +136,23 @@ async fn unreachable_server_is_unavailable_at_once() {
 #[tokio::test]
 async fn a_silent_server_times_out() {
     // Accepts TCP connections and never says a word.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let accepting = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
+    let silent = SilentServer::start().await;
+    let port = silent.port();
     let started = Instant::now();
-    let error = try_connect(AmqpOptions {
-        connect_timeout: Duration::from_millis(300),
-        ..options(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
-    })
-    .await
-    .expect_err("a silent server must time out");
+    let error = connect_error(
+        AmqpOptions {
+            connect_timeout: Duration::from_millis(300),
+            ..options(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f"))
+        },
+        "a silent server must time out",
+    )
+    .await;
     assert!(
         matches!(error, BrokerError::Timeout { .. }),
         "{}",
         shown(&error)
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    accepting.abort();
 }
 
 #[tokio::test]
@@ -312,10 +308,7 @@ fn make_certificates(dir: &Path) {
 async fn amqps_with_a_private_ca() {
     let certs = tempfile::tempdir().expect("temporary directory");
     make_certificates(certs.path());
-    let tls_port = StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let tls_port = free_port();
     let path = |name: &str| certs.path().join(name).display().to_string();
     let server = RabbitMqServer::start_local_with_config(&[
         &format!("listeners.ssl.default = 127.0.0.1:{tls_port}"),
@@ -329,21 +322,21 @@ async fn amqps_with_a_private_ca() {
     let url = format!("amqps://guest:guest@127.0.0.1:{tls_port}/%2f");
 
     // Without the CA, the server's certificate is not trusted: refused, with the fix.
-    let error = try_connect(AmqpOptions {
-        connect_timeout: Duration::from_secs(10),
-        ..options(&url)
-    })
-    .await
-    .expect_err("an untrusted certificate must be refused");
+    let error = connect_error(
+        AmqpOptions {
+            connect_timeout: Duration::from_secs(10),
+            ..options(&url)
+        },
+        "an untrusted certificate must be refused",
+    )
+    .await;
     let text = shown(&error);
     assert!(matches!(error, BrokerError::Rejected { .. }), "{text}");
     assert!(text.contains("SSL_CERT_FILE"), "names the fix: {text}");
 
     // amqps:// on the plain AMQP port: refused as a TLS problem too, not retried forever.
     let plain_port = format!("amqps://guest:guest@127.0.0.1:{}/%2f", server.port());
-    let error = try_connect(options(&plain_port))
-        .await
-        .expect_err("TLS to a plain port must fail");
+    let error = connect_error(options(&plain_port), "TLS to a plain port must fail").await;
     assert!(!error.is_transient(), "{}", shown(&error));
 
     // With the CA: the whole round trip, in a child process with SSL_CERT_FILE set.

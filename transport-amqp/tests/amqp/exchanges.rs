@@ -14,7 +14,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
-use sidecast_testkit::conformance::{DEADLINE, await_subscribed, next_message};
+use sidecast_testkit::conformance::{DEADLINE, await_subscribed, next_message, subscribed};
 use sidecast_testkit::{RabbitMqServer, eventually, unique_channel};
 use sidecast_transport_amqp::AmqpOptions;
 use tokio::time::timeout;
@@ -181,11 +181,7 @@ async fn a_deleted_queue_is_replaced() {
     let server = RabbitMqServer::shared_local().await;
     let broker = connect(options(server.url())).await;
     let name = unique_channel("deleted-queue");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&name)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut sub, &name).await;
+    let mut sub = subscribed(&broker, &name).await;
 
     let bindings = server
         .ctl(&[
@@ -232,11 +228,7 @@ async fn a_slow_consumer_loses_the_overflow_but_not_later_messages() {
     })
     .await;
     let name = unique_channel("slow");
-    let mut sub = broker
-        .subscribe(&[ChannelSpec::exact(&name)])
-        .await
-        .expect("subscribe");
-    await_subscribed(&broker, &mut sub, &name).await;
+    let mut sub = subscribed(&broker, &name).await;
 
     // The consumer reads nothing while the burst arrives: the first CAPACITY messages are kept,
     // the rest dropped and counted, and publishing never stalls.
