@@ -1,7 +1,7 @@
 //! The `sidecast` command: run a node, emit events from anywhere, inspect configuration, load-test.
 //!
 //! This file parses the command line and hands each subcommand to its module: [`serve`],
-//! [`emit`], [`show_config`] and [`bench`].
+//! [`emit`], [`show_config`] and [`bench`](mod@bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
