@@ -8,6 +8,7 @@
 //! * [`AuthPolicy`] and the built-in policies.
 //! * [`Emitter`]: publish events from any Rust program.
 //! * [`config`]: the configuration types and their loading.
+//! * [`supervision`]: what transports share to reconnect and report their health.
 
 pub mod auth;
 pub mod broker;
@@ -25,7 +26,7 @@ pub use auth::{
     Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, Principal, SessionAuth, TokenAuth,
 };
 pub use broker::{
-    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Delivery, Explained,
+    Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerUrl, ChannelSpec, Delivery, Explained,
     SharedBroker, Subscription, SubscriptionSender,
 };
 pub use config::Config;
@@ -33,3 +34,9 @@ pub use emitter::{EmitError, Emitter};
 pub use envelope::Envelope;
 pub use memory::MemoryBroker;
 pub use signing::{SignatureError, Signer};
+
+/// What the macros of this crate expand to in other crates; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use tracing;
+}

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 // The contract (the trait and the types it speaks of) is here; `error` holds `BrokerError` and
-// `Explained`, `subscription` the bounded queue a transport feeds, `url` the password redaction.
+// `Explained`, `subscription` the bounded queue a transport feeds, `url` the URL type that redacts its password.
 // Everything is re-exported, so that every path is `sidecast_core::broker::Name`.
 mod error;
 mod subscription;
@@ -16,7 +16,7 @@ mod url;
 
 pub use error::{BrokerError, Explained};
 pub use subscription::{Delivery, Subscription, SubscriptionSender};
-pub use url::redact_url;
+pub use url::{BrokerUrl, redact_url};
 
 /// A message bus that carries opaque payloads on named channels.
 ///

@@ -1,4 +1,88 @@
-//! Broker URLs as they may be logged and shown: with the password redacted.
+//! Broker URLs as they may be logged and shown: with the password redacted. [`BrokerUrl`] holds
+//! one and shows it only that way; [`redact_url`] redacts a plain string.
+
+use std::fmt;
+
+/// A broker URL (`redis://user:password@host:6379/0`, `amqp://...`, `nats://...`) that never
+/// shows its password: [`Debug`](fmt::Debug) and [`Display`](fmt::Display) print it redacted
+/// (`redis://user:***@host:6379/0`), so that options holding one can derive `Debug` and be
+/// logged. [`BrokerUrl::as_str`] gives the URL itself, for the client library that connects.
+///
+/// ```
+/// use sidecast_core::BrokerUrl;
+///
+/// let url = BrokerUrl::new("amqp://node:s3cret@rabbit:5672/%2f");
+/// assert_eq!(url.to_string(), "amqp://node:***@rabbit:5672/%2f");
+/// assert_eq!(format!("{url:?}"), r#"BrokerUrl("amqp://node:***@rabbit:5672/%2f")"#);
+/// assert_eq!(url.as_str(), "amqp://node:s3cret@rabbit:5672/%2f");
+/// assert_eq!(url, "amqp://node:s3cret@rabbit:5672/%2f");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct BrokerUrl(String);
+
+impl BrokerUrl {
+    /// Wraps `url`, as written (password included).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, password included: for the client library, never for a log.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with its password redacted, as [`Display`](fmt::Display) shows it.
+    pub fn redacted(&self) -> String {
+        redact_url(&self.0)
+    }
+
+    /// The scheme (`redis`, `amqps`, ...), if the URL has one.
+    pub fn scheme(&self) -> Option<&str> {
+        self.0.split_once("://").map(|(scheme, _)| scheme)
+    }
+}
+
+impl fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BrokerUrl").field(&self.redacted()).finish()
+    }
+}
+
+impl From<String> for BrokerUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for BrokerUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl From<&String> for BrokerUrl {
+    fn from(url: &String) -> Self {
+        Self(url.clone())
+    }
+}
+
+impl PartialEq<str> for BrokerUrl {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for BrokerUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
 
 /// Removes the password from a broker URL so that it can be logged and shown.
 ///
@@ -43,5 +127,18 @@ mod tests {
         );
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(redact_url("user:pw@host:1/vh"), "user:***@host:1/vh");
+    }
+
+    #[test]
+    fn a_broker_url_shows_itself_redacted_only() {
+        let url = BrokerUrl::from("redis://user:hunter2@h:1/0");
+        for shown in [url.to_string(), format!("{url:?}"), url.redacted()] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("redis://user:***@h:1/0"), "{shown}");
+        }
+        assert_eq!(url.as_str(), "redis://user:hunter2@h:1/0");
+        assert_eq!(url.scheme(), Some("redis"));
+        assert_eq!(BrokerUrl::new("h:1").scheme(), None);
+        assert_eq!(BrokerUrl::new("redis://h:1").to_string(), "redis://h:1");
     }
 }

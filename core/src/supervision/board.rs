@@ -1,15 +1,11 @@
-//! Reconnect supervision for broker transports: a [`HealthBoard`] that folds the outages of a
-//! broker's parts into one [`BrokerHealth`] and tells which transitions to log so that each
-//! outage is logged once, and the capped exponential [`Backoff`] with jitter between reconnect
-//! attempts.
-//!
-//! Any transport can use these, in this workspace or not: the Redis and AMQP transports do, and
-//! so does the NATS example broker (its backoff).
+//! [`HealthBoard`]: which parts of a broker are down, folded into one [`BrokerHealth`], and which
+//! transitions to log so that each outage is logged once.
 //!
 //! A transport gives each of its parts (a connection, or a subscription's queue) a [`PartId`],
 //! and reports that part's transitions: [`HealthBoard::lost`] when it breaks,
 //! [`HealthBoard::attempt`] before each reconnect attempt, [`HealthBoard::restored`] when it is
-//! back, [`HealthBoard::forget`] when it is gone for good. [`Broker::health`] can then return
+//! back, [`HealthBoard::forget`] when it is gone for good (or holds the [`Part`] guard of
+//! [`HealthBoard::part`], which forgets it when dropped). [`Broker::health`] can then return
 //! [`HealthBoard::health`], which takes a lock but does no I/O.
 //!
 //! ```
@@ -34,8 +30,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
-
-use rand::Rng;
 
 use crate::BrokerHealth;
 
@@ -103,6 +97,27 @@ struct Outage {
     since: SystemTime,
     /// For the "restored after" figure (monotonic, unlike `since`).
     started: Instant,
+}
+
+/// Part `id` of a [`HealthBoard`], from [`HealthBoard::part`]: forgets the part when dropped.
+#[derive(Debug)]
+#[must_use = "dropping the guard forgets the part at once"]
+pub struct Part<'a> {
+    board: &'a HealthBoard,
+    id: PartId,
+}
+
+impl Part<'_> {
+    /// The part's id on the board.
+    pub fn id(&self) -> PartId {
+        self.id
+    }
+}
+
+impl Drop for Part<'_> {
+    fn drop(&mut self) {
+        self.board.forget(self.id);
+    }
 }
 
 impl HealthBoard {
@@ -174,6 +189,13 @@ impl HealthBoard {
         self.down().remove(&id);
     }
 
+    /// A guard for part `id` that [forgets](HealthBoard::forget) it when dropped: held by the task
+    /// that runs the part, so that the part stops counting however the task ends (a subscription
+    /// dropped during an outage must not keep the broker "reconnecting").
+    pub fn part(&self, id: PartId) -> Part<'_> {
+        Part { board: self, id }
+    }
+
     /// The broker's health: `Closed` once closed, else `Reconnecting` while any part is down
     /// (`since` the oldest outage; the attempt count as [`AttemptCount`] says), else `Connected`.
     pub fn health(&self) -> BrokerHealth {
@@ -199,50 +221,9 @@ impl HealthBoard {
     }
 }
 
-/// Capped exponential backoff with jitter: the delays between reconnect attempts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// The delay ceiling of the first attempt, doubled for each further one.
-    pub min: Duration,
-    /// The largest delay ceiling (taken as `min` if smaller).
-    pub max: Duration,
-}
-
-impl Backoff {
-    /// The delay before reconnect attempt `attempt` (1 for the first): `min * 2^(attempt-1)`
-    /// capped at `max`, then jittered to between half and all of it ("equal jitter": never
-    /// hammering, never synchronised).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let max = self.max.max(self.min);
-        let exponent = attempt.saturating_sub(1).min(31);
-        let ceiling = self
-            .min
-            .checked_mul(1u32 << exponent)
-            .map_or(max, |d| d.min(max));
-        let half = ceiling / 2;
-        half + rand::rng().random_range(Duration::ZERO..=ceiling - half)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let backoff = Backoff {
-            min: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        };
-        for _ in 0..100 {
-            let first = backoff.delay(1);
-            assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-            let fourth = backoff.delay(4);
-            assert!(fourth >= Duration::from_millis(400) && fourth <= Duration::from_millis(800));
-            let late = backoff.delay(1_000);
-            assert!(late >= Duration::from_millis(2_500) && late <= Duration::from_secs(5));
-        }
-    }
 
     /// From the Redis transport: the publisher (0) and a subscription's connection (7).
     #[test]
@@ -311,5 +292,17 @@ mod tests {
         assert_eq!(board.lost(0), Lost::Outage);
         board.close();
         assert_eq!(board.health(), BrokerHealth::Closed);
+    }
+
+    #[test]
+    fn a_part_guard_forgets_its_part_when_dropped() {
+        let board = HealthBoard::new(AttemptCount::OldestOutage);
+        let part = board.part(4);
+        assert_eq!(part.id(), 4);
+        assert_eq!(board.lost(4), Lost::Outage);
+        assert!(matches!(board.health(), BrokerHealth::Reconnecting { .. }));
+        drop(part);
+        assert_eq!(board.health(), BrokerHealth::Connected);
+        assert_eq!(board.restored(4), None, "forgotten, not restored");
     }
 }
