@@ -1,5 +1,5 @@
 //! Nodes on a real RabbitMQ: the same behaviour as on Redis, selected by configuration alone.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "../../web/tests/common/mod.rs"]
@@ -7,7 +7,7 @@ mod sio;
 
 use std::time::{Duration, Instant};
 
-use common::{Served, serve, sidecast};
+use common::{Served, run_ok, serve};
 use serde_json::json;
 use sidecast_core::config::BrokerKind;
 use sidecast_testkit::RabbitMqServer;
@@ -57,17 +57,13 @@ async fn two_nodes_on_rabbitmq_share_api_and_emit_events() {
         .await;
         assert_eq!(r.status(), 200);
     }
-    let output = sidecast()
-        .args(["emit", "message", "over amqp"])
-        .env("SIDECAST_BROKER__KIND", "amqp")
-        .env("SIDECAST_BROKER__URL", rabbit.url())
-        .env("SIDECAST_BROKER__CHANNEL", &channel)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        &["emit", "message", "over amqp"],
+        &[
+            ("SIDECAST_BROKER__KIND", "amqp"),
+            ("SIDECAST_BROKER__URL", rabbit.url()),
+            ("SIDECAST_BROKER__CHANNEL", &channel),
+        ],
     );
     let r = post(&a.base, &cookie, json!({"channel": "done", "body": ""})).await;
     assert_eq!(r.status(), 200);
@@ -86,37 +82,19 @@ async fn node_receives_again_after_a_rabbitmq_restart() {
     let mut config = sio::memory_config();
     config.broker.kind = BrokerKind::Amqp;
     config.broker.url = Some(rabbit.url().to_owned());
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), cookie_options(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
 
     rabbit.stop().await;
     await_ready(&server.base, 503, RESTART_WAIT).await;
-    let response = post(
-        &server.base,
-        &cookie,
-        json!({"channel": "message", "body": "lost"}),
-    )
-    .await;
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
+    server.publish_in_outage(&cookie).await;
 
     rabbit.restart().await;
     let back = Instant::now();
     await_ready(&server.base, 200, RESTART_WAIT).await;
     // Ready means consuming again: the node publishes and receives its own event.
     server
-        .publish(
-            &cookie,
-            json!({"channel": "message", "body": "after restart"}),
-        )
+        .round_trip(&cookie, &mut client, "after restart")
         .await;
-    assert_eq!(
-        client.next_event().await,
-        ("message".to_owned(), vec![json!("after restart")])
-    );
     eprintln!(
         "rabbitmq restart: first event delivered {:?} after rabbitmq was back",
         back.elapsed()

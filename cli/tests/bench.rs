@@ -1,6 +1,6 @@
 //! `sidecast bench` against a real `sidecast serve` (memory broker): the JSON report adds up,
 //! refusals are reported, and a server that is down is a clear error.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,12 +1,12 @@
 //! The `sidecast` binary: serve, emit and config as a user runs them.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, serve, sidecast};
+use common::{DEADLINE, run_failing, run_ok, serve, sidecast};
 
 #[test]
 fn serve_on_memory_broker_answers_and_stops_on_sigterm() {
@@ -58,19 +58,16 @@ fn flag_beats_environment_beats_file() {
     assert!(!served.base.ends_with(&taken));
     drop(served);
     // ...and a flag wins over the environment.
-    let output = sidecast()
-        .args([
+    let stderr = run_failing(
+        &[
             "--config",
             file.to_str().unwrap(),
             "serve",
             "--bind",
             &taken,
-        ])
-        .env("SIDECAST_SERVER__BIND", "127.0.0.1:0")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        ],
+        &[("SIDECAST_SERVER__BIND", "127.0.0.1:0")],
+    );
     assert!(
         stderr.contains(&format!("cannot listen on {taken}")),
         "{stderr}"
@@ -110,58 +107,42 @@ fn config_check_names_key_file_and_fix() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
     std::fs::write(&file, "[server]\nsocketio_pth = \"/x\"\n").unwrap();
-    let output = sidecast()
-        .args(["config", "--check", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_failing(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[],
+    );
     assert!(stderr.contains("socketio_pth"), "{stderr}");
     assert!(stderr.contains("bad.toml"), "{stderr}");
     assert!(stderr.contains("docs/configuration.md"), "{stderr}");
 
     std::fs::write(&file, "[server]\nsocketio_path = \"/x\"\n").unwrap();
-    let output = sidecast()
-        .args(["config", "--check", "--config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    run_ok(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[],
+    );
 
-    let output = sidecast()
-        .args(["config", "--config", "/nonexistent/sidecast.toml"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not found"));
+    let stderr = run_failing(&["config", "--config", "/nonexistent/sidecast.toml"], &[]);
+    assert!(stderr.contains("not found"), "{stderr}");
 }
 
 #[test]
 fn emit_on_memory_broker_explains_what_to_configure() {
-    let output = sidecast()
-        .args(["emit", "message", "Hi", "--broker", "memory"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_failing(&["emit", "message", "Hi", "--broker", "memory"], &[]);
     assert!(stderr.contains("cannot reach a server"), "{stderr}");
     assert!(stderr.contains("SIDECAST_BROKER__KIND=redis"), "{stderr}");
 
-    let output = sidecast()
-        .args(["emit", "message", "{oops", "--json", "--broker", "redis"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not valid JSON"));
+    let stderr = run_failing(
+        &["emit", "message", "{oops", "--json", "--broker", "redis"],
+        &[],
+    );
+    assert!(stderr.contains("not valid JSON"), "{stderr}");
 }
 
 #[test]
 fn allow_all_refuses_a_public_bind_unless_allowed() {
-    let output = sidecast()
-        .args(["serve", "--broker", "memory", "--bind", "0.0.0.0:0"])
-        .env("SIDECAST_AUTH__POLICY", "allow-all")
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = run_failing(
+        &["serve", "--broker", "memory", "--bind", "0.0.0.0:0"],
+        &[("SIDECAST_AUTH__POLICY", "allow-all")],
+    );
     assert!(stderr.contains("allow_all_public"), "{stderr}");
 }

@@ -7,7 +7,7 @@
 //! The Python packages come from e2e/.venv (scripts/test creates it from
 //! e2e/python/requirements.txt); `SIDECAST_TEST_PYTHON` names another interpreter that has them.
 //! The Redis side of the same is tested with the official JS client in e2e/test/emitters.test.js.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "../../web/tests/common/mod.rs"]

@@ -1,6 +1,6 @@
 //! Several nodes on one real redis-server: every path reaches every node, sessions are shared,
 //! and a node survives a Redis restart.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "../../web/tests/common/mod.rs"]
@@ -8,7 +8,7 @@ mod sio;
 
 use std::time::{Duration, Instant};
 
-use common::{Served, serve, sidecast};
+use common::{Served, run_ok, serve};
 use serde_json::json;
 use sidecast_core::config::{BrokerKind, SessionStoreKind};
 use sidecast_testkit::RedisServer;
@@ -57,34 +57,21 @@ async fn three_nodes_share_events_and_cookie_sessions() {
         assert_eq!(r.status(), 200);
     }
     // Emitting from outside the web server, as the original's external script does.
-    let output = sidecast()
-        .args(["emit", "message", "Hi"])
-        .env("SIDECAST_BROKER__KIND", "redis")
-        .env("SIDECAST_BROKER__URL", redis.url())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let output = sidecast()
-        .args([
+    let on_redis = [
+        ("SIDECAST_BROKER__KIND", "redis"),
+        ("SIDECAST_BROKER__URL", redis.url()),
+    ];
+    run_ok(&["emit", "message", "Hi"], &on_redis);
+    run_ok(
+        &[
             "emit",
             "news",
             r#"{"n": 1}"#,
             "--json",
             "--to",
             "user:Gonzalo",
-        ])
-        .env("SIDECAST_BROKER__KIND", "redis")
-        .env("SIDECAST_BROKER__URL", redis.url())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        &on_redis,
     );
     // Any Redis client can publish the native format (docs/protocol.md).
     let output = std::process::Command::new("redis-cli")
@@ -143,13 +130,13 @@ async fn per_user_delivery_and_logout_reach_every_node() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    let output = sidecast()
-        .args(["emit", "message", "alice again", "--to", "user:alice"])
-        .env("SIDECAST_BROKER__KIND", "redis")
-        .env("SIDECAST_BROKER__URL", redis.url())
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    run_ok(
+        &["emit", "message", "alice again", "--to", "user:alice"],
+        &[
+            ("SIDECAST_BROKER__KIND", "redis"),
+            ("SIDECAST_BROKER__URL", redis.url()),
+        ],
+    );
     let r = post(&b.base, &cookie, json!({"channel": "done", "body": ""})).await;
     assert_eq!(r.status(), 200);
     let for_alice = vec![
@@ -162,13 +149,7 @@ async fn per_user_delivery_and_logout_reach_every_node() {
     assert_eq!(gonzalo_b.events_until("done").await, vec![]);
 
     // Logging out on A disconnects Gonzalo's sockets on A and on B; alice stays connected.
-    let response = reqwest::Client::new()
-        .get(format!("{}/logout", a.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    sio::logout_at(&a.base, &cookie).await;
     assert_eq!(gonzalo_a.next_event().await.0, sio::CLOSED);
     assert_eq!(gonzalo_b.next_event().await.0, sio::CLOSED);
     let r = reqwest::Client::new()
@@ -193,13 +174,7 @@ async fn redis_session_store_is_shared_and_revocable() {
         .await
         .accepted();
     // Logging out on B ends the session for every node: the same cookie is refused on A.
-    let response = reqwest::Client::new()
-        .get(format!("{}/logout", b.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    sio::logout_at(&b.base, &cookie).await;
     let reason = connect(&a.socket_url(), cookie_options(&cookie))
         .await
         .refused();
@@ -213,40 +188,21 @@ async fn node_survives_a_redis_restart() {
     config.broker.kind = BrokerKind::Redis;
     config.broker.url = Some(redis.url().to_owned());
     config.session.store = SessionStoreKind::Cookie;
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), cookie_options(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     await_ready(&server.base, 200, RESTART_WAIT).await;
 
     redis.stop().await;
     await_ready(&server.base, 503, RESTART_WAIT).await;
     // Publishing during the outage fails fast with 503 and Retry-After, never hangs or 500s.
-    let response = post(
-        &server.base,
-        &cookie,
-        json!({"channel": "message", "body": "lost"}),
-    )
-    .await;
-    assert_eq!(response.status(), 503);
-    assert!(response.headers().contains_key("retry-after"));
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body = server.publish_in_outage(&cookie).await;
     assert!(body["error"].as_str().unwrap().contains("redis"), "{body}");
 
     redis.restart().await;
     let back = Instant::now();
     let ready = await_ready(&server.base, 200, RESTART_WAIT).await;
     server
-        .publish(
-            &cookie,
-            json!({"channel": "message", "body": "after restart"}),
-        )
+        .round_trip(&cookie, &mut client, "after restart")
         .await;
-    assert_eq!(
-        client.next_event().await,
-        ("message".to_owned(), vec![json!("after restart")])
-    );
     eprintln!(
         "redis restart: node ready {:?} and first event delivered {:?} after redis was back",
         ready - back,

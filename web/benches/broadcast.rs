@@ -12,7 +12,7 @@
 //!   in-process share of a delivery, not the kernel's.
 //! * `broadcast_1000/decode_and_emit`: the same preceded by decoding the broker payload, i.e. what
 //!   the relay does for each message it receives.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
 use std::time::Duration;

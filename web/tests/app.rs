@@ -1,6 +1,6 @@
 //! The original application's request path, end to end over HTTP and the Socket.IO protocol, on
 //! the memory broker.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -10,11 +10,7 @@ use sidecast_core::config::{PolicyKind, PolicyList};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_then_connect_is_accepted_on_both_transports() {
-    let server = TestServer::start(memory_config()).await;
-    let cookie = server.login().await;
-    let polling = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, polling) = TestServer::start_signed_in(memory_config()).await;
     let websocket = connect(
         &server.socket_url(),
         ClientOptions {
@@ -69,11 +65,7 @@ async fn connect_without_session_or_with_forged_cookie_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_events_reach_every_client_once_and_in_order() {
-    let server = TestServer::start(memory_config()).await;
-    let cookie = server.login().await;
-    let mut a = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut a) = TestServer::start_signed_in(memory_config()).await;
     let mut b = connect(
         &server.socket_url(),
         ClientOptions {
@@ -138,9 +130,7 @@ async fn to_reaches_only_that_room() {
     let mut bob = connect(&server.socket_url(), token("token-b"))
         .await
         .accepted();
-    let mut gonzalo = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let mut gonzalo = server.client(&cookie).await;
 
     server
         .publish(
@@ -172,11 +162,7 @@ async fn to_reaches_only_that_room() {
 async fn bad_input_gets_its_status_and_emits_nothing() {
     let mut config = memory_config();
     config.server.max_body_bytes = 1024;
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     let json_ct = Some("application/json");
 
     // (cookie, content type, body, expected status, text the error or field must name)
@@ -345,16 +331,8 @@ async fn page_health_and_logout() {
 
     // After logout the old session no longer authenticates a socket.
     let cookie = server.login().await;
-    connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
-    let response = reqwest::Client::new()
-        .get(format!("{}/logout", server.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    server.client(&cookie).await;
+    let response = common::logout_at(&server.base, &cookie).await;
     let cleared = response.headers()["set-cookie"]
         .to_str()
         .unwrap()

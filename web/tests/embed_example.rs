@@ -1,13 +1,13 @@
 //! `examples/embed_in_axum.rs`: Sidecast mounted into an existing axum application, driven with a
 //! real Socket.IO client.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 #[path = "../examples/embed_in_axum.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod embed_in_axum;
 
-use common::{ClientOptions, connect, memory_config};
+use common::{ClientOptions, connect, memory_config, with_cookie};
 use serde_json::json;
 use sidecast_web::Sidecast;
 
@@ -39,47 +39,30 @@ async fn the_apps_own_handler_pushes_to_the_signed_in_user() {
                 .await
                 .unwrap();
             assert_eq!(response.status(), 200);
-            response.headers()["set-cookie"]
-                .to_str()
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_owned()
+            common::session_cookie(&response)
         }
     };
     let alice = sign_in("alice").await;
     let bob = sign_in("bob").await;
     let socket_url = format!("{base}/ws/socket.io/");
-    let options = |cookie: &str| ClientOptions {
-        cookie: Some(cookie.to_owned()),
-        ..Default::default()
+    let place_order = |cookie: &str| {
+        http.post(format!("{base}/orders"))
+            .header("cookie", cookie)
+            .send()
     };
-    let mut alice_socket = connect(&socket_url, options(&alice)).await.accepted();
-    let mut bob_socket = connect(&socket_url, options(&bob)).await.accepted();
+    let mut alice_socket = connect(&socket_url, with_cookie(&alice)).await.accepted();
+    let mut bob_socket = connect(&socket_url, with_cookie(&bob)).await.accepted();
     connect(&socket_url, ClientOptions::default())
         .await
         .refused();
 
-    let order = http
-        .post(format!("{base}/orders"))
-        .header("cookie", &alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(order.status(), 201);
+    assert_eq!(place_order(&alice).await.unwrap().status(), 201);
     assert_eq!(
         alice_socket.next_event().await,
         ("order.created".to_owned(), vec![json!({"order": 1})])
     );
     // Bob gets his own order's event, and never saw alice's.
-    let order = http
-        .post(format!("{base}/orders"))
-        .header("cookie", &bob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(order.status(), 201);
+    assert_eq!(place_order(&bob).await.unwrap().status(), 201);
     assert_eq!(
         bob_socket.next_event().await,
         ("order.created".to_owned(), vec![json!({"order": 2})])

@@ -3,12 +3,12 @@
 //! client (rust_socketio); what cannot be relayed is dropped and counted, and the node goes on.
 //! The same with the real packages over Redis and RabbitMQ: e2e/test/emitters.test.js and
 //! cli/tests/emitters_amqp.rs.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use bytes::Bytes;
-use common::{ClientOptions, TestServer, connect, memory_config};
+use common::{TestServer, memory_config};
 use serde_json::json;
 use sidecast_core::config::{IngressConfig, IngressFormat};
 
@@ -50,17 +50,7 @@ fn received(server: &TestServer, source: &'static str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emitters_reach_clients_and_refusals_are_counted() {
-    let server = TestServer::start(config_with_ingress()).await;
-    let cookie = server.login().await;
-    let mut client = connect(
-        &server.socket_url(),
-        ClientOptions {
-            cookie: Some(cookie),
-            ..Default::default()
-        },
-    )
-    .await
-    .accepted();
+    let (server, _cookie, mut client) = TestServer::start_signed_in(config_with_ingress()).await;
 
     let py = "flask-socketio";
     // SocketIO(message_queue=...).emit('message', 'Hi'): python-socketio 5.18.1 and 5.14.0.
@@ -195,17 +185,7 @@ async fn a_signed_bus_takes_unsigned_ingress_only_when_told() {
     );
 
     config.broker.ingress_unsigned_ok = true;
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut client = connect(
-        &server.socket_url(),
-        ClientOptions {
-            cookie: Some(cookie),
-            ..Default::default()
-        },
-    )
-    .await
-    .accepted();
+    let (server, _cookie, mut client) = TestServer::start_signed_in(config).await;
     // Unsigned native messages are still dropped; ingress messages are emitted unverified.
     publish(
         &server,

@@ -1,5 +1,5 @@
 //! Operations: metrics, slow clients, graceful shutdown.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{ClientOptions, DEADLINE, TestServer, connect, memory_config, with_cookie};
+use common::{ClientOptions, DEADLINE, TestServer, connect, memory_config};
 use serde_json::json;
 use sidecast_core::config::SlowClientPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,11 +32,7 @@ fn sample(text: &str, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
-    let server = TestServer::start(memory_config()).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut client) = TestServer::start_signed_in(memory_config()).await;
     connect(&server.socket_url(), ClientOptions::default())
         .await
         .refused();
@@ -103,11 +99,7 @@ async fn the_disconnect_policy_drops_a_stalled_socket() {
     config.server.slow_client = SlowClientPolicy::Disconnect;
     // Keep engine.io's heartbeat out of the way: this test is about Sidecast's own policy.
     config.server.ping_interval_ms = 120_000;
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut reader = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut reader) = TestServer::start_signed_in(config).await;
     let mut stalled = stalled_client(&server, &cookie).await;
     let metrics = server.state.metrics();
     let deadline = Instant::now() + DEADLINE;

@@ -1,6 +1,6 @@
 //! Every refusal path of the security model: each asserts the status or connect_error and that
 //! nothing was emitted.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -133,13 +133,9 @@ async fn cross_origin_handshakes_with_a_valid_cookie_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_api_post_is_refused_and_emits_nothing() {
-    let server = TestServer::start(memory_config()).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/", server.base))
+    let (server, cookie, mut client) = TestServer::start_signed_in(memory_config()).await;
+    let response = server
+        .request(reqwest::Method::POST, "/api/")
         .header("cookie", &cookie)
         .header("origin", "http://evil.example")
         .json(&json!({"channel": "message", "body": "csrf"}))
@@ -160,16 +156,12 @@ async fn rate_limit_answers_429_and_emits_only_what_it_accepted() {
     let mut config = memory_config();
     config.server.api_rate_limit = 1;
     config.server.api_rate_burst = 3;
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     let mut accepted = 0;
     let mut limited = None;
     for i in 0..6 {
-        let response = reqwest::Client::new()
-            .post(format!("{}/api/", server.base))
+        let response = server
+            .request(reqwest::Method::POST, "/api/")
             .header("cookie", &cookie)
             .json(&json!({"channel": "count", "body": i.to_string()}))
             .send()
@@ -206,18 +198,8 @@ async fn rate_limit_answers_429_and_emits_only_what_it_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_disconnects_the_users_open_socket() {
-    let server = TestServer::start(memory_config()).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
-    let response = reqwest::Client::new()
-        .get(format!("{}/logout", server.base))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let (server, cookie, mut client) = TestServer::start_signed_in(memory_config()).await;
+    common::logout_at(&server.base, &cookie).await;
     assert_eq!(client.next_event().await.0, CLOSED);
 }
 
@@ -225,11 +207,7 @@ async fn logout_disconnects_the_users_open_socket() {
 async fn signed_bus_rejects_unsigned_and_replayed_accepts_signed() {
     let mut config = memory_config();
     config.broker.signing_key = "bus-signing-key".into();
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut client = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     let broker = server.state.broker().clone();
     let signer = Signer::new("bus-signing-key", Duration::from_secs(60));
     let publish = |bytes: Vec<u8>| {
@@ -290,11 +268,7 @@ async fn oversize_socket_packet_closes_that_connection_only() {
     use tokio_tungstenite::tungstenite::Message;
     let mut config = memory_config();
     config.server.max_socket_payload_bytes = 1_000;
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut bystander = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut bystander) = TestServer::start_signed_in(config).await;
     let mut socket = common::stall::stalled_client(&server, &cookie).await;
     let big = format!("42[\"upload\",\"{}\"]", "x".repeat(10_000));
     socket.send(Message::text(big)).await.unwrap();

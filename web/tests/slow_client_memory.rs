@@ -1,21 +1,17 @@
 //! Memory stays bounded when a client stops reading. Alone in its test binary, so that no other
 //! test's allocations show up in the process's RSS.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::stall::{flood, rss_bytes, stalled_client};
-use common::{TestServer, connect, memory_config, with_cookie};
+use common::{TestServer, memory_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_costs_bounded_memory_and_others_keep_receiving() {
     let mut config = memory_config();
     config.server.socket_buffer = 64;
-    let server = TestServer::start(config).await;
-    let cookie = server.login().await;
-    let mut reader = connect(&server.socket_url(), with_cookie(&cookie))
-        .await
-        .accepted();
+    let (server, cookie, mut reader) = TestServer::start_signed_in(config).await;
     let _stalled = stalled_client(&server, &cookie).await;
 
     let before = rss_bytes();

@@ -1,5 +1,5 @@
 //! Running the `sidecast` binary in tests.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -94,4 +94,31 @@ pub fn serve(args: &[&str], envs: &[(&str, &str)]) -> Served {
             );
         }
     }
+}
+
+/// Runs `sidecast args...` with `envs` to completion, failing the test (with its stderr) unless
+/// it succeeded.
+pub fn run_ok(args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let output = sidecast()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "sidecast {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// Runs `sidecast args...` with `envs`, expecting it to fail; returns its stderr.
+pub fn run_failing(args: &[&str], envs: &[(&str, &str)]) -> String {
+    let output = sidecast()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "sidecast {args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -1,6 +1,6 @@
 //! Shared test support: a node on a free loopback port and a real Socket.IO client
 //! (rust_socketio, a third-party implementation of the protocol).
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub)]
 
 pub mod stall;
 
@@ -59,6 +59,27 @@ impl TestServer {
         }
     }
 
+    /// Starts a node from `config`, signs in at `GET /login` and connects one client with that
+    /// session: how most tests begin. Returns the node, the `Cookie` value and the client.
+    pub async fn start_signed_in(config: Config) -> (Self, String, SioClient) {
+        let server = Self::start(config).await;
+        let cookie = server.login().await;
+        let client = server.client(&cookie).await;
+        (server, cookie, client)
+    }
+
+    /// Connects a client that sends the session `cookie`, failing the test if it is refused.
+    pub async fn client(&self, cookie: &str) -> SioClient {
+        connect(&self.socket_url(), with_cookie(cookie))
+            .await
+            .accepted()
+    }
+
+    /// A request to `path` (starting with `/`) on this node.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().request(method, format!("{}{path}", self.base))
+    }
+
     /// The Socket.IO URL of this node.
     pub fn socket_url(&self) -> String {
         format!("{}{}/", self.base, self.state.config().server.socketio_path)
@@ -68,16 +89,7 @@ impl TestServer {
     pub async fn login(&self) -> String {
         let response = reqwest::get(format!("{}/login", self.base)).await.unwrap();
         assert_eq!(response.status(), 200);
-        let cookie = response
-            .headers()
-            .get("set-cookie")
-            .expect("login sets a cookie")
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
+        let cookie = session_cookie(&response);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body, serde_json::json!({"name": "Gonzalo"}));
         cookie
@@ -113,6 +125,34 @@ impl TestServer {
             .post_api(Some(cookie), Some("application/json"), body.to_string())
             .await;
         assert_eq!((status, answer), (200, serde_json::json!({"status": true})));
+    }
+
+    /// Publishes a `message` event with `body` through `POST /api/` and asserts that `client`
+    /// receives it next: proof that the node's publish and delivery path works.
+    pub async fn round_trip(&self, cookie: &str, client: &mut SioClient, body: &str) {
+        self.publish(
+            cookie,
+            serde_json::json!({"channel": "message", "body": body}),
+        )
+        .await;
+        assert_eq!(
+            client.next_event().await,
+            ("message".to_owned(), vec![Value::from(body)])
+        );
+    }
+
+    /// `POST /api/` while the broker is down: asserts the fast 503 with `Retry-After` (never a
+    /// hang or a 500) and returns the JSON answer.
+    pub async fn publish_in_outage(&self, cookie: &str) -> Value {
+        let response = post_json(
+            &self.base,
+            cookie,
+            serde_json::json!({"channel": "message", "body": "lost"}),
+        )
+        .await;
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        response.json().await.unwrap()
     }
 
     /// Stops the node gracefully and waits for it.
@@ -180,17 +220,37 @@ pub fn with_cookie(cookie: &str) -> ClientOptions {
     }
 }
 
-/// `GET {base}/login`; returns the `Cookie` header value to send back.
-pub async fn login_at(base: &str) -> String {
-    let response = reqwest::get(format!("{base}/login")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    response.headers()["set-cookie"]
+/// The `Cookie` header value that sends back the cookie a response sets.
+pub fn session_cookie(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("set-cookie")
+        .expect("the response sets a cookie")
         .to_str()
         .unwrap()
         .split(';')
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// `GET {base}/login`; returns the `Cookie` header value to send back.
+pub async fn login_at(base: &str) -> String {
+    let response = reqwest::get(format!("{base}/login")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    session_cookie(&response)
+}
+
+/// `GET {base}/logout` with the session `cookie`, expecting success.
+pub async fn logout_at(base: &str, cookie: &str) -> reqwest::Response {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/logout"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
 }
 
 /// `POST {base}/api/` with a JSON body and a session cookie.

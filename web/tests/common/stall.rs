@@ -1,5 +1,5 @@
 //! A client that stops reading, and a flood of events paced on a client that does read.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
