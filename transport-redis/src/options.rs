@@ -1,8 +1,13 @@
-//! [`RedisOptions`]: how [`crate::RedisBroker`] connects and how patient it is.
+//! [`RedisOptions`]: how [`crate::RedisBroker`] connects and how patient it is, and the checks of
+//! those options.
 
 use std::time::Duration;
 
+use sidecast_core::BrokerError;
+use sidecast_core::BrokerUrl;
 use sidecast_core::config::BrokerConfig;
+
+use crate::error;
 
 /// Connection settings of a [`crate::RedisBroker`].
 ///
@@ -16,11 +21,11 @@ use sidecast_core::config::BrokerConfig;
 /// };
 /// # let _ = options;
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
     /// `redis://[user][:password@]host[:port][/db]`, or `rediss://...` for TLS (rustls, the
-    /// system's trust store). The password (and ACL user) go in the URL.
-    pub url: String,
+    /// system's trust store). The password (and ACL user) go in the URL; it shows redacted.
+    pub url: BrokerUrl,
     /// Bound on establishing one connection: TCP, TLS, `AUTH`/`HELLO`, `SELECT` and the first
     /// `SUBSCRIBE`s.
     pub connect_timeout: Duration,
@@ -42,7 +47,7 @@ pub struct RedisOptions {
 impl RedisOptions {
     /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
     /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, keep-alive 15 s.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
             url: url.into(),
             connect_timeout: Duration::from_secs(3),
@@ -74,18 +79,38 @@ impl Default for RedisOptions {
     }
 }
 
-/// Hand-written so that the password never reaches a log.
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOptions")
-            .field("url", &sidecast_core::broker::redact_url(&self.url))
-            .field("connect_timeout", &self.connect_timeout)
-            .field("publish_timeout", &self.publish_timeout)
-            .field("subscription_capacity", &self.subscription_capacity)
-            .field("backoff_min", &self.backoff_min)
-            .field("backoff_max", &self.backoff_max)
-            .field("keepalive_interval", &self.keepalive_interval)
-            .finish()
+impl RedisOptions {
+    /// Refuses options that would make the transport misbehave rather than fail: zero time-outs
+    /// fail every call, a zero backoff reconnects in a busy loop, a zero keep-alive panics
+    /// tokio's interval.
+    pub(crate) fn validate(&self) -> Result<(), BrokerError> {
+        let zero = |name: &str| {
+            Err(BrokerError::Config {
+                backend: error::BACKEND,
+                reason: format!("{name} must be greater than zero"),
+            })
+        };
+        if self.connect_timeout.is_zero() {
+            return zero("connect_timeout");
+        }
+        if self.publish_timeout.is_zero() {
+            return zero("publish_timeout");
+        }
+        if self.backoff_min.is_zero() {
+            return zero("backoff_min");
+        }
+        if self.keepalive_interval.is_zero() {
+            return zero("keepalive_interval");
+        }
+        if self.subscription_capacity == 0 {
+            return zero("subscription_capacity");
+        }
+        Ok(())
+    }
+
+    /// Whether the URL asks for TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.url.scheme(), Some("rediss" | "valkeys"))
     }
 }
 

@@ -1,0 +1,104 @@
+//! The publish connection at work: [`publish`] through it, and [`supervise`] it (check it, and
+//! replace it when it dies).
+
+use std::sync::Arc;
+
+use sidecast_core::supervision::Shutdown;
+use sidecast_core::{BrokerError, BrokerHealth};
+use tokio::time::{sleep, timeout};
+
+use crate::connection::{PUBLISHER, RedisState};
+use crate::error;
+
+/// Publishes `payload` on `channel` through the publish connection, failing fast while it is
+/// down.
+pub(crate) async fn publish(
+    state: &RedisState,
+    channel: &str,
+    payload: &[u8],
+) -> Result<(), BrokerError> {
+    // Fail fast during an outage: no connection attempt, no waiting for one.
+    let Some((generation, mut connection)) = state.publisher_slot().clone() else {
+        let attempt = match state.board.health() {
+            BrokerHealth::Reconnecting { attempt, .. } => attempt,
+            _ => 1,
+        };
+        return Err(error::reconnecting(&state.url, attempt));
+    };
+    let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+    let after = state.options.publish_timeout;
+    match timeout(after, command.query_async::<i64>(&mut connection)).await {
+        // The number of receivers does not matter: pub/sub has no notion of "undelivered".
+        Ok(Ok(_receivers)) => Ok(()),
+        Ok(Err(e)) => {
+            if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
+                // The connection is dead: mark it so right away, so that health says so
+                // and the next publishes fail fast, and let the supervisor replace it. No
+                // retry here: the command may have reached Redis before the connection
+                // broke, and a retry could deliver it twice.
+                state.publisher_lost(generation, &e);
+            }
+            Err(error::map(e, &state.url))
+        }
+        Err(_elapsed) => {
+            // A slow server or a connection that died silently: the supervisor's PING
+            // tells which.
+            state.check_publisher.notify_one();
+            Err(error::timeout(after))
+        }
+    }
+}
+
+/// Owns the health of the publish connection.
+///
+/// In RESP2 a multiplexed connection does not announce that it died, so the supervisor checks
+/// it with `PING` when asked (a publish failed, a subscription lost its connection) and every
+/// keep-alive interval, and replaces it when the check fails. Meanwhile the slot is empty and
+/// publishes fail fast.
+pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
+    let keepalive = state.options.keepalive_interval;
+    let ping_timeout = state.options.publish_timeout;
+    loop {
+        tokio::select! {
+            () = shutdown.signalled() => return,
+            () = state.check_publisher.notified() => {}
+            () = sleep(keepalive) => {}
+        }
+        if state.board.is_closed() {
+            return;
+        }
+        // A failed publish may have emptied the slot already; otherwise check the connection.
+        let current = state.publisher_slot().clone();
+        if let Some((generation, mut connection)) = current {
+            let failure = match timeout(
+                ping_timeout,
+                redis::cmd("PING").query_async::<()>(&mut connection),
+            )
+            .await
+            {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => error::map(e, &state.url).to_string(),
+                Err(_elapsed) => format!("no answer to PING within {ping_timeout:?}"),
+            };
+            state.publisher_lost(generation, &failure);
+        }
+        if state.board.is_closed() || state.publisher_slot().is_some() {
+            continue;
+        }
+        let reconnected = state
+            .reconnect(
+                PUBLISHER,
+                &mut shutdown,
+                || false,
+                || state.connect_publisher(),
+            )
+            .await;
+        match reconnected {
+            Some(connection) => {
+                state.install_publisher(connection);
+                state.restored(PUBLISHER);
+            }
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The task behind each [`Subscription`](sidecast_core::Subscription): it reads the
+//! subscription's pub/sub connection into the subscription's queue and replaces the connection
+//! whenever it breaks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::Msg;
+use redis::aio::{PubSubSink, PubSubStream};
+use sidecast_core::supervision::{PartId, PumpEnd, Shutdown};
+use sidecast_core::{BrokerMessage, ChannelSpec, Delivery, SubscriptionSender};
+use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, timeout};
+
+use crate::connection::RedisState;
+
+/// How often a subscription task checks, while its channels are quiet, whether its consumer
+/// dropped the [`Subscription`](sidecast_core::Subscription) (then it closes its Redis
+/// connection). Busy subscriptions notice at the next message.
+const CONSUMER_CHECK: Duration = Duration::from_millis(250);
+
+/// The task behind one subscription: reads its pub/sub connection into the subscription's
+/// queue and replaces the connection whenever it breaks.
+pub(crate) async fn run(
+    state: Arc<RedisState>,
+    id: PartId,
+    specs: Arc<[ChannelSpec]>,
+    tx: SubscriptionSender,
+    mut connection: (PubSubSink, PubSubStream),
+    mut shutdown: Shutdown,
+) {
+    // However the task ends, its connection stops counting: a subscription dropped during an
+    // outage must not keep the broker "reconnecting".
+    let _part = state.board.part(id);
+    loop {
+        let failure = match pump(&state, &tx, &mut connection, &mut shutdown).await {
+            PumpEnd::Shutdown | PumpEnd::ConsumerGone => return,
+            PumpEnd::Lost(failure) => failure,
+        };
+        if state.board.is_closed() {
+            return;
+        }
+        state.lost(id, &failure);
+        // The server probably went away for the publish connection too: have it checked now
+        // rather than at the next publish, so that publishes fail fast and health is complete.
+        state.check_publisher.notify_one();
+        let reconnected = state
+            .reconnect(
+                id,
+                &mut shutdown,
+                || tx.is_closed(),
+                || state.open_pubsub(&specs),
+            )
+            .await;
+        match reconnected {
+            Some(fresh) => {
+                connection = fresh;
+                state.restored(id);
+            }
+            None => return,
+        }
+    }
+}
+
+/// Forwards messages from one pub/sub connection until it breaks, the consumer leaves or the
+/// broker shuts down. Never waits for the consumer: [`SubscriptionSender::deliver`] drops and
+/// counts what does not fit.
+async fn pump(
+    state: &RedisState,
+    tx: &SubscriptionSender,
+    (sink, stream): &mut (PubSubSink, PubSubStream),
+    shutdown: &mut Shutdown,
+) -> PumpEnd {
+    let keepalive_every = state.options.keepalive_interval;
+    let mut keepalive = interval_at(Instant::now() + keepalive_every, keepalive_every);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut consumer_check = interval(CONSUMER_CHECK);
+    consumer_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let ping_timeout = state.options.publish_timeout;
+    loop {
+        // Biased: shutdown first, then messages. Under steady traffic the timers may starve,
+        // which is fine: traffic proves the connection alive, and a gone consumer shows up as
+        // Delivery::Closed.
+        tokio::select! {
+            biased;
+            () = shutdown.signalled() => return PumpEnd::Shutdown,
+            message = stream.next() => match message {
+                Some(message) => {
+                    if tx.deliver(to_broker_message(&message)) == Delivery::Closed {
+                        return PumpEnd::ConsumerGone;
+                    }
+                }
+                None => return PumpEnd::Lost("the server closed the connection".to_owned()),
+            },
+            _ = consumer_check.tick() => {
+                if tx.is_closed() {
+                    return PumpEnd::ConsumerGone;
+                }
+            }
+            _ = keepalive.tick() => {
+                match timeout(ping_timeout, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return PumpEnd::Lost(format!("PING failed: {e}")),
+                    Err(_elapsed) => {
+                        return PumpEnd::Lost(format!("no answer to PING within {ping_timeout:?}"));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn to_broker_message(message: &Msg) -> BrokerMessage {
+    let channel = match message.get_channel::<Vec<u8>>() {
+        Ok(bytes) => String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        Err(_) => message.get_channel_name().to_owned(),
+    };
+    BrokerMessage {
+        channel,
+        pattern: message.get_pattern::<Option<String>>().ok().flatten(),
+        payload: Bytes::copy_from_slice(message.get_payload_bytes()),
+    }
+}
