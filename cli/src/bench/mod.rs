@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 use client::{ClientSetup, ClientStats};
 use prepare::prepare;
 use procfs::Pid;
-use publish::{PublishStats, Publisher};
+use publish::{EventSource, PublishStats};
 use report::Report;
 
 /// Below this, the publish/hold window is too short for a CPU percentage (ticks are 10 ms).
@@ -275,7 +275,7 @@ async fn idle(args: &BenchArgs, connected: u64, server: Option<Pid>) -> u64 {
 /// connected client received them, or with `--publish none` holds the clients for `--duration`.
 async fn publish_and_drain(
     args: &BenchArgs,
-    publisher: Option<&Arc<Publisher>>,
+    publisher: Option<&Arc<EventSource>>,
     clients: &ClientStats,
     published: &Arc<PublishStats>,
     connected: u64,

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 
 use super::client::ClientSetup;
 use super::procfs;
-use super::publish::{self, Publisher};
+use super::publish::{self, EventSource};
 use super::{BenchArgs, PublishVia};
 
 /// What the clients connect with and what publishes, checked.
@@ -23,7 +23,7 @@ pub(crate) struct Prepared {
     /// Where and how every client connects.
     pub(crate) setup: Arc<ClientSetup>,
     /// `None` with `--publish none`.
-    pub(crate) publisher: Option<Arc<Publisher>>,
+    pub(crate) publisher: Option<Arc<EventSource>>,
 }
 
 /// Resolves the server, checks `--server-pid` and the open-files limit, logs in (or checks that
@@ -63,7 +63,7 @@ pub(crate) async fn prepare(args: &BenchArgs, figment: &Figment) -> anyhow::Resu
         }
     };
     let publisher = match args.publish {
-        PublishVia::Http => Some(Arc::new(Publisher::http(
+        PublishVia::Http => Some(Arc::new(EventSource::http(
             join_url(&base, "/api/")?,
             &args.event,
             cookie.as_deref(),
@@ -177,7 +177,7 @@ fn event_prefix(event: &str) -> Vec<u8> {
 }
 
 /// Publishes Sidecast's native envelopes through the broker of the configuration.
-async fn broker_publisher(figment: &Figment, event: &str) -> anyhow::Result<Publisher> {
+async fn broker_publisher(figment: &Figment, event: &str) -> anyhow::Result<EventSource> {
     let config = Config::from_figment(figment)?;
     if config.broker.kind == BrokerKind::Memory {
         bail!(
@@ -189,7 +189,7 @@ async fn broker_publisher(figment: &Figment, event: &str) -> anyhow::Result<Publ
     let broker = sidecast_web::connect_broker(&config).await?;
     let emitter =
         Emitter::new(broker.clone(), config.broker.channel.clone()).with_origin("sidecast-bench");
-    Ok(Publisher::Broker {
+    Ok(EventSource::Broker {
         emitter,
         broker,
         event: event.to_owned(),

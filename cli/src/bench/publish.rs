@@ -67,8 +67,8 @@ pub(crate) fn unreachable_server(url: &Url, e: &reqwest::Error) -> anyhow::Error
     }
 }
 
-/// Where events are published.
-pub(crate) enum Publisher {
+/// Where the bench's timestamped events come from: the server's HTTP API, or the broker.
+pub(crate) enum EventSource {
     /// `POST {url}/api/` with the session cookie or bearer token.
     Http {
         client: reqwest::Client,
@@ -84,7 +84,7 @@ pub(crate) enum Publisher {
     },
 }
 
-impl Publisher {
+impl EventSource {
     /// An HTTP publisher with the credentials the clients use.
     pub(crate) fn http(
         api_url: Url,
@@ -200,7 +200,7 @@ pub(crate) struct PublishStats {
 /// Publishes `total` events at `rate` per second, `seq` 0, 1, ...; at most `max_in_flight` at a
 /// time (when they are all busy, the schedule slips and `max_lag_us` shows it).
 pub(crate) async fn run(
-    publisher: Arc<Publisher>,
+    publisher: Arc<EventSource>,
     stats: Arc<PublishStats>,
     rate: f64,
     total: u64,
