@@ -19,6 +19,46 @@ pub(crate) enum Doing<'a> {
     Using(&'a str),
 }
 
+/// RabbitMQ refused to declare a channel's exchange because it exists with other settings (a
+/// durable exchange, or one of another type): the source of the [`BrokerError::Rejected`] that
+/// publishing or subscribing on that channel fails with.
+///
+/// The message names the fix in this library's terms ([`AmqpOptions::durable_exchanges`]); an
+/// application that configures the transport otherwise can find this error among the sources
+/// (`downcast_ref`) and say it in its own terms.
+///
+/// [`AmqpOptions::durable_exchanges`]: crate::AmqpOptions::durable_exchanges
+#[derive(Debug)]
+pub struct ExchangeMismatch {
+    exchange: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ExchangeMismatch {
+    /// The exchange (the channel's name).
+    pub fn exchange(&self) -> &str {
+        &self.exchange
+    }
+}
+
+impl std::fmt::Display for ExchangeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the exchange {:?} already exists with other settings than a fanout exchange with \
+             the configured durability; if it is durable, set AmqpOptions::durable_exchanges = \
+             true, otherwise delete it or use another channel name ({})",
+            self.exchange, self.source
+        )
+    }
+}
+
+impl std::error::Error for ExchangeMismatch {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
 /// The AMQP reply code of a protocol error (`403`, `406`, `320`, ...).
 pub(crate) fn reply_code(error: &lapin::Error) -> Option<u16> {
     match error.kind() {
@@ -67,12 +107,16 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
         (
             Some(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)),
             Doing::Declaring(exchange) | Doing::Using(exchange),
-        ) => Some(format!(
-            "the exchange {exchange:?} already exists with other settings than a fanout \
-             exchange with the configured durability; if it is durable, set \
-             broker.durable_exchanges = true (SIDECAST_BROKER__DURABLE_EXCHANGES=true, or \
-             AmqpOptions::durable_exchanges), otherwise delete it or use another channel name"
-        )),
+        ) => {
+            // Typed, so that a server layer can find it and name its own configuration key.
+            return BrokerError::rejected(
+                BACKEND,
+                ExchangeMismatch {
+                    exchange: exchange.to_owned(),
+                    source: error.into(),
+                },
+            );
+        }
         _ => None,
     };
     let hint = hint.or_else(|| match error.kind() {

@@ -1,8 +1,12 @@
-//! [`AmqpOptions`]: how to reach RabbitMQ and how to behave when it goes away.
+//! [`AmqpOptions`]: how to reach RabbitMQ and how to behave when it goes away, and the checks of
+//! those options.
 
 use std::time::Duration;
 
 use sidecast_core::config::{BrokerConfig, BrokerKind};
+use sidecast_core::{BrokerError, BrokerUrl};
+
+use crate::error;
 
 /// The options of an [`crate::AmqpBroker`].
 ///
@@ -20,14 +24,15 @@ use sidecast_core::config::{BrokerConfig, BrokerKind};
 /// };
 /// # let _ = options;
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmqpOptions {
     /// `amqp://[user:password@]host[:port][/vhost][?query]`, or `amqps://...` for TLS (rustls,
     /// the system's trust store; `SSL_CERT_FILE` names extra CA certificates). The virtual host
     /// is percent-encoded: the default vhost `/` is `%2f`. Query parameters of the AMQP URI spec
     /// (`heartbeat`, `frame_max`, `channel_max`, `connection_timeout`) are honoured; a
-    /// `heartbeat` there takes precedence over [`AmqpOptions::heartbeat`].
-    pub url: String,
+    /// `heartbeat` there takes precedence over [`AmqpOptions::heartbeat`]. The password shows
+    /// redacted.
+    pub url: BrokerUrl,
     /// Bound on establishing the connection (TCP, TLS, AMQP handshake, login, first channel),
     /// and on setting up a subscription's queue.
     pub connect_timeout: Duration,
@@ -57,7 +62,7 @@ impl AmqpOptions {
     /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
     /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, heartbeat 10 s,
     /// non-durable exchanges.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
             url: url.into(),
             connect_timeout: Duration::from_secs(3),
@@ -99,19 +104,30 @@ impl Default for AmqpOptions {
     }
 }
 
-/// Hand-written so that the password never reaches a log.
-impl std::fmt::Debug for AmqpOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpOptions")
-            .field("url", &sidecast_core::broker::redact_url(&self.url))
-            .field("connect_timeout", &self.connect_timeout)
-            .field("publish_timeout", &self.publish_timeout)
-            .field("subscription_capacity", &self.subscription_capacity)
-            .field("backoff_min", &self.backoff_min)
-            .field("backoff_max", &self.backoff_max)
-            .field("heartbeat", &self.heartbeat)
-            .field("durable_exchanges", &self.durable_exchanges)
-            .finish()
+impl AmqpOptions {
+    /// Refuses options that would make the transport misbehave rather than fail: zero time-outs
+    /// fail every call, a zero backoff reconnects in a busy loop.
+    pub(crate) fn validate(&self) -> Result<(), BrokerError> {
+        let zero = |name: &str| Err(error::config(format!("{name} must be greater than zero")));
+        if self.connect_timeout.is_zero() {
+            return zero("connect_timeout");
+        }
+        if self.publish_timeout.is_zero() {
+            return zero("publish_timeout");
+        }
+        if self.backoff_min.is_zero() {
+            return zero("backoff_min");
+        }
+        if self.subscription_capacity == 0 {
+            return zero("subscription_capacity");
+        }
+        if self.heartbeat > Duration::from_secs(u64::from(u16::MAX)) {
+            return Err(error::config(format!(
+                "heartbeat must be at most {} s (AMQP carries it as a 16-bit number of seconds)",
+                u16::MAX
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
 use sidecast_testkit::conformance::{DEADLINE, await_subscribed, next_message, subscribed};
 use sidecast_testkit::{RabbitMqServer, eventually, unique_channel};
-use sidecast_transport_amqp::AmqpOptions;
+use sidecast_transport_amqp::{AmqpOptions, ExchangeMismatch};
 use tokio::time::timeout;
 
 /// A plain lapin connection, standing in for another AMQP client (kombu) or an operator.
@@ -145,9 +145,13 @@ async fn a_durability_mismatch_is_refused_with_the_fix() {
     let text = format!("{error}: {:?}", std::error::Error::source(&error));
     assert!(matches!(error, BrokerError::Rejected { .. }), "{text}");
     assert!(
-        text.contains("broker.durable_exchanges = true"),
+        text.contains("AmqpOptions::durable_exchanges = true"),
         "names the fix: {text}"
     );
+    let mismatch = std::error::Error::source(&error)
+        .and_then(|source| source.downcast_ref::<ExchangeMismatch>())
+        .unwrap_or_else(|| panic!("typed, for a server layer to word in its config keys: {text}"));
+    assert_eq!(mismatch.exchange(), name);
     let error = broker
         .publish(&name, Bytes::from_static(b"x"))
         .await

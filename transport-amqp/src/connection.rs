@@ -1,0 +1,269 @@
+//! The AMQP connection and its supervision: [`AmqpState`], what the broker's handles and tasks
+//! share, opens the connection ([`AmqpConnection`]); [`supervise`] notices when it is lost,
+//! reports the outage and reconnects.
+
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::ExchangeDeclareOptions;
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties, Event};
+use sidecast_core::supervision::{
+    AttemptCount, Backoff, HealthBoard, OutageLog, PartId, Reconnect, Shutdown,
+};
+use sidecast_core::{BrokerError, BrokerHealth};
+use tokio::sync::{Notify, watch};
+use tokio::time::{MissedTickBehavior, interval, timeout};
+
+use crate::error::{self, Doing};
+use crate::options::AmqpOptions;
+use crate::publisher::{Publisher, open_publisher};
+use crate::uri::parse_uri;
+
+/// The AMQP connection's id on the health board; subscriptions count up from 1.
+const CONNECTION: PartId = 0;
+
+/// How often the supervisor looks at the connection's state even without being told. lapin
+/// reports a lost connection through its event stream and the consumers; this is the safety
+/// net in case a path reports nothing.
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
+/// The state an [`crate::AmqpBroker`]'s handles and background tasks share: the options, the
+/// current connection, the health board and the outage log.
+pub(crate) struct AmqpState {
+    pub(crate) options: AmqpOptions,
+    /// `options.url`, parsed, with the heartbeat and TCP connect time-out filled in.
+    uri: AMQPUri,
+    /// `options.url` with the password redacted: the only form that reaches logs and errors.
+    pub(crate) url: String,
+    pub(crate) board: HealthBoard,
+    outages: OutageLog,
+    /// The current connection; `None` while reconnecting (and after close). Subscription tasks
+    /// watch it to rebuild their queues on a new connection.
+    pub(crate) connection: watch::Sender<Option<Arc<AmqpConnection>>>,
+    /// Asks the supervisor to look at the connection now, because an operation failed in a way
+    /// that suggests it is gone.
+    pub(crate) check: Notify,
+    next_generation: AtomicU64,
+    /// The board id of the next subscription.
+    next_part: AtomicU64,
+}
+
+/// One AMQP connection and its publishing channel.
+pub(crate) struct AmqpConnection {
+    /// Tells connections apart, so that a subscription notices it is on an old one.
+    pub(crate) generation: u64,
+    pub(crate) connection: Connection,
+    /// The publishing channel, in confirm mode; `None` until (re)opened. A tokio mutex, held
+    /// while a message is *sent* (not while its confirm is awaited), which keeps publishes in
+    /// call order without serialising the round trips.
+    pub(crate) publisher: tokio::sync::Mutex<Option<Publisher>>,
+}
+
+impl AmqpState {
+    /// Checks `options` and parses the URL; connects nothing yet.
+    pub(crate) fn new(options: AmqpOptions) -> Result<Self, BrokerError> {
+        let url = options.url.redacted();
+        options.validate()?;
+        let uri = parse_uri(&options, &url)?;
+        Ok(Self {
+            board: HealthBoard::new(AttemptCount::Highest),
+            outages: OutageLog::new(
+                sidecast_core::outage_log_target!(),
+                error::BACKEND,
+                &options.url,
+            ),
+            url,
+            uri,
+            options,
+            connection: watch::Sender::new(None),
+            check: Notify::new(),
+            next_generation: AtomicU64::new(0),
+            next_part: AtomicU64::new(CONNECTION + 1),
+        })
+    }
+
+    /// A new id for a subscription on the board.
+    pub(crate) fn next_part_id(&self) -> PartId {
+        self.next_part.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Part `id` broke with `error`: reports it on the board and logs the outage once (further
+    /// parts lost during it at debug level).
+    pub(crate) fn lost(&self, id: PartId, error: &dyn std::fmt::Display) {
+        self.outages.lost(&self.board, id, error);
+    }
+
+    /// Part `id` is up again: reports it on the board and logs the end of the outage once.
+    pub(crate) fn restored(&self, id: PartId) {
+        self.outages.restored(&self.board, id);
+    }
+
+    /// The current connection if it is up. A connection that went down without the supervisor
+    /// having noticed yet is not returned, and the supervisor is told.
+    pub(crate) fn live_connection(&self) -> Option<Arc<AmqpConnection>> {
+        let link = self.connection.borrow().clone()?;
+        if link.connection.status().connected() {
+            Some(link)
+        } else {
+            self.check.notify_one();
+            None
+        }
+    }
+
+    /// The error of an operation attempted while the connection is down.
+    pub(crate) fn down_error(&self) -> BrokerError {
+        let attempt = match self.board.health() {
+            BrokerHealth::Reconnecting { attempt, .. } => attempt,
+            _ => 1,
+        };
+        error::reconnecting(&self.url, attempt)
+    }
+
+    /// Maps a failed operation's error, and has the connection checked when the error says it
+    /// may be gone.
+    pub(crate) fn failed(&self, error: lapin::Error, doing: Doing<'_>) -> BrokerError {
+        if error::is_connection_error(&error) {
+            self.check.notify_one();
+        }
+        error::map(error, &self.url, doing)
+    }
+
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff {
+            min: self.options.backoff_min,
+            max: self.options.backoff_max,
+        }
+    }
+
+    /// A new connection with its publishing channel, within the connect time-out.
+    pub(crate) async fn open_connection(&self) -> Result<Arc<AmqpConnection>, BrokerError> {
+        let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+        // Shown in RabbitMQ's management UI and `rabbitmqctl list_connections`.
+        let properties = ConnectionProperties::default().with_connection_name(
+            format!("sidecast (pid {}, #{generation})", std::process::id()).into(),
+        );
+        let after = self.options.connect_timeout;
+        let open = async {
+            let connection = Connection::connect_uri(self.uri.clone(), properties)
+                .await
+                .map_err(|e| error::map(e, &self.url, Doing::Connecting))?;
+            // Opened right away: the first publish does not pay for it, and a user who may not
+            // even open a channel is refused here.
+            let publisher = match open_publisher(&connection).await {
+                Ok(publisher) => publisher,
+                Err(e) => {
+                    let _ = connection.close(200, "setup failed".into()).await;
+                    return Err(error::map(e, &self.url, Doing::Connecting));
+                }
+            };
+            Ok(AmqpConnection {
+                generation,
+                connection,
+                publisher: tokio::sync::Mutex::new(Some(publisher)),
+            })
+        };
+        match timeout(after, open).await {
+            Ok(result) => result.map(Arc::new),
+            Err(_elapsed) => Err(error::timeout(after)),
+        }
+    }
+
+    /// Reconnects with backoff until a new connection is up. `None` when the broker shuts down.
+    async fn reconnect(&self, shutdown: &mut Shutdown) -> Option<Arc<AmqpConnection>> {
+        Reconnect {
+            board: &self.board,
+            id: CONNECTION,
+            backoff: self.backoff(),
+        }
+        .run(
+            shutdown,
+            || false,
+            || self.open_connection(),
+            |attempt, e| {
+                tracing::debug!(url = %self.url, attempt, error = %e, "amqp reconnect attempt failed");
+            },
+        )
+        .await
+    }
+}
+
+/// The settings every Sidecast exchange is declared with: those of kombu's
+/// `Exchange(name, type="fanout", durable=False)` (not auto-deleted, not internal, no
+/// arguments), with durability configurable.
+pub(crate) fn exchange_options(durable: bool) -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
+        durable,
+        ..ExchangeDeclareOptions::default()
+    }
+}
+
+/// Owns the connection: notices when it is lost, reports the outage, reconnects with backoff
+/// and publishes the new connection for the subscription tasks.
+pub(crate) async fn supervise(state: Arc<AmqpState>, mut shutdown: Shutdown) {
+    loop {
+        let Some(link) = state.connection.borrow().clone() else {
+            // Only close() empties the slot outside this task.
+            return;
+        };
+        let failure = watch_connection(&state, &link, &mut shutdown).await;
+        let Some(failure) = failure else {
+            return;
+        };
+        if state.board.is_closed() {
+            return;
+        }
+        state.connection.send_replace(None);
+        state.lost(CONNECTION, &failure);
+        drop(link);
+        match state.reconnect(&mut shutdown).await {
+            Some(link) => {
+                state.connection.send_replace(Some(link));
+                state.restored(CONNECTION);
+            }
+            None => return,
+        }
+    }
+}
+
+/// Waits until `link` is no longer connected and returns why, or `None` on shutdown.
+async fn watch_connection(
+    state: &AmqpState,
+    link: &AmqpConnection,
+    shutdown: &mut Shutdown,
+) -> Option<String> {
+    let mut events = pin!(link.connection.events_listener());
+    let mut last_error: Option<String> = None;
+    let mut liveness = interval(LIVENESS_CHECK);
+    liveness.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.signalled() => return None,
+            () = state.check.notified() => {}
+            _ = liveness.tick() => {}
+            event = events.next() => match event {
+                // Channel errors arrive here too; only the connection's state tells.
+                Some(Event::Error(e)) => last_error = Some(e.to_string()),
+                Some(_) => {}
+                None => {
+                    // The connection is gone for good (its event sender dropped).
+                    return Some(last_error.unwrap_or_else(|| "the connection ended".to_owned()));
+                }
+            },
+        }
+        if !link.connection.status().connected() {
+            let status = link.connection.status();
+            let state = if status.errored() {
+                "failed"
+            } else if status.closing() || status.closed() {
+                "closed"
+            } else {
+                "not connected"
+            };
+            return Some(last_error.unwrap_or_else(|| format!("the connection {state}")));
+        }
+    }
+}
