@@ -7,20 +7,22 @@ use std::time::{Duration, SystemTime};
 
 use async_nats::Event;
 use async_nats::connection::State;
-use sidecast_core::BrokerHealth;
-use sidecast_core::supervision::Backoff;
+use sidecast_core::supervision::{Backoff, OutageLog};
+use sidecast_core::{BrokerHealth, BrokerUrl};
 
 /// What the broker knows about its one NATS connection, beyond async-nats' own
 /// [`async_nats::Client::connection_state`] (which is authoritative for "connected or not").
 ///
 /// async-nats reconnects and re-subscribes by itself. It calls the reconnect delay callback
-/// ([`Link::backoff`]) synchronously before each attempt, right after marking the connection
+/// ([`ConnectionHealth::backoff`]) synchronously before each attempt, right after marking the connection
 /// down, and reports what happened through events, handled in order by one task
-/// ([`Link::on_event`]) some time later.
+/// ([`ConnectionHealth::on_event`]) some time later.
 #[derive(Debug)]
-pub(crate) struct Link {
+pub(crate) struct ConnectionHealth {
     /// The server URL, password redacted.
     pub(crate) url: String,
+    /// Logs each outage once, lost and restored.
+    outages: OutageLog,
     closed: AtomicBool,
     /// Set once the first connection is up: reconnect attempts before that belong to the first
     /// connection, not to an outage.
@@ -50,10 +52,16 @@ impl Outage {
     }
 }
 
-impl Link {
-    pub(crate) fn new(url: String, backoff_min: Duration, backoff_max: Duration) -> Self {
+impl ConnectionHealth {
+    pub(crate) fn new(url: BrokerUrl, backoff_min: Duration, backoff_max: Duration) -> Self {
         Self {
-            url,
+            url: url.redacted(),
+            outages: OutageLog::new(sidecast_core::outage_log_target!(), "nats", &url)
+                .with_messages(
+                    "lost the connection to nats; reconnecting (publishes fail until it is back, \
+                     messages published meanwhile are lost to this node)",
+                    "reconnected to nats; subscriptions restored",
+                ),
             closed: AtomicBool::new(false),
             connected_once: AtomicBool::new(false),
             attempt: AtomicU32::new(0),
@@ -142,11 +150,7 @@ impl Link {
                 let outage = outage.get_or_insert_with(Outage::starting_now);
                 if !outage.logged {
                     outage.logged = true;
-                    tracing::warn!(
-                        %url,
-                        "lost the connection to nats; reconnecting (publishes fail until it is \
-                         back, messages published meanwhile are lost to this node)"
-                    );
+                    self.outages.outage_began(None);
                 }
             }
             Event::Connected => {
@@ -155,12 +159,7 @@ impl Link {
                 match outage {
                     Some(outage) if !self.is_closed() => {
                         let down_for = outage.since.elapsed().unwrap_or_default();
-                        tracing::info!(
-                            %url,
-                            attempts,
-                            down_for = %format_args!("{:.1}s", down_for.as_secs_f32()),
-                            "reconnected to nats; subscriptions restored"
-                        );
+                        self.outages.outage_ended(down_for, attempts);
                     }
                     _ => tracing::debug!(%url, "connected to nats"),
                 }
@@ -186,8 +185,8 @@ impl Link {
 mod tests {
     use super::*;
 
-    fn link() -> Link {
-        Link::new(
+    fn link() -> ConnectionHealth {
+        ConnectionHealth::new(
             "nats://h".into(),
             Duration::from_millis(100),
             Duration::from_secs(1),

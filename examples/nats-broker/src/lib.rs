@@ -3,7 +3,7 @@
 //!
 //! This crate is written the way a third party would write a transport: it uses nothing of
 //! Sidecast but `sidecast-core`'s public API, and proves itself with the public conformance suite
-//! (`sidecast-core` feature `testing`) against a real `nats-server` (see `tests/`).
+//! (`sidecast-testkit`) against a real `nats-server` (see `tests/`).
 //!
 //! ```no_run
 //! use bytes::Bytes;
@@ -30,7 +30,7 @@ mod health;
 mod options;
 mod subject;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -39,18 +39,17 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::SelectAll;
+use sidecast_core::supervision::{Shutdown, Tasks};
 use sidecast_core::{
     Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Delivery, Subscription,
     SubscriptionSender,
 };
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
 pub use options::NatsOptions;
 
 use error::BACKEND;
-use health::Link;
+use health::ConnectionHealth;
 
 /// How long [`Broker::close`] lets subscriptions forward what the server had already sent them
 /// (async-nats drains the connection) before it ends them anyway.
@@ -115,33 +114,20 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// subjects at once.
 #[derive(Clone)]
 pub struct NatsBroker {
-    inner: Arc<Inner>,
-}
-
-/// Owned by the `NatsBroker` clones only, so that dropping the last clone stops the subscription
-/// tasks (which hold neither this nor the client).
-struct Inner {
     client: Client,
-    link: Arc<Link>,
-    options: NatsOptions,
-    /// `true` once the subscription tasks must stop at once: after close's grace period, or
-    /// when the last handle is dropped.
-    shutdown: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The last handle is gone: end the subscription tasks (their streams end), which drops
-        // their async-nats subscribers; with the client gone too, async-nats closes.
-        self.shutdown.send_replace(true);
-    }
+    health: Arc<ConnectionHealth>,
+    options: Arc<NatsOptions>,
+    /// The subscription tasks, which hold neither this nor the client. Owned by the `NatsBroker`
+    /// clones only: dropping the last clone stops them (their streams end), which drops their
+    /// async-nats subscribers; with the client gone too, async-nats closes. They are stopped at
+    /// once after close's grace period too.
+    tasks: Arc<Tasks>,
 }
 
 impl std::fmt::Debug for NatsBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsBroker")
-            .field("url", &self.inner.link.url)
+            .field("url", &self.health.url)
             .field("health", &self.health())
             .finish_non_exhaustive()
     }
@@ -158,15 +144,15 @@ impl NatsBroker {
     ///   be reached or did not complete the handshake in time.
     /// * [`BrokerError::Rejected`]: the server refused the credentials.
     pub async fn connect(options: NatsOptions) -> Result<Self, BrokerError> {
-        validate(&options)?;
-        let url = sidecast_core::broker::redact_url(&options.url);
-        let link = Arc::new(Link::new(
-            url.clone(),
+        options.validate()?;
+        let url = options.url.redacted();
+        let health = Arc::new(ConnectionHealth::new(
+            options.url.clone(),
             options.backoff_min,
             options.backoff_max,
         ));
-        let on_event = Arc::clone(&link);
-        let on_backoff = Arc::clone(&link);
+        let on_event = Arc::clone(&health);
+        let on_backoff = Arc::clone(&health);
         let connecting = ConnectOptions::new()
             .name(&options.name)
             .connection_timeout(options.connect_timeout)
@@ -175,8 +161,8 @@ impl NatsBroker {
             .max_reconnects(None)
             .reconnect_delay_callback(move |attempt| on_backoff.backoff(attempt))
             .event_callback(move |event| {
-                let link = Arc::clone(&on_event);
-                async move { link.on_event(event) }
+                let health = Arc::clone(&on_event);
+                async move { health.on_event(event) }
             })
             .connect(options.url.as_str());
         // connection_timeout bounds each attempt; this bounds the whole call (DNS included).
@@ -185,104 +171,59 @@ impl NatsBroker {
             Ok(Err(e)) => return Err(error::connect(e, &url, options.connect_timeout)),
             Err(_) => return Err(error::timeout(options.connect_timeout * 2)),
         };
-        link.connected();
+        health.connected();
         tracing::debug!(%url, "connected to nats");
         Ok(Self {
-            inner: Arc::new(Inner {
-                client,
-                link,
-                options,
-                shutdown: watch::Sender::new(false),
-                tasks: Mutex::new(Vec::new()),
-            }),
+            client,
+            health,
+            options: Arc::new(options),
+            tasks: Arc::new(Tasks::new()),
         })
     }
 
     /// The server URL, password redacted.
     pub fn url(&self) -> &str {
-        &self.inner.link.url
+        &self.health.url
     }
 
     /// The underlying async-nats client, for what this broker does not cover (request/reply,
     /// JetStream, statistics). Publishing through it bypasses [`Broker::close`].
     pub fn client(&self) -> &Client {
-        &self.inner.client
+        &self.client
     }
 
     /// Fails fast, without touching the network, unless the connection is up.
     fn ensure_connected(&self) -> Result<(), BrokerError> {
-        if self.inner.link.is_closed() {
+        if self.health.is_closed() {
             return Err(BrokerError::Closed);
         }
-        match self.inner.client.connection_state() {
+        match self.client.connection_state() {
             State::Connected => Ok(()),
-            State::Pending | State::Disconnected => Err(error::reconnecting(
-                &self.inner.link.url,
-                self.inner.link.attempt(),
-            )),
+            State::Pending | State::Disconnected => {
+                Err(error::reconnecting(&self.health.url, self.health.attempt()))
+            }
         }
     }
 
     /// An error of async-nats' command channel: it is closed once the connection was drained.
     fn send_failed(&self, source: impl std::error::Error + Send + Sync + 'static) -> BrokerError {
-        if self.inner.link.is_closed() {
+        if self.health.is_closed() {
             BrokerError::Closed
         } else {
-            error::unavailable(&self.inner.link.url, source)
+            error::unavailable(&self.health.url, source)
         }
     }
-
-    fn tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        // A poisoned lock only means a panic elsewhere while holding it; the list stays valid.
-        self.inner
-            .tasks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Options that would make the transport misbehave rather than fail: zero time-outs fail every
-/// call, a zero backoff reconnects in a busy loop, a zero ping interval panics tokio's interval.
-fn validate(options: &NatsOptions) -> Result<(), BrokerError> {
-    let zero = |name: &str| {
-        Err(BrokerError::Config {
-            backend: BACKEND,
-            reason: format!("{name} must be greater than zero"),
-        })
-    };
-    if options.connect_timeout.is_zero() {
-        return zero("connect_timeout");
-    }
-    if options.publish_timeout.is_zero() {
-        return zero("publish_timeout");
-    }
-    if options.backoff_min.is_zero() {
-        return zero("backoff_min");
-    }
-    if options.ping_interval.is_zero() {
-        return zero("ping_interval");
-    }
-    if options.subscription_capacity == 0 {
-        return zero("subscription_capacity");
-    }
-    if options.backoff_max < options.backoff_min {
-        return Err(BrokerError::Config {
-            backend: BACKEND,
-            reason: "backoff_max must not be smaller than backoff_min".to_owned(),
-        });
-    }
-    Ok(())
 }
 
 #[async_trait]
 impl Broker for NatsBroker {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
-        if self.inner.link.is_closed() {
+        if self.health.is_closed() {
             return Err(BrokerError::Closed);
         }
         subject::check(channel)?;
         self.ensure_connected()?;
-        let client = &self.inner.client;
+        let client = &self.client;
         let max = client.max_payload();
         if payload.len() > max {
             return Err(BrokerError::rejected(
@@ -293,7 +234,7 @@ impl Broker for NatsBroker {
                 ),
             ));
         }
-        let after = self.inner.options.publish_timeout;
+        let after = self.options.publish_timeout;
         let sent = timeout(after, async {
             // Hands the message to async-nats' connection task...
             client
@@ -315,7 +256,7 @@ impl Broker for NatsBroker {
     }
 
     async fn subscribe(&self, channels: &[ChannelSpec]) -> Result<Subscription, BrokerError> {
-        if self.inner.link.is_closed() {
+        if self.health.is_closed() {
             return Err(BrokerError::Closed);
         }
         if channels.is_empty() {
@@ -349,8 +290,8 @@ impl Broker for NatsBroker {
         }
         self.ensure_connected()?;
 
-        let client = &self.inner.client;
-        let after = self.inner.options.publish_timeout;
+        let client = &self.client;
+        let after = self.options.publish_timeout;
         let subscribed = timeout(after, async {
             let mut subscribers = SelectAll::new();
             for subject in &subjects {
@@ -372,48 +313,37 @@ impl Broker for NatsBroker {
             Err(_elapsed) => return Err(error::timeout(after)),
         };
 
-        let (tx, subscription) = Subscription::bounded(self.inner.options.subscription_capacity);
-        let task = tokio::spawn(forward(subscribers, tx, self.inner.shutdown.subscribe()));
-        let mut tasks = self.tasks();
-        // Forget the tasks of dropped subscriptions, so that the list does not grow forever.
-        tasks.retain(|task| !task.is_finished());
-        tasks.push(task);
+        let (tx, subscription) = Subscription::bounded(self.options.subscription_capacity);
+        self.tasks
+            .spawn(forward(subscribers, tx, self.tasks.shutdown()));
         Ok(subscription)
     }
 
     fn health(&self) -> BrokerHealth {
-        self.inner
-            .link
-            .health(&self.inner.client.connection_state())
+        self.health.health(&self.client.connection_state())
     }
 
     async fn close(&self) {
-        let inner = &self.inner;
-        let first = inner.link.close();
-        let connected = inner.client.connection_state() == State::Connected;
+        let first = self.health.close();
+        let connected = self.client.connection_state() == State::Connected;
         if first {
             // Unsubscribes everything, flushes what was published, then closes the connection;
             // each async-nats subscriber ends after the messages it already received. It only
             // queues a command, but bound it in case the command queue is full (an outage).
-            let _ = timeout(DRAIN_GRACE, inner.client.drain()).await;
+            let _ = timeout(DRAIN_GRACE, self.client.drain()).await;
         }
-        let mut tasks = std::mem::take(&mut *self.tasks());
         if connected {
-            let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
-            for task in &mut tasks {
-                let _ = tokio::time::timeout_at(deadline, task).await;
-            }
+            self.tasks.join(DRAIN_GRACE).await;
         }
         // Whatever did not end with the drain (an outage: async-nats cannot drain until the
         // server is back) ends now.
-        inner.shutdown.send_replace(true);
-        for task in tasks {
-            if !task.is_finished() && timeout(CLOSE_WAIT, task).await.is_err() {
-                tracing::warn!(url = %inner.link.url, "a nats subscription task did not stop within {CLOSE_WAIT:?}");
-            }
+        self.tasks.stop();
+        let late = self.tasks.join(CLOSE_WAIT).await;
+        if late > 0 {
+            tracing::warn!(url = %self.health.url, late, "nats subscription tasks did not stop within {CLOSE_WAIT:?}");
         }
         if first {
-            tracing::debug!(url = %inner.link.url, "nats broker closed");
+            tracing::debug!(url = %self.health.url, "nats broker closed");
         }
     }
 }
@@ -424,13 +354,13 @@ impl Broker for NatsBroker {
 async fn forward(
     mut subscribers: SelectAll<Subscriber>,
     tx: SubscriptionSender,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     loop {
         tokio::select! {
             biased;
-            // Also completes (with an error) if the broker was dropped.
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            // Also completes if the broker was dropped.
+            () = shutdown.signalled() => break,
             () = tx.closed() => break,
             message = subscribers.next() => {
                 let Some(message) = message else {

@@ -1,6 +1,10 @@
-//! [`NatsOptions`]: how [`crate::NatsBroker`] connects.
+//! [`NatsOptions`]: how [`crate::NatsBroker`] connects, and the checks of those options.
 
 use std::time::Duration;
+
+use sidecast_core::{BrokerError, BrokerUrl};
+
+use crate::error::BACKEND;
 
 /// How a [`crate::NatsBroker`] connects and behaves. Build it with [`NatsOptions::new`] and
 /// override fields with struct update syntax:
@@ -18,8 +22,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NatsOptions {
     /// The server, `nats://[user:password@]host[:port]` (port 4222 when omitted) or `tls://...`
-    /// for TLS. Passwords never reach logs or errors.
-    pub url: String,
+    /// for TLS. Passwords never reach logs or errors: the URL shows redacted, in `Debug` too.
+    pub url: BrokerUrl,
     /// Bound on connecting, the TLS and NATS handshake included (each attempt, the first one and
     /// every reconnect). Default 3 s.
     pub connect_timeout: Duration,
@@ -45,7 +49,7 @@ pub struct NatsOptions {
 
 impl NatsOptions {
     /// Default options for the server at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
             url: url.into(),
             connect_timeout: Duration::from_secs(3),
@@ -56,5 +60,55 @@ impl NatsOptions {
             ping_interval: Duration::from_secs(10),
             name: "sidecast".to_owned(),
         }
+    }
+}
+
+impl NatsOptions {
+    /// Refuses options that would make the transport misbehave rather than fail: zero time-outs
+    /// fail every call, a zero backoff reconnects in a busy loop, a zero ping interval panics
+    /// tokio's interval.
+    pub(crate) fn validate(&self) -> Result<(), BrokerError> {
+        let zero = |name: &str| {
+            Err(BrokerError::Config {
+                backend: BACKEND,
+                reason: format!("{name} must be greater than zero"),
+            })
+        };
+        if self.connect_timeout.is_zero() {
+            return zero("connect_timeout");
+        }
+        if self.publish_timeout.is_zero() {
+            return zero("publish_timeout");
+        }
+        if self.backoff_min.is_zero() {
+            return zero("backoff_min");
+        }
+        if self.ping_interval.is_zero() {
+            return zero("ping_interval");
+        }
+        if self.subscription_capacity == 0 {
+            return zero("subscription_capacity");
+        }
+        if self.backoff_max < self.backoff_min {
+            return Err(BrokerError::Config {
+                backend: BACKEND,
+                reason: "backoff_max must not be smaller than backoff_min".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_password() {
+        let options = NatsOptions::new("nats://node:hunter2@127.0.0.1:4222");
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("nats://node:***@127.0.0.1:4222"), "{shown}");
+        assert_eq!(options.url, "nats://node:hunter2@127.0.0.1:4222");
     }
 }
