@@ -108,19 +108,15 @@ impl AmqpOptions {
     /// Refuses options that would make the transport misbehave rather than fail: zero time-outs
     /// fail every call, a zero backoff reconnects in a busy loop.
     pub(crate) fn validate(&self) -> Result<(), BrokerError> {
-        let zero = |name: &str| Err(error::config(format!("{name} must be greater than zero")));
-        if self.connect_timeout.is_zero() {
-            return zero("connect_timeout");
-        }
-        if self.publish_timeout.is_zero() {
-            return zero("publish_timeout");
-        }
-        if self.backoff_min.is_zero() {
-            return zero("backoff_min");
-        }
-        if self.subscription_capacity == 0 {
-            return zero("subscription_capacity");
-        }
+        BrokerError::require_nonzero(
+            error::BACKEND,
+            [
+                ("connect_timeout", self.connect_timeout.is_zero()),
+                ("publish_timeout", self.publish_timeout.is_zero()),
+                ("backoff_min", self.backoff_min.is_zero()),
+                ("subscription_capacity", self.subscription_capacity == 0),
+            ],
+        )?;
         if self.heartbeat > Duration::from_secs(u64::from(u16::MAX)) {
             return Err(error::config(format!(
                 "heartbeat must be at most {} s (AMQP carries it as a 16-bit number of seconds)",

@@ -84,28 +84,16 @@ impl RedisOptions {
     /// fail every call, a zero backoff reconnects in a busy loop, a zero keep-alive panics
     /// tokio's interval.
     pub(crate) fn validate(&self) -> Result<(), BrokerError> {
-        let zero = |name: &str| {
-            Err(BrokerError::Config {
-                backend: error::BACKEND,
-                reason: format!("{name} must be greater than zero"),
-            })
-        };
-        if self.connect_timeout.is_zero() {
-            return zero("connect_timeout");
-        }
-        if self.publish_timeout.is_zero() {
-            return zero("publish_timeout");
-        }
-        if self.backoff_min.is_zero() {
-            return zero("backoff_min");
-        }
-        if self.keepalive_interval.is_zero() {
-            return zero("keepalive_interval");
-        }
-        if self.subscription_capacity == 0 {
-            return zero("subscription_capacity");
-        }
-        Ok(())
+        BrokerError::require_nonzero(
+            error::BACKEND,
+            [
+                ("connect_timeout", self.connect_timeout.is_zero()),
+                ("publish_timeout", self.publish_timeout.is_zero()),
+                ("backoff_min", self.backoff_min.is_zero()),
+                ("keepalive_interval", self.keepalive_interval.is_zero()),
+                ("subscription_capacity", self.subscription_capacity == 0),
+            ],
+        )
     }
 
     /// Whether the URL asks for TLS.

@@ -121,6 +121,31 @@ impl BrokerError {
     pub fn timeout(backend: &'static str, after: Duration) -> Self {
         Self::Timeout { backend, after }
     }
+
+    /// Checks a transport's options that must not be zero (a zero time-out fails every call, a
+    /// zero backoff reconnects in a busy loop): [`BrokerError::Config`] "`name` must be greater
+    /// than zero" for the first `(name, is_zero)` pair that is zero.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use sidecast_core::BrokerError;
+    ///
+    /// let timeout = Duration::ZERO;
+    /// let error = BrokerError::require_nonzero("mybroker", [("publish_timeout", timeout.is_zero())]);
+    /// assert!(error.unwrap_err().to_string().contains("publish_timeout must be greater than zero"));
+    /// ```
+    pub fn require_nonzero<'a>(
+        backend: &'static str,
+        options: impl IntoIterator<Item = (&'a str, bool)>,
+    ) -> Result<(), Self> {
+        match options.into_iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(Self::Config {
+                backend,
+                reason: format!("{name} must be greater than zero"),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Words with the backend's error underneath: the `source` a transport gives a [`BrokerError`]

@@ -68,27 +68,16 @@ impl NatsOptions {
     /// fail every call, a zero backoff reconnects in a busy loop, a zero ping interval panics
     /// tokio's interval.
     pub(crate) fn validate(&self) -> Result<(), BrokerError> {
-        let zero = |name: &str| {
-            Err(BrokerError::Config {
-                backend: BACKEND,
-                reason: format!("{name} must be greater than zero"),
-            })
-        };
-        if self.connect_timeout.is_zero() {
-            return zero("connect_timeout");
-        }
-        if self.publish_timeout.is_zero() {
-            return zero("publish_timeout");
-        }
-        if self.backoff_min.is_zero() {
-            return zero("backoff_min");
-        }
-        if self.ping_interval.is_zero() {
-            return zero("ping_interval");
-        }
-        if self.subscription_capacity == 0 {
-            return zero("subscription_capacity");
-        }
+        BrokerError::require_nonzero(
+            BACKEND,
+            [
+                ("connect_timeout", self.connect_timeout.is_zero()),
+                ("publish_timeout", self.publish_timeout.is_zero()),
+                ("backoff_min", self.backoff_min.is_zero()),
+                ("ping_interval", self.ping_interval.is_zero()),
+                ("subscription_capacity", self.subscription_capacity == 0),
+            ],
+        )?;
         if self.backoff_max < self.backoff_min {
             return Err(BrokerError::Config {
                 backend: BACKEND,
