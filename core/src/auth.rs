@@ -25,6 +25,7 @@ pub trait AuthPolicy: Send + Sync + 'static {
 
 /// What the caller wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Action<'a> {
     /// Connect a Socket.IO client to a namespace.
     Connect {
@@ -38,6 +39,51 @@ pub enum Action<'a> {
         /// The rooms it is addressed to; empty means everyone in the namespace.
         rooms: &'a [String],
     },
+    /// Make sockets join a room (`POST /api/rooms`); asked once per room.
+    Join {
+        /// The namespace.
+        namespace: &'a str,
+        /// The room to join.
+        room: &'a str,
+        /// Whose sockets join: rooms such as `user:<name>`; empty means everyone.
+        targets: &'a [String],
+    },
+    /// Make sockets leave a room (`POST /api/rooms`); asked once per room.
+    Leave {
+        /// The namespace.
+        namespace: &'a str,
+        /// The room to leave.
+        room: &'a str,
+        /// Whose sockets leave: rooms such as `user:<name>`; empty means everyone.
+        targets: &'a [String],
+    },
+    /// Disconnect the sockets in some rooms (`POST /api/rooms`).
+    Disconnect {
+        /// The namespace.
+        namespace: &'a str,
+        /// The rooms whose sockets are disconnected.
+        targets: &'a [String],
+    },
+    /// Make every socket leave a room (`POST /api/rooms`); asked once per room.
+    CloseRoom {
+        /// The namespace.
+        namespace: &'a str,
+        /// The room to close.
+        room: &'a str,
+    },
+}
+
+impl Action<'_> {
+    /// Whether this is a room operation (join, leave, disconnect, close a room).
+    pub fn is_room_operation(&self) -> bool {
+        matches!(
+            self,
+            Self::Join { .. }
+                | Self::Leave { .. }
+                | Self::Disconnect { .. }
+                | Self::CloseRoom { .. }
+        )
+    }
 }
 
 /// The facts a policy decides on, gathered by the web layer.
@@ -123,6 +169,10 @@ impl AuthError {
 }
 
 /// The original application's rule: the caller's session has a user.
+///
+/// Room operations on other sockets are not for pages: a session may not join, leave,
+/// disconnect or close rooms (403); services do that with a token (`auth.policy = ["session",
+/// "token"]`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionAuth;
 
@@ -130,6 +180,11 @@ pub struct SessionAuth;
 impl AuthPolicy for SessionAuth {
     async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
         match req.session_user {
+            Some(user) if !user.is_empty() && req.action.is_room_operation() => {
+                Err(AuthError::forbidden(
+                    "room operations need a service token (auth.policy = [\"session\", \"token\"])",
+                ))
+            }
             Some(user) if !user.is_empty() => Ok(Principal::new(user)),
             _ => Err(AuthError::unauthenticated(
                 "no session user; log in first (GET /login)",
@@ -279,6 +334,43 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn room_operations_need_a_token() {
+        let h = HeaderMap::new();
+        let targets = ["user:alice".to_owned()];
+        let join = AuthRequest {
+            action: Action::Join {
+                namespace: "/",
+                room: "game:1",
+                targets: &targets,
+            },
+            ..req(&h, Some("Gonzalo"), Some("s3cret"))
+        };
+        assert!(matches!(
+            SessionAuth.authorize(&join).await,
+            Err(AuthError::Forbidden { .. })
+        ));
+        let no_session = AuthRequest {
+            session_user: None,
+            ..join
+        };
+        assert!(matches!(
+            SessionAuth.authorize(&no_session).await,
+            Err(AuthError::Unauthenticated { .. })
+        ));
+        let tokens = TokenAuth::new([("s3cret", "cron")]);
+        let any = AnyOf::new(vec![Box::new(SessionAuth), Box::new(tokens)]);
+        assert_eq!(any.authorize(&join).await.unwrap().id, "cron");
+        let without_token = AuthRequest {
+            token: None,
+            ..join
+        };
+        assert!(matches!(
+            any.authorize(&without_token).await,
+            Err(AuthError::Forbidden { .. })
+        ));
     }
 
     #[tokio::test]

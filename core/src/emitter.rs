@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::broker::{BrokerError, SharedBroker};
+use crate::codec::control::{self, Control, InvalidControl};
 use crate::codec::native;
 use crate::envelope::{Envelope, InvalidEnvelope, now_millis};
 use crate::ingress::{EncodeError, python_socketio};
@@ -68,6 +69,12 @@ pub enum EmitError {
     /// The event cannot be written in the emitter's format (python-socketio has no `except`).
     #[error(transparent)]
     Format(#[from] EncodeError),
+    /// The room operation is not valid (bad room names, too many rooms, nothing to join).
+    #[error(transparent)]
+    Control(#[from] InvalidControl),
+    /// Room operations are published in Sidecast's own format only.
+    #[error("room operations are published in Sidecast's own format; use Emitter::new for them")]
+    ControlUnsupported,
 }
 
 impl Emitter {
@@ -187,6 +194,85 @@ impl Emitter {
         Ok(())
     }
 
+    /// Makes the sockets this emitter addresses ([`Emitter::to`], [`Emitter::except`],
+    /// [`Emitter::of`]; everyone in the namespace when it names no room) join `room`, on every
+    /// node:
+    ///
+    /// ```
+    /// # async fn demo() -> Result<(), sidecast_core::EmitError> {
+    /// # let emitter = sidecast_core::Emitter::new(std::sync::Arc::new(sidecast_core::MemoryBroker::default()), "sidecast");
+    /// emitter.to("user:alice").join("game:1").await?;
+    /// emitter.to("game:1").emit("move", [3, 4]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn join(&self, room: impl Into<String>) -> Result<(), EmitError> {
+        self.join_all(vec![room.into()]).await
+    }
+
+    /// Like [`Emitter::join`], for several rooms in one operation.
+    pub async fn join_all(&self, rooms: Vec<String>) -> Result<(), EmitError> {
+        self.control(Control::Join {
+            rooms: self.rooms.clone(),
+            namespace: self.namespace.clone(),
+            except: self.except.clone(),
+            join: rooms,
+        })
+        .await
+    }
+
+    /// Makes the sockets this emitter addresses leave `room`, on every node.
+    pub async fn leave(&self, room: impl Into<String>) -> Result<(), EmitError> {
+        self.leave_all(vec![room.into()]).await
+    }
+
+    /// Like [`Emitter::leave`], for several rooms in one operation.
+    pub async fn leave_all(&self, rooms: Vec<String>) -> Result<(), EmitError> {
+        self.control(Control::Leave {
+            rooms: self.rooms.clone(),
+            namespace: self.namespace.clone(),
+            except: self.except.clone(),
+            leave: rooms,
+        })
+        .await
+    }
+
+    /// Disconnects the sockets in the rooms this emitter addresses, on every node. With a
+    /// `reason`, each receives it as the event [`crate::rooms::DISCONNECT_REASON_EVENT`] first.
+    /// The emitter must name a room ([`Emitter::to`]): nothing disconnects everybody.
+    pub async fn disconnect(&self, reason: Option<&str>) -> Result<(), EmitError> {
+        self.control(Control::Disconnect {
+            rooms: self.rooms.clone(),
+            namespace: self.namespace.clone(),
+            except: self.except.clone(),
+            reason: reason.map(str::to_owned),
+        })
+        .await
+    }
+
+    /// Makes every socket of the namespace leave `room`, on every node.
+    pub async fn close_room(&self, room: impl Into<String>) -> Result<(), EmitError> {
+        self.control(Control::CloseRoom {
+            rooms: vec![room.into()],
+            namespace: self.namespace.clone(),
+        })
+        .await
+    }
+
+    /// Publishes a room operation on the control channel that goes with this emitter's channel
+    /// ([`control::channel`]), after the checks every node applies.
+    pub async fn control(&self, operation: Control) -> Result<(), EmitError> {
+        if !matches!(self.format, Format::Native) {
+            return Err(EmitError::ControlUnsupported);
+        }
+        operation.validate()?;
+        self.publish_raw(
+            &control::channel(&self.channel),
+            control::encode(&operation),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Publishes an already encoded message on `channel`, signed when this emitter signs. Only
     /// the broker can refuse it: nothing is validated or encoded here.
     pub async fn publish_raw(&self, channel: &str, message: Vec<u8>) -> Result<(), BrokerError> {
@@ -246,6 +332,63 @@ mod tests {
         assert!(matches!(
             emitter.publish_raw("sidecast", b"raw".to_vec()).await,
             Err(BrokerError::Closed)
+        ));
+    }
+
+    #[tokio::test]
+    async fn publishes_room_operations_on_the_control_channel() {
+        let (broker, mut sub) = listening("sidecast:control").await;
+        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast");
+        let alice = emitter.to("user:alice");
+        alice.join("game:1").await.unwrap();
+        alice
+            .leave_all(vec!["game:1".into(), "game:2".into()])
+            .await
+            .unwrap();
+        alice.disconnect(Some("bye")).await.unwrap();
+        emitter.of("/chat").close_room("game:1").await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(control::decode(&sub.recv().await.unwrap().payload).unwrap());
+        }
+        assert_eq!(
+            got,
+            vec![
+                Control::Join {
+                    rooms: vec!["user:alice".into()],
+                    namespace: "/".into(),
+                    except: vec![],
+                    join: vec!["game:1".into()],
+                },
+                Control::Leave {
+                    rooms: vec!["user:alice".into()],
+                    namespace: "/".into(),
+                    except: vec![],
+                    leave: vec!["game:1".into(), "game:2".into()],
+                },
+                Control::Disconnect {
+                    rooms: vec!["user:alice".into()],
+                    namespace: "/".into(),
+                    except: vec![],
+                    reason: Some("bye".into()),
+                },
+                Control::CloseRoom {
+                    rooms: vec!["game:1".into()],
+                    namespace: "/chat".into(),
+                },
+            ]
+        );
+        // Refused before anything is published.
+        assert!(matches!(
+            emitter.disconnect(None).await,
+            Err(EmitError::Control(_))
+        ));
+        assert!(matches!(emitter.join("").await, Err(EmitError::Control(_))));
+        assert!(matches!(
+            Emitter::python_socketio(Arc::new(broker.clone()), "flask-socketio")
+                .join("r")
+                .await,
+            Err(EmitError::ControlUnsupported)
         ));
     }
 

@@ -6,7 +6,8 @@
 //! * [`Envelope`] and the [`codec`]s that turn broker payloads into events; the [`ingress`] codecs
 //!   read the formats of existing emitters (python-socketio, Node's redis-emitter).
 //! * [`AuthPolicy`] and the built-in policies.
-//! * [`Emitter`]: publish events from any Rust program.
+//! * [`Emitter`]: publish events and room operations from any Rust program; [`rooms`]: the rules
+//!   for room names and operations.
 //! * [`config`]: the configuration types and their loading.
 //! * [`supervision`]: what transports share to reconnect and report their health.
 
@@ -19,6 +20,7 @@ pub mod envelope;
 mod glob;
 pub mod ingress;
 pub mod memory;
+pub mod rooms;
 pub mod signing;
 pub mod supervision;
 

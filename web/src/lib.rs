@@ -137,10 +137,12 @@ impl Sidecast {
         router.with_state(self.clone())
     }
 
-    /// `POST /api/`: authorize, then publish through the broker.
+    /// `POST /api/` (events) and `POST /api/rooms` (room operations): authorize, then publish
+    /// through the broker.
     pub fn api_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
             .route("/api/", post(routes::api::publish))
+            .route("/api/rooms", post(routes::rooms::apply))
             .with_state(self.clone())
     }
 

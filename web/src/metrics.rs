@@ -27,6 +27,16 @@ pub struct Source {
     pub source: &'static str,
 }
 
+/// An `op` label: a room operation (`join`, `leave`, `disconnect`, `close_room`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Op {
+    /// The operation.
+    pub op: &'static str,
+}
+
+/// The room operations, as labelled.
+pub const ROOM_OPERATIONS: [&str; 4] = ["join", "leave", "disconnect", "close_room"];
+
 /// Every metric of a node. Counters are cheap atomics: reading them in tests is fine.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +59,8 @@ pub struct Metrics {
     /// `unknown_namespace`, `subscription_overflow`; from ingress channels also `pickle`, `binary`,
     /// `not_an_event`, `unsupported_packet`).
     pub events_dropped: Family<Reason, Counter>,
+    /// Room operations this node applied to its sockets, by operation.
+    pub room_operations: Family<Op, Counter>,
     /// 1 when the broker is connected, 0 otherwise.
     pub broker_up: Gauge,
     /// Times the broker connection was lost.
@@ -86,6 +98,7 @@ impl Metrics {
             slow_client_drops: Counter::default(),
             slow_client_disconnects: Counter::default(),
             events_dropped: Family::default(),
+            room_operations: Family::default(),
             broker_up: Gauge::default(),
             broker_reconnects: Counter::default(),
             // 0.1 ms .. ~3.3 s
@@ -136,6 +149,15 @@ impl Metrics {
             m.events_dropped.clone(),
         );
         registry.register(
+            "room_operations_applied",
+            "Room operations applied to this node's sockets, by operation",
+            m.room_operations.clone(),
+        );
+        for op in ROOM_OPERATIONS {
+            // Exported at 0 from start-up, so that rate() sees the series.
+            let _ = m.room_operations.get_or_create(&Op { op });
+        }
+        registry.register(
             "broker_up",
             "1 when the broker is connected",
             m.broker_up.clone(),
@@ -166,6 +188,16 @@ impl Metrics {
     /// The current count of dropped bus messages for `reason`.
     pub fn dropped_count(&self, reason: &'static str) -> u64 {
         self.events_dropped.get_or_create(&Reason { reason }).get()
+    }
+
+    /// Counts a room operation applied to this node's sockets.
+    pub fn room_operation(&self, op: &'static str) {
+        self.room_operations.get_or_create(&Op { op }).inc();
+    }
+
+    /// The current count of applied room operations `op`.
+    pub fn room_operation_count(&self, op: &'static str) -> u64 {
+        self.room_operations.get_or_create(&Op { op }).get()
     }
 
     /// Counts a refused connect.

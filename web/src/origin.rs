@@ -1,4 +1,5 @@
-//! Same-origin checks against Cross-Site WebSocket Hijacking and cross-site `POST /api/`.
+//! Same-origin checks against Cross-Site WebSocket Hijacking and cross-site `POST /api/` and
+//! `POST /api/rooms`.
 //!
 //! Browsers send `Origin` on websocket handshakes, on cross-origin XHR/fetch, and on every POST.
 //! A request without `Origin` does not come from a page in a browser (curl, services, mobile
@@ -62,7 +63,8 @@ impl OriginPolicy {
     }
 
     fn guards(&self, method: &Method, path: &str) -> bool {
-        self.is_socketio(path) || (method == Method::POST && path == "/api/")
+        self.is_socketio(path)
+            || (method == Method::POST && (path == "/api/" || path == "/api/rooms"))
     }
 }
 
@@ -158,6 +160,7 @@ mod tests {
         assert!(p.guards(&Method::GET, "/ws/socket.io"));
         assert!(!p.guards(&Method::GET, "/ws/socket.iox"));
         assert!(p.guards(&Method::POST, "/api/"));
+        assert!(p.guards(&Method::POST, "/api/rooms"));
         assert!(!p.guards(&Method::GET, "/"));
     }
 }

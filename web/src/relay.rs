@@ -224,21 +224,24 @@ async fn deliver(
     }
 }
 
+/// Applies a room operation of the control channel to this node's sockets.
 async fn apply_control(io: &SocketIo, metrics: &Metrics, payload: &[u8]) {
-    match control::decode(payload) {
-        Ok(control::Control::Disconnect { rooms, namespace }) => {
-            let Some(op) = io.of(&namespace) else {
-                return;
-            };
-            tracing::info!(?rooms, "disconnecting sockets on request of another node");
-            if let Err(e) = op.to(rooms).disconnect().await {
-                tracing::warn!(error = %e, "disconnect failed");
-            }
-        }
-        Ok(other) => tracing::warn!(control = ?other, "unknown control message ignored"),
+    let operation = match control::decode(payload) {
+        Ok(operation) => operation,
         Err(e) => {
             metrics.dropped("undecodable");
             tracing::warn!(error = %e, "undecodable control message dropped");
+            return;
+        }
+    };
+    match socket::apply(io, &operation).await {
+        Ok(()) => {
+            metrics.room_operation(operation.name());
+            tracing::debug!(op = operation.name(), ?operation, "room operation applied");
+        }
+        Err(e) => {
+            metrics.dropped("unknown_namespace");
+            tracing::warn!(op = operation.name(), namespace = operation.namespace(), error = %e, "room operation dropped");
         }
     }
 }

@@ -10,10 +10,13 @@ use axum::http::HeaderMap;
 use serde::Serialize;
 use serde::ser::SerializeTuple;
 use serde_json::Value;
+use sidecast_core::codec::control::Control;
 use sidecast_core::config::SlowClientPolicy;
+use sidecast_core::rooms::DISCONNECT_REASON_EVENT;
 use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Envelope, Principal};
 use socketioxide::extract::{MaybeHttpExtension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
 use tower_sessions::Session;
@@ -92,8 +95,10 @@ async fn authorize_connect(
     }
 }
 
-/// Connect handler: the socket joins the room of its principal, `user:<name>`.
+/// Connect handler: the socket joins the room of its principal, `user:<name>`, and the room named
+/// by its own id, as in Socket.IO, so that room operations and events can address one socket.
 async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
+    socket.join(socket.id.to_string());
     if let Some(principal) = socket.extensions.get::<Principal>() {
         tracing::debug!(sid = %socket.id, user = %principal, "socket connected");
         socket.join(principal.room());
@@ -216,4 +221,79 @@ pub(crate) async fn emit(
         }
     }
     Ok(outcome)
+}
+
+/// The sockets of a namespace that `rooms` and `except` address; everyone when `rooms` is empty.
+fn addressed(
+    io: &SocketIo,
+    namespace: &str,
+    rooms: &[String],
+    except: &[String],
+) -> Result<BroadcastOperators, EmitFailure> {
+    let Some(mut op) = io.of(namespace) else {
+        return Err(EmitFailure::UnknownNamespace(namespace.to_owned()));
+    };
+    if !rooms.is_empty() {
+        op = op.to(rooms.to_vec());
+    }
+    if !except.is_empty() {
+        op = op.except(except.to_vec());
+    }
+    Ok(op)
+}
+
+/// Applies a room operation to this node's sockets.
+pub(crate) async fn apply(io: &SocketIo, operation: &Control) -> Result<(), EmitFailure> {
+    // The local adapter cannot fail; its error type is uninhabited.
+    match operation {
+        Control::Join {
+            rooms,
+            namespace,
+            except,
+            join,
+        } => {
+            let _ = addressed(io, namespace, rooms, except)?
+                .join(join.clone())
+                .await;
+        }
+        Control::Leave {
+            rooms,
+            namespace,
+            except,
+            leave,
+        } => {
+            let _ = addressed(io, namespace, rooms, except)?
+                .leave(leave.clone())
+                .await;
+        }
+        Control::Disconnect {
+            rooms,
+            namespace,
+            except,
+            reason,
+        } => {
+            let op = addressed(io, namespace, rooms, except)?;
+            if let Some(reason) = reason {
+                // Queued before the DISCONNECT packet on each socket, so it arrives first.
+                if let Err(e) = op.clone().emit(DISCONNECT_REASON_EVENT, reason).await {
+                    tracing::debug!(error = %e, "disconnect reason not sent to every socket");
+                }
+            }
+            op.disconnect()
+                .await
+                .map_err(|e| EmitFailure::Broadcast(e.to_string()))?;
+        }
+        Control::CloseRoom { rooms, namespace } => {
+            let _ = addressed(io, namespace, rooms, &[])?
+                .leave(rooms.clone())
+                .await;
+        }
+        other => {
+            return Err(EmitFailure::Broadcast(format!(
+                "unknown room operation {}",
+                other.name()
+            )));
+        }
+    }
+    Ok(())
 }

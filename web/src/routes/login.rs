@@ -56,6 +56,8 @@ async fn disconnect_user(state: &Sidecast, user: &str) -> Result<(), ApiError> {
     let message = control::encode(&control::Control::Disconnect {
         rooms: vec![sidecast_core::auth::user_room(user)],
         namespace: "/".to_owned(),
+        except: Vec::new(),
+        reason: None,
     });
     state
         .inner

@@ -1,0 +1,237 @@
+//! Room operations through the one delivery path: published on the bus (by `Emitter` or
+//! `POST /api/rooms`), applied by the node's own subscription, seen by a real Socket.IO client.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{CLOSED, TestServer, memory_config};
+use serde_json::{Value, json};
+use sidecast_core::config::{PolicyKind, PolicyList};
+use sidecast_core::rooms::DISCONNECT_REASON_EVENT;
+use sidecast_testkit::eventually;
+use sidecast_web::Sidecast;
+
+/// How many of the node's sockets are in `room` of `/`.
+fn members(state: &Sidecast, room: &str) -> usize {
+    state
+        .io()
+        .of("/")
+        .unwrap()
+        .to(room.to_owned())
+        .sockets()
+        .len()
+}
+
+#[tokio::test]
+async fn emitter_joins_leaves_closes_and_disconnects() {
+    let (server, _cookie, mut client) = TestServer::start_signed_in(memory_config()).await;
+    let state = &server.state;
+    let emitter = state.emitter();
+
+    emitter.to("user:Gonzalo").join("game:1").await.unwrap();
+    eventually("the user's socket joins game:1", || {
+        members(state, "game:1") == 1
+    })
+    .await;
+    emitter.to("game:1").emit("move", "e4").await.unwrap();
+    assert_eq!(
+        client.next_event().await,
+        ("move".to_owned(), vec![json!("e4")])
+    );
+
+    emitter.to("user:Gonzalo").leave("game:1").await.unwrap();
+    eventually("the socket leaves game:1", || members(state, "game:1") == 0).await;
+    emitter.to("game:1").emit("move", "lost").await.unwrap();
+    emitter.emit("marker", 1).await.unwrap();
+    assert_eq!(client.events_until("marker").await, Vec::new());
+
+    // One socket by its id: every socket is in the room named by its id.
+    let sid = state.io().sockets()[0].id.to_string();
+    assert_eq!(members(state, &sid), 1);
+    emitter.to(sid.clone()).join("game:2").await.unwrap();
+    eventually("the socket joins game:2", || members(state, "game:2") == 1).await;
+    emitter.close_room("game:2").await.unwrap();
+    eventually("game:2 is closed", || members(state, "game:2") == 0).await;
+    assert_eq!(members(state, &sid), 1, "closing a room leaves the others");
+
+    // Everyone (no rooms), except the user: nobody joins.
+    emitter.except("user:Gonzalo").join("game:3").await.unwrap();
+    emitter.join("game:4").await.unwrap();
+    eventually("everyone joins game:4", || members(state, "game:4") == 1).await;
+    assert_eq!(members(state, "game:3"), 0);
+
+    emitter
+        .to("user:Gonzalo")
+        .disconnect(Some("game over"))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.next_event().await,
+        (DISCONNECT_REASON_EVENT.to_owned(), vec![json!("game over")])
+    );
+    assert_eq!(client.next_event().await.0, CLOSED);
+
+    let metrics = state.metrics();
+    assert_eq!(metrics.room_operation_count("join"), 4);
+    assert_eq!(metrics.room_operation_count("leave"), 1);
+    assert_eq!(metrics.room_operation_count("close_room"), 1);
+    assert_eq!(metrics.room_operation_count("disconnect"), 1);
+}
+
+#[tokio::test]
+async fn room_operations_are_exported_from_start_up() {
+    let server = TestServer::start(memory_config()).await;
+    let text = server.state.metrics().render();
+    for op in ["join", "leave", "disconnect", "close_room"] {
+        assert!(
+            text.contains(&format!(
+                "sidecast_room_operations_applied_total{{op=\"{op}\"}} 0"
+            )),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_control_messages_are_dropped_and_counted() {
+    let (server, _cookie, mut client) = TestServer::start_signed_in(memory_config()).await;
+    let state = &server.state;
+    let before = state.metrics().dropped_count("undecodable");
+    for bad in [
+        r#"{"v":1,"control":"join","rooms":["user:Gonzalo"]}"#,
+        r#"{"v":1,"control":"disconnect","rooms":[]}"#,
+        r#"{"v":1,"control":"join","join":"a\u0001"}"#,
+    ] {
+        state
+            .emitter()
+            .publish_raw("sidecast:control", bad.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    // Control and event channels share the node's one subscription, in order.
+    state.emitter().emit("marker", 1).await.unwrap();
+    assert_eq!(client.events_until("marker").await, Vec::new());
+    eventually("three drops counted", || {
+        state.metrics().dropped_count("undecodable") == before + 3
+    })
+    .await;
+}
+
+/// A node with sessions and the service token `s3cret` of the principal `cron`.
+async fn node_with_token() -> (TestServer, String, common::SioClient) {
+    let mut config = memory_config();
+    config.auth.policy = PolicyList::Any(vec![PolicyKind::Session, PolicyKind::Token]);
+    config.auth.tokens.insert("cron".into(), "s3cret".into());
+    TestServer::start_signed_in(config).await
+}
+
+/// `POST /api/rooms` with `body`, a cookie and a token when given; status and JSON answer.
+async fn post_rooms(
+    server: &TestServer,
+    cookie: Option<&str>,
+    token: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut request = server
+        .request(reqwest::Method::POST, "/api/rooms")
+        .json(&body);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn services_with_a_token_operate_rooms_over_http() {
+    let (server, cookie, mut client) = node_with_token().await;
+    let state = &server.state;
+    let ok = (200, json!({"status": true}));
+
+    let join = json!({"op": "join", "rooms": "game:1", "to": "user:Gonzalo"});
+    assert_eq!(post_rooms(&server, None, Some("s3cret"), join).await, ok);
+    eventually("joined over HTTP", || members(state, "game:1") == 1).await;
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "move", "body": "e4", "to": "game:1"}),
+        )
+        .await;
+    assert_eq!(
+        client.next_event().await,
+        ("move".to_owned(), vec![json!("e4")])
+    );
+
+    let leave = json!({"op": "leave", "rooms": ["game:1"], "to": "user:Gonzalo"});
+    assert_eq!(post_rooms(&server, None, Some("s3cret"), leave).await, ok);
+    eventually("left over HTTP", || members(state, "game:1") == 0).await;
+
+    let disconnect = json!({"op": "disconnect", "to": "user:Gonzalo", "reason": "bye"});
+    assert_eq!(
+        post_rooms(&server, None, Some("s3cret"), disconnect).await,
+        ok
+    );
+    assert_eq!(
+        client.next_event().await,
+        (DISCONNECT_REASON_EVENT.to_owned(), vec![json!("bye")])
+    );
+    assert_eq!(client.next_event().await.0, CLOSED);
+}
+
+#[tokio::test]
+async fn pages_may_not_operate_rooms_and_bad_requests_name_the_field() {
+    let (server, cookie, _client) = node_with_token().await;
+    let join = json!({"op": "join", "rooms": "game:1", "to": "user:Gonzalo"});
+
+    let (status, answer) = post_rooms(&server, Some(&cookie), None, join.clone()).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("token"),
+        "{answer}"
+    );
+    assert_eq!(post_rooms(&server, None, None, join.clone()).await.0, 401);
+    assert_eq!(post_rooms(&server, None, Some("wrong"), join).await.0, 401);
+
+    let (status, answer) = post_rooms(
+        &server,
+        None,
+        Some("s3cret"),
+        json!({"op": "join", "rooms": "", "to": "user:Gonzalo"}),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (422, json!("rooms")),
+        "{answer}"
+    );
+    let (status, answer) =
+        post_rooms(&server, None, Some("s3cret"), json!({"op": "disconnect"})).await;
+    assert_eq!(
+        (status, answer["field"].clone()),
+        (422, json!("to")),
+        "{answer}"
+    );
+
+    let response = server
+        .request(reqwest::Method::POST, "/api/rooms")
+        .bearer_auth("s3cret")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let response = server
+        .request(reqwest::Method::POST, "/api/rooms")
+        .bearer_auth("s3cret")
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.json::<Value>().await.unwrap()["error"].is_string());
+    assert_eq!(server.state.metrics().room_operation_count("join"), 0);
+}
