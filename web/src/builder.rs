@@ -10,7 +10,7 @@ use sidecast_core::{AuthPolicy, Config, Emitter, SharedBroker};
 use socketioxide::SocketIo;
 
 use crate::error::StartError;
-use crate::from_config::{connect_broker, policy_from_config, sessions};
+use crate::from_config::{self, connect_broker, policy_from_config, sessions};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::{Inner, Sidecast, handshake, origin, relay, routes, serve, socket};
@@ -141,7 +141,9 @@ impl SidecastBuilder {
             slow_client: config.server.slow_client,
             ingress: relay::Ingress::from_config(&config.broker.ingress),
         };
-        let subscription = relay::subscribe(&broker, &bus).await?;
+        let subscription = relay::subscribe(&broker, &bus)
+            .await
+            .map_err(from_config::broker_start_error)?;
         let control_channel = bus.control_channel.clone();
         let relay = relay::spawn(subscription, bus, io.clone(), metrics.clone());
         let watcher = serve::watch_broker(broker.clone(), metrics.clone());

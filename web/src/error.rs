@@ -131,6 +131,15 @@ pub enum StartError {
     /// The broker could not be reached or subscribed to.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// The broker refused something a configuration key controls: the transport's error, and
+    /// the key (with its environment variable) that fixes it.
+    #[error("{error}; in the configuration: {fix}")]
+    BrokerSetting {
+        /// The transport's error, worded in the transport's own options.
+        error: BrokerError,
+        /// The configuration key and value to set, e.g. `broker.durable_exchanges = true`.
+        fix: &'static str,
+    },
     /// A file named by the configuration could not be read.
     #[error("cannot read {key} = {path}: {source}")]
     File {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use sidecast_core::config::{BrokerKind, PolicyKind};
 use sidecast_core::{
-    AllowAll, AnyOf, AuthPolicy, Config, MemoryBroker, SessionAuth, SharedBroker, TokenAuth,
+    AllowAll, AnyOf, AuthPolicy, BrokerError, Config, MemoryBroker, SessionAuth, SharedBroker,
+    TokenAuth,
 };
 
 use crate::error::StartError;
@@ -31,6 +32,27 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
         [one] => Arc::from(build(*one)),
         many => Arc::new(AnyOf::new(many.iter().map(|k| build(*k)).collect())),
     })
+}
+
+/// The start error for a broker error, with the configuration key that fixes it where the
+/// transport's error names one of its own options (the transports word their errors in their
+/// options, `AmqpOptions::durable_exchanges`; the configuration is this layer's).
+pub(crate) fn broker_start_error(error: BrokerError) -> StartError {
+    #[cfg(feature = "amqp")]
+    {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        while let Some(cause) = source {
+            if cause.is::<sidecast_transport_amqp::ExchangeMismatch>() {
+                return StartError::BrokerSetting {
+                    error,
+                    fix: "if the exchange is durable, set broker.durable_exchanges = true \
+                          (SIDECAST_BROKER__DURABLE_EXCHANGES=true)",
+                };
+            }
+            source = cause.source();
+        }
+    }
+    StartError::Broker(error)
 }
 
 /// Connects the broker `broker.kind` names.
