@@ -51,14 +51,7 @@ enum WireFormat {
 /// Publishes the event once, then closes the broker connection.
 pub(crate) async fn run(args: EmitArgs, figment: Figment) -> anyhow::Result<()> {
     let config = Config::from_figment(&with_broker(figment, args.broker))?;
-    if config.broker.kind == BrokerKind::Memory {
-        bail!(
-            "broker.kind is \"memory\": its events stay inside one process, so `sidecast emit` \
-             cannot reach a server running elsewhere. Run the server and `emit` with the same \
-             shared broker, e.g. SIDECAST_BROKER__KIND=redis SIDECAST_BROKER__URL=redis://127.0.0.1:6379 \
-             (or [broker] kind/url in sidecast.toml), or publish through the server's POST /api/"
-        );
-    }
+    refuse_memory(&config, "emit", "POST /api/")?;
     let data = &args.data;
     let value = if args.json {
         serde_json::from_str(data).with_context(|| {
@@ -106,12 +99,34 @@ fn emitter(config: &Config, broker: SharedBroker, args: &EmitArgs) -> Emitter {
     for room in &args.to {
         emitter = emitter.to(room.clone());
     }
-    if args.format == WireFormat::Native && !config.broker.signing_key.is_empty() {
-        // Nodes with a signing key drop unsigned messages.
-        emitter = emitter.signed(std::sync::Arc::new(sidecast_core::Signer::new(
-            config.broker.signing_key.expose(),
-            std::time::Duration::from_millis(config.broker.signing_max_age_ms),
-        )));
+    if args.format == WireFormat::Native {
+        emitter = signed(config, emitter);
     }
     emitter
+}
+
+/// Refuses the memory broker, whose messages cannot leave this process: `command` could reach no
+/// server; `instead` names the server's HTTP endpoint that can.
+pub(crate) fn refuse_memory(config: &Config, command: &str, instead: &str) -> anyhow::Result<()> {
+    if config.broker.kind == BrokerKind::Memory {
+        bail!(
+            "broker.kind is \"memory\": its messages stay inside one process, so `sidecast {command}` \
+             cannot reach a server running elsewhere. Run the server and `{command}` with the same \
+             shared broker, e.g. SIDECAST_BROKER__KIND=redis SIDECAST_BROKER__URL=redis://127.0.0.1:6379 \
+             (or [broker] kind/url in sidecast.toml), or go through the server's {instead}"
+        );
+    }
+    Ok(())
+}
+
+/// `emitter`, signing when the nodes verify signatures (`broker.signing_key`): they drop unsigned
+/// messages.
+pub(crate) fn signed(config: &Config, emitter: Emitter) -> Emitter {
+    if config.broker.signing_key.is_empty() {
+        return emitter;
+    }
+    emitter.signed(std::sync::Arc::new(sidecast_core::Signer::new(
+        config.broker.signing_key.expose(),
+        std::time::Duration::from_millis(config.broker.signing_max_age_ms),
+    )))
 }

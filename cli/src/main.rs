@@ -1,7 +1,7 @@
 //! The `sidecast` command: run a node, emit events from anywhere, inspect configuration, load-test.
 //!
 //! This file parses the command line and hands each subcommand to its module: [`serve`],
-//! [`emit`], [`show_config`] and [`bench`](mod@bench).
+//! [`emit`], [`rooms`], [`show_config`] and [`bench`](mod@bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +13,7 @@ use sidecast_core::config::BrokerKind;
 
 mod bench;
 mod emit;
+mod rooms;
 mod serve;
 mod show_config;
 
@@ -34,6 +35,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Emit an event to the connected clients of every node, through the message queue.
     Emit(emit::EmitArgs),
+    /// Make sockets of every node join or leave rooms, disconnect them, or close rooms.
+    #[command(subcommand)]
+    Rooms(rooms::RoomsCommand),
     /// Load-test a Socket.IO server (this one or any other): N clients, events at a rate, latency.
     Bench(bench::BenchArgs),
     /// Print the effective configuration, with secrets redacted.
@@ -92,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args, figment).await,
         Command::Emit(args) => emit::run(args, figment).await,
+        Command::Rooms(command) => rooms::run(command, figment).await,
         Command::Bench(args) => bench::run(args, figment).await,
         Command::Config(args) => show_config::run(&args, &figment, cli.config.as_deref()),
     }
