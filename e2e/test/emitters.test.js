@@ -155,6 +155,83 @@ describe('existing emitters reach Sidecast clients', { concurrency: 1, skip: NEE
     assert.deepEqual(b, [['message', 'from node', { n: 1 }], ['private', 'for bob']]);
   }));
 
+  test("Node's @socket.io/redis-emitter: socketsJoin, socketsLeave, disconnectSockets; serverSideEmit unsupported", h.withLogs(async () => {
+    const io = new Emitter(redis);
+    // One Redis connection publishes requests and events in order; the node applies them in order.
+    io.in('user:alice').socketsJoin('game:1');
+    io.to('game:1').emit('move', 'e4');
+    io.in('user:alice').socketsLeave('game:1');
+    io.to('game:1').emit('move', 'lost');
+    io.except('user:bob').socketsJoin(['game:2', 'game:3']);
+    io.to('game:3').emit('in-game-3', 'everyone but bob');
+    io.emit('marker', 1);
+    let [a, b] = await takeUntil('marker', alice, bob);
+    assert.deepEqual(a, [['move', 'e4'], ['in-game-3', 'everyone but bob']]);
+    assert.deepEqual(b, []);
+
+    io.serverSideEmit('hello', 'nodes');
+    io.serverSideEmit('hello', 'again');
+    await node.proc.waitForLine(/unsupported node-emitter request `server_side_emit`/, { what: 'the unsupported request warning' });
+    io.in('game:2').socketsLeave('game:2');
+    io.emit('marker', 2);
+    [a, b] = await takeUntil('marker', alice, bob);
+    assert.deepEqual([a, b], [[], []]);
+    assert.match(await metrics(node.url), /^sidecast_events_dropped_total\{reason="unsupported_request"\} 2$/m);
+    // Counted every time, logged once.
+    assert.equal(node.proc.lines.filter((l) => /WARN.*unsupported node-emitter request/.test(l)).length, 1);
+
+    // One socket by its id, as socket.io servers do.
+    const extra = connect(node.url, { user: 'bob' });
+    await nextEvent(extra, 'connect');
+    const closed = nextEvent(extra, 'disconnect');
+    io.in(extra.id).disconnectSockets(true);
+    assert.equal((await closed)[0], 'io server disconnect');
+    io.emit('marker', 3);
+    [a, b] = await takeUntil('marker', alice, bob);
+    assert.deepEqual([a, b], [[], []]);
+    assert.ok(alice.connected && bob.connected);
+  }));
+
+  test("python-socketio's write-only manager: enter_room, leave_room, close_room by sid; a server's disconnect", h.withLogs(async () => {
+    await python([
+      '-c',
+      [
+        'import socketio, sys',
+        `m = socketio.RedisManager('${h.redisUrl}', channel='flask-socketio', write_only=True)`,
+        'sid = sys.argv[1]',
+        "m.enter_room(sid, '/', 'game:py')",
+        "m.emit('move', 'py', room='game:py')",
+        "m.leave_room(sid, '/', 'game:py')",
+        "m.emit('move', 'lost', room='game:py')",
+        "m.enter_room(sid, '/', 'game:closed')",
+        "m.close_room('game:closed', '/')",
+        "m.emit('move', 'closed', room='game:closed')",
+        "m.emit('marker', 1)",
+      ].join('\n'),
+      alice.id,
+    ]);
+    const [a, b] = await takeUntil('marker', alice, bob);
+    assert.deepEqual(a, [['move', 'py']]);
+    assert.deepEqual(b, []);
+
+    // A Flask-SocketIO server publishes `disconnect` for a sid another host holds
+    // (its write-only manager cannot: it has no server to disconnect locally first).
+    const extra = connect(node.url, { user: 'alice' });
+    await nextEvent(extra, 'connect');
+    const closed = nextEvent(extra, 'disconnect');
+    await python([
+      '-c',
+      [
+        'import socketio, sys',
+        `m = socketio.RedisManager('${h.redisUrl}', channel='flask-socketio', write_only=True)`,
+        "m._publish({'method': 'disconnect', 'sid': sys.argv[1], 'namespace': '/', 'host_id': m.host_id})",
+      ].join('\n'),
+      extra.id,
+    ]);
+    assert.equal((await closed)[0], 'io server disconnect');
+    assert.ok(alice.connected);
+  }));
+
   test('a pickle message (python-socketio 5.13) is refused and counted; the node keeps serving', h.withLogs(async () => {
     // The bytes python-socketio 5.13.0 published for emit('message', 'Hi').
     const pickle = fs.readFileSync(path.join(FIXTURES, 'python-socketio', '5.13.0-pickle-message-hi.bin'));

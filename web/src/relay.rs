@@ -10,7 +10,7 @@ use std::time::Duration;
 use sidecast_core::codec::{control, native};
 use sidecast_core::config::{IngressConfig, IngressFormat, SlowClientPolicy};
 use sidecast_core::envelope::now_millis;
-use sidecast_core::ingress::{Decoded, node_emitter, python_socketio};
+use sidecast_core::ingress::{Decoded, IngressError, node_emitter, python_socketio};
 use sidecast_core::{
     BrokerMessage, ChannelSpec, Envelope, SharedBroker, SignatureError, Signer, Subscription,
 };
@@ -34,28 +34,37 @@ pub(crate) struct Bus {
 pub(crate) struct Ingress {
     format: IngressFormat,
     spec: ChannelSpec,
+    /// The Node emitter's request channels (`<key>-request#*`: room operations), not its events.
+    requests: bool,
 }
 
 impl Ingress {
-    /// The ingress channels of `broker.ingress`.
+    /// The ingress channels of `broker.ingress`; a `node-emitter` ingress also has its request
+    /// channels.
     pub(crate) fn from_config(ingress: &[IngressConfig]) -> Vec<Ingress> {
-        ingress
-            .iter()
-            .map(|i| Ingress {
+        let mut channels = Vec::new();
+        for i in ingress {
+            channels.push(Ingress {
                 format: i.format,
                 spec: i.channel_spec(),
-            })
-            .collect()
+                requests: false,
+            });
+            if i.format == IngressFormat::NodeEmitter {
+                channels.push(Ingress {
+                    format: i.format,
+                    spec: ChannelSpec::pattern(node_emitter::request_pattern(i.channel())),
+                    requests: true,
+                });
+            }
+        }
+        channels
     }
 }
 
 impl Bus {
-    /// The format of the ingress channel `channel` belongs to, if any.
-    fn ingress_format(&self, channel: &str) -> Option<IngressFormat> {
-        self.ingress
-            .iter()
-            .find(|i| i.spec.matches(channel))
-            .map(|i| i.format)
+    /// The ingress channel `channel` belongs to, if any.
+    fn ingress(&self, channel: &str) -> Option<&Ingress> {
+        self.ingress.iter().find(|i| i.spec.matches(channel))
     }
 }
 
@@ -94,8 +103,10 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         // Sockets that overflowed under the `disconnect` policy and are not gone yet.
         let mut lagging = std::collections::HashSet::new();
+        // Unsupported requests already warned about: each kind is logged once, then counted.
+        let mut warned = std::collections::HashSet::new();
         while let Some(message) = subscription.recv().await {
-            handle(&bus, &io, &metrics, &mut lagging, message).await;
+            handle(&bus, &io, &metrics, &mut lagging, &mut warned, message).await;
             metrics.subscription_overflow(subscription.dropped());
         }
         tracing::debug!("broker subscription ended; relay stopped");
@@ -107,12 +118,13 @@ async fn handle(
     io: &SocketIo,
     metrics: &Metrics,
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
+    warned: &mut std::collections::HashSet<&'static str>,
     message: BrokerMessage,
 ) {
     if message.channel != bus.channel
-        && let Some(format) = bus.ingress_format(&message.channel)
+        && let Some(ingress) = bus.ingress(&message.channel)
     {
-        return handle_ingress(bus, io, metrics, lagging, format, &message).await;
+        return handle_ingress(bus, io, metrics, lagging, warned, ingress, &message).await;
     }
     let verified;
     let payload: &[u8] = match &bus.signer {
@@ -161,9 +173,11 @@ async fn handle_ingress(
     io: &SocketIo,
     metrics: &Metrics,
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
-    format: IngressFormat,
+    warned: &mut std::collections::HashSet<&'static str>,
+    ingress: &Ingress,
     message: &BrokerMessage,
 ) {
+    let format = ingress.format;
     metrics
         .bus_received
         .get_or_create(&Source {
@@ -174,19 +188,35 @@ async fn handle_ingress(
         IngressFormat::PythonSocketio => {
             python_socketio::decode(&message.channel, &message.payload)
         }
+        IngressFormat::NodeEmitter if ingress.requests => {
+            node_emitter::decode_request(&message.channel, &message.payload)
+        }
         IngressFormat::NodeEmitter => {
             node_emitter::decode(&message.channel, &message.payload).map(Decoded::Event)
         }
     };
     match decoded {
         Ok(Decoded::Event(envelope)) => deliver(bus, io, metrics, lagging, &envelope).await,
+        Ok(Decoded::Control(operation)) => apply_operation(io, metrics, &operation).await,
         Ok(Decoded::NotAnEvent { kind }) => {
             metrics.dropped("not_an_event");
             tracing::debug!(%format, channel = %message.channel, kind, "ingress message is not an event; ignored");
         }
+        Ok(other) => {
+            metrics.dropped("not_an_event");
+            tracing::debug!(%format, channel = %message.channel, ?other, "ingress message not understood; ignored");
+        }
         Err(e) => {
             metrics.dropped(e.reason());
-            tracing::warn!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
+            let first = match &e {
+                IngressError::UnsupportedRequest { kind, .. } => warned.insert(kind),
+                _ => true,
+            };
+            if first {
+                tracing::warn!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
+            } else {
+                tracing::debug!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
+            }
         }
     }
 }
@@ -234,7 +264,12 @@ async fn apply_control(io: &SocketIo, metrics: &Metrics, payload: &[u8]) {
             return;
         }
     };
-    match socket::apply(io, &operation).await {
+    apply_operation(io, metrics, &operation).await;
+}
+
+/// Applies a decoded room operation (native or ingress) to this node's sockets.
+async fn apply_operation(io: &SocketIo, metrics: &Metrics, operation: &control::Control) {
+    match socket::apply(io, operation).await {
         Ok(()) => {
             metrics.room_operation(operation.name());
             tracing::debug!(op = operation.name(), ?operation, "room operation applied");

@@ -81,10 +81,11 @@ async fn emitters_reach_clients_and_refusals_are_counted() {
     )
     .await;
     publish(&server, py, fixture!("python-socketio/5.18.1-binary.json")).await;
+    // A python-socketio server's acknowledgement: not for Sidecast.
     publish(
         &server,
         py,
-        fixture!("python-socketio/5.18.1-enter-room.json"),
+        fixture!("python-socketio/5.18.1-callback.json"),
     )
     .await;
     publish(&server, py, Bytes::from_static(b"{not json")).await;

@@ -235,3 +235,74 @@ async fn pages_may_not_operate_rooms_and_bad_requests_name_the_field() {
     assert!(response.json::<Value>().await.unwrap()["error"].is_string());
     assert_eq!(server.state.metrics().room_operation_count("join"), 0);
 }
+
+#[tokio::test]
+async fn ingress_room_operations_from_python_socketio_and_the_node_emitter() {
+    use sidecast_core::config::{IngressConfig, IngressFormat};
+    let mut config = memory_config();
+    config.broker.ingress = vec![
+        IngressConfig::new(IngressFormat::PythonSocketio),
+        IngressConfig::new(IngressFormat::NodeEmitter),
+    ];
+    let (server, _cookie, mut client) = TestServer::start_signed_in(config).await;
+    let state = &server.state;
+    let broker = state.broker();
+    let sid = state.io().sockets()[0].id.to_string();
+    let publish = async |channel: &str, message: Value| {
+        broker
+            .publish(channel, message.to_string().into_bytes().into())
+            .await
+            .unwrap();
+    };
+
+    // python-socketio's manager.enter_room(sid, '/', 'r1'), as 5.18.1 writes it.
+    let host_id = "c958058f74004f16852e6b82f76ae555";
+    publish(
+        "flask-socketio",
+        json!({"method": "enter_room", "sid": sid, "room": "r1", "namespace": "/", "host_id": host_id}),
+    )
+    .await;
+    eventually("enter_room applied", || members(state, "r1") == 1).await;
+    publish(
+        "flask-socketio",
+        json!({"method": "leave_room", "sid": sid, "room": "r1", "namespace": "/", "host_id": host_id}),
+    )
+    .await;
+    eventually("leave_room applied", || members(state, "r1") == 0).await;
+
+    // @socket.io/redis-emitter: io.in("user:Gonzalo").socketsJoin("r2"), then socketsLeave.
+    let request = "socket.io-request#/#";
+    publish(
+        request,
+        json!({"type": 2, "opts": {"rooms": ["user:Gonzalo"], "except": []}, "rooms": ["r2"]}),
+    )
+    .await;
+    eventually("socketsJoin applied", || members(state, "r2") == 1).await;
+    // serverSideEmit: unsupported, counted every time, logged once.
+    let unsupported = json!({"uid": "emitter", "type": 6, "data": ["hello"]});
+    publish(request, unsupported.clone()).await;
+    publish(request, unsupported).await;
+    publish(
+        request,
+        json!({"type": 3, "opts": {"rooms": ["user:Gonzalo"], "except": []}, "rooms": ["r2"]}),
+    )
+    .await;
+    eventually("socketsLeave applied", || members(state, "r2") == 0).await;
+    assert_eq!(state.metrics().dropped_count("unsupported_request"), 2);
+
+    // python-socketio close_room, then disconnect by sid.
+    publish(
+        "flask-socketio",
+        json!({"method": "close_room", "room": "user:Gonzalo", "namespace": "/", "host_id": host_id}),
+    )
+    .await;
+    eventually("close_room applied", || members(state, "user:Gonzalo") == 0).await;
+    publish(
+        "flask-socketio",
+        json!({"method": "disconnect", "sid": sid, "namespace": "/", "host_id": host_id}),
+    )
+    .await;
+    assert_eq!(client.next_event().await.0, CLOSED);
+    assert_eq!(state.metrics().room_operation_count("join"), 2);
+    assert_eq!(state.metrics().room_operation_count("disconnect"), 1);
+}

@@ -18,13 +18,19 @@
 pub mod node_emitter;
 pub mod python_socketio;
 
+use crate::codec::control::Control;
 use crate::envelope::{Envelope, InvalidEnvelope};
 
 /// What one ingress message asks of Sidecast.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Decoded {
     /// An event to emit to the clients.
     Event(Envelope),
+    /// A room operation (python-socketio's `enter_room`, `leave_room`, `close_room`, `disconnect`;
+    /// the Node emitter's `socketsJoin`, `socketsLeave`, `disconnectSockets`), which the node
+    /// applies to its own sockets.
+    Control(Control),
     /// A message of the format that is not an event for clients, such as python-socketio's
     /// `enter_room` or `disconnect` between its own servers: nothing to emit.
     NotAnEvent {
@@ -65,6 +71,17 @@ pub enum IngressError {
         /// The packet's `type`.
         packet_type: i64,
     },
+    /// A request Sidecast does not serve: the Node emitter's `serverSideEmit`, a socket.io
+    /// server's `fetchSockets`, or a `disconnectSockets()` that names no room.
+    #[error("unsupported {format} request `{kind}`: {why}")]
+    UnsupportedRequest {
+        /// The format of the message.
+        format: &'static str,
+        /// The request, such as `server_side_emit`.
+        kind: &'static str,
+        /// Why, and what to do instead.
+        why: &'static str,
+    },
     /// Not a message of the format: bad JSON or msgpack, a field of the wrong type.
     #[error("not a valid {format} message: {reason}")]
     Malformed {
@@ -80,12 +97,13 @@ pub enum IngressError {
 
 impl IngressError {
     /// The `reason` label of `sidecast_events_dropped_total` for this refusal: `pickle`, `binary`,
-    /// `unsupported_packet` or `undecodable`.
+    /// `unsupported_packet`, `unsupported_request` or `undecodable`.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Pickle => "pickle",
             Self::Binary { .. } => "binary",
             Self::PacketType { .. } => "unsupported_packet",
+            Self::UnsupportedRequest { .. } => "unsupported_request",
             Self::Malformed { .. } | Self::Invalid(_) => "undecodable",
         }
     }

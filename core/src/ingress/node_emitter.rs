@@ -16,11 +16,26 @@
 //! msgpack values become JSON as socket.io's JSON encoder would write them: a `Date` (msgpack
 //! timestamp) becomes its ISO 8601 text, `undefined` and non-finite numbers `null`. Binary data
 //! (a `Buffer`) and packets other than events are refused.
+//!
+//! # Requests
+//!
+//! `socketsJoin`, `socketsLeave` and `disconnectSockets` (and `serverSideEmit`) are JSON requests
+//! on `<key>-request#<namespace>#` ([`request_pattern`]), decoded by [`decode_request`]:
+//!
+//! ```text
+//! {"type": 2, "opts": {"rooms": ["user:alice"], "except": []}, "rooms": ["game:1"]}
+//! ```
+//!
+//! `type` 2 joins `rooms`, 3 leaves them, 4 disconnects (`close` is ignored: a Sidecast socket
+//! has one namespace per connection); `opts` addresses sockets as an event's options do.
+//! `serverSideEmit` (6) and the requests servers send each other (0, 1, 5: `fetchSockets`,
+//! `allRooms`) are refused as unsupported; so is a `disconnectSockets()` that names no room.
 
 use rmpv::Value as Msgpack;
 use serde_json::{Map, Number, Value};
 
-use super::IngressError;
+use super::{Decoded, IngressError};
+use crate::codec::control::Control;
 use crate::envelope::Envelope;
 
 /// The format's name in configuration and metrics.
@@ -50,6 +65,94 @@ pub fn pattern(key: &str) -> String {
     }
     pattern.push_str("#*");
     pattern
+}
+
+/// The Redis pattern matching every request channel of the emitter with `key`:
+/// `socket.io-request#*`. Glob characters in the key are escaped.
+pub fn request_pattern(key: &str) -> String {
+    pattern(&format!("{key}-request"))
+}
+
+/// A request of `@socket.io/redis-emitter` (or a socket.io server's Redis adapter).
+#[derive(serde::Deserialize)]
+struct RequestIn {
+    #[serde(rename = "type")]
+    request_type: i64,
+    #[serde(default)]
+    opts: RequestOpts,
+    #[serde(default)]
+    rooms: Vec<String>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct RequestOpts {
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
+}
+
+/// The request types (socket.io-adapter's `RequestType`).
+const REMOTE_JOIN: i64 = 2;
+const REMOTE_LEAVE: i64 = 3;
+const REMOTE_DISCONNECT: i64 = 4;
+
+/// Decodes a request published on `channel` (`<key>-request#<namespace>#`) into a room operation.
+pub fn decode_request(channel: &str, payload: &[u8]) -> Result<Decoded, IngressError> {
+    let request: RequestIn =
+        serde_json::from_slice(payload).map_err(|e| malformed(format!("request: {e}")))?;
+    let namespace = channel_namespace(channel).unwrap_or("/").to_owned();
+    let RequestOpts { rooms, except } = request.opts;
+    let unsupported = |kind, why| IngressError::UnsupportedRequest {
+        format: FORMAT,
+        kind,
+        why,
+    };
+    let operation = match request.request_type {
+        REMOTE_JOIN => Control::Join {
+            rooms,
+            namespace,
+            except,
+            join: request.rooms,
+        },
+        REMOTE_LEAVE => Control::Leave {
+            rooms,
+            namespace,
+            except,
+            leave: request.rooms,
+        },
+        REMOTE_DISCONNECT if rooms.is_empty() => {
+            return Err(unsupported(
+                "disconnect_everyone",
+                "Sidecast disconnects the sockets of named rooms only; add .in(room)",
+            ));
+        }
+        REMOTE_DISCONNECT => Control::Disconnect {
+            rooms,
+            namespace,
+            except,
+            reason: None,
+        },
+        6 => {
+            return Err(unsupported(
+                "server_side_emit",
+                "Sidecast nodes run no server-side handlers; emit to clients instead",
+            ));
+        }
+        0 | 1 | 5 => {
+            return Err(unsupported(
+                "fetch_sockets",
+                "a write-only emitter gets no answers from Sidecast nodes",
+            ));
+        }
+        other => {
+            return Err(malformed(format!("request: unknown type {other}")));
+        }
+    };
+    operation
+        .validate()
+        .map_err(|e| malformed(format!("request: {e}")))?;
+    Ok(Decoded::Control(operation))
 }
 
 /// Decodes an emitter message published on `channel`. The namespace is the packet's `nsp`, or
@@ -442,5 +545,114 @@ mod tests {
         b96.extend((-86_400_i64).to_be_bytes());
         assert_eq!(timestamp(&b96).unwrap(), "1969-12-31T00:00:00.000Z");
         assert!(timestamp(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn requests_are_room_operations() {
+        let control = |channel: &str, payload: &[u8]| match decode_request(channel, payload) {
+            Ok(Decoded::Control(c)) => c,
+            other => panic!("not a room operation: {other:?}"),
+        };
+        // io.in("user:alice").socketsJoin("game:1")
+        assert_eq!(
+            control("socket.io-request#/#", fixture!("request-join.json")),
+            Control::Join {
+                rooms: vec!["user:alice".into()],
+                namespace: "/".into(),
+                except: vec![],
+                join: vec!["game:1".into()],
+            }
+        );
+        // io.in(["user:alice", "user:bob"]).except("user:bot").socketsJoin(["game:1", "game:2"])
+        assert_eq!(
+            control(
+                "socket.io-request#/#",
+                fixture!("request-join-rooms-except.json")
+            ),
+            Control::Join {
+                rooms: vec!["user:alice".into(), "user:bob".into()],
+                namespace: "/".into(),
+                except: vec!["user:bot".into()],
+                join: vec!["game:1".into(), "game:2".into()],
+            }
+        );
+        // io.socketsJoin("everyone"): every socket of the namespace.
+        assert_eq!(
+            control(
+                "socket.io-request#/#",
+                fixture!("request-join-everyone.json")
+            ),
+            Control::Join {
+                rooms: vec![],
+                namespace: "/".into(),
+                except: vec![],
+                join: vec!["everyone".into()],
+            }
+        );
+        assert_eq!(
+            control("socket.io-request#/#", fixture!("request-leave.json")).name(),
+            "leave"
+        );
+        // io.in("game:1").disconnectSockets(true)
+        assert_eq!(
+            control(
+                "socket.io-request#/#",
+                fixture!("request-disconnect-close.json")
+            ),
+            Control::Disconnect {
+                rooms: vec!["game:1".into()],
+                namespace: "/".into(),
+                except: vec![],
+                reason: None,
+            }
+        );
+        // io.of("/chat").in("user:alice").disconnectSockets(): the namespace is the channel's.
+        assert_eq!(
+            control(
+                "socket.io-request#/chat#",
+                fixture!("request-disconnect-chat.json")
+            )
+            .namespace(),
+            "/chat"
+        );
+    }
+
+    #[test]
+    fn unsupported_and_malformed_requests_are_refused() {
+        let reason = |payload: &[u8]| {
+            decode_request("socket.io-request#/#", payload)
+                .unwrap_err()
+                .reason()
+        };
+        // io.serverSideEmit("hello", "world", 1)
+        assert_eq!(
+            reason(fixture!("request-server-side-emit.json")),
+            "unsupported_request"
+        );
+        // io.disconnectSockets(): nothing disconnects everybody.
+        assert_eq!(
+            reason(fixture!("request-disconnect-everyone.json")),
+            "unsupported_request"
+        );
+        assert_eq!(
+            reason(br#"{"type":5,"requestId":"x","opts":{}}"#),
+            "unsupported_request"
+        );
+        for bad in [
+            &b"not json"[..],
+            br#"{"type":2,"opts":{"rooms":[]},"rooms":[]}"#,
+            br#"{"type":2,"rooms":[""]}"#,
+            br#"{"type":9}"#,
+            br#"{"opts":{}}"#,
+        ] {
+            assert_eq!(
+                reason(bad),
+                "undecodable",
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert_eq!(request_pattern("socket.io"), "socket.io-request#*");
+        assert_eq!(request_pattern("a*b"), "a\\*b-request#*");
     }
 }

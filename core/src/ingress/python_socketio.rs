@@ -26,8 +26,10 @@
 //!
 //! # What is not an event
 //!
-//! `enter_room`, `leave_room`, `close_room`, `disconnect` and `callback` concern the sockets of
-//! python-socketio servers: [`decode`] returns [`Decoded::NotAnEvent`]. `skip_sid` names
+//! `enter_room`, `leave_room` and `disconnect` name one socket by its sid, and `close_room` a
+//! room: [`decode`] returns them as [`Decoded::Control`] room operations, which nodes apply to
+//! their own sockets (a Sidecast socket's sid is the client's `socket.id`, the room of its id).
+//! `callback` concerns python-socketio servers only: [`Decoded::NotAnEvent`]. `skip_sid` names
 //! python-socketio socket ids and is ignored; so is `callback` (acknowledgements cannot travel
 //! back to a write-only emitter). Pickled messages (python-socketio ≤ 5.13) and `"binary": true`
 //! are refused.
@@ -36,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Decoded, EncodeError, IngressError};
+use crate::codec::control::Control;
 use crate::envelope::Envelope;
 
 /// The format's name in configuration and metrics.
@@ -66,6 +69,8 @@ struct WireIn {
     binary: Option<bool>,
     namespace: Option<String>,
     room: Option<Room>,
+    /// The socket of `enter_room`, `leave_room`, `disconnect`.
+    sid: Option<String>,
     host_id: Option<String>,
 }
 
@@ -95,7 +100,7 @@ pub fn decode(channel: &str, payload: &[u8]) -> Result<Decoded, IngressError> {
         }
     };
     if wire.method != "emit" {
-        return Ok(Decoded::NotAnEvent { kind: wire.method });
+        return room_operation(wire).map_err(malformed);
     }
     if wire.binary == Some(true) {
         return Err(IngressError::Binary { format: FORMAT });
@@ -115,6 +120,50 @@ pub fn decode(channel: &str, payload: &[u8]) -> Result<Decoded, IngressError> {
     envelope.origin = wire.host_id;
     envelope.validate()?;
     Ok(Decoded::Event(envelope))
+}
+
+/// `enter_room`, `leave_room`, `close_room` and `disconnect` as room operations; other methods
+/// are not for Sidecast.
+fn room_operation(wire: WireIn) -> Result<Decoded, String> {
+    let namespace = wire.namespace.unwrap_or_else(|| "/".to_owned());
+    let room = || match wire.room {
+        Some(Room::One(room)) => Ok(vec![room]),
+        Some(Room::Many(rooms)) => Ok(rooms),
+        None => Err(format!("a \"{}\" without \"room\"", wire.method)),
+    };
+    let sid = || {
+        wire.sid
+            .clone()
+            .map(|sid| vec![sid])
+            .ok_or_else(|| format!("a \"{}\" without \"sid\"", wire.method))
+    };
+    let operation = match wire.method.as_str() {
+        "enter_room" => Control::Join {
+            rooms: sid()?,
+            namespace,
+            except: Vec::new(),
+            join: room()?,
+        },
+        "leave_room" => Control::Leave {
+            rooms: sid()?,
+            namespace,
+            except: Vec::new(),
+            leave: room()?,
+        },
+        "close_room" => Control::CloseRoom {
+            rooms: room()?,
+            namespace,
+        },
+        "disconnect" => Control::Disconnect {
+            rooms: sid()?,
+            namespace,
+            except: Vec::new(),
+            reason: None,
+        },
+        _ => return Ok(Decoded::NotAnEvent { kind: wire.method }),
+    };
+    operation.validate().map_err(|e| e.to_string())?;
+    Ok(Decoded::Control(operation))
 }
 
 /// The Socket.IO arguments of `data` (see the module documentation).
@@ -289,20 +338,60 @@ mod tests {
     }
 
     #[test]
-    fn other_methods_are_not_events() {
-        for (payload, method) in [
-            (fixture!("5.18.1-enter-room.json"), "enter_room"),
-            (fixture!("5.18.1-leave-room.json"), "leave_room"),
-            (fixture!("5.18.1-close-room.json"), "close_room"),
-            (fixture!("5.18.1-disconnect.json"), "disconnect"),
-            (fixture!("5.18.1-callback.json"), "callback"),
+    fn room_methods_are_room_operations() {
+        let control = |payload: &[u8]| match decode(DEFAULT_CHANNEL, payload).unwrap() {
+            Decoded::Control(c) => c,
+            other => panic!("not a room operation: {other:?}"),
+        };
+        // manager.enter_room('sid1', '/', 'r1'): the socket sid1 joins r1.
+        assert_eq!(
+            control(fixture!("5.18.1-enter-room.json")),
+            Control::Join {
+                rooms: vec!["sid1".into()],
+                namespace: "/".into(),
+                except: vec![],
+                join: vec!["r1".into()],
+            }
+        );
+        assert_eq!(
+            control(fixture!("5.18.1-leave-room.json")),
+            Control::Leave {
+                rooms: vec!["sid1".into()],
+                namespace: "/".into(),
+                except: vec![],
+                leave: vec!["r1".into()],
+            }
+        );
+        assert_eq!(
+            control(fixture!("5.18.1-close-room.json")),
+            Control::CloseRoom {
+                rooms: vec!["r1".into()],
+                namespace: "/".into(),
+            }
+        );
+        assert_eq!(
+            control(fixture!("5.18.1-disconnect.json")),
+            Control::Disconnect {
+                rooms: vec!["sid1".into()],
+                namespace: "/".into(),
+                except: vec![],
+                reason: None,
+            }
+        );
+        assert_eq!(
+            decode(DEFAULT_CHANNEL, fixture!("5.18.1-callback.json")).unwrap(),
+            Decoded::NotAnEvent {
+                kind: "callback".to_owned()
+            }
+        );
+        for bad in [
+            r#"{"method":"enter_room","room":"r1"}"#,
+            r#"{"method":"enter_room","sid":"s"}"#,
+            r#"{"method":"leave_room","sid":"s","room":""}"#,
+            r#"{"method":"disconnect"}"#,
+            r#"{"method":"close_room","room":"r","namespace":"chat"}"#,
         ] {
-            assert_eq!(
-                decode(DEFAULT_CHANNEL, payload).unwrap(),
-                Decoded::NotAnEvent {
-                    kind: method.to_owned()
-                }
-            );
+            assert!(decode(DEFAULT_CHANNEL, bad.as_bytes()).is_err(), "{bad}");
         }
     }
 
