@@ -8,11 +8,13 @@
 //! answers) and wrap a [`ServerProcess`] of it, as the NATS example's `NatsServer` does
 //! (`examples/nats-broker/tests/support/mod.rs`).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -42,21 +44,33 @@ pub fn free_port() -> u16 {
     port
 }
 
-/// `N` distinct loopback ports nobody listens on right now.
+/// `N` distinct loopback ports nobody listens on right now, and none handed out before in this
+/// process.
+///
+/// A port found by binding port 0 is free only until someone binds it, and the kernel readily
+/// hands the same port to the next bind of port 0 once it is released. Two tests starting servers
+/// at once could then get the same port: one server fails to bind and exits, but the probe of its
+/// test may already have reached the other test's server, which that test later stops. So ports
+/// are never reused within a test process.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    // All are bound at once so that they differ.
-    let listeners: Vec<TcpListener> = (0..N)
-        .map(|_| {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
-        })
-        .collect();
-    std::array::from_fn(|i| {
-        listeners[i]
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
+    // Listeners stay bound until the end, so that each bind yields another port.
+    let mut listeners = Vec::new();
+    let mut ports = Vec::with_capacity(N);
+    while ports.len() < N {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"));
+        let port = listener
             .local_addr()
             .map(|a| a.port())
-            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
-    })
+            .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"));
+        if handed_out.insert(port) {
+            ports.push(port);
+        }
+        listeners.push(listener);
+    }
+    std::array::from_fn(|i| ports[i])
 }
 
 /// The URL in the environment variable `env`, if it is set and not blank: tests then use that
@@ -432,5 +446,12 @@ mod tests {
     fn free_ports_differ() {
         let [a, b, c] = free_ports();
         assert!(a != b && b != c && a != c);
+    }
+
+    #[test]
+    fn a_port_is_handed_out_once_per_process() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
     }
 }
