@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::Redis;
+use common::redis_on;
 use sidecast_testkit::RedisServer;
 use sidecast_testkit::conformance::{Capabilities, WithServer};
 
 sidecast_testkit::conformance_tests!(
-    WithServer::new(RedisServer::start().await, Redis::on),
+    WithServer::new(RedisServer::start().await, redis_on),
     Capabilities::ALL
 );

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Redis, options};
+use common::{options, redis};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
 use sidecast_testkit::conformance::{self, within_deadline};
 use sidecast_testkit::process::{SilentServer, free_port};
@@ -28,7 +28,7 @@ async fn password_in_the_url() {
     let server = RedisServer::start_local_with_args(["--requirepass", "s3cret-pw"]).await;
 
     let url = server.url_with_credentials(None, "s3cret-pw");
-    conformance::round_trip(&Redis(options(&url))).await;
+    conformance::round_trip(&redis(options(&url))).await;
 
     let error = connect_error(
         options(&server.url_with_credentials(None, "wrong-pw")),
@@ -73,7 +73,7 @@ async fn acl_user_in_the_url() {
         .expect("ACL SETUSER");
     assert_eq!(reply, "+OK");
     let url = server.url_with_credentials(Some("node"), "node-pw");
-    conformance::round_trip(&Redis(options(&url))).await;
+    conformance::round_trip(&redis(options(&url))).await;
 
     let error = connect_error(
         options(&server.url_with_credentials(Some("node"), "nope")),
@@ -108,10 +108,7 @@ async fn acl_denied_channel_is_rejected_not_transient() {
     ))
     .await
     .expect("connect as the narrow user");
-    broker
-        .publish(&allowed, Bytes::from_static(b"fine"))
-        .await
-        .expect("publish on the allowed channel");
+    conformance::publish(&broker, &allowed, "fine").await;
     let error = broker
         .publish(&unique_channel("acl-denied"), Bytes::from_static(b"no"))
         .await

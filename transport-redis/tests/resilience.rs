@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::{connect, options};
 use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
 use sidecast_testkit::conformance::{
-    assert_ends, await_subscribed, first_delivery, next_message, publish_all, subscribed,
+    self, assert_ends, await_subscribed, first_delivery, next_message, publish_all, subscribed,
     within_deadline,
 };
 use sidecast_testkit::{RedisServer, await_reconnecting, eventually, unique_channel};
@@ -93,10 +93,7 @@ async fn pattern_subscription_survives_a_redis_restart() {
     .await;
     // Receiving fresh probes proves the PSUBSCRIBE was renewed on the new server.
     await_subscribed(&broker, &mut sub, &format!("{prefix}.probe")).await;
-    broker
-        .publish(&format!("{prefix}.x"), Bytes::from_static(b"hello again"))
-        .await
-        .expect("publish");
+    conformance::publish(&broker, &format!("{prefix}.x"), "hello again").await;
     let message = next_message(&mut sub).await;
     assert_eq!(message.payload, &b"hello again"[..]);
     assert_eq!(message.pattern.as_deref(), Some(pattern.as_str()));
@@ -108,10 +105,7 @@ async fn publish_during_an_outage_fails_fast_and_recovers() {
     // No subscription: nothing but the publishes themselves notices the outage.
     let broker = connect(options(server.url())).await;
     let channel = unique_channel("outage");
-    broker
-        .publish(&channel, Bytes::from_static(b"before"))
-        .await
-        .expect("publish while Redis is up");
+    conformance::publish(&broker, &channel, "before").await;
 
     server.stop().await;
     for i in 0..5 {
@@ -137,10 +131,7 @@ async fn publish_during_an_outage_fails_fast_and_recovers() {
         broker.health() == BrokerHealth::Connected
     })
     .await;
-    broker
-        .publish(&channel, Bytes::from_static(b"after"))
-        .await
-        .expect("publish after recovery");
+    conformance::publish(&broker, &channel, "after").await;
 }
 
 #[tokio::test]
@@ -250,10 +241,7 @@ async fn unresponsive_server_times_out_and_recovers() {
     })
     .await;
     await_subscribed(&broker, &mut sub, &channel).await;
-    broker
-        .publish(&channel, Bytes::from_static(b"awake"))
-        .await
-        .expect("publish after the pause");
+    conformance::publish(&broker, &channel, "awake").await;
     let message = next_message(&mut sub).await;
     // The "stuck" publish may have been executed when the pause ended (a time-out does not
     // mean the message was lost); skip it if so.

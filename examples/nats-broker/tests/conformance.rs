@@ -5,9 +5,9 @@
 mod support;
 
 use sidecast_testkit::conformance::{Capabilities, WithServer};
-use support::{Nats, NatsServer};
+use support::{NatsServer, nats_on};
 
 sidecast_testkit::conformance_tests!(
-    WithServer::new(NatsServer::start().await, Nats::on),
+    WithServer::new(NatsServer::start().await, nats_on),
     Capabilities::WITHOUT_PATTERNS
 );

@@ -10,7 +10,7 @@ use sidecast_example_nats::{NatsBroker, NatsOptions};
 use sidecast_testkit::conformance::{MakeBroker, await_subscribed, next_message};
 use sidecast_testkit::process::free_port;
 use sidecast_testkit::unique_channel;
-use support::{Nats, NatsServer};
+use support::{NatsServer, nats_on};
 use tokio::time::Instant;
 
 #[tokio::test]
@@ -57,7 +57,7 @@ async fn passwords_are_redacted() {
 #[tokio::test]
 async fn channels_that_are_not_literal_subjects_are_refused() {
     let server = NatsServer::start().await;
-    let broker = Nats::on(&server).make().await;
+    let broker = nats_on(&server).make().await;
     for channel in ["with space", "a..b", "wild.*", "tail.>", ""] {
         match broker.publish(channel, Bytes::from_static(b"x")).await {
             Err(BrokerError::Unsupported { .. }) => {}
@@ -78,7 +78,7 @@ async fn channels_that_are_not_literal_subjects_are_refused() {
 #[tokio::test]
 async fn a_payload_over_max_payload_is_rejected_not_transient() {
     let server = NatsServer::start().await;
-    let broker = Nats::on(&server).make().await;
+    let broker = nats_on(&server).make().await;
     let max = broker.client().max_payload();
     match broker
         .publish(&unique_channel("too-big"), Bytes::from(vec![0u8; max + 1]))
@@ -96,7 +96,7 @@ async fn a_payload_over_max_payload_is_rejected_not_transient() {
 #[tokio::test]
 async fn a_channel_named_twice_is_delivered_once() {
     let server = NatsServer::start().await;
-    let broker = Nats::on(&server).make().await;
+    let broker = nats_on(&server).make().await;
     let channel = unique_channel("twice");
     let mut sub = broker
         .subscribe(&[ChannelSpec::exact(&channel), ChannelSpec::exact(&channel)])

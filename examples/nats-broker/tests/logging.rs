@@ -10,7 +10,7 @@ use sidecast_core::Broker;
 use sidecast_testkit::conformance::{MakeBroker, await_subscribed, subscribed};
 use sidecast_testkit::log::CapturedLog;
 use sidecast_testkit::{await_reconnecting, eventually, unique_channel};
-use support::{Nats, NatsServer};
+use support::{NatsServer, nats_on};
 
 /// One outage is logged once (`warn`) and its end once (`info`), however many subscriptions
 /// share the connection and however many reconnect attempts it takes.
@@ -21,7 +21,7 @@ async fn an_outage_is_logged_once() {
     let (logs, _guard) = CapturedLog::set_default("sidecast_example_nats=info");
 
     let mut server = NatsServer::start_local().await;
-    let broker = Nats::on(&server).make().await;
+    let broker = nats_on(&server).make().await;
     let mut subs = Vec::new();
     for i in 0..3 {
         let channel = unique_channel(&format!("logged-{i}"));

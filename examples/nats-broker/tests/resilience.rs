@@ -12,7 +12,7 @@ use sidecast_testkit::conformance::{
     DEADLINE, MakeBroker, assert_ends, await_subscribed, next_message, subscribed,
 };
 use sidecast_testkit::unique_channel;
-use support::{Nats, NatsServer};
+use support::{NatsServer, nats_on};
 use tokio::time::{Instant, sleep};
 
 /// How often health is polled: it is a state, not an event.
@@ -52,7 +52,7 @@ fn reconnecting(health: &BrokerHealth) -> Option<(u32, SystemTime)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_survives_a_server_restart() {
     let mut server = NatsServer::start_local().await;
-    let nodes = Nats::on(&server);
+    let nodes = nats_on(&server);
     let subscriber = nodes.make().await;
     let publisher = nodes.make().await;
     let channel = unique_channel("restart");
@@ -150,7 +150,7 @@ async fn subscription_survives_a_server_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_during_an_outage_is_prompt() {
     let mut server = NatsServer::start_local().await;
-    let broker = Nats::on(&server).make().await;
+    let broker = nats_on(&server).make().await;
     let channel = unique_channel("close-outage");
     let mut sub = subscribed(&broker, &channel).await;
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sidecast_testkit::RabbitMqServer;
-use sidecast_testkit::conformance::MakeBroker;
+use sidecast_testkit::conformance::{Connect, MakeBroker};
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
 
 /// Options for a test server, with a short backoff so that reconnect tests do not wait long.
@@ -15,26 +15,17 @@ pub(crate) fn options(url: &str) -> AmqpOptions {
     }
 }
 
-/// Makes a new `AmqpBroker` (a new "node", with its own connection) on the server at each call.
-pub(crate) struct Amqp(pub(crate) AmqpOptions);
-
-impl Amqp {
-    pub(crate) fn on(server: &RabbitMqServer) -> Self {
-        Self(options(server.url()))
-    }
+/// Makes a new `AmqpBroker` (a new "node", with its own connection) with `options` at each call.
+pub(crate) fn amqp(options: AmqpOptions) -> impl MakeBroker<Broker = AmqpBroker> {
+    Connect::new(options, AmqpBroker::connect)
 }
 
-impl MakeBroker for Amqp {
-    type Broker = AmqpBroker;
-
-    async fn make(&self) -> AmqpBroker {
-        connect(self.0.clone()).await
-    }
+/// A factory of brokers on `server`, with [`options`].
+pub(crate) fn amqp_on(server: &RabbitMqServer) -> impl MakeBroker<Broker = AmqpBroker> + use<> {
+    amqp(options(server.url()))
 }
 
 /// Connects or panics with the error.
 pub(crate) async fn connect(options: AmqpOptions) -> AmqpBroker {
-    AmqpBroker::connect(options)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the test RabbitMQ server: {e}"))
+    amqp(options).make().await
 }

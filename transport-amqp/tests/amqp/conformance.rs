@@ -2,11 +2,11 @@
 //! process' shared RabbitMQ (or on `SIDECAST_TEST_AMQP_URL`; the checks use unique channel
 //! names, hence unique exchanges).
 
-use crate::common::Amqp;
+use crate::common::amqp_on;
 use sidecast_testkit::RabbitMqServer;
 use sidecast_testkit::conformance::Capabilities;
 
 sidecast_testkit::conformance_tests!(
-    Amqp::on(RabbitMqServer::shared().await),
+    amqp_on(RabbitMqServer::shared().await),
     Capabilities::WITHOUT_PATTERNS
 );

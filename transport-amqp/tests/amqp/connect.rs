@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Amqp, options};
+use crate::common::{amqp, options};
 use bytes::Bytes;
 use sidecast_core::{Broker, BrokerError, ChannelSpec};
 use sidecast_testkit::conformance::{self, within_deadline};
@@ -61,21 +61,15 @@ async fn credentials_and_vhost_in_the_url() {
     .await;
 
     let url = server.url_with(&user, password, &vhost);
-    conformance::round_trip(&Amqp(options(&url))).await;
+    conformance::round_trip(&amqp(options(&url))).await;
 
     // The same exchange name on the default vhost is another exchange: vhosts are isolated.
     let channel = unique_channel("vhost");
     let in_vhost = crate::common::connect(options(&url)).await;
     let mut sub = conformance::subscribed(&in_vhost, &channel).await;
     let on_default = crate::common::connect(options(server.url())).await;
-    on_default
-        .publish(&channel, Bytes::from_static(b"other vhost"))
-        .await
-        .expect("publish on the default vhost");
-    in_vhost
-        .publish(&channel, Bytes::from_static(b"same vhost"))
-        .await
-        .expect("publish in the vhost");
+    conformance::publish(&on_default, &channel, "other vhost").await;
+    conformance::publish(&in_vhost, &channel, "same vhost").await;
     let message = conformance::next_message(&mut sub).await;
     assert_eq!(message.payload, &b"same vhost"[..], "vhosts must not leak");
 
@@ -206,12 +200,9 @@ async fn patterns_and_impossible_names_are_refused_clearly() {
         matches!(refused, Err(BrokerError::Rejected { .. })),
         "{refused:?}"
     );
-    conformance::round_trip(&Amqp(options(server.url()))).await;
+    conformance::round_trip(&amqp(options(server.url()))).await;
     let channel = unique_channel("after-refusal");
-    broker
-        .publish(&channel, Bytes::from_static(b"still fine"))
-        .await
-        .expect("the publishing channel is replaced after a refusal");
+    conformance::publish(&broker, &channel, "still fine").await;
     assert!(broker.health().is_connected());
 }
 
@@ -368,6 +359,6 @@ async fn tls_child() {
         connect_timeout: Duration::from_secs(10),
         ..options(&url)
     };
-    conformance::round_trip(&Amqp(options.clone())).await;
-    conformance::health_connected(&Amqp(options)).await;
+    conformance::round_trip(&amqp(options.clone())).await;
+    conformance::health_connected(&amqp(options)).await;
 }

@@ -14,7 +14,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec};
-use sidecast_testkit::conformance::{DEADLINE, await_subscribed, next_message, subscribed};
+use sidecast_testkit::conformance::{self, DEADLINE, await_subscribed, next_message, subscribed};
 use sidecast_testkit::{RabbitMqServer, eventually, unique_channel};
 use sidecast_transport_amqp::{AmqpOptions, ExchangeMismatch};
 use tokio::time::timeout;
@@ -115,10 +115,7 @@ async fn shares_an_exchange_declared_by_kombu() {
         )
         .await
         .expect("consume");
-    broker
-        .publish(&name, Bytes::from_static(b"from sidecast"))
-        .await
-        .expect("publish to the kombu-declared exchange");
+    conformance::publish(&broker, &name, "from sidecast").await;
     let delivery = timeout(DEADLINE, listener.next())
         .await
         .expect("the kombu-style listener receives within the deadline")
@@ -254,10 +251,7 @@ async fn a_slow_consumer_loses_the_overflow_but_not_later_messages() {
     }
 
     // Once the consumer catches up, later messages arrive again.
-    broker
-        .publish(&name, Bytes::from_static(b"later"))
-        .await
-        .expect("publish");
+    conformance::publish(&broker, &name, "later").await;
     let message = next_message(&mut sub).await;
     assert_eq!(message.payload, &b"later"[..]);
     assert_eq!(broker.health(), BrokerHealth::Connected);

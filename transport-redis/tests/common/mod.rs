@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sidecast_testkit::RedisServer;
-use sidecast_testkit::conformance::MakeBroker;
+use sidecast_testkit::conformance::{Connect, MakeBroker};
 use sidecast_transport_redis::{RedisBroker, RedisOptions};
 
 /// Options for a test server, with a short backoff so that reconnect tests do not wait long.
@@ -17,26 +17,17 @@ pub(crate) fn options(url: &str) -> RedisOptions {
     }
 }
 
-/// Makes a new `RedisBroker` (a new "node") on the server at each call.
-pub(crate) struct Redis(pub(crate) RedisOptions);
-
-impl Redis {
-    pub(crate) fn on(server: &RedisServer) -> Self {
-        Self(options(server.url()))
-    }
+/// Makes a new `RedisBroker` (a new "node") with `options` at each call.
+pub(crate) fn redis(options: RedisOptions) -> impl MakeBroker<Broker = RedisBroker> {
+    Connect::new(options, RedisBroker::connect)
 }
 
-impl MakeBroker for Redis {
-    type Broker = RedisBroker;
-
-    async fn make(&self) -> RedisBroker {
-        connect(self.0.clone()).await
-    }
+/// A factory of brokers on `server`, with [`options`].
+pub(crate) fn redis_on(server: &RedisServer) -> impl MakeBroker<Broker = RedisBroker> + use<> {
+    redis(options(server.url()))
 }
 
 /// Connects or panics with the error.
 pub(crate) async fn connect(options: RedisOptions) -> RedisBroker {
-    RedisBroker::connect(options)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to the test Redis server: {e}"))
+    redis(options).make().await
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sidecast_example_nats::{NatsBroker, NatsOptions};
-use sidecast_testkit::conformance::MakeBroker;
+use sidecast_testkit::conformance::{Connect, MakeBroker};
 use sidecast_testkit::process::{self, ServerProcess, ServerProgram, within_io_timeout};
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
@@ -35,23 +35,9 @@ pub(crate) fn options(url: &str) -> NatsOptions {
     }
 }
 
-/// Makes a new `NatsBroker` (a new "node", with its own connection) on the server at each call.
-pub(crate) struct Nats(pub(crate) NatsOptions);
-
-impl Nats {
-    pub(crate) fn on(server: &NatsServer) -> Self {
-        Self(options(server.url()))
-    }
-}
-
-impl MakeBroker for Nats {
-    type Broker = NatsBroker;
-
-    async fn make(&self) -> NatsBroker {
-        NatsBroker::connect(self.0.clone())
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test NATS server: {e}"))
-    }
+/// Makes a new `NatsBroker` (a new "node", with its own connection) on `server` at each call.
+pub(crate) fn nats_on(server: &NatsServer) -> impl MakeBroker<Broker = NatsBroker> + use<> {
+    Connect::new(options(server.url()), NatsBroker::connect)
 }
 
 /// A NATS server for one test: a private `nats-server -a 127.0.0.1 -p <free port>` child
