@@ -13,8 +13,8 @@ use serde_json::json;
 use sidecast_core::config::{BrokerKind, SessionStoreKind};
 use sidecast_testkit::RedisServer;
 use sio::{
-    ClientOptions, SioClient, TestServer, await_ready, connect, login_at as login,
-    post_json as post, with_cookie as cookie_options,
+    SioClient, TestServer, await_ready, connect, login_at as login, post_json as post,
+    with_cookie as cookie_options,
 };
 
 /// How long a broker restart may take to be noticed and recovered from.
@@ -110,10 +110,7 @@ async fn per_user_delivery_and_logout_reach_every_node() {
     let a = node(&redis, &tokens);
     let b = node(&redis, &tokens);
     let cookie = login(&a.base).await;
-    let alice = ClientOptions {
-        auth: Some(json!({"token": "token-alice"})),
-        ..Default::default()
-    };
+    let alice = sio::with_token("token-alice");
     let mut alice_a = connect(&a.socket_url(), alice.clone()).await.accepted();
     let mut alice_b = connect(&b.socket_url(), alice).await.accepted();
     let mut gonzalo_a = connect(&a.socket_url(), cookie_options(&cookie))
@@ -152,13 +149,12 @@ async fn per_user_delivery_and_logout_reach_every_node() {
     sio::logout_at(&a.base, &cookie).await;
     assert_eq!(gonzalo_a.next_event().await.0, sio::CLOSED);
     assert_eq!(gonzalo_b.next_event().await.0, sio::CLOSED);
-    let r = reqwest::Client::new()
-        .post(format!("{}/api/", b.base))
-        .header("authorization", "Bearer token-alice")
-        .json(&json!({"channel": "still", "body": "here"}))
-        .send()
-        .await
-        .unwrap();
+    let r = sio::post_api_with(
+        &b.base,
+        &[("authorization", "Bearer token-alice")],
+        json!({"channel": "still", "body": "here"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     assert_eq!(alice_b.next_event().await.0, "still");
 }

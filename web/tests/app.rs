@@ -4,22 +4,14 @@
 
 mod common;
 
-use common::{ClientOptions, TestServer, connect, memory_config, with_cookie};
+use common::{ClientOptions, TestServer, connect, memory_config, with_cookie, with_token};
 use serde_json::{Value, json};
 use sidecast_core::config::{PolicyKind, PolicyList};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_then_connect_is_accepted_on_both_transports() {
     let (server, cookie, polling) = TestServer::start_signed_in(memory_config()).await;
-    let websocket = connect(
-        &server.socket_url(),
-        ClientOptions {
-            websocket_only: true,
-            ..with_cookie(&cookie)
-        },
-    )
-    .await
-    .accepted();
+    let websocket = server.websocket_client(&cookie).await;
     polling.disconnect().await;
     websocket.disconnect().await;
     server.stop().await;
@@ -66,15 +58,7 @@ async fn connect_without_session_or_with_forged_cookie_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_events_reach_every_client_once_and_in_order() {
     let (server, cookie, mut a) = TestServer::start_signed_in(memory_config()).await;
-    let mut b = connect(
-        &server.socket_url(),
-        ClientOptions {
-            websocket_only: true,
-            ..with_cookie(&cookie)
-        },
-    )
-    .await
-    .accepted();
+    let mut b = server.websocket_client(&cookie).await;
 
     server
         .publish(&cookie, json!({"channel": "message", "body": "Hi"}))
@@ -120,14 +104,10 @@ async fn to_reaches_only_that_room() {
     config.auth.tokens.insert("bob".into(), "token-b".into());
     let server = TestServer::start(config).await;
     let cookie = server.login().await;
-    let token = |t: &str| ClientOptions {
-        auth: Some(json!({ "token": t })),
-        ..Default::default()
-    };
-    let mut alice = connect(&server.socket_url(), token("token-a"))
+    let mut alice = connect(&server.socket_url(), with_token("token-a"))
         .await
         .accepted();
-    let mut bob = connect(&server.socket_url(), token("token-b"))
+    let mut bob = connect(&server.socket_url(), with_token("token-b"))
         .await
         .accepted();
     let mut gonzalo = server.client(&cookie).await;

@@ -46,21 +46,19 @@ async fn header_from_the_trusted_proxy_authenticates() {
     assert!(reason.contains("no user"), "{reason}");
 
     // The principal is the header's user: `to: user:alice` reaches alice only.
-    let response = server
-        .request(reqwest::Method::POST, "/api/")
-        .header("x-forwarded-user", "bob")
-        .json(&json!({"channel": "message", "body": "hi alice", "to": "user:alice"}))
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_api_with(
+        &server.base,
+        &[("x-forwarded-user", "bob")],
+        json!({"channel": "message", "body": "hi alice", "to": "user:alice"}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
-    let response = server
-        .request(reqwest::Method::POST, "/api/")
-        .header("x-forwarded-user", "bob")
-        .json(&json!({"channel": "done", "body": ""}))
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_api_with(
+        &server.base,
+        &[("x-forwarded-user", "bob")],
+        json!({"channel": "done", "body": ""}),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         alice.events_until("done").await,
@@ -82,12 +80,11 @@ async fn header_from_anywhere_else_is_refused() {
         .await
         .refused();
     assert!(reason.contains("proxy"), "{reason}");
-    let response = server
-        .request(reqwest::Method::POST, "/api/")
-        .header("x-forwarded-user", "alice")
-        .json(&json!({"channel": "message", "body": "x"}))
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_api_with(
+        &server.base,
+        &[("x-forwarded-user", "alice")],
+        json!({"channel": "message", "body": "x"}),
+    )
+    .await;
     assert_eq!(response.status(), 401);
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{CLOSED, ClientOptions, Connect, TestServer, connect, memory_config, with_cookie};
+use common::{
+    CLOSED, ClientOptions, Connect, TestServer, connect, memory_config, with_cookie, with_token,
+};
 use serde_json::json;
 use sidecast_core::codec::native;
 use sidecast_core::config::{PolicyKind, PolicyList};
@@ -60,14 +62,14 @@ async fn wrong_and_missing_tokens_are_refused() {
         .tokens
         .insert("cron".into(), "s3cret-token".into());
     let server = TestServer::start(config).await;
-    let token = |t: &str| ClientOptions {
-        auth: Some(json!({ "token": t })),
-        ..Default::default()
-    };
-    let mut good = connect(&server.socket_url(), token("s3cret-token"))
+    let mut good = connect(&server.socket_url(), with_token("s3cret-token"))
         .await
         .accepted();
-    for options in [token("wrong"), token(""), ClientOptions::default()] {
+    for options in [
+        with_token("wrong"),
+        with_token(""),
+        ClientOptions::default(),
+    ] {
         let reason = connect(&server.socket_url(), options).await.refused();
         assert!(reason.contains("token"), "{reason}");
     }
@@ -134,14 +136,12 @@ async fn cross_origin_handshakes_with_a_valid_cookie_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_api_post_is_refused_and_emits_nothing() {
     let (server, cookie, mut client) = TestServer::start_signed_in(memory_config()).await;
-    let response = server
-        .request(reqwest::Method::POST, "/api/")
-        .header("cookie", &cookie)
-        .header("origin", "http://evil.example")
-        .json(&json!({"channel": "message", "body": "csrf"}))
-        .send()
-        .await
-        .unwrap();
+    let response = common::post_api_with(
+        &server.base,
+        &[("cookie", &cookie), ("origin", "http://evil.example")],
+        json!({"channel": "message", "body": "csrf"}),
+    )
+    .await;
     assert_eq!(response.status(), 403);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("allowed_origins"));

@@ -75,6 +75,16 @@ impl TestServer {
             .accepted()
     }
 
+    /// Connects a websocket-only client (no polling upgrade) that sends the session `cookie`,
+    /// failing the test if it is refused.
+    pub async fn websocket_client(&self, cookie: &str) -> SioClient {
+        let options = ClientOptions {
+            websocket_only: true,
+            ..with_cookie(cookie)
+        };
+        connect(&self.socket_url(), options).await.accepted()
+    }
+
     /// A request to `path` (starting with `/`) on this node.
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new().request(method, format!("{}{path}", self.base))
@@ -234,6 +244,14 @@ pub fn session_cookie(response: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// Client options that send `token` in the Socket.IO `auth` payload (`{"token": ...}`).
+pub fn with_token(token: &str) -> ClientOptions {
+    ClientOptions {
+        auth: Some(serde_json::json!({ "token": token })),
+        ..Default::default()
+    }
+}
+
 /// `GET {base}/login`; returns the `Cookie` header value to send back.
 pub async fn login_at(base: &str) -> String {
     let response = reqwest::get(format!("{base}/login")).await.unwrap();
@@ -255,13 +273,18 @@ pub async fn logout_at(base: &str, cookie: &str) -> reqwest::Response {
 
 /// `POST {base}/api/` with a JSON body and a session cookie.
 pub async fn post_json(base: &str, cookie: &str, body: Value) -> reqwest::Response {
-    reqwest::Client::new()
+    post_api_with(base, &[("cookie", cookie)], body).await
+}
+
+/// `POST {base}/api/` with a JSON body and the given request headers (credentials, origin).
+pub async fn post_api_with(base: &str, headers: &[(&str, &str)], body: Value) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
         .post(format!("{base}/api/"))
-        .header("cookie", cookie)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+        .json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
 }
 
 /// Polls `{base}/readyz` until it answers `status`, for at most `within`; returns when it did.
