@@ -11,10 +11,7 @@ use common::{Served, run_ok, serve};
 use serde_json::json;
 use sidecast_core::config::BrokerKind;
 use sidecast_testkit::RabbitMqServer;
-use sio::{
-    TestServer, await_ready, connect, login_at as login, post_json as post,
-    with_cookie as cookie_options,
-};
+use sio::{TestServer, await_ready, login_at as login, post_json as post};
 
 /// How long a broker restart may take to be noticed and recovered from.
 const RESTART_WAIT: Duration = Duration::from_secs(60);
@@ -41,12 +38,8 @@ async fn two_nodes_on_rabbitmq_share_api_and_emit_events() {
     let a = node(rabbit.url(), &channel);
     let b = node(rabbit.url(), &channel);
     let cookie = login(&a.base).await;
-    let mut on_a = connect(&a.socket_url(), cookie_options(&cookie))
-        .await
-        .accepted();
-    let mut on_b = connect(&b.socket_url(), cookie_options(&cookie))
-        .await
-        .accepted();
+    let mut on_a = sio::client_at(&a.socket_url(), &cookie).await;
+    let mut on_b = sio::client_at(&b.socket_url(), &cookie).await;
 
     for i in 0..10 {
         let r = post(

@@ -12,10 +12,7 @@ use common::{Served, run_ok, serve};
 use serde_json::json;
 use sidecast_core::config::{BrokerKind, SessionStoreKind};
 use sidecast_testkit::RedisServer;
-use sio::{
-    SioClient, TestServer, await_ready, connect, login_at as login, post_json as post,
-    with_cookie as cookie_options,
-};
+use sio::{SioClient, TestServer, await_ready, connect, login_at as login, post_json as post};
 
 /// How long a broker restart may take to be noticed and recovered from.
 const RESTART_WAIT: Duration = common::DEADLINE;
@@ -40,11 +37,7 @@ async fn three_nodes_share_events_and_cookie_sessions() {
     let cookie = login(&nodes[0].base).await;
     let mut clients: Vec<SioClient> = Vec::new();
     for n in &nodes {
-        clients.push(
-            connect(&n.socket_url(), cookie_options(&cookie))
-                .await
-                .accepted(),
-        );
+        clients.push(sio::client_at(&n.socket_url(), &cookie).await);
     }
 
     for i in 0..10 {
@@ -113,12 +106,8 @@ async fn per_user_delivery_and_logout_reach_every_node() {
     let alice = sio::with_token("token-alice");
     let mut alice_a = connect(&a.socket_url(), alice.clone()).await.accepted();
     let mut alice_b = connect(&b.socket_url(), alice).await.accepted();
-    let mut gonzalo_a = connect(&a.socket_url(), cookie_options(&cookie))
-        .await
-        .accepted();
-    let mut gonzalo_b = connect(&b.socket_url(), cookie_options(&cookie))
-        .await
-        .accepted();
+    let mut gonzalo_a = sio::client_at(&a.socket_url(), &cookie).await;
+    let mut gonzalo_b = sio::client_at(&b.socket_url(), &cookie).await;
 
     let r = post(
         &a.base,
@@ -166,14 +155,10 @@ async fn redis_session_store_is_shared_and_revocable() {
     let a = node(&redis, &store);
     let b = node(&redis, &store);
     let cookie = login(&a.base).await;
-    connect(&b.socket_url(), cookie_options(&cookie))
-        .await
-        .accepted();
+    sio::client_at(&b.socket_url(), &cookie).await;
     // Logging out on B ends the session for every node: the same cookie is refused on A.
     sio::logout_at(&b.base, &cookie).await;
-    let reason = connect(&a.socket_url(), cookie_options(&cookie))
-        .await
-        .refused();
+    let reason = sio::refused_at(&a.socket_url(), &cookie).await;
     assert!(reason.contains("unauthorized"), "{reason}");
 }
 

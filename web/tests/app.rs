@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ClientOptions, TestServer, connect, memory_config, with_cookie, with_token};
+use common::{ClientOptions, TestServer, connect, memory_config, with_token};
 use serde_json::{Value, json};
 use sidecast_core::config::{PolicyKind, PolicyList};
 
@@ -37,20 +37,14 @@ async fn connect_without_session_or_with_forged_cookie_is_refused() {
             "AAAA"
         },
     );
-    let reason = connect(
-        &server.socket_url(),
-        with_cookie(&format!("{name}={forged}")),
-    )
-    .await
-    .refused();
+    let reason = common::refused_at(&server.socket_url(), &format!("{name}={forged}")).await;
     assert!(reason.contains("unauthorized"), "{reason}");
     // A hand-made unsigned cookie claiming a user.
-    let reason = connect(
+    let reason = common::refused_at(
         &server.socket_url(),
-        with_cookie(&format!("{name}=eyJ1c2VyIjoiR29uemFsbyJ9")),
+        &format!("{name}=eyJ1c2VyIjoiR29uemFsbyJ9"),
     )
-    .await
-    .refused();
+    .await;
     assert!(reason.contains("unauthorized"), "{reason}");
     server.stop().await;
 }
@@ -318,9 +312,7 @@ async fn page_health_and_logout() {
         .unwrap()
         .to_owned();
     let cleared = cleared.split(';').next().unwrap().to_owned();
-    connect(&server.socket_url(), with_cookie(&cleared))
-        .await
-        .refused();
+    common::refused_at(&server.socket_url(), &cleared).await;
     server.stop().await;
 }
 

@@ -12,11 +12,18 @@ use common::{ClientOptions, TestServer, connect, memory_config};
 use proxy_auth::ProxyHeaderAuth;
 use serde_json::json;
 
-fn policy(trusted: &str) -> ProxyHeaderAuth {
-    ProxyHeaderAuth {
+/// A node whose policy trusts the `X-Forwarded-User` header from `trusted` only.
+async fn node_trusting(trusted: &str) -> TestServer {
+    let policy = ProxyHeaderAuth {
         header: HeaderName::from_static("x-forwarded-user"),
         trusted_proxies: vec![trusted.parse().unwrap()],
-    }
+    };
+    TestServer::start_with(
+        sidecast_web::Sidecast::builder()
+            .config(memory_config())
+            .auth(policy),
+    )
+    .await
 }
 
 fn as_user(user: &str) -> ClientOptions {
@@ -28,12 +35,7 @@ fn as_user(user: &str) -> ClientOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_from_the_trusted_proxy_authenticates() {
-    let server = TestServer::start_with(
-        sidecast_web::Sidecast::builder()
-            .config(memory_config())
-            .auth(policy("127.0.0.1")),
-    )
-    .await;
+    let server = node_trusting("127.0.0.1").await;
     let mut alice = connect(&server.socket_url(), as_user("alice"))
         .await
         .accepted();
@@ -70,12 +72,7 @@ async fn header_from_the_trusted_proxy_authenticates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_from_anywhere_else_is_refused() {
     // 127.0.0.1 is not the proxy here: the same header must not authenticate.
-    let server = TestServer::start_with(
-        sidecast_web::Sidecast::builder()
-            .config(memory_config())
-            .auth(policy("10.0.0.7")),
-    )
-    .await;
+    let server = node_trusting("10.0.0.7").await;
     let reason = connect(&server.socket_url(), as_user("alice"))
         .await
         .refused();

@@ -70,9 +70,7 @@ impl TestServer {
 
     /// Connects a client that sends the session `cookie`, failing the test if it is refused.
     pub async fn client(&self, cookie: &str) -> SioClient {
-        connect(&self.socket_url(), with_cookie(cookie))
-            .await
-            .accepted()
+        client_at(&self.socket_url(), cookie).await
     }
 
     /// Connects a websocket-only client (no polling upgrade) that sends the session `cookie`,
@@ -242,6 +240,17 @@ pub fn session_cookie(response: &reqwest::Response) -> String {
         .next()
         .unwrap()
         .to_owned()
+}
+
+/// Connects a client to the Socket.IO URL `url` with the session `cookie`, failing the test if
+/// it is refused.
+pub async fn client_at(url: &str, cookie: &str) -> SioClient {
+    connect(url, with_cookie(cookie)).await.accepted()
+}
+
+/// Connects a client to `url` with `cookie`, expecting a refusal; returns its reason.
+pub async fn refused_at(url: &str, cookie: &str) -> String {
+    connect(url, with_cookie(cookie)).await.refused()
 }
 
 /// Client options that send `token` in the Socket.IO `auth` payload (`{"token": ...}`).
