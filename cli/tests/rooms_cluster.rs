@@ -1,6 +1,7 @@
 //! Room operations across two `sidecast serve` nodes on a real Redis and a real RabbitMQ: a join
 //! published by the CLI, `POST /api/rooms` or `redis-cli` on one side is applied by every node,
-//! and events to the room then reach the user's sockets on both.
+//! and events to the room then reach the user's sockets on both, also sockets connected later
+//! (memberships survive reconnects).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -65,6 +66,7 @@ async fn publish(base: &str, cookie: &str, event: &str, room: Option<&str>) {
 async fn rooms_across_two_nodes(
     broker: Vec<(&'static str, String)>,
     extra_join: Option<Box<dyn Fn()>>,
+    shared_store: bool,
 ) {
     let (a, b) = (node(&broker), node(&broker));
     let cookie = login(&a.base).await;
@@ -91,6 +93,32 @@ async fn rooms_across_two_nodes(
         );
     }
 
+    // Memberships survive reconnects: a socket the user connects later, on either node, is in
+    // game:1 too; with the Redis store, also on a node started after the join.
+    let mut later = vec![
+        connect(&b.socket_url(), with_cookie(&cookie))
+            .await
+            .accepted(),
+    ];
+    let late_node = shared_store.then(|| node(&broker));
+    if let Some(c) = &late_node {
+        later.push(
+            connect(&c.socket_url(), with_cookie(&cookie))
+                .await
+                .accepted(),
+        );
+    }
+    publish(&a.base, &cookie, "again", Some("game:1")).await;
+    for client in clients.iter_mut().chain(later.iter_mut()) {
+        assert_eq!(
+            client.next_event().await,
+            ("again".to_owned(), vec![json!("again")])
+        );
+    }
+    for client in later {
+        client.disconnect().await;
+    }
+
     // Leave over HTTP on node A.
     rooms_api(
         &a.base,
@@ -99,6 +127,17 @@ async fn rooms_across_two_nodes(
     .await;
     publish(&b.base, &cookie, "lost", Some("game:1")).await;
     publish(&a.base, &cookie, "marker", None).await;
+    for client in &mut clients {
+        assert_eq!(client.events_until("marker").await, Vec::new());
+    }
+    // ... and is forgotten: a new socket is not in game:1.
+    let mut after_leave = connect(&b.socket_url(), with_cookie(&cookie))
+        .await
+        .accepted();
+    publish(&a.base, &cookie, "lost", Some("game:1")).await;
+    publish(&a.base, &cookie, "marker", None).await;
+    assert_eq!(after_leave.events_until("marker").await, Vec::new());
+    after_leave.disconnect().await;
     for client in &mut clients {
         assert_eq!(client.events_until("marker").await, Vec::new());
     }
@@ -150,16 +189,18 @@ async fn rooms_across_two_nodes_on_redis() {
             .arg(r#"{"v":1,"control":"join","to":"user:Gonzalo","join":"game:2"}"#)
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "2");
+        // Nodes A, B and the one started after the first join.
+        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "3");
     };
-    rooms_across_two_nodes(broker, Some(Box::new(redis_cli))).await;
+    rooms_across_two_nodes(broker, Some(Box::new(redis_cli)), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_across_two_nodes_on_rabbitmq() {
     let rabbit = RabbitMqServer::shared().await;
     let channel = sidecast_testkit::unique_channel("rooms");
-    rooms_across_two_nodes(on_broker("amqp", rabbit.url(), &channel), None).await;
+    // Without a Redis session store, each running node remembers memberships in its memory.
+    rooms_across_two_nodes(on_broker("amqp", rabbit.url(), &channel), None, false).await;
 }
 
 #[test]

@@ -104,6 +104,7 @@ impl SidecastBuilder {
             Some(auth) => auth,
             None => policy_from_config(&config)?,
         };
+        let memberships = crate::memberships::from_config(&config, self.broker.is_none())?;
         let broker = match self.broker {
             Some(broker) => broker,
             None => connect_broker(&config).await?,
@@ -124,6 +125,7 @@ impl SidecastBuilder {
             .with_state(socket::SocketContext {
                 auth: auth.clone(),
                 metrics: metrics.clone(),
+                memberships: memberships.clone(),
             })
             .build_layer();
         socket::register(&io);
@@ -145,7 +147,7 @@ impl SidecastBuilder {
             .await
             .map_err(from_config::broker_start_error)?;
         let control_channel = bus.control_channel.clone();
-        let relay = relay::spawn(subscription, bus, io.clone(), metrics.clone());
+        let relay = relay::spawn(subscription, bus, io.clone(), metrics.clone(), memberships);
         let watcher = serve::watch_broker(broker.clone(), metrics.clone());
 
         let node_id = uuid::Uuid::new_v4().to_string();

@@ -17,6 +17,7 @@ use sidecast_core::{
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
+use crate::memberships::{MembershipStore, SharedMemberships};
 use crate::metrics::{Metrics, Source};
 use crate::socket;
 
@@ -99,6 +100,7 @@ pub(crate) fn spawn(
     bus: Bus,
     io: SocketIo,
     metrics: Arc<Metrics>,
+    memberships: SharedMemberships,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Sockets that overflowed under the `disconnect` policy and are not gone yet.
@@ -106,7 +108,16 @@ pub(crate) fn spawn(
         // Unsupported requests already warned about: each kind is logged once, then counted.
         let mut warned = std::collections::HashSet::new();
         while let Some(message) = subscription.recv().await {
-            handle(&bus, &io, &metrics, &mut lagging, &mut warned, message).await;
+            handle(
+                &bus,
+                &io,
+                &metrics,
+                &*memberships,
+                &mut lagging,
+                &mut warned,
+                message,
+            )
+            .await;
             metrics.subscription_overflow(subscription.dropped());
         }
         tracing::debug!("broker subscription ended; relay stopped");
@@ -117,6 +128,7 @@ async fn handle(
     bus: &Bus,
     io: &SocketIo,
     metrics: &Metrics,
+    memberships: &dyn MembershipStore,
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
     warned: &mut std::collections::HashSet<&'static str>,
     message: BrokerMessage,
@@ -124,7 +136,17 @@ async fn handle(
     if message.channel != bus.channel
         && let Some(ingress) = bus.ingress(&message.channel)
     {
-        return handle_ingress(bus, io, metrics, lagging, warned, ingress, &message).await;
+        return handle_ingress(
+            bus,
+            io,
+            metrics,
+            memberships,
+            lagging,
+            warned,
+            ingress,
+            &message,
+        )
+        .await;
     }
     let verified;
     let payload: &[u8] = match &bus.signer {
@@ -149,7 +171,7 @@ async fn handle(
             .bus_received
             .get_or_create(&Source { source: "control" })
             .inc();
-        apply_control(io, metrics, payload).await;
+        apply_control(io, metrics, memberships, payload).await;
         return;
     }
     metrics
@@ -168,10 +190,12 @@ async fn handle(
 }
 
 /// A message on an ingress channel: never signed, decoded by its format's codec.
+#[allow(clippy::too_many_arguments)] // the relay's state, passed down without a struct
 async fn handle_ingress(
     bus: &Bus,
     io: &SocketIo,
     metrics: &Metrics,
+    memberships: &dyn MembershipStore,
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
     warned: &mut std::collections::HashSet<&'static str>,
     ingress: &Ingress,
@@ -197,7 +221,9 @@ async fn handle_ingress(
     };
     match decoded {
         Ok(Decoded::Event(envelope)) => deliver(bus, io, metrics, lagging, &envelope).await,
-        Ok(Decoded::Control(operation)) => apply_operation(io, metrics, &operation).await,
+        Ok(Decoded::Control(operation)) => {
+            apply_operation(io, metrics, memberships, &operation).await;
+        }
         Ok(Decoded::NotAnEvent { kind }) => {
             metrics.dropped("not_an_event");
             tracing::debug!(%format, channel = %message.channel, kind, "ingress message is not an event; ignored");
@@ -255,7 +281,12 @@ async fn deliver(
 }
 
 /// Applies a room operation of the control channel to this node's sockets.
-async fn apply_control(io: &SocketIo, metrics: &Metrics, payload: &[u8]) {
+async fn apply_control(
+    io: &SocketIo,
+    metrics: &Metrics,
+    memberships: &dyn MembershipStore,
+    payload: &[u8],
+) {
     let operation = match control::decode(payload) {
         Ok(operation) => operation,
         Err(e) => {
@@ -264,14 +295,22 @@ async fn apply_control(io: &SocketIo, metrics: &Metrics, payload: &[u8]) {
             return;
         }
     };
-    apply_operation(io, metrics, &operation).await;
+    apply_operation(io, metrics, memberships, &operation).await;
 }
 
 /// Applies a decoded room operation (native or ingress) to this node's sockets.
-async fn apply_operation(io: &SocketIo, metrics: &Metrics, operation: &control::Control) {
+async fn apply_operation(
+    io: &SocketIo,
+    metrics: &Metrics,
+    memberships: &dyn MembershipStore,
+    operation: &control::Control,
+) {
     match socket::apply(io, operation).await {
         Ok(()) => {
             metrics.room_operation(operation.name());
+            if let Err(e) = crate::memberships::record(memberships, operation).await {
+                tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");
+            }
             tracing::debug!(op = operation.name(), ?operation, "room operation applied");
         }
         Err(e) => {

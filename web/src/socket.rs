@@ -28,6 +28,8 @@ use crate::session::session_user;
 pub(crate) struct SocketContext {
     pub(crate) auth: Arc<dyn AuthPolicy>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The rooms users joined through `user:<name>`, joined again by their new sockets.
+    pub(crate) memberships: crate::memberships::SharedMemberships,
 }
 
 /// Registers the namespace handlers on `io`.
@@ -95,13 +97,24 @@ async fn authorize_connect(
     }
 }
 
-/// Connect handler: the socket joins the room of its principal, `user:<name>`, and the room named
-/// by its own id, as in Socket.IO, so that room operations and events can address one socket.
+/// Connect handler: the socket joins the room of its principal, `user:<name>`, the room named by
+/// its own id (as in Socket.IO, so that room operations and events can address one socket), and
+/// the rooms its user joined through `user:<name>` ([`crate::memberships`]).
 async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     socket.join(socket.id.to_string());
     if let Some(principal) = socket.extensions.get::<Principal>() {
         tracing::debug!(sid = %socket.id, user = %principal, "socket connected");
         socket.join(principal.room());
+        match ctx.memberships.rooms_of(socket.ns(), &principal.id).await {
+            Ok(rooms) if !rooms.is_empty() => {
+                tracing::debug!(sid = %socket.id, ?rooms, "rejoined the user's rooms");
+                socket.join(rooms);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(sid = %socket.id, user = %principal, error = %e, "the user's rooms are unknown; the socket is in its own rooms only")
+            }
+        }
     }
     ctx.metrics.sockets_connected.inc();
     socket.on_disconnect(async |State(ctx): State<SocketContext>| {

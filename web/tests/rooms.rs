@@ -306,3 +306,39 @@ async fn ingress_room_operations_from_python_socketio_and_the_node_emitter() {
     assert_eq!(state.metrics().room_operation_count("join"), 2);
     assert_eq!(state.metrics().room_operation_count("disconnect"), 1);
 }
+
+#[tokio::test]
+async fn a_users_rooms_outlive_its_sockets_until_a_leave() {
+    let (server, cookie, first) = TestServer::start_signed_in(memory_config()).await;
+    let state = &server.state;
+    let emitter = state.emitter();
+    emitter.to("user:Gonzalo").join("game:1").await.unwrap();
+    // Joined by one socket id only: lasts as long as that socket.
+    let sid = state.io().sockets()[0].id.to_string();
+    emitter.to(sid).join("solo").await.unwrap();
+    eventually("joined", || {
+        members(state, "game:1") == 1 && members(state, "solo") == 1
+    })
+    .await;
+    first.disconnect().await;
+    eventually("the socket is gone", || state.io().sockets().is_empty()).await;
+
+    // The user reconnects: the new socket is in game:1, not in solo.
+    let mut second = server.client(&cookie).await;
+    emitter.to("game:1").emit("move", "e4").await.unwrap();
+    emitter.to("solo").emit("solo", 1).await.unwrap();
+    emitter.emit("marker", 1).await.unwrap();
+    assert_eq!(
+        second.events_until("marker").await,
+        vec![("move".to_owned(), vec![json!("e4")])]
+    );
+
+    emitter.to("user:Gonzalo").leave("game:1").await.unwrap();
+    eventually("left", || members(state, "game:1") == 0).await;
+    second.disconnect().await;
+    eventually("the socket is gone", || state.io().sockets().is_empty()).await;
+    let mut third = server.client(&cookie).await;
+    emitter.to("game:1").emit("move", "lost").await.unwrap();
+    emitter.emit("marker", 2).await.unwrap();
+    assert_eq!(third.events_until("marker").await, Vec::new());
+}
