@@ -28,8 +28,9 @@ pub use auth::{
     Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, Principal, SessionAuth, TokenAuth,
 };
 pub use broker::{
-    Broker, BrokerError, BrokerHealth, BrokerMessage, BrokerUrl, ChannelSpec, Delivery, Explained,
-    SharedBroker, Subscription, SubscriptionSender,
+    Broker, BrokerCapabilities, BrokerError, BrokerHealth, BrokerMessage, BrokerUrl, ChannelSpec,
+    Delivery, Explained, History, HistoryEntry, HistoryRetention, HistorySubscription, Offset,
+    Replay, SharedBroker, Subscription, SubscriptionSender,
 };
 pub use config::Config;
 pub use emitter::{EmitError, Emitter};

@@ -1,4 +1,8 @@
-//! [`MemoryBroker`]: an in-process broker for single-node deployments and tests.
+//! [`MemoryBroker`]: an in-process broker for single-node deployments and tests, with an
+//! in-process [`History`].
+
+// The pub/sub side is here; `history` holds the history's logs and subscription tasks.
+mod history;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -7,9 +11,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::broker::{
-    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Delivery, Subscription,
-    SubscriptionSender,
+    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Delivery, History,
+    HistoryRetention, Subscription, SubscriptionSender,
 };
+
+use history::MemoryHistory;
 
 /// The default queue size of a subscription.
 pub const DEFAULT_CAPACITY: usize = 4_096;
@@ -18,6 +24,14 @@ pub const DEFAULT_CAPACITY: usize = 4_096;
 /// clones) receives what is published on it, in publish order. Patterns follow Redis' glob rules.
 ///
 /// Nothing crosses a process boundary: a `sidecast emit` in another process cannot reach it.
+///
+/// # History
+///
+/// [`Broker::history`] is an in-process [`History`]: offsets count up from 1 per channel (20
+/// digits, see [`crate::broker::Offset::from_number`]), the retention bounds
+/// ([`MemoryBroker::with_retention`]) are applied exactly, at every append and read, and the
+/// entries are gone when the process ends. History subscriptions are tasks on the current tokio
+/// runtime.
 #[derive(Debug, Clone)]
 pub struct MemoryBroker {
     inner: Arc<Inner>,
@@ -28,6 +42,7 @@ struct Inner {
     capacity: usize,
     closed: AtomicBool,
     subscribers: Mutex<Vec<Subscriber>>,
+    history: MemoryHistory,
 }
 
 #[derive(Debug)]
@@ -43,13 +58,21 @@ impl Default for MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// A broker whose subscriptions buffer at most `capacity` messages each.
+    /// A broker whose subscriptions buffer at most `capacity` messages each, with the default
+    /// [`HistoryRetention`].
     pub fn new(capacity: usize) -> Self {
+        Self::with_retention(capacity, HistoryRetention::default())
+    }
+
+    /// A broker whose subscriptions buffer at most `capacity` messages (or history entries) each,
+    /// and whose history keeps what `retention` allows.
+    pub fn with_retention(capacity: usize, retention: HistoryRetention) -> Self {
         Self {
             inner: Arc::new(Inner {
                 capacity,
                 closed: AtomicBool::new(false),
                 subscribers: Mutex::new(Vec::new()),
+                history: MemoryHistory::new(retention, capacity),
             }),
         }
     }
@@ -108,8 +131,13 @@ impl Broker for MemoryBroker {
         }
     }
 
+    fn history(&self) -> Option<&dyn History> {
+        Some(&self.inner.history)
+    }
+
     async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.history.close();
         // Dropping the senders ends every subscription stream.
         self.inner
             .subscribers

@@ -5,12 +5,18 @@
 
 use std::future::{Ready, ready};
 
-use sidecast_core::MemoryBroker;
+use sidecast_core::memory::DEFAULT_CAPACITY;
+use sidecast_core::{HistoryRetention, MemoryBroker};
 use sidecast_testkit::conformance::Capabilities;
 
-/// A factory of handles on one fresh in-memory backend.
+/// A factory of handles on one fresh in-memory backend, whose history keeps few entries (the
+/// retention check appends more than that).
 fn backend() -> impl Fn() -> Ready<MemoryBroker> {
-    let broker = MemoryBroker::default();
+    let retention = HistoryRetention {
+        max_entries: 100,
+        ..HistoryRetention::default()
+    };
+    let broker = MemoryBroker::with_retention(DEFAULT_CAPACITY, retention);
     move || ready(broker.clone())
 }
 

@@ -44,7 +44,8 @@ use bytes::Bytes;
 use tokio::time::{Instant, timeout, timeout_at};
 
 use sidecast_core::broker::{
-    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, Subscription,
+    Broker, BrokerError, BrokerHealth, BrokerMessage, ChannelSpec, History, HistoryEntry,
+    HistorySubscription, Offset, Replay, Subscription,
 };
 
 use crate::unique_channel;
@@ -72,13 +73,28 @@ pub struct Capabilities {
     /// [`ChannelSpec::Pattern`] subscriptions work (Redis `PSUBSCRIBE`, the memory broker). When
     /// `false`, subscribing to a pattern must fail with [`BrokerError::Unsupported`].
     pub patterns: bool,
+    /// [`Broker::history`] offers a [`History`] (the `history_*` checks run). When `false`, the
+    /// broker must report no history ([`history_declared`]) and the other history checks are
+    /// skipped.
+    pub history: bool,
 }
 
 impl Capabilities {
-    /// Everything the [`Broker`] trait describes, including patterns.
-    pub const ALL: Self = Self { patterns: true };
-    /// Everything except pattern subscriptions (AMQP).
-    pub const WITHOUT_PATTERNS: Self = Self { patterns: false };
+    /// Everything the [`Broker`] trait describes, including patterns and history.
+    pub const ALL: Self = Self {
+        patterns: true,
+        history: true,
+    };
+    /// Pub/sub without pattern subscriptions and without history (the NATS example, AMQP).
+    pub const WITHOUT_PATTERNS: Self = Self {
+        patterns: false,
+        history: false,
+    };
+
+    /// These capabilities, with or without history.
+    pub const fn with_history(self, history: bool) -> Self {
+        Self { history, ..self }
+    }
 }
 
 /// A factory of brokers connected to one backend: every call returns a new broker value, as a new
@@ -219,12 +235,39 @@ macro_rules! conformance_tests {
             $crate::conformance::patterns(&make, capabilities.patterns).await;
         }
 
+        #[::tokio::test]
+        async fn history_declared() {
+            let make = $factory;
+            let capabilities: $crate::conformance::Capabilities = $capabilities;
+            $crate::conformance::history_declared(&make, capabilities.history).await;
+        }
+
+        $crate::conformance_tests!(
+            @history ($factory, $capabilities)
+            history_offsets history_read_after history_unknown_offsets history_resume
+            history_retention
+        );
+
         /// The whole suite in one go, as `run_all` runs it.
         #[::tokio::test]
         async fn run_all() {
             let make = $factory;
             $crate::conformance::run_all(&make, $capabilities).await;
         }
+    };
+    (@history ($factory:expr, $capabilities:expr) $($check:ident)*) => {
+        $(
+            #[::tokio::test]
+            async fn $check() {
+                let capabilities: $crate::conformance::Capabilities = $capabilities;
+                // Skipped before the factory runs, so that no server starts for nothing.
+                if !capabilities.history {
+                    return;
+                }
+                let make = $factory;
+                $crate::conformance::$check(&make).await;
+            }
+        )*
     };
     (@checks ($factory:expr) $($check:ident)*) => {
         $(
@@ -251,6 +294,14 @@ pub async fn run_all<M: MakeBroker>(make_broker: &M, capabilities: Capabilities)
     binary_payload(make_broker).await;
     patterns(make_broker, capabilities.patterns).await;
     dropped_subscription(make_broker).await;
+    history_declared(make_broker, capabilities.history).await;
+    if capabilities.history {
+        history_offsets(make_broker).await;
+        history_read_after(make_broker).await;
+        history_unknown_offsets(make_broker).await;
+        history_resume(make_broker).await;
+        history_retention(make_broker).await;
+    }
     close(make_broker).await;
 }
 
@@ -722,7 +773,8 @@ pub async fn dropped_subscription<M: MakeBroker>(make_broker: &M) {
 
 /// `close()`: the broker reports [`BrokerHealth::Closed`], its subscription streams end (after
 /// what was already queued), later publishes and subscribes fail with [`BrokerError::Closed`],
-/// and closing again is harmless.
+/// and closing again is harmless. A broker with a history: its history subscriptions end too,
+/// and later appends fail with [`BrokerError::Closed`].
 pub async fn close<M: MakeBroker>(make_broker: &M) {
     let broker = make_broker.make().await;
     assert_eq!(broker.health(), BrokerHealth::Connected);
@@ -730,12 +782,32 @@ pub async fn close<M: MakeBroker>(make_broker: &M) {
     let mut sub = subscribe(&broker, &[ChannelSpec::exact(&channel)]).await;
     await_subscribed(&broker, &mut sub, &channel).await;
     publish(&broker, &channel, "before close").await;
+    let mut history_sub = match broker.history() {
+        Some(history) => {
+            let appended = append_numbered(history, &channel, "before close", 1).await;
+            let mut history_sub = subscribe_from(history, &channel, &Offset::START).await;
+            expect_entries(&mut history_sub, &appended).await;
+            Some(history_sub)
+        }
+        None => None,
+    };
 
     timeout(DEADLINE, broker.close())
         .await
         .unwrap_or_else(|_| panic!("close() did not return within {DEADLINE:?}"));
     assert_eq!(broker.health(), BrokerHealth::Closed, "health after close");
     assert_ends(&mut sub).await;
+    if let (Some(history), Some(history_sub)) = (broker.history(), history_sub.as_mut()) {
+        match timeout(DEADLINE, history_sub.recv()).await {
+            Ok(None) => {}
+            Ok(Some(entry)) => panic!("a history entry arrived after close: {entry:?}"),
+            Err(_) => panic!("the history subscription did not end within {DEADLINE:?} of close()"),
+        }
+        match history.append(&channel, Bytes::from_static(b"late")).await {
+            Err(BrokerError::Closed) => {}
+            other => panic!("append after close must fail with Closed, got {other:?}"),
+        }
+    }
 
     match broker.publish(&channel, Bytes::from_static(b"late")).await {
         Err(BrokerError::Closed) => {}
@@ -750,4 +822,318 @@ pub async fn close<M: MakeBroker>(make_broker: &M) {
         .await
         .unwrap_or_else(|_| panic!("a second close() did not return within {DEADLINE:?}"));
     assert_eq!(broker.health(), BrokerHealth::Closed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// History checks (`Capabilities::history`)
+// ---------------------------------------------------------------------------------------------
+
+/// Entries beyond [`HistoryRetention::max_entries`](sidecast_core::HistoryRetention) that a
+/// history may keep because it trims approximately (Redis trims whole nodes of up to 100
+/// entries). [`history_retention`] accepts this many extra entries.
+pub const HISTORY_TRIM_SLACK: usize = 150;
+
+/// The largest `max_entries` [`history_retention`] works with: configure the brokers of the
+/// conformance factory with a small bound, so that the check stays fast.
+pub const HISTORY_CHECK_MAX_ENTRIES: usize = 1_000;
+
+/// `broker`'s history, or a panic saying that the broker declared none.
+pub fn history_of<B: Broker + ?Sized>(broker: &B) -> &dyn History {
+    broker.history().unwrap_or_else(|| {
+        panic!("the broker is checked with history, but Broker::history() returned None")
+    })
+}
+
+/// Appends or panics with the error; returns the offset.
+pub async fn append(history: &dyn History, channel: &str, payload: impl Into<Bytes>) -> Offset {
+    match within_deadline("append", history.append(channel, payload.into())).await {
+        Ok(offset) => offset,
+        Err(e) => panic!("append on {channel:?} failed: {e}"),
+    }
+}
+
+/// Reads after `after` or panics with the error.
+pub async fn read_after(
+    history: &dyn History,
+    channel: &str,
+    after: &Offset,
+    limit: usize,
+) -> Replay {
+    match within_deadline("read_after", history.read_after(channel, after, limit)).await {
+        Ok(replay) => replay,
+        Err(e) => panic!("read_after({channel:?}, {after:?}) failed: {e}"),
+    }
+}
+
+/// The entries of a read that must find entries; panics on `Trimmed` or `Unknown`.
+pub async fn entries_after(
+    history: &dyn History,
+    channel: &str,
+    after: &Offset,
+    limit: usize,
+) -> Vec<HistoryEntry> {
+    match read_after(history, channel, after, limit).await {
+        Replay::Entries(entries) => entries,
+        other => panic!("read_after({channel:?}, {after:?}) must find entries, got {other:?}"),
+    }
+}
+
+/// Subscribes after `after` or panics with the error.
+pub async fn subscribe_from(
+    history: &dyn History,
+    channel: &str,
+    after: &Offset,
+) -> HistorySubscription {
+    match within_deadline("subscribe_from", history.subscribe_from(channel, after)).await {
+        Ok(subscription) => subscription,
+        Err(e) => panic!("subscribe_from({channel:?}, {after:?}) failed: {e}"),
+    }
+}
+
+/// The next entry of a history subscription, within [`DEADLINE`]; panics if none arrives or the
+/// stream ends.
+pub async fn next_entry(subscription: &mut HistorySubscription) -> HistoryEntry {
+    match timeout(DEADLINE, subscription.recv()).await {
+        Ok(Some(entry)) => entry,
+        Ok(None) => panic!("the history subscription ended while an entry was expected"),
+        Err(_) => panic!("no history entry arrived within {DEADLINE:?}"),
+    }
+}
+
+/// Asserts that the next entries of `subscription` are exactly `expected` (offset and payload),
+/// in order.
+pub async fn expect_entries(subscription: &mut HistorySubscription, expected: &[HistoryEntry]) {
+    for (i, want) in expected.iter().enumerate() {
+        let got = next_entry(subscription).await;
+        assert_eq!(
+            &got,
+            want,
+            "history entry {i} of {} wrong (lost, duplicated or out of order)",
+            expected.len()
+        );
+    }
+}
+
+/// Appends `count` entries `"{label} {i}"` and returns them with their offsets.
+async fn append_numbered(
+    history: &dyn History,
+    channel: &str,
+    label: &str,
+    count: usize,
+) -> Vec<HistoryEntry> {
+    let mut entries = Vec::with_capacity(count);
+    for i in 0..count {
+        let payload = Bytes::from(format!("{label} {i}"));
+        let offset = append(history, channel, payload.clone()).await;
+        entries.push(HistoryEntry { offset, payload });
+    }
+    entries
+}
+
+/// [`Broker::capabilities`] and [`Broker::history`] agree with what the broker is checked with:
+/// a broker declared without history reports none (a documented absence), one with history
+/// reports it.
+pub async fn history_declared<M: MakeBroker>(make_broker: &M, declared: bool) {
+    let broker = make_broker.make().await;
+    assert_eq!(
+        broker.capabilities().history,
+        declared,
+        "Broker::capabilities().history disagrees with the capabilities checked"
+    );
+    assert_eq!(
+        broker.history().is_some(),
+        declared,
+        "Broker::history() disagrees with the capabilities checked"
+    );
+}
+
+/// Offsets are assigned by the shared backend: increasing in append order (as strings), the
+/// same on every node, whichever node appended; [`History::last_offset`] is the newest one.
+pub async fn history_offsets<M: MakeBroker>(make_broker: &M) {
+    let first = make_broker.make().await;
+    let second = make_broker.make().await;
+    let (a, b) = (history_of(&first), history_of(&second));
+    let channel = unique_channel("history-offsets");
+    assert_eq!(
+        a.last_offset(&channel).await.ok().flatten(),
+        None,
+        "a channel nothing was appended to has no last offset"
+    );
+
+    // Both nodes append, one after the other.
+    let mut appended = Vec::new();
+    for i in 0..10 {
+        let (node, history) = if i % 2 == 0 { ("a", a) } else { ("b", b) };
+        let payload = Bytes::from(format!("{node} {i}"));
+        let offset = append(history, &channel, payload.clone()).await;
+        appended.push(HistoryEntry { offset, payload });
+    }
+    for pair in appended.windows(2) {
+        assert!(
+            pair[0].offset < pair[1].offset,
+            "offsets must increase (as strings) in append order: {:?} then {:?}",
+            pair[0].offset,
+            pair[1].offset
+        );
+    }
+    assert!(
+        Offset::START < appended[0].offset,
+        "START is before every offset"
+    );
+    let newest = appended.last().map(|e| e.offset.clone());
+    for (node, history) in [("a", a), ("b", b)] {
+        let last = history.last_offset(&channel).await;
+        assert_eq!(
+            last.as_ref().ok().cloned().flatten(),
+            newest,
+            "last_offset on node {node}"
+        );
+        // Every node reads every entry with the offset the appending node got.
+        let read = entries_after(history, &channel, &Offset::START, 100).await;
+        assert_eq!(read, appended, "node {node} read other offsets or payloads");
+    }
+}
+
+/// [`History::read_after`] gives the entries after an offset, oldest first, bounded by `limit`;
+/// after the newest offset it gives nothing (not `Trimmed`, not `Unknown`).
+pub async fn history_read_after<M: MakeBroker>(make_broker: &M) {
+    let writer = make_broker.make().await;
+    let reader = make_broker.make().await;
+    let channel = unique_channel("history-read");
+    let appended = append_numbered(history_of(&writer), &channel, "read", 20).await;
+    let history = history_of(&reader);
+
+    let read = entries_after(history, &channel, &appended[4].offset, 5).await;
+    assert_eq!(read, appended[5..10], "read_after(offset 4, limit 5)");
+
+    // Paging with a limit collects everything, once, in order.
+    let mut collected = Vec::new();
+    let mut after = Offset::START;
+    loop {
+        let page = entries_after(history, &channel, &after, 7).await;
+        assert!(page.len() <= 7, "read_after returned more than its limit");
+        let Some(last) = page.last() else { break };
+        after = last.offset.clone();
+        collected.extend(page);
+    }
+    assert_eq!(collected, appended, "paging through the history");
+
+    let newest = &appended[19].offset;
+    assert_eq!(
+        read_after(history, &channel, newest, 10).await,
+        Replay::Entries(Vec::new()),
+        "after the newest offset there is nothing newer"
+    );
+}
+
+/// Offsets the history never assigned are [`Replay::Unknown`]: a malformed string, and an offset
+/// of another channel on a channel that has no history. [`Offset::START`] on such a channel finds
+/// nothing, without error.
+pub async fn history_unknown_offsets<M: MakeBroker>(make_broker: &M) {
+    let broker = make_broker.make().await;
+    let history = history_of(&broker);
+    let channel = unique_channel("history-unknown");
+    let fresh = unique_channel("history-fresh");
+    let appended = append_numbered(history, &channel, "known", 3).await;
+
+    for bad in [
+        "not an offset",
+        "-1",
+        "\u{0}",
+        "99999999999999999999999999999999999999999999999",
+    ] {
+        assert_eq!(
+            read_after(history, &channel, &Offset::new(bad), 10).await,
+            Replay::Unknown,
+            "read_after({bad:?}) on a channel with entries"
+        );
+    }
+    assert_eq!(
+        read_after(history, &fresh, &appended[1].offset, 10).await,
+        Replay::Unknown,
+        "an offset of another channel, on a channel without history"
+    );
+    assert_eq!(
+        read_after(history, &fresh, &Offset::START, 10).await,
+        Replay::Entries(Vec::new()),
+        "START on a channel without history"
+    );
+}
+
+/// A history subscription delivers every entry after its offset exactly once, in order, with its
+/// offset: first the entries already held, then new ones. A node that restarts its subscription
+/// from the last offset it got loses nothing and sees nothing twice, whichever node appended.
+pub async fn history_resume<M: MakeBroker>(make_broker: &M) {
+    let writer = make_broker.make().await;
+    let node = make_broker.make().await;
+    let (w, history) = (history_of(&writer), history_of(&node));
+    let channel = unique_channel("history-resume");
+
+    let mut appended = append_numbered(w, &channel, "before", 10).await;
+    let mut sub = subscribe_from(history, &channel, &appended[2].offset).await;
+    expect_entries(&mut sub, &appended[3..]).await;
+    // Live: appended while subscribed.
+    let live = append_numbered(w, &channel, "live", 5).await;
+    expect_entries(&mut sub, &live).await;
+    appended.extend(live);
+    let last_seen = appended[appended.len() - 1].offset.clone();
+    drop(sub);
+
+    // Appended while the node was away.
+    let missed = append_numbered(w, &channel, "missed", 7).await;
+    let mut sub = subscribe_from(history, &channel, &last_seen).await;
+    expect_entries(&mut sub, &missed).await;
+    // Nothing else is queued: the next entry is the one appended next.
+    let next = append_numbered(w, &channel, "next", 1).await;
+    expect_entries(&mut sub, &next).await;
+    appended.extend(missed);
+    appended.extend(next);
+
+    // From the start: everything, in order.
+    let mut all = subscribe_from(history, &channel, &Offset::START).await;
+    expect_entries(&mut all, &appended).await;
+}
+
+/// Retention: with more entries than [`HistoryRetention::max_entries`](sidecast_core::HistoryRetention)
+/// appended, the newest `max_entries` are still readable, entries older than that (give or take
+/// [`HISTORY_TRIM_SLACK`]) are trimmed, and reading after a trimmed offset (or after
+/// [`Offset::START`]) says [`Replay::Trimmed`].
+///
+/// Needs brokers configured with `max_entries` of at most [`HISTORY_CHECK_MAX_ENTRIES`].
+pub async fn history_retention<M: MakeBroker>(make_broker: &M) {
+    let broker = make_broker.make().await;
+    let history = history_of(&broker);
+    let max = history.retention().max_entries;
+    assert!(
+        max > 0 && max <= HISTORY_CHECK_MAX_ENTRIES,
+        "history_retention needs brokers configured with 1..={HISTORY_CHECK_MAX_ENTRIES} \
+         max_entries, not {max}"
+    );
+    let channel = unique_channel("history-retention");
+    let total = max + HISTORY_TRIM_SLACK + 50;
+    let appended = append_numbered(history, &channel, "kept", total).await;
+
+    assert_eq!(
+        read_after(history, &channel, &appended[0].offset, 10).await,
+        Replay::Trimmed,
+        "after the first of {total} entries with max_entries {max}"
+    );
+    assert_eq!(
+        read_after(history, &channel, &Offset::START, 10).await,
+        Replay::Trimmed,
+        "after START once entries were trimmed"
+    );
+    let too_old = &appended[total - max - HISTORY_TRIM_SLACK - 1].offset;
+    assert_eq!(
+        read_after(history, &channel, too_old, 10).await,
+        Replay::Trimmed,
+        "more than max_entries + {HISTORY_TRIM_SLACK} entries kept"
+    );
+    let newest_kept =
+        entries_after(history, &channel, &appended[total - max - 1].offset, total).await;
+    assert_eq!(
+        newest_kept,
+        appended[total - max..],
+        "the newest max_entries ({max}) entries must stay readable"
+    );
 }

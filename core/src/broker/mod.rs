@@ -11,10 +11,15 @@ use bytes::Bytes;
 // `Explained`, `subscription` the bounded queue a transport feeds, `url` the URL type that redacts its password.
 // Everything is re-exported, so that every path is `sidecast_core::broker::Name`.
 mod error;
+mod history;
 mod subscription;
 mod url;
 
 pub use error::{BrokerError, Explained};
+pub use history::{
+    BrokerCapabilities, History, HistoryEntry, HistoryRetention, HistorySender,
+    HistorySubscription, Offset, Replay,
+};
 pub use subscription::{Delivery, Subscription, SubscriptionSender};
 pub use url::{BrokerUrl, redact_url};
 
@@ -53,6 +58,18 @@ pub use url::{BrokerUrl, redact_url};
 /// Dropping a `publish` future before it completes leaves it unknown whether the message was
 /// sent. Dropping a [`Subscription`] unsubscribes it; the transport frees its resources without
 /// waiting for the caller.
+///
+/// # Optional capabilities
+///
+/// Beyond the required methods, a broker may offer capabilities through methods with defaults,
+/// so that a broker written before a capability existed still compiles and simply lacks it:
+///
+/// * [`Broker::history`]: an ordered [`History`] of each channel with offsets assigned by the
+///   backend, for nodes that catch up after an outage and clients that recover what they
+///   missed. Default: none.
+///
+/// [`Broker::capabilities`] reports which ones a broker has; the public conformance suite checks
+/// each capability a broker declares, and checks that one it does not declare is absent.
 #[async_trait]
 pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Publishes `payload` on `channel`.
@@ -77,6 +94,20 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Closes the broker: every subscription stream ends and later publishes fail with
     /// [`BrokerError::Closed`]. Idempotent.
     async fn close(&self);
+
+    /// The broker's [`History`], if it offers one. Default: `None` (no history).
+    ///
+    /// A broker with a history returns the same one on every call; its guarantees are
+    /// [`History`]'s. Closing the broker closes the history too.
+    fn history(&self) -> Option<&dyn History> {
+        None
+    }
+
+    /// The optional capabilities this broker offers. The default derives them from the other
+    /// methods' defaults being overridden ([`Broker::history`] returning `Some`).
+    fn capabilities(&self) -> BrokerCapabilities {
+        BrokerCapabilities::NONE.with_history(self.history().is_some())
+    }
 }
 
 /// A broker shared by the tasks of a node; the implementation is picked from configuration.
