@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use sidecast_core::auth::SessionRooms;
 use sidecast_core::config::{BrokerKind, PolicyKind};
 use sidecast_core::{
     AllowAll, AnyOf, AuthPolicy, BrokerError, Config, MemoryBroker, SessionAuth, SharedBroker,
@@ -12,7 +13,8 @@ use sidecast_core::{
 use crate::error::StartError;
 use crate::session::{SessionStoreHandle, Sessions};
 
-/// Builds the auth policy `auth.policy` names.
+/// Builds the auth policy `auth.policy` names, with [`SessionRooms`] after it when
+/// `auth.session_rooms` lists room patterns.
 pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartError> {
     let build = |kind: PolicyKind| -> Box<dyn AuthPolicy> {
         match kind {
@@ -27,10 +29,23 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
             PolicyKind::AllowAll => Box::new(AllowAll),
         }
     };
-    let kinds = config.auth.policy.kinds();
-    Ok(match kinds {
-        [one] => Arc::from(build(*one)),
-        many => Arc::new(AnyOf::new(many.iter().map(|k| build(*k)).collect())),
+    let mut policies: Vec<Box<dyn AuthPolicy>> = config
+        .auth
+        .policy
+        .kinds()
+        .iter()
+        .map(|k| build(*k))
+        .collect();
+    if !config.auth.session_rooms.is_empty() {
+        // Last, so that a refusal names the configured policy's reason first.
+        policies.push(Box::new(SessionRooms::new(
+            config.auth.session_rooms.iter().cloned(),
+        )));
+    }
+    Ok(if policies.len() == 1 {
+        Arc::from(policies.remove(0))
+    } else {
+        Arc::new(AnyOf::new(policies))
     })
 }
 

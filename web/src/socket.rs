@@ -105,6 +105,18 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     if let Some(principal) = socket.extensions.get::<Principal>() {
         tracing::debug!(sid = %socket.id, user = %principal, "socket connected");
         socket.join(principal.room());
+        if !principal.rooms.is_empty() {
+            // Rooms the policy handed out at connect, within the room rules.
+            let (valid, invalid): (Vec<String>, Vec<String>) = principal
+                .rooms
+                .iter()
+                .cloned()
+                .partition(|r| sidecast_core::rooms::validate_room(r).is_ok());
+            if !invalid.is_empty() {
+                tracing::warn!(user = %principal, rooms = ?invalid, "the auth policy gave room names that break the room rules; left out");
+            }
+            socket.join(valid);
+        }
         match ctx.memberships.rooms_of(socket.ns(), &principal.id).await {
             Ok(rooms) if !rooms.is_empty() => {
                 tracing::debug!(sid = %socket.id, ?rooms, "rejoined the user's rooms");

@@ -342,3 +342,88 @@ async fn a_users_rooms_outlive_its_sockets_until_a_leave() {
     emitter.emit("marker", 2).await.unwrap();
     assert_eq!(third.events_until("marker").await, Vec::new());
 }
+
+#[tokio::test]
+async fn a_page_joins_and_leaves_the_rooms_its_rules_allow_over_http() {
+    let mut config = memory_config();
+    config.auth.session_rooms = vec!["game:*".into(), "team:{user}".into()];
+    let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
+    let state = &server.state;
+    let page = |body: Value| post_rooms(&server, Some(&cookie), None, body);
+    let ok = (200, json!({"status": true}));
+
+    let join = json!({"op": "join", "rooms": ["game:1", "team:Gonzalo"], "to": "user:Gonzalo"});
+    assert_eq!(page(join).await, ok);
+    eventually("the page's socket joins", || {
+        members(state, "game:1") == 1 && members(state, "team:Gonzalo") == 1
+    })
+    .await;
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "move", "body": "e4", "to": "game:1"}),
+        )
+        .await;
+    assert_eq!(
+        client.next_event().await,
+        ("move".to_owned(), vec![json!("e4")])
+    );
+
+    for refused in [
+        // A room the rules do not allow, another user's team, everyone's sockets, another
+        // user's sockets, an operation other than join and leave.
+        json!({"op": "join", "rooms": "chat", "to": "user:Gonzalo"}),
+        json!({"op": "join", "rooms": "team:alice", "to": "user:Gonzalo"}),
+        json!({"op": "join", "rooms": "game:2"}),
+        json!({"op": "join", "rooms": "game:2", "to": "user:alice"}),
+        json!({"op": "disconnect", "to": "user:Gonzalo"}),
+        json!({"op": "close_room", "rooms": "game:1"}),
+        // All or nothing: one refused room refuses the operation.
+        json!({"op": "join", "rooms": ["game:3", "chat"], "to": "user:Gonzalo"}),
+    ] {
+        let (status, answer) = page(refused.clone()).await;
+        assert_eq!(status, 403, "{refused} → {answer}");
+    }
+    assert_eq!(members(state, "game:3"), 0);
+
+    let leave = json!({"op": "leave", "rooms": "game:1", "to": "user:Gonzalo"});
+    assert_eq!(page(leave).await, ok);
+    eventually("the page's socket leaves", || members(state, "game:1") == 0).await;
+}
+
+/// A policy that hands every socket the room `team:7` (and a name that breaks the rules).
+struct Teams;
+
+#[async_trait::async_trait]
+impl sidecast_core::AuthPolicy for Teams {
+    async fn authorize(
+        &self,
+        _req: &sidecast_core::AuthRequest<'_>,
+    ) -> Result<sidecast_core::Principal, sidecast_core::AuthError> {
+        Ok(sidecast_core::Principal::new("alice").with_rooms(["team:7", ""]))
+    }
+}
+
+#[tokio::test]
+async fn a_policy_hands_rooms_to_sockets_at_connect() {
+    let server =
+        TestServer::start_with(Sidecast::builder().config(memory_config()).auth(Teams)).await;
+    let mut client = common::connect(&server.socket_url(), common::ClientOptions::default())
+        .await
+        .accepted();
+    eventually("the socket is in its rooms", || {
+        members(&server.state, "team:7") == 1 && members(&server.state, "user:alice") == 1
+    })
+    .await;
+    server
+        .state
+        .emitter()
+        .to("team:7")
+        .emit("news", "for the team")
+        .await
+        .unwrap();
+    assert_eq!(
+        client.next_event().await,
+        ("news".to_owned(), vec![json!("for the team")])
+    );
+}

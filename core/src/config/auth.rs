@@ -53,6 +53,10 @@ pub struct AuthConfig {
     /// Lets the `allow-all` policy run on an address other than loopback. Off: such a server
     /// refuses to start, since anybody who can reach it could publish.
     pub allow_all_public: bool,
+    /// Room patterns a logged-in page may join and leave for its own sockets through
+    /// `POST /api/rooms` (`"to": "user:<name>"`): `*` matches any text, `{user}` is the user's
+    /// name (`["game:*", "team:{user}"]`). Empty: pages operate no rooms; services use a token.
+    pub session_rooms: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -63,6 +67,7 @@ impl Default for AuthConfig {
             demo_login: true,
             demo_user: "Gonzalo".to_owned(),
             allow_all_public: false,
+            session_rooms: Vec::new(),
         }
     }
 }

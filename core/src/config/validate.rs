@@ -68,6 +68,18 @@ impl Config {
         if self.auth.tokens.values().any(Secret::is_empty) {
             return bad("auth.tokens", "has an empty token; give every name a token");
         }
+        if let Some(pattern) = self.auth.session_rooms.iter().find(|p| {
+            p.is_empty() || p.len() > crate::rooms::MAX_ROOM_LEN || p.chars().any(char::is_control)
+        }) {
+            return bad(
+                "auth.session_rooms",
+                &format!(
+                    "has the pattern {pattern:?}; give room patterns of 1 to {} bytes without \
+                     control characters, such as \"game:*\" or \"team:{{user}}\"",
+                    crate::rooms::MAX_ROOM_LEN
+                ),
+            );
+        }
         if self.server.socket_buffer == 0 {
             return bad("server.socket_buffer", "must be at least 1");
         }
