@@ -128,7 +128,7 @@ impl SidecastBuilder {
                 memberships: memberships.clone(),
             })
             .build_layer();
-        socket::register(&io);
+        socket::register(&io, &config.server.namespaces);
 
         let signer = (!config.broker.signing_key.is_empty()).then(|| {
             Arc::new(sidecast_core::Signer::new(

@@ -32,9 +32,12 @@ pub(crate) struct SocketContext {
     pub(crate) memberships: crate::memberships::SharedMemberships,
 }
 
-/// Registers the namespace handlers on `io`.
-pub(crate) fn register(io: &SocketIo) {
-    io.ns("/", on_connect.with(authorize_connect));
+/// Registers the handlers of the namespaces served (`server.namespaces`) on `io`; clients of
+/// other namespaces get socketioxide's `Invalid namespace` connect error.
+pub(crate) fn register(io: &SocketIo, namespaces: &[String]) {
+    for namespace in namespaces {
+        io.ns(namespace.clone(), on_connect.with(authorize_connect));
+    }
 }
 
 /// Why a connect was refused; its text is what the client's `connect_error` shows.

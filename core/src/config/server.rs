@@ -16,6 +16,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// The path the Socket.IO server answers on (the client's `path` option).
     pub socketio_path: String,
+    /// The Socket.IO namespaces served (`io("/chat")` on the client). Each connect is authorized
+    /// for its namespace; events and room operations name theirs. Clients of any other namespace
+    /// get Socket.IO's `Invalid namespace` error.
+    pub namespaces: Vec<String>,
     /// Origins, besides the server's own, whose browsers may open sockets and publish
     /// (`"https://app.example.com"`). Empty: same origin only.
     pub allowed_origins: Vec<String>,
@@ -68,6 +72,7 @@ impl Default for ServerConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 5000)),
             socketio_path: "/ws/socket.io".to_owned(),
+            namespaces: vec!["/".to_owned()],
             allowed_origins: Vec::new(),
             client_js_url: DEFAULT_CLIENT_JS_URL.to_owned(),
             client_js: None,

@@ -27,6 +27,38 @@ impl Config {
                 "must be an absolute path other than `/`, such as \"/ws/socket.io\"",
             );
         }
+        if self.server.namespaces.is_empty() {
+            return bad(
+                "server.namespaces",
+                "must name at least one namespace; the default is [\"/\"]",
+            );
+        }
+        if let Some(ns) = self.server.namespaces.iter().find(|ns| {
+            !ns.starts_with('/')
+                || ns.len() > crate::rooms::MAX_ROOM_LEN
+                || ns.chars().any(char::is_control)
+        }) {
+            return bad(
+                "server.namespaces",
+                &format!(
+                    "has {ns:?}; a namespace starts with `/`, such as \"/\" or \"/chat\", and has \
+                     no control characters"
+                ),
+            );
+        }
+        if let Some(ns) = self
+            .server
+            .namespaces
+            .iter()
+            .enumerate()
+            .find(|(i, ns)| self.server.namespaces[..*i].contains(ns))
+            .map(|(_, ns)| ns)
+        {
+            return bad(
+                "server.namespaces",
+                &format!("lists {ns:?} twice; list each namespace once"),
+            );
+        }
         if self.broker.channel.is_empty() {
             return bad(
                 "broker.channel",
@@ -155,6 +187,35 @@ mod tests {
 
     use super::*;
     use crate::config::PolicyList;
+
+    #[test]
+    fn namespaces_and_session_rooms_name_the_key() {
+        for (namespaces, ok) in [
+            (vec!["/"], true),
+            (vec!["/", "/chat"], true),
+            (vec![], false),
+            (vec!["chat"], false),
+            (vec!["/", "/"], false),
+        ] {
+            let mut c = Config::default();
+            c.server.namespaces = namespaces.iter().map(|n| n.to_string()).collect();
+            match c.validate() {
+                Ok(()) => assert!(ok, "{namespaces:?}"),
+                Err(e) => {
+                    assert!(!ok, "{namespaces:?}");
+                    assert!(e.to_string().contains("server.namespaces"), "{e}");
+                }
+            }
+        }
+        let mut c = Config::default();
+        c.auth.session_rooms = vec!["game:*".into(), String::new()];
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.session_rooms")
+        );
+    }
 
     #[test]
     fn missing_explicit_file_and_rules() {

@@ -64,6 +64,7 @@ async fn publish_inner(state: &Sidecast, request: Request) -> Result<Json<Value>
     require_json(&parts.headers)?;
     let bytes = read_limited(body, state.inner.config.server.max_body_bytes).await?;
     let envelope = parse_publish(&bytes)?;
+    served(state, &envelope.namespace)?;
 
     let user = session_user(session.as_ref()).await;
     let auth_request = AuthRequest {
@@ -92,6 +93,20 @@ async fn publish_inner(state: &Sidecast, request: Request) -> Result<Json<Value>
             other => ApiError::schema("channel", other.to_string()),
         })?;
     Ok(Json(json!({ "status": true })))
+}
+
+/// Refuses a namespace this node does not serve (422): every node serves the same ones, so the
+/// event would reach nobody.
+pub(crate) fn served(state: &Sidecast, namespace: &str) -> Result<(), ApiError> {
+    let namespaces = &state.inner.config.server.namespaces;
+    if namespaces.iter().any(|ns| ns == namespace) {
+        Ok(())
+    } else {
+        Err(ApiError::schema(
+            "namespace",
+            format!("namespace {namespace:?} is not served (server.namespaces = {namespaces:?})"),
+        ))
+    }
 }
 
 pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

@@ -51,18 +51,21 @@ pub(crate) async fn logout(
 }
 
 /// Asks every node (this one included, through its subscription) to disconnect the sockets of
-/// `user`. Only the broker can fail here: a 503 while it is unavailable, as for `POST /api/`.
+/// `user`, in every namespace served. Only the broker can fail here: a 503 while it is
+/// unavailable, as for `POST /api/`.
 async fn disconnect_user(state: &Sidecast, user: &str) -> Result<(), ApiError> {
-    let message = control::encode(&control::Control::Disconnect {
-        rooms: vec![sidecast_core::auth::user_room(user)],
-        namespace: "/".to_owned(),
-        except: Vec::new(),
-        reason: None,
-    });
-    state
-        .inner
-        .emitter
-        .publish_raw(&state.inner.control_channel, message)
-        .await?;
+    for namespace in &state.inner.config.server.namespaces {
+        let message = control::encode(&control::Control::Disconnect {
+            rooms: vec![sidecast_core::auth::user_room(user)],
+            namespace: namespace.clone(),
+            except: Vec::new(),
+            reason: None,
+        });
+        state
+            .inner
+            .emitter
+            .publish_raw(&state.inner.control_channel, message)
+            .await?;
+    }
     Ok(())
 }

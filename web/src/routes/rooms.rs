@@ -18,7 +18,7 @@ use sidecast_core::codec::control::{Control, InvalidControl};
 use sidecast_core::{Action, AuthRequest};
 use tower_sessions::Session;
 
-use super::api::{read_limited, require_json};
+use super::api::{read_limited, require_json, served};
 use crate::Sidecast;
 use crate::error::ApiError;
 use crate::session::session_user;
@@ -83,6 +83,7 @@ pub(crate) async fn apply(
     require_json(&parts.headers)?;
     let bytes = read_limited(body, state.inner.config.server.max_body_bytes).await?;
     let operation = parse(&bytes)?;
+    served(&state, operation.namespace())?;
 
     let user = session_user(session.as_ref()).await;
     let authorize = async |action: Action<'_>| {
