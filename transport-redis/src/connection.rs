@@ -182,9 +182,27 @@ impl RedisState {
     where
         Fut: Future<Output = Result<T, BrokerError>>,
     {
+        self.reconnect_within(id, self.options.backoff_max, shutdown, abandoned, connect)
+            .await
+    }
+
+    /// [`RedisState::reconnect`] with the backoff capped at `backoff_max` (or the options' cap if
+    /// smaller): history subscriptions retry at least every second, so that they resume within
+    /// a second of Redis answering again.
+    pub(crate) async fn reconnect_within<T, Fut>(
+        &self,
+        id: PartId,
+        backoff_max: std::time::Duration,
+        shutdown: &mut Shutdown,
+        abandoned: impl Fn() -> bool,
+        connect: impl Fn() -> Fut,
+    ) -> Option<T>
+    where
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
         let backoff = Backoff {
             min: self.options.backoff_min,
-            max: self.options.backoff_max,
+            max: self.options.backoff_max.min(backoff_max),
         };
         Reconnect {
             board: &self.board,

@@ -21,9 +21,10 @@
 // The contract and the `Broker` impl are here; each other file has one job: `options` the
 // options and their checks, `connection` the connections and their outages, `publisher` the
 // publish connection's use and supervision, `subscription` the task behind each subscription,
-// `error` the mapping of redis-rs errors.
+// `error` the mapping of redis-rs errors, `history` the streams behind `Broker::history`.
 mod connection;
 mod error;
+mod history;
 mod options;
 mod publisher;
 mod subscription;
@@ -34,11 +35,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sidecast_core::supervision::Tasks;
-use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, Subscription};
+use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, History, Subscription};
 
-pub use options::RedisOptions;
+pub use options::{DEFAULT_HISTORY_KEY_PREFIX, RedisOptions};
 
 use connection::RedisState;
+use history::RedisHistory;
 
 /// How long [`Broker::close`] waits for the background tasks to finish. They stop at once when
 /// told to; the bound only guards against a task stuck in I/O.
@@ -85,6 +87,28 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// A lost and a restored connection are logged once per outage (`warn`, then `info`), however
 /// many connections the outage hit; URLs in logs and errors have their password redacted.
 ///
+/// # History
+///
+/// [`Broker::history`] keeps each channel's history in a Redis stream, key
+/// `{history_key_prefix}{channel}` ([`RedisOptions::history_key_prefix`]): `XADD` assigns the
+/// offsets (the stream id `ms-seq`, written `{ms:020}-{seq:020}` so that offsets compare as
+/// strings), `XINFO STREAM` and `XRANGE` serve reads, and each history subscription reads with
+/// `XREAD BLOCK` on a connection of its own, from the id of the last entry it delivered, so that
+/// after an outage it resumes where it was (retrying at least every second, so that it resumes
+/// within a second of Redis answering again). Appends go through the publish connection, like
+/// publishes, and fail fast the same way during an outage.
+///
+/// Retention ([`RedisOptions::history`]): each append trims with `MINID ~` (entries older than
+/// `max_age`) and `XTRIM MAXLEN ~` (beyond `max_entries`), both approximate: Redis removes whole
+/// nodes of entries (up to `stream-node-max-entries`, 100 by default), so up to that many more
+/// entries may be kept, and a quiet channel keeps its entries until the next append. `max_bytes`
+/// is not applied: bound memory with `max_entries` and Redis' `maxmemory` (a Redis that refuses
+/// writes makes appends fail with [`BrokerError::Rejected`]). Redis does not remember the id of
+/// the last trimmed entry, so a read after the offset just before the oldest entry left reports
+/// [`sidecast_core::Replay::Trimmed`] too. Whether entries survive a Redis restart is Redis'
+/// persistence setting (`appendonly`). Needs Redis 7.0 or newer (`XINFO STREAM` reports
+/// `entries-added`).
+///
 /// # Lifetime
 ///
 /// Clones share the connections. [`Broker::close`] (on any clone) ends every subscription
@@ -97,6 +121,7 @@ pub struct RedisBroker {
     /// Owned by the `RedisBroker` clones only (the tasks hold the state, not this), so that
     /// dropping the last clone stops the background tasks.
     tasks: Arc<Tasks>,
+    history: Arc<RedisHistory>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -127,7 +152,12 @@ impl RedisBroker {
         let tasks = Arc::new(Tasks::new());
         tasks.spawn(publisher::supervise(Arc::clone(&state), tasks.shutdown()));
         tracing::debug!(url = %state.url, "connected to redis");
-        Ok(Self { state, tasks })
+        let history = Arc::new(RedisHistory::new(Arc::clone(&state), Arc::clone(&tasks)));
+        Ok(Self {
+            state,
+            tasks,
+            history,
+        })
     }
 
     /// The Redis URL, password redacted.
@@ -185,6 +215,10 @@ impl Broker for RedisBroker {
 
     fn health(&self) -> BrokerHealth {
         self.state.board.health()
+    }
+
+    fn history(&self) -> Option<&dyn History> {
+        Some(self.history.as_ref())
     }
 
     async fn close(&self) {

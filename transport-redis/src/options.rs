@@ -5,9 +5,13 @@ use std::time::Duration;
 
 use sidecast_core::BrokerError;
 use sidecast_core::BrokerUrl;
+use sidecast_core::broker::HistoryRetention;
 use sidecast_core::config::BrokerConfig;
 
 use crate::error;
+
+/// The default [`RedisOptions::history_key_prefix`].
+pub const DEFAULT_HISTORY_KEY_PREFIX: &str = "sidecast:history:";
 
 /// Connection settings of a [`crate::RedisBroker`].
 ///
@@ -42,11 +46,20 @@ pub struct RedisOptions {
     /// Idle connections are checked with a `PING` this often, so that a connection that died
     /// silently (no `RST`, e.g. a network partition) is noticed and replaced.
     pub keepalive_interval: Duration,
+    /// What the history keeps per channel ([`sidecast_core::History`]): `max_age` (`MINID ~`
+    /// at each append) and `max_entries` (`MAXLEN ~`), both approximate, see
+    /// [`crate::RedisBroker`]. `max_bytes` is not applied by Redis: bound memory with
+    /// `max_entries` and Redis' own `maxmemory`.
+    pub history: HistoryRetention,
+    /// Prefix of the stream key that holds a channel's history: the key of channel `c` is
+    /// `{history_key_prefix}{c}`.
+    pub history_key_prefix: String,
 }
 
 impl RedisOptions {
     /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
-    /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, keep-alive 15 s.
+    /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, keep-alive 15 s, the
+    /// default [`HistoryRetention`] under keys `sidecast:history:<channel>`.
     pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
             url: url.into(),
@@ -56,6 +69,8 @@ impl RedisOptions {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(15),
+            history: HistoryRetention::default(),
+            history_key_prefix: DEFAULT_HISTORY_KEY_PREFIX.to_owned(),
         }
     }
 
@@ -92,6 +107,8 @@ impl RedisOptions {
                 ("backoff_min", self.backoff_min.is_zero()),
                 ("keepalive_interval", self.keepalive_interval.is_zero()),
                 ("subscription_capacity", self.subscription_capacity == 0),
+                ("history.max_age", self.history.max_age.is_zero()),
+                ("history.max_entries", self.history.max_entries == 0),
             ],
         )
     }

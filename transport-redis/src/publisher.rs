@@ -1,7 +1,10 @@
 //! The publish connection at work: [`publish`] through it, and [`supervise`] it (check it, and
 //! replace it when it dies).
 
+use std::future::Future;
 use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
 
 use sidecast_core::supervision::Shutdown;
 use sidecast_core::{BrokerError, BrokerHealth};
@@ -17,23 +20,40 @@ pub(crate) async fn publish(
     channel: &str,
     payload: &[u8],
 ) -> Result<(), BrokerError> {
+    let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+    // The number of receivers does not matter: pub/sub has no notion of "undelivered".
+    let _receivers: i64 = query(state, |mut connection| async move {
+        command.query_async(&mut connection).await
+    })
+    .await?;
+    Ok(())
+}
+
+/// Runs `operation` on the publish connection, bounded by the publish time-out: fails fast while
+/// the connection is down, and reports a connection that died on the way. Publishes and the
+/// history's commands (`XADD`, `XRANGE`, ...) share it.
+pub(crate) async fn query<T, Fut>(
+    state: &RedisState,
+    operation: impl FnOnce(MultiplexedConnection) -> Fut,
+) -> Result<T, BrokerError>
+where
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
     // Fail fast during an outage: no connection attempt, no waiting for one.
-    let Some((generation, mut connection)) = state.publisher_slot().clone() else {
+    let Some((generation, connection)) = state.publisher_slot().clone() else {
         let attempt = match state.board.health() {
             BrokerHealth::Reconnecting { attempt, .. } => attempt,
             _ => 1,
         };
         return Err(error::reconnecting(&state.url, attempt));
     };
-    let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
     let after = state.options.publish_timeout;
-    match timeout(after, command.query_async::<i64>(&mut connection)).await {
-        // The number of receivers does not matter: pub/sub has no notion of "undelivered".
-        Ok(Ok(_receivers)) => Ok(()),
+    match timeout(after, operation(connection)).await {
+        Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
                 // The connection is dead: mark it so right away, so that health says so
-                // and the next publishes fail fast, and let the supervisor replace it. No
+                // and the next calls fail fast, and let the supervisor replace it. No
                 // retry here: the command may have reached Redis before the connection
                 // broke, and a retry could deliver it twice.
                 state.publisher_lost(generation, &e);

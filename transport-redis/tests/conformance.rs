@@ -9,6 +9,5 @@ use sidecast_testkit::conformance::{Capabilities, WithServer};
 
 sidecast_testkit::conformance_tests!(
     WithServer::new(RedisServer::start().await, redis_on),
-    // History arrives with the Redis streams transport.
-    Capabilities::ALL.with_history(false)
+    Capabilities::ALL
 );

@@ -4,15 +4,21 @@
 
 use std::time::Duration;
 
+use sidecast_core::HistoryRetention;
 use sidecast_testkit::RedisServer;
 use sidecast_testkit::conformance::{Connect, MakeBroker};
 use sidecast_transport_redis::{RedisBroker, RedisOptions};
 
-/// Options for a test server, with a short backoff so that reconnect tests do not wait long.
+/// Options for a test server, with a short backoff so that reconnect tests do not wait long,
+/// and a history of 100 entries per channel (the conformance check of retention appends more).
 pub(crate) fn options(url: &str) -> RedisOptions {
     RedisOptions {
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
+        history: HistoryRetention {
+            max_entries: 100,
+            ..HistoryRetention::default()
+        },
         ..RedisOptions::new(url)
     }
 }
