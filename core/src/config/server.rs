@@ -28,7 +28,7 @@ pub struct ServerConfig {
     /// A local copy of the Socket.IO client script; when set, the server serves it itself and the
     /// page loads it from there instead of `client_js_url`.
     pub client_js: Option<PathBuf>,
-    /// Largest accepted `POST /api/` body, in bytes.
+    /// Largest accepted `POST /api/` and `POST /api/rooms` body, in bytes.
     pub max_body_bytes: usize,
     /// Largest Socket.IO packet a client may send, in bytes.
     pub max_socket_payload_bytes: u64,
@@ -76,7 +76,8 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             client_js_url: DEFAULT_CLIENT_JS_URL.to_owned(),
             client_js: None,
-            max_body_bytes: 64 * 1024,
+            // As Node's socket.io (`maxHttpBufferSize`, 1e6): a 64 KiB message must go through.
+            max_body_bytes: 1024 * 1024,
             max_socket_payload_bytes: 100_000,
             api_rate_limit: 100,
             api_rate_burst: 200,
