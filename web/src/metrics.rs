@@ -37,6 +37,26 @@ pub struct Op {
 /// The room operations, as labelled.
 pub const ROOM_OPERATIONS: [&str; 4] = ["join", "leave", "disconnect", "close_room"];
 
+/// The reasons of `sidecast_connects_refused_total`, exported at 0 from start-up.
+pub const REFUSAL_REASONS: [&str; 4] = ["unauthenticated", "forbidden", "internal", "origin"];
+
+/// The sources of `sidecast_bus_messages_received_total`, exported at 0 from start-up.
+pub const BUS_SOURCES: [&str; 4] = ["native", "control", "python-socketio", "node-emitter"];
+
+/// The reasons of `sidecast_events_dropped_total`, exported at 0 from start-up.
+pub const DROP_REASONS: [&str; 10] = [
+    "undecodable",
+    "unsigned",
+    "bad_signature",
+    "unknown_namespace",
+    "subscription_overflow",
+    "pickle",
+    "binary",
+    "not_an_event",
+    "unsupported_packet",
+    "unsupported_request",
+];
+
 /// Every metric of a node. Counters are cheap atomics: reading them in tests is fine.
 pub struct Metrics {
     registry: Registry,
@@ -61,6 +81,12 @@ pub struct Metrics {
     pub events_dropped: Family<Reason, Counter>,
     /// Room operations this node applied to its sockets, by operation.
     pub room_operations: Family<Op, Counter>,
+    /// Rooms that this node's sockets are in (per namespace; the room of each socket's own id
+    /// not counted), as of the last `GET /metrics`.
+    pub rooms: Gauge,
+    /// (socket, room) memberships of this node's sockets, own-id rooms not counted, as of the
+    /// last `GET /metrics`.
+    pub room_memberships: Gauge,
     /// 1 when the broker is connected, 0 otherwise.
     pub broker_up: Gauge,
     /// Times the broker connection was lost.
@@ -99,6 +125,8 @@ impl Metrics {
             slow_client_disconnects: Counter::default(),
             events_dropped: Family::default(),
             room_operations: Family::default(),
+            rooms: Gauge::default(),
+            room_memberships: Gauge::default(),
             broker_up: Gauge::default(),
             broker_reconnects: Counter::default(),
             // 0.1 ms .. ~3.3 s
@@ -153,10 +181,31 @@ impl Metrics {
             "Room operations applied to this node's sockets, by operation",
             m.room_operations.clone(),
         );
+        registry.register(
+            "rooms",
+            "Rooms this node's sockets are in (own-id rooms not counted)",
+            m.rooms.clone(),
+        );
+        registry.register(
+            "room_memberships",
+            "Socket-room memberships on this node (own-id rooms not counted)",
+            m.room_memberships.clone(),
+        );
+        // Every labelled series is exported at 0 from start-up, so that dashboards and rate()
+        // alerts see it before its first event.
         for op in ROOM_OPERATIONS {
-            // Exported at 0 from start-up, so that rate() sees the series.
             let _ = m.room_operations.get_or_create(&Op { op });
         }
+        for reason in REFUSAL_REASONS {
+            let _ = m.connects_refused.get_or_create(&Reason { reason });
+        }
+        for source in BUS_SOURCES {
+            let _ = m.bus_received.get_or_create(&Source { source });
+        }
+        for reason in DROP_REASONS {
+            let _ = m.events_dropped.get_or_create(&Reason { reason });
+        }
+        let _ = m.events_published.get_or_create(&Source { source: "api" });
         registry.register(
             "broker_up",
             "1 when the broker is connected",

@@ -79,17 +79,53 @@ async fn emitter_joins_leaves_closes_and_disconnects() {
 }
 
 #[tokio::test]
-async fn room_operations_are_exported_from_start_up() {
+async fn every_series_is_exported_from_start_up() {
     let server = TestServer::start(memory_config()).await;
     let text = server.state.metrics().render();
-    for op in ["join", "leave", "disconnect", "close_room"] {
-        assert!(
-            text.contains(&format!(
-                "sidecast_room_operations_applied_total{{op=\"{op}\"}} 0"
-            )),
-            "{text}"
-        );
+    let mut series: Vec<String> = ["join", "leave", "disconnect", "close_room"]
+        .iter()
+        .map(|op| format!("sidecast_room_operations_applied_total{{op=\"{op}\"}} 0"))
+        .collect();
+    series.extend(
+        [
+            r#"sidecast_events_published_total{source="api"} 0"#,
+            r#"sidecast_events_dropped_total{reason="undecodable"} 0"#,
+            r#"sidecast_events_dropped_total{reason="unsupported_request"} 0"#,
+            r#"sidecast_connects_refused_total{reason="unauthenticated"} 0"#,
+            r#"sidecast_bus_messages_received_total{source="control"} 0"#,
+            "sidecast_rooms 0",
+            "sidecast_room_memberships 0",
+        ]
+        .map(str::to_owned),
+    );
+    for line in series {
+        assert!(text.contains(&line), "{line} missing from:\n{text}");
     }
+}
+
+#[tokio::test]
+async fn metrics_count_the_nodes_rooms_and_memberships() {
+    let (server, cookie, _client) = TestServer::start_signed_in(memory_config()).await;
+    let _second = server.client(&cookie).await;
+    let state = &server.state;
+    state
+        .emitter()
+        .to("user:Gonzalo")
+        .join("game:1")
+        .await
+        .unwrap();
+    eventually("both sockets join", || members(state, "game:1") == 2).await;
+    let text = server
+        .request(reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Rooms user:Gonzalo and game:1, two sockets in each; the own-id rooms are not counted.
+    assert!(text.contains("sidecast_rooms 2"), "{text}");
+    assert!(text.contains("sidecast_room_memberships 4"), "{text}");
 }
 
 #[tokio::test]

@@ -31,6 +31,7 @@ pub(crate) async fn readyz(State(state): State<Sidecast>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
+    count_rooms(&state);
     (
         [(
             header::CONTENT_TYPE,
@@ -39,4 +40,29 @@ pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
         state.metrics().render(),
     )
         .into_response()
+}
+
+/// Sets the room gauges from the node's sockets: counted when scraped, not on every join.
+fn count_rooms(state: &Sidecast) {
+    let mut rooms = std::collections::HashSet::new();
+    let mut memberships = 0_i64;
+    for namespace in &state.inner.config.server.namespaces {
+        let Some(op) = state.io().of(namespace) else {
+            continue;
+        };
+        for socket in op.sockets() {
+            let own = socket.id.to_string();
+            for room in socket.rooms() {
+                if room != own.as_str() {
+                    memberships += 1;
+                    rooms.insert((namespace.as_str(), room));
+                }
+            }
+        }
+    }
+    let metrics = state.metrics();
+    metrics
+        .rooms
+        .set(i64::try_from(rooms.len()).unwrap_or(i64::MAX));
+    metrics.room_memberships.set(memberships);
 }
