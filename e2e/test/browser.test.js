@@ -180,6 +180,57 @@ describe('the page in headless Chromium, with the latest socket.io client', { co
   }));
 });
 
+describe('the page joins a room over HTTP and gets only that room\'s events', { concurrency: 1 }, () => {
+  let server;
+  let page;
+
+  before(async () => {
+    server = await h.startServer({
+      label: 'node-browser-rooms',
+      channel: 'e2e-browser-rooms',
+      extraEnv: { SIDECAST_AUTH__SESSION_ROOMS: '["game:*"]' },
+    });
+  });
+  after(async () => {
+    await page?.context.close();
+  });
+
+  test('POST /api/rooms from the page, then events to its room and to another', h.withLogs(async () => {
+    page = await openPage(server.url, 'page rooms', { loggedIn: true, state: 'connected' });
+    // The page's own script could do this: a same-origin fetch with its session cookie.
+    const ask = (body) => page.page.evaluate(async (b) => {
+      const res = await fetch('/api/rooms', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(b),
+      });
+      return { status: res.status, body: await res.json() };
+    }, body);
+    assert.deepEqual(await ask({ op: 'join', rooms: 'game:1', to: 'user:Gonzalo' }), { status: 200, body: { status: true } });
+    // auth.session_rooms allows game:* only, and only for the page's own sockets.
+    assert.equal((await ask({ op: 'join', rooms: 'chat', to: 'user:Gonzalo' })).status, 403);
+    assert.equal((await ask({ op: 'join', rooms: 'game:2', to: 'user:alice' })).status, 403);
+
+    const { cookie } = await login(server.url);
+    for (const [body, to] of [['for game 2', 'game:2'], ['for game 1', 'game:1'], ['for everyone', undefined]]) {
+      const res = await publish(server.url, { channel: 'message', body, ...(to ? { to } : {}) }, { cookie });
+      assert.equal(res.status, 200);
+    }
+    await waitForMessage(page.page, 'for everyone');
+    assert.deepEqual(await messages(page.page), ['for game 1', 'for everyone']);
+
+    assert.deepEqual(await ask({ op: 'leave', rooms: 'game:1', to: 'user:Gonzalo' }), { status: 200, body: { status: true } });
+    await publish(server.url, { channel: 'message', body: 'game 1 again', to: 'game:1' }, { cookie });
+    await publish(server.url, { channel: 'message', body: 'everyone again' }, { cookie });
+    await waitForMessage(page.page, 'everyone again');
+    assert.deepEqual(await messages(page.page), ['for game 1', 'for everyone', 'everyone again']);
+    assert.deepEqual(page.context.blocked, [], 'requests beyond loopback');
+    // Chromium logs the two refusals above as failed resources; nothing else went wrong.
+    const unexpected = page.context.errors.filter((e) => !/status of 403 \(Forbidden\)/.test(e));
+    assert.deepEqual(unexpected, [], 'page errors');
+  }));
+});
+
 describe('the page with socket.io client 4.0.0, the version the original page loads', { concurrency: 1 }, () => {
   let server;
   let loggedIn;
