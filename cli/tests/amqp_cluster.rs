@@ -72,9 +72,7 @@ async fn two_nodes_on_rabbitmq_share_api_and_emit_events() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_receives_again_after_a_rabbitmq_restart() {
     let mut rabbit = RabbitMqServer::start_local().await;
-    let mut config = sio::memory_config();
-    config.broker.kind = BrokerKind::Amqp;
-    config.broker.url = Some(rabbit.url().to_owned());
+    let config = sio::broker_config(BrokerKind::Amqp, rabbit.url());
     let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
 
     rabbit.stop().await;

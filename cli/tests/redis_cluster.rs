@@ -165,9 +165,7 @@ async fn redis_session_store_is_shared_and_revocable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_survives_a_redis_restart() {
     let mut redis = RedisServer::start_local().await;
-    let mut config = sio::memory_config();
-    config.broker.kind = BrokerKind::Redis;
-    config.broker.url = Some(redis.url().to_owned());
+    let mut config = sio::broker_config(BrokerKind::Redis, redis.url());
     config.session.store = SessionStoreKind::Cookie;
     let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     await_ready(&server.base, 200, RESTART_WAIT).await;

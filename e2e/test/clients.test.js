@@ -59,6 +59,18 @@ function waitForEvents(socket, event, count = 1, ms = 10_000) {
   });
 }
 
+/**
+ * Waits until `socket` has received an `event` whose first argument is 'marker'; returns the
+ * argument lists of the `event`s before it.
+ */
+function argsBeforeMarker(socket, event) {
+  return waitUntil(() => {
+    const all = argsOf(socket, event);
+    const at = all.findIndex((a) => a[0] === 'marker');
+    return at >= 0 && all.slice(0, at);
+  }, { what: `the "${event}" marker` });
+}
+
 test('the clients under test are socket.io-client 4.0.0 and the latest 4.x', (t) => {
   assert.equal(CLIENTS['4.0.0'].version, '4.0.0');
   assert.match(CLIENTS.latest.version, /^4\./);
@@ -196,11 +208,7 @@ describe('socket.io-client', { concurrency: true }, () => {
             assert.equal(res.status, 200, JSON.stringify(res.body));
           }
           await publish(server.url, { channel: 'seq', body: 'marker' }, { cookie });
-          const seq = await waitUntil(() => {
-            const all = argsOf(fresh, 'seq');
-            const at = all.findIndex((a) => a[0] === 'marker');
-            return at >= 0 && all.slice(0, at);
-          }, { what: 'the marker' });
+          const seq = await argsBeforeMarker(fresh, 'seq');
           assert.deepEqual(seq.map((a) => a[0].n), Array.from({ length: N }, (_, i) => i));
           assert.ok(seq.every((a) => a.length === 1), 'one argument each');
           assert.equal(argsOf(fresh, 'seq').length, N + 1, 'nothing after the marker');
@@ -217,11 +225,7 @@ describe('socket.io-client', { concurrency: true }, () => {
           const N = 8;
           for (let n = 0; n < N; n++) await h.emit('cli-seq', { n }, { json: true, channel });
           await h.emit('cli-seq', 'marker', { channel });
-          const seq = await waitUntil(() => {
-            const all = argsOf(socket, 'cli-seq');
-            const at = all.findIndex((a) => a[0] === 'marker');
-            return at >= 0 && all.slice(0, at);
-          }, { what: 'the marker' });
+          const seq = await argsBeforeMarker(socket, 'cli-seq');
           assert.deepEqual(seq.map((a) => a[0].n), Array.from({ length: N }, (_, i) => i));
           assert.equal(argsOf(socket, 'cli-seq').length, N + 1, 'nothing after the marker');
         }));

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ClientOptions, TestServer, connect, memory_config, with_token};
+use common::{ClientOptions, TestServer, memory_config, with_token};
 use serde_json::{Value, json};
 use sidecast_core::config::{PolicyKind, PolicyList};
 
@@ -20,9 +20,7 @@ async fn login_then_connect_is_accepted_on_both_transports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_without_session_or_with_forged_cookie_is_refused() {
     let server = TestServer::start(memory_config()).await;
-    let reason = connect(&server.socket_url(), ClientOptions::default())
-        .await
-        .refused();
+    let reason = server.connect(ClientOptions::default()).await.refused();
     assert!(reason.contains("unauthorized"), "{reason}");
 
     // Same payload as a real session cookie, signed with another key.
@@ -98,12 +96,8 @@ async fn to_reaches_only_that_room() {
     config.auth.tokens.insert("bob".into(), "token-b".into());
     let server = TestServer::start(config).await;
     let cookie = server.login().await;
-    let mut alice = connect(&server.socket_url(), with_token("token-a"))
-        .await
-        .accepted();
-    let mut bob = connect(&server.socket_url(), with_token("token-b"))
-        .await
-        .accepted();
+    let mut alice = server.connect(with_token("token-a")).await.accepted();
+    let mut bob = server.connect(with_token("token-b")).await.accepted();
     let mut gonzalo = server.client(&cookie).await;
 
     server
@@ -275,12 +269,7 @@ async fn page_health_and_logout() {
     let mut config = memory_config();
     config.server.socketio_path = "/rt/socket.io".into();
     let server = TestServer::start(config).await;
-    let page = reqwest::get(format!("{}/", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = server.get_text("/").await;
     for needle in [
         r#"id="message""#,
         r#"id="messages""#,
@@ -291,27 +280,16 @@ async fn page_health_and_logout() {
     ] {
         assert!(page.contains(needle), "page lacks {needle}");
     }
-    let health: Value = reqwest::get(format!("{}/healthz", server.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = server.get("/healthz").await.json().await.unwrap();
     assert_eq!(health["status"], "ok");
-    let ready = reqwest::get(format!("{}/readyz", server.base))
-        .await
-        .unwrap();
+    let ready = server.get("/readyz").await;
     assert_eq!(ready.status(), 200);
 
     // After logout the old session no longer authenticates a socket.
     let cookie = server.login().await;
     server.client(&cookie).await;
     let response = common::logout_at(&server.base, &cookie).await;
-    let cleared = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let cleared = cleared.split(';').next().unwrap().to_owned();
+    let cleared = common::session_cookie(&response);
     common::refused_at(&server.socket_url(), &cleared).await;
     server.stop().await;
 }
@@ -325,21 +303,12 @@ async fn local_client_script_and_disabled_login() {
     config.server.client_js = Some(script);
     config.auth.demo_login = false;
     let server = TestServer::start(config).await;
-    let page = reqwest::get(format!("{}/", server.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = server.get_text("/").await;
     assert!(page.contains(r#"<script src="/socket.io.min.js">"#));
-    let js = reqwest::get(format!("{}/socket.io.min.js", server.base))
-        .await
-        .unwrap();
+    let js = server.get("/socket.io.min.js").await;
     assert_eq!(js.status(), 200);
     assert_eq!(js.text().await.unwrap(), "/* client */");
-    let login = reqwest::get(format!("{}/login", server.base))
-        .await
-        .unwrap();
+    let login = server.get("/login").await;
     assert_eq!(login.status(), 404);
     let body: Value = login.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("auth.demo_login"));

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{ClientOptions, DEADLINE, TestServer, connect, memory_config};
+use common::{ClientOptions, DEADLINE, TestServer, memory_config};
 use serde_json::json;
 use sidecast_core::config::SlowClientPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,9 +33,7 @@ fn sample(text: &str, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_what_happened() {
     let (server, cookie, mut client) = TestServer::start_signed_in(memory_config()).await;
-    connect(&server.socket_url(), ClientOptions::default())
-        .await
-        .refused();
+    server.connect(ClientOptions::default()).await.refused();
     server
         .state
         .broker()

@@ -8,7 +8,7 @@ mod common;
 mod proxy_auth;
 
 use axum::http::HeaderName;
-use common::{ClientOptions, TestServer, connect, memory_config};
+use common::{ClientOptions, TestServer, memory_config};
 use proxy_auth::ProxyHeaderAuth;
 use serde_json::json;
 
@@ -36,32 +36,20 @@ fn as_user(user: &str) -> ClientOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_from_the_trusted_proxy_authenticates() {
     let server = node_trusting("127.0.0.1").await;
-    let mut alice = connect(&server.socket_url(), as_user("alice"))
-        .await
-        .accepted();
-    let mut bob = connect(&server.socket_url(), as_user("bob"))
-        .await
-        .accepted();
-    let reason = connect(&server.socket_url(), ClientOptions::default())
-        .await
-        .refused();
+    let mut alice = server.connect(as_user("alice")).await.accepted();
+    let mut bob = server.connect(as_user("bob")).await.accepted();
+    let reason = server.connect(ClientOptions::default()).await.refused();
     assert!(reason.contains("no user"), "{reason}");
 
     // The principal is the header's user: `to: user:alice` reaches alice only.
-    let response = common::post_api_with(
-        &server.base,
-        &[("x-forwarded-user", "bob")],
+    for body in [
         json!({"channel": "message", "body": "hi alice", "to": "user:alice"}),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let response = common::post_api_with(
-        &server.base,
-        &[("x-forwarded-user", "bob")],
         json!({"channel": "done", "body": ""}),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    ] {
+        let response =
+            common::post_api_with(&server.base, &[("x-forwarded-user", "bob")], body).await;
+        assert_eq!(response.status(), 200);
+    }
     assert_eq!(
         alice.events_until("done").await,
         vec![("message".to_owned(), vec![json!("hi alice")])]
@@ -73,9 +61,7 @@ async fn header_from_the_trusted_proxy_authenticates() {
 async fn header_from_anywhere_else_is_refused() {
     // 127.0.0.1 is not the proxy here: the same header must not authenticate.
     let server = node_trusting("10.0.0.7").await;
-    let reason = connect(&server.socket_url(), as_user("alice"))
-        .await
-        .refused();
+    let reason = server.connect(as_user("alice")).await.refused();
     assert!(reason.contains("proxy"), "{reason}");
     let response = common::post_api_with(
         &server.base,

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use common::{
-    CLOSED, ClientOptions, Connect, TestServer, connect, memory_config, with_cookie, with_token,
-};
+use common::{CLOSED, ClientOptions, Connect, TestServer, memory_config, with_cookie, with_token};
 use serde_json::json;
 use sidecast_core::codec::native;
 use sidecast_core::config::{PolicyKind, PolicyList};
@@ -33,9 +31,7 @@ async fn tampered_cookie_is_refused() {
         &value[..value.len() - original.len()],
         forged_payload
     );
-    let reason = connect(&server.socket_url(), with_cookie(&tampered))
-        .await
-        .refused();
+    let reason = server.connect(with_cookie(&tampered)).await.refused();
     assert!(reason.contains("unauthorized"), "{reason}");
     let (status, _) = server
         .post_api(
@@ -62,15 +58,13 @@ async fn wrong_and_missing_tokens_are_refused() {
         .tokens
         .insert("cron".into(), "s3cret-token".into());
     let server = TestServer::start(config).await;
-    let mut good = connect(&server.socket_url(), with_token("s3cret-token"))
-        .await
-        .accepted();
+    let mut good = server.connect(with_token("s3cret-token")).await.accepted();
     for options in [
         with_token("wrong"),
         with_token(""),
         ClientOptions::default(),
     ] {
-        let reason = connect(&server.socket_url(), options).await.refused();
+        let reason = server.connect(options).await.refused();
         assert!(reason.contains("token"), "{reason}");
     }
     let api = |auth: Option<&'static str>| {
@@ -108,17 +102,16 @@ async fn cross_origin_handshakes_with_a_valid_cookie_are_refused() {
             headers: vec![("Origin".into(), origin.into())],
             ..Default::default()
         };
-        match connect(&server.socket_url(), options("http://evil.example")).await {
+        match server.connect(options("http://evil.example")).await {
             Connect::Refused(_) => {}
             Connect::Accepted(_) => {
                 panic!("cross-origin handshake accepted (websocket_only={websocket_only})")
             }
         }
         let own = server.base.clone();
-        connect(&server.socket_url(), options(&own))
-            .await
-            .accepted();
-        connect(&server.socket_url(), options("https://app.example.com"))
+        server.connect(options(&own)).await.accepted();
+        server
+            .connect(options("https://app.example.com"))
             .await
             .accepted();
     }

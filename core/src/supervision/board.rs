@@ -225,6 +225,15 @@ impl HealthBoard {
 mod tests {
     use super::*;
 
+    /// A board of `count` on which part `first` went down, then part `second`: one outage.
+    fn two_parts_down(count: AttemptCount, first: PartId, second: PartId) -> HealthBoard {
+        let board = HealthBoard::new(count);
+        assert_eq!(board.health(), BrokerHealth::Connected);
+        assert_eq!(board.lost(first), Lost::Outage);
+        assert_eq!(board.lost(second), Lost::AlsoDown);
+        board
+    }
+
     /// The attempt that `health()` reports while reconnecting, `None` in any other state.
     fn reconnecting_attempt(board: &HealthBoard) -> Option<u32> {
         match board.health() {
@@ -236,10 +245,7 @@ mod tests {
     /// From the Redis transport: the publisher (0) and a subscription's connection (7).
     #[test]
     fn oldest_outage_health_reports_the_longest_outage_until_all_recover() {
-        let board = HealthBoard::new(AttemptCount::OldestOutage);
-        assert_eq!(board.health(), BrokerHealth::Connected);
-        assert_eq!(board.lost(0), Lost::Outage);
-        assert_eq!(board.lost(7), Lost::AlsoDown);
+        let board = two_parts_down(AttemptCount::OldestOutage, 0, 7);
         board.attempt(0, 3);
         assert_eq!(reconnecting_attempt(&board), Some(3));
         let restored = board.restored(0).expect("was down");
@@ -258,9 +264,7 @@ mod tests {
     /// The oldest outage's attempt count, not the highest.
     #[test]
     fn oldest_outage_health_counts_the_oldest_outages_attempts() {
-        let board = HealthBoard::new(AttemptCount::OldestOutage);
-        assert_eq!(board.lost(0), Lost::Outage);
-        assert_eq!(board.lost(7), Lost::AlsoDown);
+        let board = two_parts_down(AttemptCount::OldestOutage, 0, 7);
         board.attempt(7, 5);
         assert_eq!(reconnecting_attempt(&board), Some(1));
     }
@@ -268,10 +272,7 @@ mod tests {
     /// From the AMQP transport: the connection (0) and subscriptions' queues (7, 9).
     #[test]
     fn highest_attempt_health_is_connected_only_when_every_part_is_back() {
-        let board = HealthBoard::new(AttemptCount::Highest);
-        assert_eq!(board.health(), BrokerHealth::Connected);
-        assert_eq!(board.lost(7), Lost::Outage);
-        assert_eq!(board.lost(0), Lost::AlsoDown);
+        let board = two_parts_down(AttemptCount::Highest, 7, 0);
         board.attempt(0, 3);
         assert_eq!(reconnecting_attempt(&board), Some(3));
         assert!(!board.restored(0).expect("was down").all_up);

@@ -26,6 +26,14 @@ pub fn memory_config() -> Config {
     config
 }
 
+/// A test configuration ([`memory_config`]) on the broker `kind` at `url`.
+pub fn broker_config(kind: BrokerKind, url: &str) -> Config {
+    let mut config = memory_config();
+    config.broker.kind = kind;
+    config.broker.url = Some(url.to_owned());
+    config
+}
+
 /// A running node, stopped on drop.
 pub struct TestServer {
     pub base: String,
@@ -68,6 +76,11 @@ impl TestServer {
         (server, cookie, client)
     }
 
+    /// Connects a client with `options` and waits until this node accepted or refused it.
+    pub async fn connect(&self, options: ClientOptions) -> Connect {
+        connect(&self.socket_url(), options).await
+    }
+
     /// Connects a client that sends the session `cookie`, failing the test if it is refused.
     pub async fn client(&self, cookie: &str) -> SioClient {
         client_at(&self.socket_url(), cookie).await
@@ -81,6 +94,18 @@ impl TestServer {
             ..with_cookie(cookie)
         };
         connect(&self.socket_url(), options).await.accepted()
+    }
+
+    /// `GET path` on this node; the response, whatever its status.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        reqwest::get(format!("{}{path}", self.base)).await.unwrap()
+    }
+
+    /// `GET path` on this node, expecting 200; the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.text().await.unwrap()
     }
 
     /// A request to `path` (starting with `/`) on this node.
