@@ -948,7 +948,8 @@ pub async fn history_declared<M: MakeBroker>(make_broker: &M, declared: bool) {
 }
 
 /// Offsets are assigned by the shared backend: increasing in append order (as strings), the
-/// same on every node, whichever node appended; [`History::last_offset`] is the newest one.
+/// same on every node, whichever node appended; [`History::last_offset`] is the newest one (or a
+/// later position with nothing after it).
 pub async fn history_offsets<M: MakeBroker>(make_broker: &M) {
     let first = make_broker.make().await;
     let second = make_broker.make().await;
@@ -982,11 +983,20 @@ pub async fn history_offsets<M: MakeBroker>(make_broker: &M) {
     );
     let newest = appended.last().map(|e| e.offset.clone());
     for (node, history) in [("a", a), ("b", b)] {
-        let last = history.last_offset(&channel).await;
+        // The newest offset, or a later position (History::last_offset) after which there is
+        // nothing yet.
+        let last = match history.last_offset(&channel).await {
+            Ok(Some(last)) => last,
+            other => panic!("last_offset on node {node} after 10 appends: {other:?}"),
+        };
+        assert!(
+            newest.as_ref().is_some_and(|newest| &last >= newest),
+            "last_offset on node {node} is {last:?}, before the newest entry {newest:?}"
+        );
         assert_eq!(
-            last.as_ref().ok().cloned().flatten(),
-            newest,
-            "last_offset on node {node}"
+            read_after(history, &channel, &last, 10).await,
+            Replay::Entries(Vec::new()),
+            "nothing after last_offset on node {node}"
         );
         // Every node reads every entry with the offset the appending node got.
         let read = entries_after(history, &channel, &Offset::START, 100).await;

@@ -199,8 +199,11 @@ pub trait History: Send + Sync + fmt::Debug {
     ) -> Result<Replay, BrokerError>;
 
     /// The offset of `channel`'s newest entry, `None` while it has none (nothing was appended,
-    /// or everything was trimmed and the backend does not remember the last offset). A reader
-    /// that starts now reads and subscribes after it ([`Offset::START`] when `None`).
+    /// or everything was trimmed and the backend does not remember the last offset). A backend
+    /// that can only learn the end of a history by writing to it may return a later position
+    /// that no entry has (an offset greater than the newest entry's). Either way, reading after
+    /// it finds nothing appended before the call: a reader that starts now reads and subscribes
+    /// after it ([`Offset::START`] when `None`).
     async fn last_offset(&self, channel: &str) -> Result<Option<Offset>, BrokerError>;
 
     /// A stream of every entry of `channel` after `after`: first those already in the history,
