@@ -213,3 +213,15 @@ fn a_disconnect_names_its_rooms() {
     let stderr = run_failing(&["rooms", "join", "game:1", "--broker", "memory"], &[]);
     assert!(stderr.contains("POST /api/rooms"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_on_rabbitmq_with_a_redis_session_store_reach_nodes_started_later() {
+    let rabbit = RabbitMqServer::shared().await;
+    let redis = RedisServer::start().await;
+    let channel = sidecast_testkit::unique_channel("rooms-redis-sessions");
+    let mut broker = on_broker("amqp", rabbit.url(), &channel);
+    // The membership store follows the Redis session store (decision 19).
+    broker.push(("SIDECAST_SESSION__STORE", "redis".to_owned()));
+    broker.push(("SIDECAST_SESSION__URL", redis.url().to_owned()));
+    rooms_across_two_nodes(broker, None, true).await;
+}
