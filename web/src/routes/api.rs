@@ -174,6 +174,8 @@ fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
     if envelope.rooms.iter().any(String::is_empty) {
         return Err(ApiError::schema("to", "room names must not be empty"));
     }
+    sidecast_core::rooms::validate_rooms(&envelope.rooms)
+        .map_err(|e| ApiError::schema("to", e.to_string()))?;
     if let Some(namespace) = request.namespace {
         envelope.namespace = namespace;
     }
@@ -219,6 +221,12 @@ mod tests {
         assert_eq!(field_of(r#"{"channel":"connect","body":"x"}"#).1, "channel");
         assert_eq!(field_of(r#"{"channel":"m","body":"x","to":5}"#).1, "to");
         assert_eq!(field_of(r#"{"channel":"m","body":"x","to":[""]}"#).1, "to");
+        assert_eq!(
+            field_of(r#"{"channel":"m","body":"x","to":"a\nb"}"#).1,
+            "to"
+        );
+        let too_many = serde_json::json!({"channel": "m", "body": "x", "to": vec!["r"; 101]});
+        assert_eq!(field_of(&too_many.to_string()).1, "to");
         assert_eq!(
             field_of(r#"{"channel":"m","body":"x","namespace":"x"}"#).1,
             "namespace"
