@@ -914,6 +914,13 @@ pub async fn expect_entries(subscription: &mut HistorySubscription, expected: &[
     }
 }
 
+/// Two brokers (nodes) from `make_broker` and a new channel labelled `label`.
+async fn two_nodes<M: MakeBroker>(make_broker: &M, label: &str) -> (M::Broker, M::Broker, String) {
+    let first = make_broker.make().await;
+    let second = make_broker.make().await;
+    (first, second, unique_channel(label))
+}
+
 /// Appends `count` entries `"{label} {i}"` and returns them with their offsets.
 async fn append_numbered(
     history: &dyn History,
@@ -951,10 +958,8 @@ pub async fn history_declared<M: MakeBroker>(make_broker: &M, declared: bool) {
 /// same on every node, whichever node appended; [`History::last_offset`] is the newest one (or a
 /// later position with nothing after it).
 pub async fn history_offsets<M: MakeBroker>(make_broker: &M) {
-    let first = make_broker.make().await;
-    let second = make_broker.make().await;
+    let (first, second, channel) = two_nodes(make_broker, "history-offsets").await;
     let (a, b) = (history_of(&first), history_of(&second));
-    let channel = unique_channel("history-offsets");
     assert_eq!(
         a.last_offset(&channel).await.ok().flatten(),
         None,
@@ -1007,9 +1012,7 @@ pub async fn history_offsets<M: MakeBroker>(make_broker: &M) {
 /// [`History::read_after`] gives the entries after an offset, oldest first, bounded by `limit`;
 /// after the newest offset it gives nothing (not `Trimmed`, not `Unknown`).
 pub async fn history_read_after<M: MakeBroker>(make_broker: &M) {
-    let writer = make_broker.make().await;
-    let reader = make_broker.make().await;
-    let channel = unique_channel("history-read");
+    let (writer, reader, channel) = two_nodes(make_broker, "history-read").await;
     let appended = append_numbered(history_of(&writer), &channel, "read", 20).await;
     let history = history_of(&reader);
 
@@ -1074,10 +1077,8 @@ pub async fn history_unknown_offsets<M: MakeBroker>(make_broker: &M) {
 /// offset: first the entries already held, then new ones. A node that restarts its subscription
 /// from the last offset it got loses nothing and sees nothing twice, whichever node appended.
 pub async fn history_resume<M: MakeBroker>(make_broker: &M) {
-    let writer = make_broker.make().await;
-    let node = make_broker.make().await;
+    let (writer, node, channel) = two_nodes(make_broker, "history-resume").await;
     let (w, history) = (history_of(&writer), history_of(&node));
-    let channel = unique_channel("history-resume");
 
     let mut appended = append_numbered(w, &channel, "before", 10).await;
     let mut sub = subscribe_from(history, &channel, &appended[2].offset).await;
