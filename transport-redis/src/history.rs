@@ -230,35 +230,34 @@ impl RedisHistory {
             Ok(())
         }
     }
+}
 
-    /// `XINFO STREAM` of `key`, `None` when the key does not exist.
-    async fn info(&self, key: &str) -> Result<Option<StreamInfo>, BrokerError> {
-        let (exists, info): (i64, Value) = publisher::query(&self.state, |mut connection| {
-            let key = key.to_owned();
-            async move {
-                // EXISTS first: XINFO on a missing key is an error, which would fail the
-                // transaction.
-                let exists: i64 = redis::cmd("EXISTS")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await?;
-                if exists == 0 {
-                    return Ok((0, Value::Nil));
-                }
-                let info = redis::cmd("XINFO")
-                    .arg("STREAM")
-                    .arg(&key)
-                    .query_async(&mut connection)
-                    .await?;
-                Ok((exists, info))
+/// `XINFO STREAM` of `key` through the publish connection, `None` when the key does not exist.
+async fn stream_state(state: &RedisState, key: &str) -> Result<Option<StreamInfo>, BrokerError> {
+    let (exists, info): (i64, Value) = publisher::query(state, |mut connection| {
+        let key = key.to_owned();
+        async move {
+            // EXISTS first: XINFO STREAM on a missing key is an error, not an empty answer.
+            let exists: i64 = redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await?;
+            if exists == 0 {
+                return Ok((0, Value::Nil));
             }
-        })
-        .await?;
-        if exists == 0 {
-            return Ok(None);
+            let info = redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await?;
+            Ok((exists, info))
         }
-        stream_info(&info).map(Some)
+    })
+    .await?;
+    if exists == 0 {
+        return Ok(None);
     }
+    stream_info(&info).map(Some)
 }
 
 #[async_trait]
@@ -311,43 +310,47 @@ impl History for RedisHistory {
             return Ok(Replay::Unknown);
         };
         let key = self.key(channel);
-        let Some(info) = self.info(&key).await? else {
+        // The entries first, the stream's state second: trimming only ever moves the oldest
+        // entry forward, so if nothing after `after` is trimmed when XINFO answers, nothing was
+        // when XRANGE read either, and the entries read are complete. (The other order could
+        // miss entries trimmed between the two commands without saying so.)
+        let read = if limit == 0 {
+            Vec::new()
+        } else {
+            let start = format!("({}", id_arg(after_id));
+            let range_key = key.clone();
+            let reply: Value = publisher::query(&self.state, |mut connection| async move {
+                redis::cmd("XRANGE")
+                    .arg(&range_key)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+            entries(&reply)?.into_iter().map(|(_, e)| e).collect()
+        };
+        let Some(info) = stream_state(&self.state, &key).await? else {
             return Ok(if after.is_start() {
                 Replay::Entries(Vec::new())
             } else {
                 Replay::Unknown
             });
         };
-        if after_id > info.last_generated {
-            return Ok(Replay::Unknown);
-        }
-        if info.trimmed_after(after_id) {
-            return Ok(Replay::Trimmed);
-        }
-        if limit == 0 {
-            return Ok(Replay::Entries(Vec::new()));
-        }
-        let start = format!("({}", id_arg(after_id));
-        let reply: Value = publisher::query(&self.state, |mut connection| async move {
-            redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut connection)
-                .await
+        Ok(if after_id > info.last_generated {
+            Replay::Unknown
+        } else if info.trimmed_after(after_id) {
+            Replay::Trimmed
+        } else {
+            Replay::Entries(read)
         })
-        .await?;
-        Ok(Replay::Entries(
-            entries(&reply)?.into_iter().map(|(_, e)| e).collect(),
-        ))
     }
 
     async fn last_offset(&self, channel: &str) -> Result<Option<Offset>, BrokerError> {
         self.check_open()?;
-        Ok(self
-            .info(&self.key(channel))
+        Ok(stream_state(&self.state, &self.key(channel))
             .await?
             .filter(|info| info.entries_added > 0)
             .map(|info| Offset::from_pair(info.last_generated.0, info.last_generated.1)))
@@ -426,10 +429,29 @@ impl Reader {
                 Some(fresh) => {
                     connection = fresh;
                     state.restored(self.id);
+                    self.warn_if_trimmed().await;
                     tracing::debug!(key = %self.key, after = %id_arg(self.after), "history subscription resumes");
                 }
                 None => return,
             }
+        }
+    }
+
+    /// Logs when entries this subscription had not delivered yet were trimmed during the outage:
+    /// they are lost to it (the outage outlasted the retention). Best effort: the publish
+    /// connection may still be reconnecting.
+    async fn warn_if_trimmed(&self) {
+        match stream_state(&self.state, &self.key).await {
+            Ok(Some(info)) if info.trimmed_after(self.after) => tracing::warn!(
+                url = %self.state.url, key = %self.key, after = %id_arg(self.after),
+                "history subscription resumed after entries it had not delivered were trimmed; \
+                 they are lost to it"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(
+                key = %self.key, error = %e,
+                "could not check whether the history was trimmed during the outage"
+            ),
         }
     }
 
