@@ -53,80 +53,35 @@ async fn emitters_reach_clients_and_refusals_are_counted() {
     let (server, _cookie, mut client) = TestServer::start_signed_in(config_with_ingress()).await;
 
     let py = "flask-socketio";
-    // SocketIO(message_queue=...).emit('message', 'Hi'): python-socketio 5.18.1 and 5.14.0.
-    publish(
-        &server,
-        py,
-        fixture!("python-socketio/5.18.1-message-hi.json"),
-    )
-    .await;
-    publish(
-        &server,
-        py,
-        fixture!("python-socketio/5.14.0-message-hi.json"),
-    )
-    .await;
-    // To room user:alice: this client is Gonzalo's.
-    publish(
-        &server,
-        py,
-        fixture!("python-socketio/5.18.1-object-to-room.json"),
-    )
-    .await;
-    // Refused, counted, and the node goes on.
-    publish(
-        &server,
-        py,
-        fixture!("python-socketio/5.13.0-pickle-message-hi.bin"),
-    )
-    .await;
-    publish(&server, py, fixture!("python-socketio/5.18.1-binary.json")).await;
-    // A python-socketio server's acknowledgement: not for Sidecast.
-    publish(
-        &server,
-        py,
-        fixture!("python-socketio/5.18.1-callback.json"),
-    )
-    .await;
-    publish(&server, py, Bytes::from_static(b"{not json")).await;
-    // Node's emitter, on the channels it uses.
-    publish(
-        &server,
-        "socket.io#/#",
-        fixture!("node-emitter/message-hi.msgpack"),
-    )
-    .await;
-    publish(
-        &server,
-        "socket.io#/#user:alice#",
-        fixture!("node-emitter/object-to-one-room.msgpack"),
-    )
-    .await;
-    publish(
-        &server,
-        "socket.io#/#",
-        fixture!("node-emitter/binary.msgpack"),
-    )
-    .await;
-    publish(
-        &server,
-        "socket.io#/#",
-        fixture!("node-emitter/args-rooms-except.msgpack"),
-    )
-    .await;
-    publish(
-        &server,
-        "socket.io#/#",
-        fixture!("node-emitter/types.msgpack"),
-    )
-    .await;
-    // A custom key is another emitter: not subscribed.
-    publish(
-        &server,
-        "custom#/#",
-        fixture!("node-emitter/custom-key.msgpack"),
-    )
-    .await;
+    for (channel, payload) in [
+        // SocketIO(message_queue=...).emit('message', 'Hi'): python-socketio 5.18.1 and 5.14.0.
+        (py, fixture!("python-socketio/5.18.1-message-hi.json")),
+        (py, fixture!("python-socketio/5.14.0-message-hi.json")),
+        // To room user:alice: this client is Gonzalo's.
+        (py, fixture!("python-socketio/5.18.1-object-to-room.json")),
+        // Refused, counted, and the node goes on.
+        (py, fixture!("python-socketio/5.13.0-pickle-message-hi.bin")),
+        (py, fixture!("python-socketio/5.18.1-binary.json")),
+        // A python-socketio server's acknowledgement: not for Sidecast.
+        (py, fixture!("python-socketio/5.18.1-callback.json")),
+        (py, Bytes::from_static(b"{not json")),
+        // Node's emitter, on the channels it uses.
+        ("socket.io#/#", fixture!("node-emitter/message-hi.msgpack")),
+        (
+            "socket.io#/#user:alice#",
+            fixture!("node-emitter/object-to-one-room.msgpack"),
+        ),
+        ("socket.io#/#", fixture!("node-emitter/binary.msgpack")),
+        (
+            "socket.io#/#",
+            fixture!("node-emitter/args-rooms-except.msgpack"),
+        ),
+        ("socket.io#/#", fixture!("node-emitter/types.msgpack")),
+        // A custom key is another emitter: not subscribed.
+        ("custom#/#", fixture!("node-emitter/custom-key.msgpack")),
+    ] {
+        publish(&server, channel, payload).await;
+    }
     // Sidecast's own channel still works, and marks the end.
     server.state.emitter().emit("marker", 1).await.unwrap();
 

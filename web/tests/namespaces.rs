@@ -4,89 +4,18 @@
 
 mod common;
 
-use common::{CLOSED, DEADLINE, Event, TestServer, memory_config};
-use futures_util::FutureExt;
-use rust_socketio::Payload;
-use rust_socketio::asynchronous::{Client, ClientBuilder};
-use serde_json::{Value, json};
+use common::{CLOSED, ClientOptions, Connect, TestServer, memory_config, with_cookie};
+use serde_json::json;
 use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Principal};
 use sidecast_testkit::eventually;
-use tokio::sync::mpsc;
 
-/// A client of one namespace: its events (the close as [`CLOSED`]), or why it was refused.
-struct NsClient {
-    client: Client,
-    events: mpsc::UnboundedReceiver<Event>,
-}
-
-impl NsClient {
-    async fn next_event(&mut self) -> Event {
-        tokio::time::timeout(DEADLINE, self.events.recv())
-            .await
-            .expect("an event arrives in time")
-            .expect("client running")
-    }
-
-    async fn events_until(&mut self, marker: &str) -> Vec<Event> {
-        let mut before = Vec::new();
-        loop {
-            let event = self.next_event().await;
-            if event.0 == marker {
-                return before;
-            }
-            before.push(event);
-        }
-    }
-}
-
-/// Connects to `namespace` with the session `cookie` (if any); `Err` with the connect error text.
-async fn connect_ns(
-    server: &TestServer,
-    namespace: &str,
-    cookie: Option<&str>,
-) -> Result<NsClient, String> {
-    let (tx, events) = mpsc::unbounded_channel::<Event>();
-    let (state_tx, mut state_rx) = mpsc::unbounded_channel::<Result<(), String>>();
-    let (connected, refused, closed) = (state_tx.clone(), state_tx, tx.clone());
-    let mut builder = ClientBuilder::new(server.socket_url())
-        .namespace(namespace)
-        .reconnect(false)
-        .on(rust_socketio::Event::Connect, move |_, _| {
-            let _ = connected.send(Ok(()));
-            async {}.boxed()
-        })
-        .on(rust_socketio::Event::Error, move |payload, _| {
-            let text = match payload {
-                Payload::Text(values) => values.first().map(|v| v.to_string()).unwrap_or_default(),
-                other => format!("{other:?}"),
-            };
-            let _ = refused.send(Err(text));
-            async {}.boxed()
-        })
-        .on(rust_socketio::Event::Close, move |_, _| {
-            let _ = closed.send((CLOSED.to_owned(), Vec::new()));
-            async {}.boxed()
-        })
-        .on_any(move |event, payload, _| {
-            let values = match payload {
-                Payload::Text(values) => values,
-                other => vec![Value::String(format!("{other:?}"))],
-            };
-            let _ = tx.send((event.as_str().to_owned(), values));
-            async {}.boxed()
-        });
-    if let Some(cookie) = cookie {
-        builder = builder.opening_header("Cookie", cookie);
-    }
-    let client = builder.connect().await.map_err(|e| e.to_string())?;
-    match tokio::time::timeout(DEADLINE, state_rx.recv()).await {
-        Ok(Some(Ok(()))) => Ok(NsClient { client, events }),
-        Ok(Some(Err(reason))) => {
-            let _ = client.disconnect().await;
-            Err(reason)
-        }
-        _ => panic!("no connect or connect_error within {DEADLINE:?}"),
-    }
+/// Connects to `namespace` with the session `cookie`.
+async fn connect_ns(server: &TestServer, namespace: &str, cookie: &str) -> Connect {
+    let options = ClientOptions {
+        namespace: Some(namespace.to_owned()),
+        ..with_cookie(cookie)
+    };
+    server.connect(options).await
 }
 
 fn two_namespaces() -> sidecast_core::Config {
@@ -111,8 +40,8 @@ fn members(server: &TestServer, namespace: &str, room: &str) -> usize {
 async fn events_and_room_operations_are_per_namespace() {
     let server = TestServer::start(two_namespaces()).await;
     let cookie = server.login().await;
-    let mut root = connect_ns(&server, "/", Some(&cookie)).await.unwrap();
-    let mut chat = connect_ns(&server, "/chat", Some(&cookie)).await.unwrap();
+    let mut root = connect_ns(&server, "/", &cookie).await.accepted();
+    let mut chat = connect_ns(&server, "/chat", &cookie).await.accepted();
     let emitter = server.state.emitter();
 
     emitter.of("/chat").emit("news", "for chat").await.unwrap();
@@ -150,17 +79,13 @@ async fn events_and_room_operations_are_per_namespace() {
     common::logout_at(&server.base, &cookie).await;
     assert_eq!(root.next_event().await.0, CLOSED);
     assert_eq!(chat.next_event().await.0, CLOSED);
-    let _ = (root.client, chat.client);
 }
 
 #[tokio::test]
 async fn unknown_namespaces_are_refused_everywhere() {
     let server = TestServer::start(two_namespaces()).await;
     let cookie = server.login().await;
-    let refused = connect_ns(&server, "/nope", Some(&cookie))
-        .await
-        .err()
-        .unwrap();
+    let refused = connect_ns(&server, "/nope", &cookie).await.refused();
     assert!(refused.contains("Invalid namespace"), "{refused}");
 
     let (status, answer) = server
@@ -175,18 +100,10 @@ async fn unknown_namespaces_are_refused_everywhere() {
         (422, json!("namespace")),
         "{answer}"
     );
-    let response = server
-        .request(reqwest::Method::POST, "/api/rooms")
-        .header("cookie", &cookie)
-        .json(&json!({"op": "join", "rooms": "r", "to": "user:Gonzalo", "namespace": "/nope"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 422);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["field"],
-        "namespace"
-    );
+    let join = json!({"op": "join", "rooms": "r", "to": "user:Gonzalo", "namespace": "/nope"});
+    let (status, answer) = server.post_rooms(Some(&cookie), None, join).await;
+    assert_eq!(status, 422);
+    assert_eq!(answer["field"], "namespace");
 }
 
 /// Lets the session user into `/` only: `/admin` is for nobody.
@@ -215,10 +132,7 @@ async fn each_connect_is_authorized_for_its_namespace() {
     )
     .await;
     let cookie = server.login().await;
-    assert!(connect_ns(&server, "/", Some(&cookie)).await.is_ok());
-    let refused = connect_ns(&server, "/admin", Some(&cookie))
-        .await
-        .err()
-        .unwrap();
+    connect_ns(&server, "/", &cookie).await.accepted();
+    let refused = connect_ns(&server, "/admin", &cookie).await.refused();
     assert!(refused.contains("not an admin"), "{refused}");
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{CLOSED, TestServer, memory_config};
+use common::{CLOSED, SioClient, TestServer, memory_config};
 use serde_json::{Value, json};
 use sidecast_core::config::{PolicyKind, PolicyList};
 use sidecast_core::rooms::DISCONNECT_REASON_EVENT;
@@ -161,24 +161,18 @@ async fn node_with_token() -> (TestServer, String, common::SioClient) {
     TestServer::start_signed_in(config).await
 }
 
-/// `POST /api/rooms` with `body`, a cookie and a token when given; status and JSON answer.
-async fn post_rooms(
-    server: &TestServer,
-    cookie: Option<&str>,
-    token: Option<&str>,
-    body: Value,
-) -> (u16, Value) {
-    let mut request = server
-        .request(reqwest::Method::POST, "/api/rooms")
-        .json(&body);
-    if let Some(cookie) = cookie {
-        request = request.header("cookie", cookie);
-    }
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
+/// Publishes a `move` to `game:1` and asserts that `client`, a member, receives it next.
+async fn move_reaches(server: &TestServer, cookie: &str, client: &mut SioClient) {
+    server
+        .publish(
+            cookie,
+            json!({"channel": "move", "body": "e4", "to": "game:1"}),
+        )
+        .await;
+    assert_eq!(
+        client.next_event().await,
+        ("move".to_owned(), vec![json!("e4")])
+    );
 }
 
 #[tokio::test]
@@ -188,26 +182,17 @@ async fn services_with_a_token_operate_rooms_over_http() {
     let ok = (200, json!({"status": true}));
 
     let join = json!({"op": "join", "rooms": "game:1", "to": "user:Gonzalo"});
-    assert_eq!(post_rooms(&server, None, Some("s3cret"), join).await, ok);
+    assert_eq!(server.post_rooms(None, Some("s3cret"), join).await, ok);
     eventually("joined over HTTP", || members(state, "game:1") == 1).await;
-    server
-        .publish(
-            &cookie,
-            json!({"channel": "move", "body": "e4", "to": "game:1"}),
-        )
-        .await;
-    assert_eq!(
-        client.next_event().await,
-        ("move".to_owned(), vec![json!("e4")])
-    );
+    move_reaches(&server, &cookie, &mut client).await;
 
     let leave = json!({"op": "leave", "rooms": ["game:1"], "to": "user:Gonzalo"});
-    assert_eq!(post_rooms(&server, None, Some("s3cret"), leave).await, ok);
+    assert_eq!(server.post_rooms(None, Some("s3cret"), leave).await, ok);
     eventually("left over HTTP", || members(state, "game:1") == 0).await;
 
     let disconnect = json!({"op": "disconnect", "to": "user:Gonzalo", "reason": "bye"});
     assert_eq!(
-        post_rooms(&server, None, Some("s3cret"), disconnect).await,
+        server.post_rooms(None, Some("s3cret"), disconnect).await,
         ok
     );
     assert_eq!(
@@ -222,29 +207,30 @@ async fn pages_may_not_operate_rooms_and_bad_requests_name_the_field() {
     let (server, cookie, _client) = node_with_token().await;
     let join = json!({"op": "join", "rooms": "game:1", "to": "user:Gonzalo"});
 
-    let (status, answer) = post_rooms(&server, Some(&cookie), None, join.clone()).await;
+    let (status, answer) = server.post_rooms(Some(&cookie), None, join.clone()).await;
     assert_eq!(status, 403, "{answer}");
     assert!(
         answer["error"].as_str().unwrap().contains("token"),
         "{answer}"
     );
-    assert_eq!(post_rooms(&server, None, None, join.clone()).await.0, 401);
-    assert_eq!(post_rooms(&server, None, Some("wrong"), join).await.0, 401);
+    assert_eq!(server.post_rooms(None, None, join.clone()).await.0, 401);
+    assert_eq!(server.post_rooms(None, Some("wrong"), join).await.0, 401);
 
-    let (status, answer) = post_rooms(
-        &server,
-        None,
-        Some("s3cret"),
-        json!({"op": "join", "rooms": "", "to": "user:Gonzalo"}),
-    )
-    .await;
+    let (status, answer) = server
+        .post_rooms(
+            None,
+            Some("s3cret"),
+            json!({"op": "join", "rooms": "", "to": "user:Gonzalo"}),
+        )
+        .await;
     assert_eq!(
         (status, answer["field"].clone()),
         (422, json!("rooms")),
         "{answer}"
     );
-    let (status, answer) =
-        post_rooms(&server, None, Some("s3cret"), json!({"op": "disconnect"})).await;
+    let (status, answer) = server
+        .post_rooms(None, Some("s3cret"), json!({"op": "disconnect"}))
+        .await;
     assert_eq!(
         (status, answer["field"].clone()),
         (422, json!("to")),
@@ -385,7 +371,7 @@ async fn a_page_joins_and_leaves_the_rooms_its_rules_allow_over_http() {
     config.auth.session_rooms = vec!["game:*".into(), "team:{user}".into()];
     let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     let state = &server.state;
-    let page = |body: Value| post_rooms(&server, Some(&cookie), None, body);
+    let page = |body: Value| server.post_rooms(Some(&cookie), None, body);
     let ok = (200, json!({"status": true}));
 
     let join = json!({"op": "join", "rooms": ["game:1", "team:Gonzalo"], "to": "user:Gonzalo"});
@@ -394,16 +380,7 @@ async fn a_page_joins_and_leaves_the_rooms_its_rules_allow_over_http() {
         members(state, "game:1") == 1 && members(state, "team:Gonzalo") == 1
     })
     .await;
-    server
-        .publish(
-            &cookie,
-            json!({"channel": "move", "body": "e4", "to": "game:1"}),
-        )
-        .await;
-    assert_eq!(
-        client.next_event().await,
-        ("move".to_owned(), vec![json!("e4")])
-    );
+    move_reaches(&server, &cookie, &mut client).await;
 
     for refused in [
         // A room the rules do not allow, another user's team, everyone's sockets, another

@@ -188,6 +188,27 @@ impl TestServer {
         response.json().await.unwrap()
     }
 
+    /// `POST /api/rooms` with `body`, a cookie and a bearer token when given; status and JSON
+    /// answer.
+    pub async fn post_rooms(
+        &self,
+        cookie: Option<&str>,
+        token: Option<&str>,
+        body: Value,
+    ) -> (u16, Value) {
+        let mut request = self
+            .request(reqwest::Method::POST, "/api/rooms")
+            .json(&body);
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
     /// Stops the node gracefully and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -348,6 +369,8 @@ pub struct ClientOptions {
     pub auth: Option<Value>,
     pub websocket_only: bool,
     pub headers: Vec<(String, String)>,
+    /// The namespace to connect to; `/` when `None`.
+    pub namespace: Option<String>,
 }
 
 /// Connects a client and waits until the server accepted or refused it.
@@ -395,6 +418,9 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
             let _ = event_tx.send((event.as_str().to_owned(), values));
             async {}.boxed()
         });
+    if let Some(namespace) = &options.namespace {
+        builder = builder.namespace(namespace.as_str());
+    }
     if let Some(cookie) = &options.cookie {
         builder = builder.opening_header("Cookie", cookie.as_str());
     }
