@@ -170,29 +170,15 @@ impl RedisState {
         }
     }
 
-    /// Reconnects connection `id` with backoff until `connect` succeeds. `None` when the broker
-    /// shuts down or `abandoned()` says nobody needs the connection any more.
+    /// Reconnects connection `id` with backoff until `connect` succeeds; `None` when the broker
+    /// shuts down or `abandoned()` says nobody needs the connection any more. The backoff is
+    /// capped at `cap` or the options' `backoff_max`, whichever is smaller: history subscriptions
+    /// retry at least every second, so that they resume within a second of Redis answering
+    /// again.
     pub(crate) async fn reconnect<T, Fut>(
         &self,
         id: PartId,
-        shutdown: &mut Shutdown,
-        abandoned: impl Fn() -> bool,
-        connect: impl Fn() -> Fut,
-    ) -> Option<T>
-    where
-        Fut: Future<Output = Result<T, BrokerError>>,
-    {
-        self.reconnect_within(id, self.options.backoff_max, shutdown, abandoned, connect)
-            .await
-    }
-
-    /// [`RedisState::reconnect`] with the backoff capped at `backoff_max` (or the options' cap if
-    /// smaller): history subscriptions retry at least every second, so that they resume within
-    /// a second of Redis answering again.
-    pub(crate) async fn reconnect_within<T, Fut>(
-        &self,
-        id: PartId,
-        backoff_max: std::time::Duration,
+        cap: std::time::Duration,
         shutdown: &mut Shutdown,
         abandoned: impl Fn() -> bool,
         connect: impl Fn() -> Fut,
@@ -202,7 +188,7 @@ impl RedisState {
     {
         let backoff = Backoff {
             min: self.options.backoff_min,
-            max: self.options.backoff_max.min(backoff_max),
+            max: self.options.backoff_max.min(cap),
         };
         Reconnect {
             board: &self.board,

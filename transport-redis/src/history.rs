@@ -417,7 +417,7 @@ impl Reader {
             state.check_publisher.notify_one();
             let tx = &self.tx;
             let reconnected = state
-                .reconnect_within(
+                .reconnect(
                     self.id,
                     RESUME_WITHIN,
                     &mut shutdown,

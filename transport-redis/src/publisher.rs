@@ -108,6 +108,7 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
         let reconnected = state
             .reconnect(
                 PUBLISHER,
+                state.options.backoff_max,
                 &mut shutdown,
                 || false,
                 || state.connect_publisher(),

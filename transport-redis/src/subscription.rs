@@ -48,6 +48,7 @@ pub(crate) async fn run(
         let reconnected = state
             .reconnect(
                 id,
+                state.options.backoff_max,
                 &mut shutdown,
                 || tx.is_closed(),
                 || state.open_pubsub(&specs),
