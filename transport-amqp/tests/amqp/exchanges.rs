@@ -26,6 +26,19 @@ async fn raw_connection(server: &RabbitMqServer) -> Connection {
         .unwrap_or_else(|e| panic!("raw lapin connection: {e}"))
 }
 
+/// On the shared server, another client's connection and a new exchange (named from `label`)
+/// that it declared as kombu does, `durable` or not.
+async fn exchange_from_kombu(
+    label: &str,
+    durable: bool,
+) -> (&'static RabbitMqServer, Connection, String) {
+    let server = RabbitMqServer::shared().await;
+    let raw = raw_connection(server).await;
+    let name = unique_channel(label);
+    declare_like_kombu(&raw, &name, durable).await;
+    (server, raw, name)
+}
+
 /// Declares `name` as python-socketio's `KombuManager` does:
 /// `kombu.Exchange(name, type="fanout", durable=False)` (not auto-deleted, no arguments).
 async fn declare_like_kombu(connection: &Connection, name: &str, durable: bool) {
@@ -47,10 +60,7 @@ async fn declare_like_kombu(connection: &Connection, name: &str, durable: bool) 
 
 #[tokio::test]
 async fn shares_an_exchange_declared_by_kombu() {
-    let server = RabbitMqServer::shared().await;
-    let raw = raw_connection(server).await;
-    let name = unique_channel("flask-socketio");
-    declare_like_kombu(&raw, &name, false).await;
+    let (server, raw, name) = exchange_from_kombu("flask-socketio", false).await;
 
     // Sidecast declares the same exchange again: accepted (no PRECONDITION_FAILED), both when
     // subscribing and when publishing.
@@ -127,10 +137,7 @@ async fn shares_an_exchange_declared_by_kombu() {
 
 #[tokio::test]
 async fn a_durability_mismatch_is_refused_with_the_fix() {
-    let server = RabbitMqServer::shared().await;
-    let raw = raw_connection(server).await;
-    let name = unique_channel("durable");
-    declare_like_kombu(&raw, &name, true).await;
+    let (server, _raw, name) = exchange_from_kombu("durable", true).await;
 
     // Default options (non-durable) meet a durable exchange: RabbitMQ refuses, the error says
     // what to change, and the connection carries on (the refusal closes one channel only).
