@@ -466,6 +466,22 @@ pub async fn subscribe<B: Broker + ?Sized>(broker: &B, specs: &[ChannelSpec]) ->
     }
 }
 
+/// Publishes on `channel` when that must fail (the server is down, paused, refuses): waits at
+/// most [`DEADLINE`] and returns the error. Panics, naming `what`, if the publish succeeds or
+/// hangs.
+pub async fn publish_error<B: Broker + ?Sized>(
+    broker: &B,
+    channel: &str,
+    what: &str,
+) -> BrokerError {
+    within_deadline(
+        what,
+        broker.publish(channel, Bytes::from_static(b"not delivered")),
+    )
+    .await
+    .expect_err(&format!("{what} must fail"))
+}
+
 /// Publishes or panics with the error.
 pub async fn publish<B: Broker + ?Sized>(broker: &B, channel: &str, payload: impl Into<Bytes>) {
     if let Err(e) = broker.publish(channel, payload.into()).await {

@@ -7,7 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{connect, options};
 use sidecast_core::{Broker, BrokerHealth, ChannelSpec, Offset};
 use sidecast_testkit::conformance::{
@@ -34,12 +33,7 @@ async fn subscription_survives_a_redis_restart() {
     assert!(seen_attempt >= 1, "attempts count from 1");
 
     // While Redis is down, publishing fails (fast, with a transient error) instead of hanging.
-    let result = within_deadline(
-        "publish during the outage",
-        broker.publish(&channel, Bytes::from_static(b"lost")),
-    )
-    .await;
-    let error = result.expect_err("publish during the outage must fail");
+    let error = conformance::publish_error(&broker, &channel, "publish during the outage").await;
     assert!(
         error.is_transient(),
         "expected a transient error, got: {error}"
@@ -109,12 +103,12 @@ async fn publish_during_an_outage_fails_fast_and_recovers() {
 
     server.stop().await;
     for i in 0..5 {
-        let result = within_deadline(
+        let error = conformance::publish_error(
+            &broker,
+            &channel,
             &format!("publish {i} during the outage"),
-            broker.publish(&channel, Bytes::from_static(b"x")),
         )
         .await;
-        let error = result.expect_err("publish during the outage must fail");
         assert!(
             error.is_transient(),
             "publish {i}: expected a transient error, got: {error}"
@@ -221,12 +215,7 @@ async fn unresponsive_server_times_out_and_recovers() {
         .await
         .expect("CLIENT PAUSE");
     assert_eq!(reply, "+OK");
-    let result = within_deadline(
-        "publish to a paused server",
-        broker.publish(&channel, Bytes::from_static(b"stuck")),
-    )
-    .await;
-    let error = result.expect_err("a paused server cannot acknowledge");
+    let error = conformance::publish_error(&broker, &channel, "publish to a paused server").await;
     assert!(
         matches!(error, sidecast_core::BrokerError::Timeout { .. }),
         "{error:?}"

@@ -56,13 +56,13 @@ async fn subscribed_node(options: AmqpOptions, channel: &str) -> Node {
 /// or waiting for the reconnection.
 async fn publish_fails_fast(broker: &AmqpBroker, channel: &str, outage: impl std::fmt::Debug) {
     let started = Instant::now();
-    let result = within_deadline(
+    let error = sidecast_testkit::conformance::publish_error(
+        broker,
+        channel,
         &format!("{outage:?}: publish during the outage"),
-        broker.publish(channel, Bytes::from_static(b"lost")),
     )
     .await;
     let took = started.elapsed();
-    let error = result.expect_err("publish during the outage must fail");
     assert!(
         error.is_transient(),
         "{outage:?}: expected a transient error, got: {error}"
