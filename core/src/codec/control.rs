@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::DecodeError;
+use super::{DecodeError, OneOrMany};
 use crate::rooms::{self, InvalidRoom, MAX_REASON_LEN};
 
 /// The control channel that goes with an event channel.
@@ -211,16 +211,7 @@ fn root() -> String {
 
 /// A string or a list of strings.
 fn one_or_many<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(match OneOrMany::deserialize(de)? {
-        OneOrMany::One(s) => vec![s],
-        OneOrMany::Many(v) => v,
-    })
+    OneOrMany::deserialize(de).map(Vec::from)
 }
 
 #[derive(Serialize)]

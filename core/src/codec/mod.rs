@@ -13,10 +13,32 @@
 //!
 //! [`control`] carries the instructions nodes send each other on `<broker.channel>:control`.
 
+use serde::Deserialize;
+
 use crate::envelope::InvalidEnvelope;
 
 pub mod control;
 pub mod native;
+
+/// A string or a list of strings: how the wire formats accept a list of rooms (`rooms`, `to`,
+/// `except`), so that a single room needs no list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single string.
+    One(String),
+    /// A list of strings.
+    Many(Vec<String>),
+}
+
+impl From<OneOrMany> for Vec<String> {
+    fn from(v: OneOrMany) -> Self {
+        match v {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
 
 /// Why a payload could not be turned into an [`Envelope`](crate::Envelope).
 #[derive(Debug, thiserror::Error)]

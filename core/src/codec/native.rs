@@ -3,25 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::DecodeError;
+use super::{DecodeError, OneOrMany};
 use crate::envelope::Envelope;
-
-/// A string or a list of strings, as accepted for `rooms` and `except`.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl From<OneOrMany> for Vec<String> {
-    fn from(v: OneOrMany) -> Self {
-        match v {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
 
 #[derive(Deserialize)]
 struct WireIn {

@@ -7,6 +7,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sidecast_core::codec::OneOrMany;
 use sidecast_core::{Action, AuthRequest, Envelope};
 use tower_sessions::Session;
 
@@ -24,17 +25,10 @@ struct PublishRequest {
     body: Value,
     /// A room or a list of rooms; everyone when absent.
     #[serde(default)]
-    to: Option<Rooms>,
+    to: Option<OneOrMany>,
     /// The namespace; `/` when absent.
     #[serde(default)]
     namespace: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Rooms {
-    One(String),
-    Many(Vec<String>),
 }
 
 /// `POST /api/`: authorize, then publish through the broker. The node's own subscription delivers
@@ -166,11 +160,7 @@ fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
         ));
     }
     let mut envelope = Envelope::new(request.channel, request.body).stamped();
-    envelope.rooms = match request.to {
-        None => Vec::new(),
-        Some(Rooms::One(room)) => vec![room],
-        Some(Rooms::Many(rooms)) => rooms,
-    };
+    envelope.rooms = request.to.map(Vec::from).unwrap_or_default();
     if envelope.rooms.iter().any(String::is_empty) {
         return Err(ApiError::schema("to", "room names must not be empty"));
     }

@@ -14,6 +14,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sidecast_core::codec::OneOrMany;
 use sidecast_core::codec::control::{Control, InvalidControl};
 use sidecast_core::{Action, AuthRequest};
 use tower_sessions::Session;
@@ -42,35 +43,19 @@ struct RoomsRequest {
     op: Op,
     /// The rooms to join, leave or close.
     #[serde(default)]
-    rooms: Option<Rooms>,
+    rooms: Option<OneOrMany>,
     /// Whose sockets: rooms, such as `user:<name>` or a socket id.
     #[serde(default)]
-    to: Option<Rooms>,
+    to: Option<OneOrMany>,
     /// Sockets in these rooms are left out.
     #[serde(default)]
-    except: Option<Rooms>,
+    except: Option<OneOrMany>,
     /// The namespace; `/` when absent.
     #[serde(default)]
     namespace: Option<String>,
     /// For `disconnect`: the reason the clients receive.
     #[serde(default)]
     reason: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Rooms {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl From<Rooms> for Vec<String> {
-    fn from(rooms: Rooms) -> Self {
-        match rooms {
-            Rooms::One(room) => vec![room],
-            Rooms::Many(rooms) => rooms,
-        }
-    }
 }
 
 /// `POST /api/rooms`: authorize, then publish the operation through the broker.
@@ -98,59 +83,48 @@ pub(crate) async fn apply(
     };
     // One decision per room, so that a policy can allow some rooms and not others; the operation
     // is published only when every one is allowed.
-    let mut principal = None;
-    match &operation {
+    let actions: Vec<Action<'_>> = match &operation {
         Control::Join {
             rooms,
             namespace,
             join,
             ..
-        } => {
-            for room in join {
-                principal = Some(
-                    authorize(Action::Join {
-                        namespace,
-                        room,
-                        targets: rooms,
-                    })
-                    .await?,
-                );
-            }
-        }
+        } => join
+            .iter()
+            .map(|room| Action::Join {
+                namespace,
+                room,
+                targets: rooms,
+            })
+            .collect(),
         Control::Leave {
             rooms,
             namespace,
             leave,
             ..
-        } => {
-            for room in leave {
-                principal = Some(
-                    authorize(Action::Leave {
-                        namespace,
-                        room,
-                        targets: rooms,
-                    })
-                    .await?,
-                );
-            }
-        }
+        } => leave
+            .iter()
+            .map(|room| Action::Leave {
+                namespace,
+                room,
+                targets: rooms,
+            })
+            .collect(),
         Control::Disconnect {
             rooms, namespace, ..
-        } => {
-            principal = Some(
-                authorize(Action::Disconnect {
-                    namespace,
-                    targets: rooms,
-                })
-                .await?,
-            );
-        }
-        Control::CloseRoom { rooms, namespace } => {
-            for room in rooms {
-                principal = Some(authorize(Action::CloseRoom { namespace, room }).await?);
-            }
-        }
-        _ => {}
+        } => vec![Action::Disconnect {
+            namespace,
+            targets: rooms,
+        }],
+        Control::CloseRoom { rooms, namespace } => rooms
+            .iter()
+            .map(|room| Action::CloseRoom { namespace, room })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut principal = None;
+    for action in actions {
+        principal = Some(authorize(action).await?);
     }
     // Validation guarantees at least one room, hence one decision.
     let Some(principal) = principal else {
@@ -212,7 +186,7 @@ fn parse(bytes: &[u8]) -> Result<Control, ApiError> {
         }
     })?;
     let namespace = request.namespace.unwrap_or_else(|| "/".to_owned());
-    let list = |rooms: Option<Rooms>| rooms.map(Vec::from).unwrap_or_default();
+    let list = |rooms: Option<OneOrMany>| rooms.map(Vec::from).unwrap_or_default();
     let refuse = |field: &str, why: &str| Err(ApiError::schema(field, why.to_owned()));
     let op = request.op;
     if !matches!(op, Op::Disconnect) && request.reason.is_some() {
