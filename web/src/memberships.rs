@@ -147,14 +147,8 @@ impl RedisMemberships {
         channel: &str,
         timeout: std::time::Duration,
     ) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(timeout);
         Ok(Self {
-            connection: redis::aio::ConnectionManager::new_lazy_with_config(client, config)?,
+            connection: crate::redis_sessions::lazy_connection(url, timeout)?,
             prefix: format!("{channel}:memberships:"),
             timeout,
         })
@@ -164,6 +158,30 @@ impl RedisMemberships {
     fn key(&self, kind: &str, namespace: &str, name: &str) -> String {
         let parts = serde_json::to_string(&(namespace, name)).unwrap_or_default();
         format!("{}{kind}:{parts}", self.prefix)
+    }
+
+    /// One atomic pipeline that applies the set command `command` (`SADD` or `SREM`) to both
+    /// sides of the memberships: the user's set of rooms, and each room's set of users.
+    fn both_ways(
+        &self,
+        command: &str,
+        namespace: &str,
+        user: &str,
+        rooms: &[String],
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd(command)
+            .arg(self.key("user", namespace, user))
+            .arg(rooms)
+            .ignore();
+        for room in rooms {
+            pipe.cmd(command)
+                .arg(self.key("room", namespace, room))
+                .arg(user)
+                .ignore();
+        }
+        pipe
     }
 
     async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
@@ -183,25 +201,13 @@ impl RedisMemberships {
 #[async_trait]
 impl MembershipStore for RedisMemberships {
     async fn add(&self, namespace: &str, user: &str, rooms: &[String]) -> Result<(), String> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .sadd(self.key("user", namespace, user), rooms)
-            .ignore();
-        for room in rooms {
-            pipe.sadd(self.key("room", namespace, room), user).ignore();
-        }
-        self.run::<()>(&pipe).await
+        self.run::<()>(&self.both_ways("SADD", namespace, user, rooms))
+            .await
     }
 
     async fn remove(&self, namespace: &str, user: &str, rooms: &[String]) -> Result<(), String> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .srem(self.key("user", namespace, user), rooms)
-            .ignore();
-        for room in rooms {
-            pipe.srem(self.key("room", namespace, room), user).ignore();
-        }
-        self.run::<()>(&pipe).await
+        self.run::<()>(&self.both_ways("SREM", namespace, user, rooms))
+            .await
     }
 
     async fn close(&self, namespace: &str, rooms: &[String]) -> Result<(), String> {

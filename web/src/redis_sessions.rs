@@ -12,6 +12,22 @@ use tower_sessions::session_store::{self, SessionStore};
 /// Keys are `sidecast:session:<id>`; each expires with its session.
 const PREFIX: &str = "sidecast:session:";
 
+/// A connection to the Redis at `url`, made lazily (a node starts even while Redis is down), whose
+/// connects and answers are bounded by `timeout` and which retries once, so that an operation
+/// fails quickly while Redis is away. Shared by the session and the membership stores.
+pub(crate) fn lazy_connection(
+    url: &str,
+    timeout: Duration,
+) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(timeout);
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
 /// A tower-sessions store on Redis.
 ///
 /// Every operation is bounded by a short time-out: with Redis down, a socket connect or a
@@ -34,15 +50,8 @@ impl RedisSessionStore {
     /// A store on the Redis at `url`. The connection is made lazily, so a node starts even while
     /// Redis is down; operations fail (quickly) until it is back.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(timeout);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
-            connection,
+            connection: lazy_connection(url, timeout)?,
             timeout,
         })
     }
