@@ -6,6 +6,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sidecast_core::codec::OneOrMany;
 use sidecast_core::{Action, AuthRequest, Envelope};
@@ -127,32 +128,46 @@ pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiE
         .map_err(|_| ApiError::PayloadTooLarge { limit })
 }
 
-/// Validates the JSON of `POST /api/` into an envelope; every problem names its field.
-fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
+/// Parses a request body that must be a JSON object (such as `example`) into `T`; every problem
+/// names its field. `field_error` words a problem at a path (given serde's message) where the
+/// request has something better to say than `field "<path>": <serde's message>`.
+pub(crate) fn parse_object<T: DeserializeOwned>(
+    bytes: &[u8],
+    example: &str,
+    field_error: impl FnOnce(&str, &str) -> Option<ApiError>,
+) -> Result<T, ApiError> {
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     if !value.is_object() {
         return Err(ApiError::schema(
             "",
-            "expected a JSON object such as {\"channel\": \"message\", \"body\": \"Hi\"}",
+            format!("expected a JSON object such as {example}"),
         ));
     }
-    let request: PublishRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
+    serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         // serde reports a missing field at the parent path; name the field itself.
-        match inner.strip_prefix("missing field `") {
-            Some(rest) => {
-                let field = rest.trim_end_matches('`').to_owned();
-                let message = format!("missing field \"{field}\"");
-                ApiError::schema(field, message)
-            }
-            None if path == "to" => {
-                ApiError::schema("to", "\"to\" must be a room name or a list of room names")
-            }
-            None => ApiError::schema(path.clone(), format!("field \"{path}\": {inner}")),
+        if let Some(rest) = inner.strip_prefix("missing field `") {
+            let field = rest.trim_end_matches('`').to_owned();
+            return ApiError::schema(field.clone(), format!("missing field \"{field}\""));
         }
-    })?;
+        field_error(&path, &inner)
+            .unwrap_or_else(|| ApiError::schema(path.clone(), format!("field \"{path}\": {inner}")))
+    })
+}
+
+/// Validates the JSON of `POST /api/` into an envelope; every problem names its field.
+fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
+    let request: PublishRequest = parse_object(
+        bytes,
+        r#"{"channel": "message", "body": "Hi"}"#,
+        |path, _| {
+            (path == "to").then(|| {
+                ApiError::schema("to", "\"to\" must be a room name or a list of room names")
+            })
+        },
+    )?;
     if !(request.body.is_string() || request.body.is_object()) {
         return Err(ApiError::schema(
             "body",

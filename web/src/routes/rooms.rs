@@ -19,7 +19,7 @@ use sidecast_core::codec::control::{Control, InvalidControl};
 use sidecast_core::{Action, AuthRequest};
 use tower_sessions::Session;
 
-use super::api::{read_limited, require_json, served};
+use super::api::{parse_object, read_limited, require_json, served};
 use crate::Sidecast;
 use crate::error::ApiError;
 use crate::session::session_user;
@@ -149,42 +149,32 @@ pub(crate) async fn apply(
 /// Validates the JSON of `POST /api/rooms` into a control message; every problem names its
 /// field.
 fn parse(bytes: &[u8]) -> Result<Control, ApiError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    if !value.is_object() {
-        return Err(ApiError::schema(
-            "",
-            "expected a JSON object such as {\"op\": \"join\", \"rooms\": \"game:1\", \"to\": \"user:alice\"}",
-        ));
-    }
-    let request: RoomsRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        if let Some(rest) = inner.strip_prefix("missing field `") {
-            let field = rest.trim_end_matches('`').to_owned();
-            return ApiError::schema(field.clone(), format!("missing field \"{field}\""));
-        }
-        if let Some(rest) = inner.strip_prefix("unknown field `") {
-            let field = rest.split('`').next().unwrap_or_default().to_owned();
-            return ApiError::schema(
-                field.clone(),
-                format!(
-                    "unknown field \"{field}\"; the fields are op, rooms, to, except, namespace, reason"
-                ),
-            );
-        }
-        match path.as_str() {
-            "op" => ApiError::schema(
-                "op",
-                "\"op\" must be \"join\", \"leave\", \"disconnect\" or \"close_room\"",
-            ),
-            "rooms" | "to" | "except" => ApiError::schema(
-                path.clone(),
-                format!("\"{path}\" must be a room name or a list of room names"),
-            ),
-            _ => ApiError::schema(path.clone(), format!("field \"{path}\": {inner}")),
-        }
-    })?;
+    let request: RoomsRequest = parse_object(
+        bytes,
+        r#"{"op": "join", "rooms": "game:1", "to": "user:alice"}"#,
+        |path, inner| {
+            if let Some(rest) = inner.strip_prefix("unknown field `") {
+                let field = rest.split('`').next().unwrap_or_default().to_owned();
+                return Some(ApiError::schema(
+                    field.clone(),
+                    format!(
+                        "unknown field \"{field}\"; the fields are op, rooms, to, except, namespace, reason"
+                    ),
+                ));
+            }
+            match path {
+                "op" => Some(ApiError::schema(
+                    "op",
+                    "\"op\" must be \"join\", \"leave\", \"disconnect\" or \"close_room\"",
+                )),
+                "rooms" | "to" | "except" => Some(ApiError::schema(
+                    path,
+                    format!("\"{path}\" must be a room name or a list of room names"),
+                )),
+                _ => None,
+            }
+        },
+    )?;
     let namespace = request.namespace.unwrap_or_else(|| "/".to_owned());
     let list = |rooms: Option<OneOrMany>| rooms.map(Vec::from).unwrap_or_default();
     let refuse = |field: &str, why: &str| Err(ApiError::schema(field, why.to_owned()));
