@@ -5,7 +5,6 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::memory_config;
 use sidecast_core::Broker;
 use sidecast_core::config::BrokerKind;
@@ -24,10 +23,7 @@ async fn a_durable_exchange_is_refused_with_the_configuration_key_that_fixes_it(
     })
     .await
     .unwrap();
-    other_app
-        .publish(&channel, Bytes::from_static(b"{}"))
-        .await
-        .unwrap();
+    sidecast_testkit::conformance::publish(&other_app, &channel, "{}").await;
 
     let mut config = memory_config();
     config.broker.kind = BrokerKind::Amqp;

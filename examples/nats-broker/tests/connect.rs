@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sidecast_core::{Broker, BrokerError, ChannelSpec};
 use sidecast_example_nats::{NatsBroker, NatsOptions};
-use sidecast_testkit::conformance::{MakeBroker, await_subscribed, next_message};
+use sidecast_testkit::conformance::{MakeBroker, await_subscribed, next_message, publish_all};
 use sidecast_testkit::process::free_port;
 use sidecast_testkit::unique_channel;
 use support::{NatsServer, nats_on};
@@ -103,14 +103,7 @@ async fn a_channel_named_twice_is_delivered_once() {
         .await
         .unwrap();
     await_subscribed(&broker, &mut sub, &channel).await;
-    broker
-        .publish(&channel, Bytes::from_static(b"one"))
-        .await
-        .unwrap();
-    broker
-        .publish(&channel, Bytes::from_static(b"two"))
-        .await
-        .unwrap();
+    publish_all(&broker, &channel, ["one", "two"]).await;
     assert_eq!(next_message(&mut sub).await.payload, &b"one"[..]);
     assert_eq!(next_message(&mut sub).await.payload, &b"two"[..]);
 }
