@@ -91,12 +91,12 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
     let hint = match (&kind, doing) {
         (Some(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)), Doing::Connecting) => {
             Some(format!(
-                "RabbitMQ at {url} refused the login: check the user and password in broker.url \
+                "RabbitMQ at {url} refused the login: check the user and password in the URL \
                  (amqp://user:password@host:port/vhost)"
             ))
         }
         (Some(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)), _) => Some(format!(
-            "the user of broker.url ({url}) may not use this exchange: grant it configure, \
+            "the user of {url} may not use this exchange: grant it configure, \
              write and read permissions on the virtual host (rabbitmqctl set_permissions), and \
              note that names starting with `amq.` are reserved by RabbitMQ"
         )),
@@ -125,7 +125,7 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
         ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::InvalidData => Some(format!(
             "the TLS handshake with {url} failed: the server's certificate must be trusted (the \
              system's store, or a CA file named by the SSL_CERT_FILE environment variable) and \
-             valid for the host in broker.url, and the port must speak TLS (RabbitMQ's TLS port \
+             valid for the URL's host, and the port must speak TLS (RabbitMQ's TLS port \
              is usually 5671)"
         )),
         _ => None,

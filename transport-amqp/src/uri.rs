@@ -13,7 +13,7 @@ pub(crate) fn parse_uri(options: &AmqpOptions, redacted: &str) -> Result<AMQPUri
     let shown = format!("{redacted:?}");
     let bad = |why: &str| {
         error::config(format!(
-            "broker.url {shown} is not a valid AMQP URL ({why}); it must look like \
+            "the URL {shown} is not a valid AMQP URL ({why}); it must look like \
              amqp://user:password@host:port/vhost (the default vhost `/` is written %2f), or \
              amqps://... for TLS"
         ))
@@ -74,7 +74,10 @@ mod tests {
                 matches!(error, BrokerError::Config { .. }),
                 "{url}: {error}"
             );
-            assert!(error.to_string().contains("broker.url"), "{error}");
+            assert!(
+                error.to_string().contains("is not a valid AMQP URL"),
+                "{error}"
+            );
         }
         let zero = AmqpOptions {
             publish_timeout: Duration::ZERO,

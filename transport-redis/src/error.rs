@@ -28,7 +28,7 @@ pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
             Explained::new(
                 format!(
                     "authentication or permission failure at {url}: check the user and password \
-                     in broker.url (redis://user:password@host:port) and that the ACL user may \
+                     in the URL (redis://user:password@host:port) and that the ACL user may \
                      PUBLISH/SUBSCRIBE/PSUBSCRIBE on the channels"
                 ),
                 error,
@@ -39,7 +39,7 @@ pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
         return BrokerError::Config {
             backend: BACKEND,
             reason: format!(
-                "{error}; broker.url must look like redis://[user:password@]host[:port][/db] or \
+                "{error}; the URL must look like redis://[user:password@]host[:port][/db] or \
                  rediss://... for TLS"
             ),
         };

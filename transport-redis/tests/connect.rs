@@ -47,8 +47,8 @@ async fn password_in_the_url() {
             .unwrap_or_default()
     );
     assert!(
-        shown.contains("broker.url"),
-        "the error names the fix: {shown}"
+        shown.contains("check the user and password in the URL"),
+        "the error names the fix, in the transport's terms: {shown}"
     );
     assert!(
         !shown.contains("wrong-pw"),

@@ -137,7 +137,8 @@ pub enum StartError {
     BrokerSetting {
         /// The transport's error, worded in the transport's own options.
         error: BrokerError,
-        /// The configuration key and value to set, e.g. `broker.durable_exchanges = true`.
+        /// The configuration key (and environment variable) that fixes it, e.g.
+        /// `broker.durable_exchanges = true`.
         fix: &'static str,
     },
     /// A file named by the configuration could not be read.

@@ -49,9 +49,9 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
     })
 }
 
-/// The start error for a broker error, with the configuration key that fixes it where the
-/// transport's error names one of its own options (the transports word their errors in their
-/// options, `AmqpOptions::durable_exchanges`; the configuration is this layer's).
+/// The start error for a broker error, with the configuration key that fixes it: the
+/// transports word their errors in their own terms (`AmqpOptions::durable_exchanges`, "the
+/// URL"); the configuration is this layer's.
 pub(crate) fn broker_start_error(error: BrokerError) -> StartError {
     #[cfg(feature = "amqp")]
     {
@@ -67,7 +67,16 @@ pub(crate) fn broker_start_error(error: BrokerError) -> StartError {
             source = cause.source();
         }
     }
-    StartError::Broker(error)
+    match error {
+        // The transports speak of "the URL"; here it has a name.
+        BrokerError::Config { .. }
+        | BrokerError::Rejected { .. }
+        | BrokerError::Unavailable { .. } => StartError::BrokerSetting {
+            error,
+            fix: "the broker's URL is broker.url (SIDECAST_BROKER__URL)",
+        },
+        error => StartError::Broker(error),
+    }
 }
 
 /// Connects the broker `broker.kind` names.
@@ -80,14 +89,18 @@ pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError>
         BrokerKind::Redis => {
             let options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
             Ok(Arc::new(
-                sidecast_transport_redis::RedisBroker::connect(options).await?,
+                sidecast_transport_redis::RedisBroker::connect(options)
+                    .await
+                    .map_err(broker_start_error)?,
             ))
         }
         #[cfg(feature = "amqp")]
         BrokerKind::Amqp => {
             let options = sidecast_transport_amqp::AmqpOptions::from_config(&config.broker);
             Ok(Arc::new(
-                sidecast_transport_amqp::AmqpBroker::connect(options).await?,
+                sidecast_transport_amqp::AmqpBroker::connect(options)
+                    .await
+                    .map_err(broker_start_error)?,
             ))
         }
         #[allow(unreachable_patterns)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 pub enum BrokerError {
     /// The backend cannot be reached right now. Transient.
     #[error(
-        "{backend} broker at {url} is unavailable: {source}; check that it is running and reachable (broker.url), the request can be retried"
+        "{backend} broker at {url} is unavailable: {source}; check that it is running and reachable at that URL, the request can be retried"
     )]
     Unavailable {
         /// The transport (`"redis"`, `"amqp"`, ...).
@@ -219,10 +219,10 @@ mod tests {
         );
         assert!(BrokerError::timeout("nats", Duration::from_secs(2)).is_transient());
 
-        let explained = Explained::new("check the password in broker.url", io());
+        let explained = Explained::new("check the password in the URL", io());
         assert_eq!(
             explained.to_string(),
-            "check the password in broker.url (connection refused)"
+            "check the password in the URL (connection refused)"
         );
         let source = std::error::Error::source(&explained).map(ToString::to_string);
         assert_eq!(source.as_deref(), Some("connection refused"));

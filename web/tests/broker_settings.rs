@@ -1,19 +1,44 @@
-//! A node on a real RabbitMQ whose exchange exists with other settings: the start error names the
-//! configuration key that fixes it (the transport's own error names only its Rust option).
-#![cfg(feature = "amqp")]
+//! Broker refusals at start, on real servers: the start error names the configuration key that
+//! fixes it (the transports' own errors name only their Rust options, or "the URL").
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::memory_config;
-use sidecast_core::Broker;
 use sidecast_core::config::BrokerKind;
-use sidecast_testkit::{RabbitMqServer, unique_channel};
-use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
 use sidecast_web::{Sidecast, StartError};
 
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_password_names_broker_url() {
+    let redis =
+        sidecast_testkit::RedisServer::start_local_with_args(["--requirepass", "right-pw"]).await;
+    let config = common::broker_config(
+        BrokerKind::Redis,
+        &redis.url_with_credentials(None, "wrong-pw"),
+    );
+    let error = match Sidecast::builder().config(config).build().await {
+        Ok(_) => panic!("a wrong password must be refused"),
+        Err(error) => error,
+    };
+    let text = error.to_string();
+    assert!(
+        matches!(error, StartError::BrokerSetting { .. }),
+        "a typed start error: {text}"
+    );
+    assert!(
+        text.contains("broker.url (SIDECAST_BROKER__URL)"),
+        "names the key and its environment variable: {text}"
+    );
+    assert!(!text.contains("wrong-pw"), "the password leaked: {text}");
+}
+
+#[cfg(feature = "amqp")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_exchange_is_refused_with_the_configuration_key_that_fixes_it() {
+    use sidecast_core::Broker;
+    use sidecast_testkit::{RabbitMqServer, unique_channel};
+    use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
+
     let rabbit = RabbitMqServer::shared().await;
     let channel = unique_channel("durable-node");
     // Another application declared the channel's exchange durable (publishing declares it).
@@ -25,7 +50,7 @@ async fn a_durable_exchange_is_refused_with_the_configuration_key_that_fixes_it(
     .unwrap();
     sidecast_testkit::conformance::publish(&other_app, &channel, "{}").await;
 
-    let mut config = memory_config();
+    let mut config = common::memory_config();
     config.broker.kind = BrokerKind::Amqp;
     config.broker.url = Some(rabbit.url().to_owned());
     config.broker.channel = channel.clone();
