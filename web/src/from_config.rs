@@ -79,6 +79,14 @@ pub(crate) fn broker_start_error(error: BrokerError) -> StartError {
     }
 }
 
+/// A transport's connect result as a shared broker, or the start error naming the key to fix.
+#[cfg(any(feature = "redis", feature = "amqp"))]
+fn connected<B: sidecast_core::Broker>(
+    result: Result<B, BrokerError>,
+) -> Result<SharedBroker, StartError> {
+    Ok(Arc::new(result.map_err(broker_start_error)?))
+}
+
 /// Connects the broker `broker.kind` names.
 pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError> {
     match config.broker.kind {
@@ -88,20 +96,12 @@ pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError>
         #[cfg(feature = "redis")]
         BrokerKind::Redis => {
             let options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
-            Ok(Arc::new(
-                sidecast_transport_redis::RedisBroker::connect(options)
-                    .await
-                    .map_err(broker_start_error)?,
-            ))
+            connected(sidecast_transport_redis::RedisBroker::connect(options).await)
         }
         #[cfg(feature = "amqp")]
         BrokerKind::Amqp => {
             let options = sidecast_transport_amqp::AmqpOptions::from_config(&config.broker);
-            Ok(Arc::new(
-                sidecast_transport_amqp::AmqpBroker::connect(options)
-                    .await
-                    .map_err(broker_start_error)?,
-            ))
+            connected(sidecast_transport_amqp::AmqpBroker::connect(options).await)
         }
         #[allow(unreachable_patterns)]
         kind => Err(StartError::NotCompiled(format!(

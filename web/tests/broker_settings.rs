@@ -4,8 +4,19 @@
 
 mod common;
 
+use sidecast_core::Config;
 use sidecast_core::config::BrokerKind;
 use sidecast_web::{Sidecast, StartError};
+
+/// Builds a node from `config`, which must fail (`why`) with a broker refusal that a configuration
+/// key fixes; returns the error's text.
+async fn refused_setting(config: Config, why: &str) -> String {
+    match Sidecast::builder().config(config).build().await {
+        Ok(_) => panic!("{why}"),
+        Err(error @ StartError::BrokerSetting { .. }) => error.to_string(),
+        Err(other) => panic!("{why}, as a StartError::BrokerSetting: {other}"),
+    }
+}
 
 #[cfg(feature = "redis")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,15 +27,7 @@ async fn a_refused_password_names_broker_url() {
         BrokerKind::Redis,
         &redis.url_with_credentials(None, "wrong-pw"),
     );
-    let error = match Sidecast::builder().config(config).build().await {
-        Ok(_) => panic!("a wrong password must be refused"),
-        Err(error) => error,
-    };
-    let text = error.to_string();
-    assert!(
-        matches!(error, StartError::BrokerSetting { .. }),
-        "a typed start error: {text}"
-    );
+    let text = refused_setting(config, "a wrong password must be refused").await;
     assert!(
         text.contains("broker.url (SIDECAST_BROKER__URL)"),
         "names the key and its environment variable: {text}"
@@ -54,15 +57,11 @@ async fn a_durable_exchange_is_refused_with_the_configuration_key_that_fixes_it(
     config.broker.kind = BrokerKind::Amqp;
     config.broker.url = Some(rabbit.url().to_owned());
     config.broker.channel = channel.clone();
-    let error = match Sidecast::builder().config(config.clone()).build().await {
-        Ok(_) => panic!("a non-durable declaration of a durable exchange must be refused"),
-        Err(error) => error,
-    };
-    let text = error.to_string();
-    assert!(
-        matches!(error, StartError::BrokerSetting { .. }),
-        "a typed start error: {text}"
-    );
+    let text = refused_setting(
+        config.clone(),
+        "a non-durable declaration of a durable exchange must be refused",
+    )
+    .await;
     assert!(text.contains(&channel), "names the exchange: {text}");
     assert!(
         text.contains("broker.durable_exchanges = true")
