@@ -78,7 +78,9 @@ fn emitter(config: &Config, broker: SharedBroker, args: &EmitArgs) -> Emitter {
             args.channel
                 .clone()
                 .unwrap_or_else(|| config.broker.channel.clone()),
-        ),
+        )
+        // Through the history when the nodes deliver from it (recovery.enabled).
+        .with_history(config.recovery.enabled),
         WireFormat::PythonSocketio => {
             let channel = args.channel.clone().unwrap_or_else(|| {
                 config

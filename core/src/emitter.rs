@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::broker::{BrokerError, SharedBroker};
+use crate::broker::{BrokerError, Offset, SharedBroker};
 use crate::codec::control::{self, Control, InvalidControl};
 use crate::codec::native;
 use crate::envelope::{Envelope, InvalidEnvelope, now_millis};
@@ -32,6 +32,12 @@ use crate::signing::Signer;
 ///
 /// [`Emitter::python_socketio`] publishes in python-socketio's format instead, for Flask-SocketIO
 /// servers that still run during a migration.
+///
+/// When the broker offers a history ([`crate::Broker::history`]), events in Sidecast's own format
+/// are appended to it (they get an offset, nodes catch up on them after an outage and clients
+/// recover them) instead of being published over pub/sub: `Ok` then means the history holds the
+/// event. Nodes run with `recovery.enabled = false` read pub/sub only: an emitter for them is
+/// made with [`Emitter::with_history`]`(false)`. Room operations always travel over pub/sub.
 #[derive(Debug, Clone)]
 pub struct Emitter {
     broker: SharedBroker,
@@ -42,6 +48,8 @@ pub struct Emitter {
     except: Vec<String>,
     origin: Option<String>,
     signer: Option<Arc<Signer>>,
+    /// Append events to the broker's history, when it has one.
+    history: bool,
 }
 
 /// The format an [`Emitter`] writes.
@@ -89,6 +97,7 @@ impl Emitter {
             except: Vec::new(),
             origin: None,
             signer: None,
+            history: true,
         }
     }
 
@@ -123,6 +132,15 @@ impl Emitter {
     pub fn signed(&self, signer: Arc<Signer>) -> Self {
         let mut e = self.clone();
         e.signer = Some(signer);
+        e
+    }
+
+    /// A copy that appends its events to the broker's history (`true`, the default, which has an
+    /// effect only when the broker offers one) or publishes them over pub/sub (`false`, for nodes
+    /// run with `recovery.enabled = false`).
+    pub fn with_history(&self, history: bool) -> Self {
+        let mut e = self.clone();
+        e.history = history;
         e
     }
 
@@ -177,11 +195,23 @@ impl Emitter {
 
     /// Publishes a complete envelope as it is.
     pub async fn send(&self, envelope: &Envelope) -> Result<(), EmitError> {
+        self.send_for_offset(envelope).await.map(drop)
+    }
+
+    /// Publishes a complete envelope as [`Emitter::send`] does, and returns the offset the
+    /// broker's history assigned to it (`None` when it travelled over pub/sub: no history, the
+    /// python-socketio format, or [`Emitter::with_history`]`(false)`).
+    pub async fn send_for_offset(&self, envelope: &Envelope) -> Result<Option<Offset>, EmitError> {
         envelope.validate()?;
         match &self.format {
             Format::Native => {
-                self.publish_raw(&self.channel, native::encode(envelope))
-                    .await?;
+                let payload = self.sealed(native::encode(envelope));
+                if self.history
+                    && let Some(history) = self.broker.history()
+                {
+                    return Ok(Some(history.append(&self.channel, payload).await?));
+                }
+                self.broker.publish(&self.channel, payload).await?;
             }
             Format::PythonSocketio { host_id } => {
                 let payload = python_socketio::encode(envelope, host_id)?;
@@ -191,7 +221,7 @@ impl Emitter {
                     .await?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Makes the sockets this emitter addresses ([`Emitter::to`], [`Emitter::except`],
@@ -276,11 +306,15 @@ impl Emitter {
     /// Publishes an already encoded message on `channel`, signed when this emitter signs. Only
     /// the broker can refuse it: nothing is validated or encoded here.
     pub async fn publish_raw(&self, channel: &str, message: Vec<u8>) -> Result<(), BrokerError> {
-        let payload = match &self.signer {
+        self.broker.publish(channel, self.sealed(message)).await
+    }
+
+    /// `message`, signed when this emitter signs.
+    fn sealed(&self, message: Vec<u8>) -> Bytes {
+        Bytes::from(match &self.signer {
             Some(signer) => signer.seal(&message, now_millis()),
             None => message,
-        };
-        self.broker.publish(channel, Bytes::from(payload)).await
+        })
     }
 }
 
@@ -304,7 +338,7 @@ mod tests {
     #[tokio::test]
     async fn emits_native_envelopes_on_the_channel() {
         let (broker, mut sub) = listening("sidecast").await;
-        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast");
+        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast").with_history(false);
         emitter
             .to("user:a")
             .except("b")
@@ -333,6 +367,43 @@ mod tests {
             emitter.publish_raw("sidecast", b"raw".to_vec()).await,
             Err(BrokerError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn appends_to_the_history_when_the_broker_has_one() {
+        let (broker, mut sub) = listening("sidecast").await;
+        let signer = Arc::new(Signer::new("k", std::time::Duration::from_secs(60)));
+        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast").signed(signer.clone());
+        let envelope = Envelope::new("message", json!("Hi"));
+        let first = emitter.send_for_offset(&envelope).await.unwrap().unwrap();
+        let second = emitter.send_for_offset(&envelope).await.unwrap().unwrap();
+        assert!(first < second, "offsets increase: {first} < {second}");
+        let history = broker.history().unwrap();
+        let crate::Replay::Entries(entries) = history
+            .read_after("sidecast", &Offset::START, 10)
+            .await
+            .unwrap()
+        else {
+            panic!("no entries");
+        };
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].offset, first);
+        let opened = signer
+            .open_entry(
+                &entries[0].payload,
+                now_millis(),
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+        assert_eq!(native::decode(&opened).unwrap().event, "message");
+        // Not published as well: a node would deliver it twice.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), sub.recv())
+                .await
+                .is_err()
+        );
+        let python = Emitter::python_socketio(Arc::new(broker.clone()), "flask-socketio");
+        assert_eq!(python.send_for_offset(&envelope).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -112,20 +112,8 @@ impl Signer {
 
     /// Verifies a signed message received at `now_ms` and returns the unsigned message inside.
     pub fn open(&self, payload: &[u8], now_ms: u64) -> Result<Vec<u8>, SignatureError> {
-        let sealed: Sealed<'_> =
-            serde_json::from_slice(payload).map_err(|_| SignatureError::Unsigned)?;
-        let mut sig = [0u8; 32];
-        hex::decode_to_slice(sealed.sig.as_bytes(), &mut sig)
-            .map_err(|_| SignatureError::Invalid)?;
-        // verify_slice compares in constant time.
-        self.mac(sealed.ts, sealed.msg.as_bytes())
-            .verify_slice(&sig)
-            .map_err(|_| SignatureError::Invalid)?;
+        let (sealed, sig) = self.verified(payload, now_ms, self.max_age)?;
         let max_ms = u64::try_from(self.max_age.as_millis()).unwrap_or(u64::MAX);
-        let age_ms = now_ms.abs_diff(sealed.ts);
-        if age_ms > max_ms {
-            return Err(SignatureError::Stale { age_ms, max_ms });
-        }
         let mut seen = self
             .seen
             .lock()
@@ -138,6 +126,46 @@ impl Signer {
             return Err(SignatureError::Replayed);
         }
         Ok(sealed.msg.into_owned().into_bytes())
+    }
+
+    /// Verifies a signed history entry, read at `now_ms`, that may be up to `max_age` old (the
+    /// history's retention plus the clock skew allowed), and returns the message inside.
+    ///
+    /// Unlike [`Signer::open`], it keeps no record of the signatures seen: a history entry is
+    /// read again on purpose (a node catching up, a client recovering), and its offset, unique
+    /// in the history, is what keeps it from being delivered twice.
+    pub fn open_entry(
+        &self,
+        payload: &[u8],
+        now_ms: u64,
+        max_age: Duration,
+    ) -> Result<Vec<u8>, SignatureError> {
+        let (sealed, _) = self.verified(payload, now_ms, max_age)?;
+        Ok(sealed.msg.into_owned().into_bytes())
+    }
+
+    /// Checks the signature and the age (at most `max_age`) of a signed message.
+    fn verified<'p>(
+        &self,
+        payload: &'p [u8],
+        now_ms: u64,
+        max_age: Duration,
+    ) -> Result<(Sealed<'p>, [u8; 32]), SignatureError> {
+        let sealed: Sealed<'p> =
+            serde_json::from_slice(payload).map_err(|_| SignatureError::Unsigned)?;
+        let mut sig = [0u8; 32];
+        hex::decode_to_slice(sealed.sig.as_bytes(), &mut sig)
+            .map_err(|_| SignatureError::Invalid)?;
+        // verify_slice compares in constant time.
+        self.mac(sealed.ts, sealed.msg.as_bytes())
+            .verify_slice(&sig)
+            .map_err(|_| SignatureError::Invalid)?;
+        let max_ms = u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX);
+        let age_ms = now_ms.abs_diff(sealed.ts);
+        if age_ms > max_ms {
+            return Err(SignatureError::Stale { age_ms, max_ms });
+        }
+        Ok((sealed, sig))
     }
 }
 
@@ -183,6 +211,33 @@ mod tests {
         ));
         assert!(signer.open(&sealed, 1_500).is_ok());
         assert_eq!(signer.open(&sealed, 1_600), Err(SignatureError::Replayed));
+    }
+
+    /// History entries are read again on purpose, so a second read is no replay; the age bound
+    /// is the caller's (the history's retention), and the signature is checked as for `open`.
+    #[test]
+    fn history_entries_open_more_than_once_within_their_own_age() {
+        let signer = Signer::new("k", MIN);
+        let sealed = signer.seal(br#"{"event":"m"}"#, 1_000);
+        let retention = Duration::from_secs(120);
+        assert!(signer.open(&sealed, 1_000).is_ok());
+        assert_eq!(
+            signer.open_entry(&sealed, 2_000, retention).unwrap(),
+            br#"{"event":"m"}"#
+        );
+        assert!(signer.open_entry(&sealed, 100_000, retention).is_ok());
+        assert!(matches!(
+            signer.open_entry(&sealed, 1_000 + 121_000, retention),
+            Err(SignatureError::Stale { .. })
+        ));
+        assert_eq!(
+            Signer::new("other", MIN).open_entry(&sealed, 2_000, retention),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signer.open_entry(br#"{"event":"m"}"#, 2_000, retention),
+            Err(SignatureError::Unsigned)
+        );
     }
 
     /// The worked example of docs/protocol.md, so that other languages can check their code.

@@ -187,8 +187,9 @@ async fn broker_publisher(figment: &Figment, event: &str) -> anyhow::Result<Even
         );
     }
     let broker = sidecast_web::connect_broker(&config).await?;
-    let emitter =
-        Emitter::new(broker.clone(), config.broker.channel.clone()).with_origin("sidecast-bench");
+    let emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
+        .with_origin("sidecast-bench")
+        .with_history(config.recovery.enabled);
     Ok(EventSource::Broker {
         emitter,
         broker,

@@ -6,13 +6,14 @@
 //!
 //! [`Figment::merge`]: figment::Figment::merge
 
-// One file per section (`[server]`, `[broker]` with its ingress, `[auth]`, `[session]`, `[log]`),
-// plus `load` (figment) and `validate` (the checks across keys); everything is re-exported here,
-// so that every type is `sidecast_core::config::Name`.
+// One file per section (`[server]`, `[broker]` with its ingress, `[auth]`, `[session]`, `[log]`,
+// `[recovery]`), plus `load` (figment) and `validate` (the checks across keys); everything is
+// re-exported here, so that every type is `sidecast_core::config::Name`.
 mod auth;
 mod broker;
 mod load;
 mod log;
+mod recovery;
 mod secret;
 mod server;
 mod session;
@@ -24,6 +25,7 @@ pub use auth::{AuthConfig, PolicyKind, PolicyList};
 pub use broker::{BrokerConfig, BrokerKind, IngressConfig, IngressFormat};
 pub use load::{DEFAULT_FILE, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat};
+pub use recovery::RecoveryConfig;
 pub use secret::Secret;
 pub use server::{DEFAULT_CLIENT_JS_URL, ServerConfig, SlowClientPolicy};
 pub use session::{SessionConfig, SessionStoreKind};
@@ -43,6 +45,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The history events go through, and what reconnecting clients recover.
+    pub recovery: RecoveryConfig,
 }
 
 impl Config {

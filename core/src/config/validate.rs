@@ -59,6 +59,19 @@ impl Config {
                 &format!("lists {ns:?} twice; list each namespace once"),
             );
         }
+        if self.recovery.enabled && self.recovery.max_age_secs == 0 {
+            return bad(
+                "recovery.max_age_secs",
+                "must be at least 1 second; the default is 120 (or set recovery.enabled = false)",
+            );
+        }
+        if self.recovery.enabled && (self.recovery.max_events == 0 || self.recovery.max_replay == 0)
+        {
+            return bad(
+                "recovery.max_events",
+                "and recovery.max_replay must be at least 1; the defaults are 10000",
+            );
+        }
         if self.broker.channel.is_empty() {
             return bad(
                 "broker.channel",
