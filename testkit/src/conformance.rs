@@ -77,23 +77,68 @@ pub struct Capabilities {
     /// broker must report no history ([`history_declared`]) and the other history checks are
     /// skipped.
     pub history: bool,
+    /// Which size bounds of [`HistoryRetention`](sidecast_core::HistoryRetention) the history
+    /// applies: [`history_retention`] runs when it trims by entries,
+    /// [`history_retention_bytes`] when it trims by bytes.
+    pub history_bounds: HistoryBounds,
+}
+
+/// Which size bounds of [`HistoryRetention`](sidecast_core::HistoryRetention) a history applies
+/// (every history applies `max_age`). A backend may be unable to apply one: RabbitMQ streams
+/// cannot bound by number of messages, Redis streams cannot bound by bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryBounds {
+    /// `max_entries` is applied (checked by [`history_retention`]).
+    pub entries: bool,
+    /// `max_bytes` is applied (checked by [`history_retention_bytes`]).
+    pub bytes: bool,
+}
+
+impl HistoryBounds {
+    /// Trims by `max_entries` only (Redis).
+    pub const ENTRIES: Self = Self {
+        entries: true,
+        bytes: false,
+    };
+    /// Trims by `max_bytes` only (RabbitMQ).
+    pub const BYTES: Self = Self {
+        entries: false,
+        bytes: true,
+    };
+    /// Trims by both (the memory broker).
+    pub const BOTH: Self = Self {
+        entries: true,
+        bytes: true,
+    };
 }
 
 impl Capabilities {
-    /// Everything the [`Broker`] trait describes, including patterns and history.
+    /// Everything the [`Broker`] trait describes, including patterns and history, whose
+    /// retention is checked by entries ([`HistoryBounds::ENTRIES`]; change it with
+    /// [`Capabilities::with_history_bounds`]).
     pub const ALL: Self = Self {
         patterns: true,
         history: true,
+        history_bounds: HistoryBounds::ENTRIES,
     };
-    /// Pub/sub without pattern subscriptions and without history (the NATS example, AMQP).
+    /// Pub/sub without pattern subscriptions and without history (the NATS example).
     pub const WITHOUT_PATTERNS: Self = Self {
         patterns: false,
         history: false,
+        history_bounds: HistoryBounds::ENTRIES,
     };
 
     /// These capabilities, with or without history.
     pub const fn with_history(self, history: bool) -> Self {
         Self { history, ..self }
+    }
+
+    /// These capabilities, with a history that applies `bounds`.
+    pub const fn with_history_bounds(self, bounds: HistoryBounds) -> Self {
+        Self {
+            history_bounds: bounds,
+            ..self
+        }
     }
 }
 
@@ -245,8 +290,27 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(
             @history ($factory, $capabilities)
             history_offsets history_read_after history_unknown_offsets history_resume
-            history_retention
         );
+
+        #[::tokio::test]
+        async fn history_retention() {
+            let capabilities: $crate::conformance::Capabilities = $capabilities;
+            if !capabilities.history || !capabilities.history_bounds.entries {
+                return;
+            }
+            let make = $factory;
+            $crate::conformance::history_retention(&make).await;
+        }
+
+        #[::tokio::test]
+        async fn history_retention_bytes() {
+            let capabilities: $crate::conformance::Capabilities = $capabilities;
+            if !capabilities.history || !capabilities.history_bounds.bytes {
+                return;
+            }
+            let make = $factory;
+            $crate::conformance::history_retention_bytes(&make).await;
+        }
 
         /// The whole suite in one go, as `run_all` runs it.
         #[::tokio::test]
@@ -300,7 +364,12 @@ pub async fn run_all<M: MakeBroker>(make_broker: &M, capabilities: Capabilities)
         history_read_after(make_broker).await;
         history_unknown_offsets(make_broker).await;
         history_resume(make_broker).await;
-        history_retention(make_broker).await;
+        if capabilities.history_bounds.entries {
+            history_retention(make_broker).await;
+        }
+        if capabilities.history_bounds.bytes {
+            history_retention_bytes(make_broker).await;
+        }
     }
     close(make_broker).await;
 }
@@ -853,6 +922,13 @@ pub const HISTORY_TRIM_SLACK: usize = 150;
 /// conformance factory with a small bound, so that the check stays fast.
 pub const HISTORY_CHECK_MAX_ENTRIES: usize = 1_000;
 
+/// The largest `max_bytes` [`history_retention_bytes`] works with: configure the brokers of the
+/// conformance factory with a small bound, so that the check stays fast.
+pub const HISTORY_CHECK_MAX_BYTES: usize = 256 << 10;
+
+/// Entries [`history_retention_bytes`] appends per `max_bytes` of payload.
+const ENTRIES_PER_MAX_BYTES: usize = 64;
+
 /// `broker`'s history, or a panic saying that the broker declared none.
 pub fn history_of<B: Broker + ?Sized>(broker: &B) -> &dyn History {
     broker.history().unwrap_or_else(|| {
@@ -1163,5 +1239,100 @@ pub async fn history_retention<M: MakeBroker>(make_broker: &M) {
         newest_kept,
         appended[total - max + 1..],
         "the newest max_entries ({max}) entries must stay readable"
+    );
+}
+
+/// A replay in a few words: the offsets of its entries rather than their payloads.
+fn summary(replay: &Replay) -> String {
+    match replay {
+        Replay::Entries(entries) => match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => format!(
+                "{} entries, offsets {} to {}",
+                entries.len(),
+                first.offset,
+                last.offset
+            ),
+            _ => "no entries".to_owned(),
+        },
+        other => format!("{other:?}"),
+    }
+}
+
+/// Retention by bytes: with three times [`HistoryRetention::max_bytes`](sidecast_core::HistoryRetention)
+/// of payload appended, the newest half of `max_bytes` is still readable, entries older than
+/// twice `max_bytes` (counted from the newest) are trimmed, and reading after a trimmed offset
+/// (or after [`Offset::START`]) says [`Replay::Trimmed`].
+///
+/// The slack (half to twice the bound) is for backends that trim approximately and count bytes
+/// their own way: RabbitMQ deletes whole segments and counts bytes on disk, per-message overhead
+/// included. Trimming may also lag behind the appends (RabbitMQ trims in the background), so the
+/// trimmed offsets are polled until [`DEADLINE`].
+///
+/// Needs brokers configured with `max_bytes` of at most [`HISTORY_CHECK_MAX_BYTES`].
+pub async fn history_retention_bytes<M: MakeBroker>(make_broker: &M) {
+    let broker = make_broker.make().await;
+    let history = history_of(&broker);
+    let max = history.retention().max_bytes;
+    assert!(
+        max > 0 && max <= HISTORY_CHECK_MAX_BYTES,
+        "history_retention_bytes needs brokers configured with 1..={HISTORY_CHECK_MAX_BYTES} \
+         max_bytes, not {max}"
+    );
+    let channel = unique_channel("history-retention-bytes");
+    let size = (max / ENTRIES_PER_MAX_BYTES).max(1);
+    let total = 3 * ENTRIES_PER_MAX_BYTES;
+    let mut appended = Vec::with_capacity(total);
+    for i in 0..total {
+        // Fixed-size payloads, numbered so that each is told apart.
+        let mut payload = format!("{i:08} ").into_bytes();
+        payload.resize(size.max(payload.len()), b'.');
+        let payload = Bytes::from(payload);
+        let offset = append(history, &channel, payload.clone()).await;
+        appended.push(HistoryEntry { offset, payload });
+    }
+    // The index of the oldest entry such that it and everything newer hold at least `bytes` of
+    // payload.
+    let newest_holding = |bytes: usize| {
+        let mut held = 0;
+        for i in (0..total).rev() {
+            held += appended[i].payload.len();
+            if held >= bytes {
+                return i;
+            }
+        }
+        0
+    };
+
+    let too_old = newest_holding(2 * max + 1);
+    let deadline = Instant::now() + DEADLINE;
+    for (after, what) in [
+        (&appended[0].offset, "after the first entry"),
+        (&Offset::START, "after START"),
+        (
+            &appended[too_old].offset,
+            "after an entry older than twice max_bytes",
+        ),
+    ] {
+        loop {
+            match read_after(history, &channel, after, 10).await {
+                Replay::Trimmed => break,
+                other if Instant::now() >= deadline => panic!(
+                    "{what}, with {} bytes appended and max_bytes {max}: expected Trimmed \
+                     within {DEADLINE:?}, got {}",
+                    total * size,
+                    summary(&other)
+                ),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    // Read after the entry before the newest half of max_bytes: a backend that cannot tell the
+    // last trimmed offset from older ones reports that one as Trimmed (see Replay).
+    let kept = newest_holding(max / 2);
+    let newest_kept = entries_after(history, &channel, &appended[kept - 1].offset, total).await;
+    assert_eq!(
+        newest_kept,
+        appended[kept..],
+        "the newest half of max_bytes ({max}) must stay readable"
     );
 }
