@@ -2,9 +2,10 @@
 //! share, opens the connection ([`AmqpConnection`]); [`supervise`] notices when it is lost,
 //! reports the outage and reconnects.
 
+use std::collections::HashSet;
 use std::pin::pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -50,6 +51,10 @@ pub(crate) struct AmqpState {
     next_generation: AtomicU64,
     /// The board id of the next subscription.
     next_part: AtomicU64,
+    /// History subscriptions running: while there are any, the connection is retried at least
+    /// every [`crate::history::RESUME_WITHIN`], so that they resume that soon after RabbitMQ
+    /// answers again.
+    pub(crate) history_readers: AtomicUsize,
 }
 
 /// One AMQP connection and its publishing channel.
@@ -61,6 +66,9 @@ pub(crate) struct AmqpConnection {
     /// while a message is *sent* (not while its confirm is awaited), which keeps publishes in
     /// call order without serialising the round trips.
     pub(crate) publisher: tokio::sync::Mutex<Option<Publisher>>,
+    /// History stream queues declared on this connection: declaring is a round trip, so it is
+    /// done once per queue and connection, not per append.
+    pub(crate) history_queues: std::sync::Mutex<HashSet<String>>,
 }
 
 impl AmqpState {
@@ -83,6 +91,7 @@ impl AmqpState {
             check: Notify::new(),
             next_generation: AtomicU64::new(0),
             next_part: AtomicU64::new(CONNECTION + 1),
+            history_readers: AtomicUsize::new(0),
         })
     }
 
@@ -164,6 +173,7 @@ impl AmqpState {
                 generation,
                 connection,
                 publisher: tokio::sync::Mutex::new(Some(publisher)),
+                history_queues: std::sync::Mutex::new(HashSet::new()),
             })
         };
         match timeout(after, open).await {
@@ -172,12 +182,23 @@ impl AmqpState {
         }
     }
 
+    /// The backoff of the connection's reconnects: capped at
+    /// [`crate::history::RESUME_WITHIN`] while history subscriptions wait for it.
+    fn connection_backoff(&self) -> Backoff {
+        let backoff = self.backoff();
+        if self.history_readers.load(Ordering::Relaxed) == 0 {
+            backoff
+        } else {
+            crate::history::resume_backoff(backoff)
+        }
+    }
+
     /// Reconnects with backoff until a new connection is up. `None` when the broker shuts down.
     async fn reconnect(&self, shutdown: &mut Shutdown) -> Option<Arc<AmqpConnection>> {
         Reconnect {
             board: &self.board,
             id: CONNECTION,
-            backoff: self.backoff(),
+            backoff: self.connection_backoff(),
         }
         .run(
             shutdown,

@@ -17,6 +17,8 @@ pub(crate) enum Doing<'a> {
     Declaring(&'a str),
     /// Publishing or subscribing on this channel.
     Using(&'a str),
+    /// Declaring, appending to or reading this history stream queue.
+    History(&'a str),
 }
 
 /// RabbitMQ refused to declare a channel's exchange because it exists with other settings (a
@@ -59,6 +61,83 @@ impl std::error::Error for ExchangeMismatch {
     }
 }
 
+/// RabbitMQ refused to declare a channel's history stream queue because it exists with other
+/// arguments: another retention (`x-max-age`, `x-max-length-bytes`), another segment size, or a
+/// queue of that name that is not a stream. The source of the [`BrokerError::Rejected`] that
+/// appending to, reading or subscribing to that history fails with.
+///
+/// [`HistoryMismatch::setting`] names the option that differs in this library's terms (an
+/// [`AmqpOptions`](crate::AmqpOptions) field); an application that configures the transport
+/// otherwise can find this error among the sources (`downcast_ref`) and name its own key.
+#[derive(Debug)]
+pub struct HistoryMismatch {
+    queue: String,
+    setting: &'static str,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl HistoryMismatch {
+    /// The stream queue (`{history_queue_prefix}{channel}`).
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The option whose value differs from the queue's: `"history.max_age"`,
+    /// `"history.max_bytes"`, `"history_segment_bytes"`, or `"history_queue_prefix"` when the
+    /// queue is not a stream queue (or differs otherwise) and another name is the fix.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+}
+
+impl std::fmt::Display for HistoryMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.setting == "history_queue_prefix" {
+            write!(
+                f,
+                "the history queue {:?} already exists and is not a stream queue declared as \
+                 this node declares it; delete it, or set AmqpOptions::history_queue_prefix to \
+                 another prefix ({})",
+                self.queue, self.source
+            )
+        } else {
+            write!(
+                f,
+                "the history queue {:?} already exists with another AmqpOptions::{} than this \
+                 node's; RabbitMQ fixes a stream's arguments when it is first declared, so every \
+                 node must use the same value: set it to the queue's, or delete the queue (its \
+                 history is lost) ({})",
+                self.queue, self.setting, self.source
+            )
+        }
+    }
+}
+
+impl std::error::Error for HistoryMismatch {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// The option behind the argument named in RabbitMQ's refusal (`inequivalent arg 'x-max-age'
+/// for queue ...`).
+fn history_setting(message: &str) -> &'static str {
+    let argument = message
+        .split_once("inequivalent arg '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(argument, _)| argument);
+    // "current is none": the queue was declared without the argument, so not by a node.
+    if message.contains("but current is none") {
+        return "history_queue_prefix";
+    }
+    match argument {
+        Some("x-max-age") => "history.max_age",
+        Some("x-max-length-bytes") => "history.max_bytes",
+        Some("x-stream-max-segment-size-bytes") => "history_segment_bytes",
+        _ => "history_queue_prefix",
+    }
+}
+
 /// The AMQP reply code of a protocol error (`403`, `406`, `320`, ...).
 pub(crate) fn reply_code(error: &lapin::Error) -> Option<u16> {
     match error.kind() {
@@ -89,6 +168,26 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
         _ => None,
     };
     let hint = match (&kind, doing) {
+        (Some(AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)), Doing::History(queue)) => {
+            let message = match error.kind() {
+                ErrorKind::ProtocolError(e) => e.get_message().to_string(),
+                _ => String::new(),
+            };
+            return BrokerError::rejected(
+                BACKEND,
+                HistoryMismatch {
+                    queue: queue.to_owned(),
+                    setting: history_setting(&message),
+                    source: error.into(),
+                },
+            );
+        }
+        (Some(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)), Doing::History(queue)) => {
+            Some(format!(
+                "the user of {url} may not use the history queue {queue:?}: grant it configure, \
+                 write and read permissions on it (rabbitmqctl set_permissions)"
+            ))
+        }
         (Some(AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)), Doing::Connecting) => {
             Some(format!(
                 "RabbitMQ at {url} refused the login: check the user and password in the URL \
@@ -175,5 +274,42 @@ pub(crate) fn config(reason: impl Into<String>) -> BrokerError {
     BrokerError::Config {
         backend: BACKEND,
         reason: reason.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refused_argument_names_the_setting() {
+        let refusal = |argument: &str| {
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg '{argument}' for queue 'q' in vhost '/': \
+                 received the value '1' of type 'long' but current is the value '2' of type 'long'"
+            )
+        };
+        assert_eq!(history_setting(&refusal("x-max-age")), "history.max_age");
+        assert_eq!(
+            history_setting(&refusal("x-max-length-bytes")),
+            "history.max_bytes"
+        );
+        assert_eq!(
+            history_setting(&refusal("x-stream-max-segment-size-bytes")),
+            "history_segment_bytes"
+        );
+        assert_eq!(
+            history_setting(&refusal("x-queue-type")),
+            "history_queue_prefix"
+        );
+        assert_eq!(history_setting("garbled"), "history_queue_prefix");
+        assert_eq!(
+            history_setting(
+                "PRECONDITION_FAILED - inequivalent arg 'x-max-length-bytes' for queue 'q' in \
+                 vhost '/': received the value '1' of type 'long' but current is none"
+            ),
+            "history_queue_prefix",
+            "a queue declared without the argument is not a node's"
+        );
     }
 }

@@ -36,9 +36,11 @@
 // The contract and the `Broker` impl are here; each other file has one job: `options` the
 // options and their checks, `uri` the URL's parsing, `connection` the connection and its
 // supervision, `publisher` the publishing channel, `subscription` the queue and task behind each
-// subscription, `error` the mapping of lapin errors.
+// subscription, `error` the mapping of lapin errors, `history` the stream queues behind
+// `Broker::history`.
 mod connection;
 mod error;
+mod history;
 mod options;
 mod publisher;
 mod subscription;
@@ -50,13 +52,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sidecast_core::supervision::Tasks;
-use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, Subscription};
+use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, History, Subscription};
 use tokio::time::timeout;
 
-pub use error::ExchangeMismatch;
-pub use options::AmqpOptions;
+pub use error::{ExchangeMismatch, HistoryMismatch};
+pub use options::{AmqpOptions, DEFAULT_HISTORY_QUEUE_PREFIX, DEFAULT_HISTORY_SEGMENT_BYTES};
 
 use connection::AmqpState;
+use history::AmqpHistory;
 
 /// How long [`Broker::close`] waits for the background tasks and for RabbitMQ to acknowledge
 /// the connection's close (and a dropped subscription for its channel's). The tasks stop at
@@ -123,6 +126,7 @@ pub struct AmqpBroker {
     /// Owned by the `AmqpBroker` clones only (the tasks hold the state, not this), so that
     /// dropping the last clone stops the background tasks.
     tasks: Arc<Tasks>,
+    history: Arc<AmqpHistory>,
 }
 
 impl std::fmt::Debug for AmqpBroker {
@@ -153,7 +157,12 @@ impl AmqpBroker {
         let tasks = Arc::new(Tasks::new());
         tasks.spawn(connection::supervise(Arc::clone(&state), tasks.shutdown()));
         tracing::debug!(url = %state.url, "connected to amqp");
-        Ok(Self { state, tasks })
+        let history = Arc::new(AmqpHistory::new(Arc::clone(&state), Arc::clone(&tasks)));
+        Ok(Self {
+            state,
+            tasks,
+            history,
+        })
     }
 
     /// The AMQP URL, password redacted.
@@ -259,6 +268,10 @@ impl Broker for AmqpBroker {
 
     fn health(&self) -> BrokerHealth {
         self.state.board.health()
+    }
+
+    fn history(&self) -> Option<&dyn History> {
+        Some(self.history.as_ref())
     }
 
     async fn close(&self) {

@@ -3,10 +3,20 @@
 
 use std::time::Duration;
 
+use sidecast_core::broker::HistoryRetention;
 use sidecast_core::config::{BrokerConfig, BrokerKind};
 use sidecast_core::{BrokerError, BrokerUrl};
 
 use crate::error;
+
+/// The default [`AmqpOptions::history_queue_prefix`].
+pub const DEFAULT_HISTORY_QUEUE_PREFIX: &str = "sidecast.history.";
+
+/// The default [`AmqpOptions::history_segment_bytes`]: 1 MiB.
+pub const DEFAULT_HISTORY_SEGMENT_BYTES: usize = 1 << 20;
+
+/// The largest segment RabbitMQ accepts for a stream queue (`x-stream-max-segment-size-bytes`).
+const MAX_SEGMENT_BYTES: usize = 3_000_000_000;
 
 /// The options of an [`crate::AmqpBroker`].
 ///
@@ -56,12 +66,33 @@ pub struct AmqpOptions {
     /// (`PRECONDITION_FAILED`) to redeclare an existing exchange with different settings. Set
     /// it when the exchanges already exist as durable ones.
     pub durable_exchanges: bool,
+    /// What the history keeps per channel ([`sidecast_core::History`]), as the arguments of
+    /// the channel's stream queue: `max_age` (`x-max-age`, whole seconds, rounded up) and
+    /// `max_bytes` (`x-max-length-bytes`, bytes on disk, which include RabbitMQ's per-message
+    /// overhead). Both are applied by whole segments, see
+    /// [`AmqpOptions::history_segment_bytes`] and [`crate::AmqpBroker`]. `max_entries` is not
+    /// applied: RabbitMQ cannot bound a stream by its number of messages.
+    ///
+    /// Every node must use the same values: RabbitMQ fixes them when the queue is first declared
+    /// and refuses a declaration with others ([`crate::HistoryMismatch`]).
+    pub history: HistoryRetention,
+    /// Prefix of the stream queue that holds a channel's history: the queue of channel `c` is
+    /// `{history_queue_prefix}{c}`. Names starting with `amq.` are reserved by RabbitMQ.
+    pub history_queue_prefix: String,
+    /// The segment size of each history stream queue (`x-stream-max-segment-size-bytes`).
+    /// RabbitMQ trims a stream by deleting whole segments, only when a new one is started, so
+    /// this is the granularity of both retention bounds: a history keeps up to this many bytes
+    /// more than `history.max_bytes`, and an entry may outlive `history.max_age` until its
+    /// segment is full. RabbitMQ's own default (500 MB) would never trim at Sidecast's volumes.
+    /// Like the retention, fixed when the queue is first declared.
+    pub history_segment_bytes: usize,
 }
 
 impl AmqpOptions {
     /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
     /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, heartbeat 10 s,
-    /// non-durable exchanges.
+    /// non-durable exchanges, the default [`HistoryRetention`] in stream queues
+    /// `sidecast.history.<channel>` of 1 MiB segments.
     pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
             url: url.into(),
@@ -72,6 +103,9 @@ impl AmqpOptions {
             backoff_max: Duration::from_secs(5),
             heartbeat: Duration::from_secs(10),
             durable_exchanges: false,
+            history: HistoryRetention::default(),
+            history_queue_prefix: DEFAULT_HISTORY_QUEUE_PREFIX.to_owned(),
+            history_segment_bytes: DEFAULT_HISTORY_SEGMENT_BYTES,
         }
     }
 
@@ -115,8 +149,24 @@ impl AmqpOptions {
                 ("publish_timeout", self.publish_timeout.is_zero()),
                 ("backoff_min", self.backoff_min.is_zero()),
                 ("subscription_capacity", self.subscription_capacity == 0),
+                ("history.max_age", self.history.max_age.is_zero()),
+                ("history.max_bytes", self.history.max_bytes == 0),
+                ("history_segment_bytes", self.history_segment_bytes == 0),
             ],
         )?;
+        if self.history_segment_bytes > MAX_SEGMENT_BYTES {
+            return Err(error::config(format!(
+                "history_segment_bytes must be at most {MAX_SEGMENT_BYTES} (RabbitMQ's limit for \
+                 x-stream-max-segment-size-bytes)"
+            )));
+        }
+        if self.history_queue_prefix.starts_with("amq.") {
+            return Err(error::config(format!(
+                "history_queue_prefix {:?} starts with `amq.`, which RabbitMQ reserves for its \
+                 own queues; choose another prefix",
+                self.history_queue_prefix
+            )));
+        }
         if self.heartbeat > Duration::from_secs(u64::from(u16::MAX)) {
             return Err(error::config(format!(
                 "heartbeat must be at most {} s (AMQP carries it as a 16-bit number of seconds)",
@@ -155,6 +205,32 @@ mod tests {
         });
         assert_eq!(default.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
         assert_eq!(default, AmqpOptions::default());
+    }
+
+    #[test]
+    fn history_options_are_checked() {
+        let valid = AmqpOptions::default();
+        assert!(valid.validate().is_ok());
+        let reserved = AmqpOptions {
+            history_queue_prefix: "amq.history.".to_owned(),
+            ..AmqpOptions::default()
+        };
+        assert!(
+            matches!(reserved.validate(), Err(BrokerError::Config { reason, .. }) if reason.contains("amq."))
+        );
+        let huge = AmqpOptions {
+            history_segment_bytes: MAX_SEGMENT_BYTES + 1,
+            ..AmqpOptions::default()
+        };
+        assert!(huge.validate().is_err());
+        let no_age = AmqpOptions {
+            history: HistoryRetention {
+                max_age: Duration::ZERO,
+                ..HistoryRetention::default()
+            },
+            ..AmqpOptions::default()
+        };
+        assert!(no_age.validate().is_err());
     }
 
     #[test]

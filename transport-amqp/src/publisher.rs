@@ -1,12 +1,12 @@
-//! The publishing channel: [`Publisher`], opened in confirm mode on each connection, and
+//! The publishing channel: [`Publisher`], opened in confirm mode on each connection,
 //! [`AmqpConnection::publish`], which declares the exchange once and waits for RabbitMQ's
-//! confirm.
+//! confirm, and [`AmqpConnection::publish_to_queue`], the same straight to a (history) queue.
 
 use std::collections::HashSet;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind, PublisherConfirm};
 use sidecast_core::BrokerError;
 
 use crate::connection::{AmqpConnection, AmqpState, exchange_options};
@@ -97,6 +97,66 @@ impl AmqpConnection {
                 }
                 Err(e) => return Err(state.failed(e, Doing::Using(exchange))),
             }
+        }
+    }
+}
+
+impl AmqpConnection {
+    /// Publishes `payload` with `properties` straight to `queue` (the default exchange, routing
+    /// key = the queue, `mandatory`), then waits for RabbitMQ's confirm. A queue that does not
+    /// exist (RabbitMQ returns the message) is a transient error: the caller declares it again.
+    pub(crate) async fn publish_to_queue(
+        &self,
+        state: &AmqpState,
+        queue: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let confirm: PublisherConfirm = {
+            let mut slot = self.publisher.lock().await;
+            let publisher = match &mut *slot {
+                Some(publisher) if publisher.channel.status().connected() => publisher,
+                other => other.insert(
+                    open_publisher(&self.connection)
+                        .await
+                        .map_err(|e| state.failed(e, Doing::History(queue)))?,
+                ),
+            };
+            let sent = publisher
+                .channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    payload,
+                    properties,
+                )
+                .await;
+            match sent {
+                Ok(confirm) => confirm,
+                Err(e) => {
+                    *slot = None;
+                    return Err(state.failed(e, Doing::History(queue)));
+                }
+            }
+        };
+        match confirm.await {
+            Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => Ok(()),
+            Ok(Confirmation::Ack(Some(_returned))) => Err(error::unavailable(
+                &state.url,
+                format!("the history queue {queue:?} does not exist (was it deleted?)"),
+            )),
+            Ok(Confirmation::Nack(_)) => Err(error::unavailable(
+                &state.url,
+                format!(
+                    "RabbitMQ could not store the entry in the history queue {queue:?} \
+                     (negative publisher confirm)"
+                ),
+            )),
+            Err(e) => Err(state.failed(e, Doing::History(queue))),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! [`open_consumer`] declares its exchanges and a new queue bound to them; [`run`] forwards the
 //! deliveries and, whenever the consumer breaks, builds a new queue and consumer.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -166,7 +167,7 @@ async fn reconsume(
     loop {
         attempt = attempt.saturating_add(1);
         state.board.attempt(id, attempt);
-        let link = wait_for_connection(state, tx, shutdown, links).await?;
+        let link = wait_for_connection(state, || tx.closed(), shutdown, links).await?;
         match open_consumer(state, &link, exchanges).await {
             Ok(consuming) => return Some(consuming),
             Err(e) => tracing::debug!(
@@ -185,10 +186,10 @@ async fn reconsume(
 }
 
 /// The current connection once it is up. `None` when the broker shuts down or the consumer
-/// left meanwhile.
-async fn wait_for_connection(
+/// left meanwhile (`gone` completes: a subscription sender's `closed()`).
+pub(crate) async fn wait_for_connection<Gone: Future<Output = ()>>(
     state: &AmqpState,
-    tx: &SubscriptionSender,
+    gone: impl Fn() -> Gone,
     shutdown: &mut Shutdown,
     links: &mut watch::Receiver<Option<Arc<AmqpConnection>>>,
 ) -> Option<Arc<AmqpConnection>> {
@@ -206,7 +207,7 @@ async fn wait_for_connection(
             changed = links.changed() => if changed.is_err() {
                 return None;
             },
-            () = tx.closed() => return None,
+            () = gone() => return None,
         }
     }
 }

@@ -2,15 +2,23 @@
 
 use std::time::Duration;
 
+use sidecast_core::HistoryRetention;
 use sidecast_testkit::RabbitMqServer;
 use sidecast_testkit::conformance::{Connect, MakeBroker};
 use sidecast_transport_amqp::{AmqpBroker, AmqpOptions};
 
-/// Options for a test server, with a short backoff so that reconnect tests do not wait long.
+/// Options for a test server, with a short backoff so that reconnect tests do not wait long,
+/// and a history of 64 KiB per channel in segments of 8 KiB (the conformance check of
+/// retention appends three times that).
 pub(crate) fn options(url: &str) -> AmqpOptions {
     AmqpOptions {
         backoff_min: Duration::from_millis(50),
         backoff_max: Duration::from_millis(500),
+        history: HistoryRetention {
+            max_bytes: 64 << 10,
+            ..HistoryRetention::default()
+        },
+        history_segment_bytes: 8 << 10,
         ..AmqpOptions::new(url)
     }
 }

@@ -8,6 +8,8 @@
 //! * [`conformance`]: the broker conformance suite, one test per check.
 //! * [`connect`]: credentials and virtual hosts, unreachable and silent servers, bad URLs, TLS.
 //! * [`exchanges`]: sharing exchanges with kombu, durability, deleted queues, slow consumers.
+//! * [`history`]: the history's stream queues through a RabbitMQ crash, a slow consumer, and
+//!   a node configured with another retention.
 //! * [`availability`]: RabbitMQ restarts, crashes and freezes under subscribed nodes, and what
 //!   is logged. (Named so that it sorts first: libtest starts tests in name order, and these are
 //!   the slow ones, so starting them first shortens the run.)
@@ -17,3 +19,4 @@ mod common;
 mod conformance;
 mod connect;
 mod exchanges;
+mod history;

@@ -1,0 +1,278 @@
+//! The history on RabbitMQ stream queues beyond the conformance suite: a RabbitMQ crash under a
+//! history subscription, a consumer that lags, and a node whose retention differs from the
+//! queue's.
+//!
+//! The crash test kills RabbitMQ, so it starts a private server (`RabbitMqServer::start_local`),
+//! even when `SIDECAST_TEST_AMQP_URL` is set.
+
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use sidecast_core::{Broker, BrokerError, BrokerHealth, HistoryRetention, Offset};
+use sidecast_testkit::conformance::{history_of, next_entry, subscribe_from, within_deadline};
+use sidecast_testkit::{RabbitMqServer, await_reconnecting, eventually, unique_channel};
+use sidecast_transport_amqp::{AmqpOptions, HistoryMismatch};
+use tokio::time::Instant;
+
+use crate::common::{connect, options};
+
+/// A history reader on one node while another node appends, and RabbitMQ is killed (`SIGKILL`)
+/// and restarted in the middle: every append that was acknowledged reaches the reader once, in
+/// order, after it resumed from the offset after its last one by itself, within about a second
+/// of RabbitMQ answering although the reader's reconnect backoff is the default (up to 5 s).
+#[tokio::test]
+async fn history_reader_gets_every_acknowledged_entry_across_a_rabbitmq_crash() {
+    const BEFORE: usize = 100;
+    const DURING: usize = 20;
+    const AFTER: usize = 100;
+    let mut server = RabbitMqServer::start_local().await;
+    let writer = connect(options(server.url())).await;
+    // The default backoff (100 ms doubling to 5 s): the history subscription caps it at 1 s.
+    let reader = connect(AmqpOptions {
+        history: options(server.url()).history,
+        history_segment_bytes: options(server.url()).history_segment_bytes,
+        ..AmqpOptions::new(server.url())
+    })
+    .await;
+    let channel = unique_channel("history-crash");
+    let mut sub = subscribe_from(history_of(&reader), &channel, &Offset::START).await;
+    let history = history_of(&writer);
+
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    let mut n = 0;
+    let mut append = async |acknowledged: &mut Vec<(Offset, String)>| {
+        n += 1;
+        let payload = format!("entry {n}");
+        let result = within_deadline("append", history.append(&channel, payload.clone().into()));
+        match result.await {
+            Ok(offset) => {
+                acknowledged.push((offset, payload));
+                true
+            }
+            Err(e) => {
+                assert!(
+                    e.is_transient(),
+                    "an append in an outage fails transiently: {e}"
+                );
+                false
+            }
+        }
+    };
+    while acknowledged.len() < BEFORE {
+        assert!(append(&mut acknowledged).await, "append before the outage");
+    }
+    server.kill().await;
+    // The reader noticed, so that its resume time below is measured from a real outage.
+    await_reconnecting(&reader, "the reader lost its connection", |_| true).await;
+    for _ in 0..DURING {
+        if !append(&mut acknowledged).await {
+            refused += 1;
+        }
+    }
+    server.restart().await;
+    let back_up = Instant::now();
+    eventually("the reader resumed", || reader.health().is_connected()).await;
+    let resumed_after = back_up.elapsed();
+    eventually("the writer connected again", || {
+        writer.health().is_connected()
+    })
+    .await;
+    let target = acknowledged.len() + AFTER;
+    while acknowledged.len() < target {
+        if !append(&mut acknowledged).await {
+            refused += 1;
+            eventually("the writer connected again", || {
+                writer.health().is_connected()
+            })
+            .await;
+        }
+    }
+
+    // Every acknowledged entry, once, in order: the reader's entries are exactly them, with the
+    // offsets the writer got.
+    for (i, (offset, payload)) in acknowledged.iter().enumerate() {
+        let entry = next_entry(&mut sub).await;
+        assert_eq!(
+            (&entry.offset, entry.payload.as_ref()),
+            (offset, payload.as_bytes()),
+            "entry {i} of {} acknowledged: lost, duplicated or out of order",
+            acknowledged.len()
+        );
+    }
+    eprintln!(
+        "history across a rabbitmq crash: {} acknowledged appends, {refused} refused during the \
+         outage, all {} read once and in order; the reader resumed {resumed_after:?} after \
+         RabbitMQ answered again",
+        acknowledged.len(),
+        acknowledged.len(),
+    );
+    assert!(
+        resumed_after < Duration::from_secs(2),
+        "the history reader must resume within about a second of RabbitMQ answering (backoff \
+         cap 1 s), took {resumed_after:?}"
+    );
+    assert_eq!(reader.health(), BrokerHealth::Connected);
+    // Nothing else is queued: the next entry is the one appended next.
+    assert!(append(&mut acknowledged).await, "append after the check");
+    let (offset, payload) = acknowledged.last().expect("just appended");
+    let entry = next_entry(&mut sub).await;
+    assert_eq!(
+        (&entry.offset, entry.payload.as_ref()),
+        (offset, payload.as_bytes())
+    );
+}
+
+/// A history subscription whose consumer reads nothing for a while loses nothing: the reader
+/// waits while the queue is full (RabbitMQ waits for acknowledgements, the entries wait in the
+/// stream), unlike pub/sub, which drops.
+#[tokio::test]
+async fn history_subscription_waits_for_a_slow_consumer() {
+    const ENTRIES: usize = 80;
+    let server = RabbitMqServer::shared().await;
+    let broker = connect(AmqpOptions {
+        subscription_capacity: 8,
+        ..options(server.url())
+    })
+    .await;
+    let history = history_of(&broker);
+    let channel = unique_channel("history-slow");
+    let mut sub = subscribe_from(history, &channel, &Offset::START).await;
+    let mut appended = Vec::new();
+    for i in 0..ENTRIES {
+        let payload = format!("slow {i}");
+        let offset = within_deadline("append", history.append(&channel, payload.clone().into()))
+            .await
+            .expect("append");
+        appended.push((offset, payload));
+    }
+    for (i, (offset, payload)) in appended.iter().enumerate() {
+        let entry = next_entry(&mut sub).await;
+        assert_eq!(
+            (&entry.offset, entry.payload.as_ref()),
+            (offset, payload.as_bytes()),
+            "entry {i} of {ENTRIES} after a queue of 8 filled up"
+        );
+    }
+}
+
+/// The `HistoryMismatch` under an error, if any.
+fn mismatch(error: &BrokerError) -> Option<&HistoryMismatch> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if let Some(mismatch) = cause.downcast_ref::<HistoryMismatch>() {
+            return Some(mismatch);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// A node configured with another retention or segment size than the one that declared a
+/// channel's stream queue is refused with a [`HistoryMismatch`] naming the setting, and so is
+/// one whose history queue name is taken by a queue that is not a stream. The first node keeps
+/// working.
+#[tokio::test]
+async fn other_retention_is_refused_naming_the_setting() {
+    let server = RabbitMqServer::shared().await;
+    let first = connect(options(server.url())).await;
+    let channel = unique_channel("history-mismatch");
+    within_deadline("append", history_of(&first).append(&channel, "one".into()))
+        .await
+        .expect("the first node declares the queue");
+
+    let base = options(server.url());
+    let differing = [
+        (
+            "history.max_age",
+            AmqpOptions {
+                history: HistoryRetention {
+                    max_age: Duration::from_secs(60),
+                    ..base.history
+                },
+                ..base.clone()
+            },
+        ),
+        (
+            "history.max_bytes",
+            AmqpOptions {
+                history: HistoryRetention {
+                    max_bytes: 128 << 10,
+                    ..base.history
+                },
+                ..base.clone()
+            },
+        ),
+        (
+            "history_segment_bytes",
+            AmqpOptions {
+                history_segment_bytes: 16 << 10,
+                ..base.clone()
+            },
+        ),
+    ];
+    for (setting, options) in differing {
+        let other = connect(options).await;
+        let error = within_deadline("append", history_of(&other).append(&channel, "two".into()))
+            .await
+            .expect_err("a node with another retention must be refused");
+        assert!(
+            !error.is_transient(),
+            "{setting}: a refusal, not an outage: {error}"
+        );
+        let found = mismatch(&error)
+            .unwrap_or_else(|| panic!("{setting}: no HistoryMismatch under {error}"));
+        assert_eq!(found.setting(), setting, "{error}");
+        assert!(
+            error.to_string().contains(setting),
+            "the message names {setting}: {error}"
+        );
+        let refused = within_deadline(
+            "subscribe_from",
+            history_of(&other).subscribe_from(&channel, &Offset::START),
+        )
+        .await
+        .expect_err("subscribing is refused the same way");
+        assert_eq!(
+            mismatch(&refused).map(HistoryMismatch::setting),
+            Some(setting)
+        );
+        other.close().await;
+    }
+    within_deadline(
+        "append",
+        history_of(&first).append(&channel, "three".into()),
+    )
+    .await
+    .expect("the first node keeps appending");
+
+    // A classic queue, declared by another client, where the history queue of a channel
+    // would be.
+    let taken = unique_channel("history-taken");
+    let queue = format!("{}{taken}", base.history_queue_prefix);
+    let raw = Connection::connect(server.url(), ConnectionProperties::default())
+        .await
+        .expect("a plain lapin connection");
+    let raw_channel = raw.create_channel().await.expect("a channel");
+    raw_channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declaring a classic queue");
+    let error = within_deadline("append", history_of(&first).append(&taken, "x".into()))
+        .await
+        .expect_err("a classic queue is not a history");
+    assert_eq!(
+        mismatch(&error).map(HistoryMismatch::setting),
+        Some("history_queue_prefix"),
+        "{error}"
+    );
+}
