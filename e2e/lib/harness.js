@@ -371,3 +371,23 @@ export async function publish(url, payload, { cookie } = {}) {
   }
   return { status: res.status, body };
 }
+
+// Sidecast's offsets, as the brokers tested here write them (20 digits, two such numbers joined
+// by '-', or the empty start offset): recovery appends one to every event as its last argument.
+const OFFSET = /^(\d{20}(-\d{20})?)?$/;
+
+// Records what `socket` receives in `socket.received` as { event, args } without the offset
+// (kept in `socket.offset`), and the recovery reports (`sidecast:recovery`) in `socket.reports`.
+export function record(socket, push = (event, args) => socket.received.push({ event, args })) {
+  socket.received = [];
+  socket.reports = [];
+  socket.offset = null;
+  socket.onAny((event, ...args) => {
+    if (args.length > 0 && typeof args[args.length - 1] === 'string' && OFFSET.test(args[args.length - 1])) {
+      socket.offset = args.pop();
+    }
+    if (event === 'sidecast:recovery') socket.reports.push(args[0]);
+    else push(event, args);
+  });
+  return socket;
+}

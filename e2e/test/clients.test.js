@@ -13,6 +13,7 @@ import {
   nextEvent,
   publish,
   waitUntil,
+  record,
 } from '../lib/harness.js';
 
 const SOCKETIO_PATH = '/ws/socket.io';
@@ -42,7 +43,7 @@ function connect(client, url, { cookie, transports } = {}) {
   const socket = client.io(url, opts);
   // Every event the server sends, in arrival order.
   socket.received = [];
-  socket.onAny((event, ...args) => socket.received.push({ event, args }));
+  record(socket);
   return socket;
 }
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { BROKER, CLIENTS, Harness, NEEDS_REDIS, login, nextEvent, publish, waitUntil } from '../lib/harness.js';
+import { BROKER, CLIENTS, Harness, NEEDS_REDIS, login, nextEvent, publish, waitUntil, record } from '../lib/harness.js';
 
 const h = new Harness('cluster');
 const sockets = [];
@@ -21,7 +21,7 @@ function connect(url, cookie) {
     extraHeaders: cookie ? { Cookie: cookie } : undefined,
   });
   socket.received = [];
-  socket.onAny((event, ...args) => socket.received.push({ event, args }));
+  record(socket);
   sockets.push(socket);
   return socket;
 }

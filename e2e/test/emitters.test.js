@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { Emitter } from '@socket.io/redis-emitter';
 import { createClient } from 'redis';
 
-import { CLIENTS, E2E_DIR, Harness, NEEDS_REDIS, REPO_ROOT, nextEvent, waitUntil } from '../lib/harness.js';
+import { CLIENTS, E2E_DIR, Harness, NEEDS_REDIS, REPO_ROOT, nextEvent, waitUntil, record } from '../lib/harness.js';
 
 /** The Python with python-socketio, Flask-SocketIO, redis and kombu (scripts/test installs it). */
 const PYTHON = process.env.E2E_PYTHON || path.join(E2E_DIR, '.venv', 'bin', 'python');
@@ -41,7 +41,7 @@ function connect(url, { user, path: socketPath = '/ws/socket.io', query } = {}) 
     query,
   });
   socket.received = [];
-  socket.onAny((event, ...args) => socket.received.push([event, ...args]));
+  record(socket, (event, args) => socket.received.push([event, ...args]));
   sockets.push(socket);
   return socket;
 }

@@ -111,6 +111,14 @@ impl SidecastBuilder {
         };
 
         let metrics = Arc::new(Metrics::new());
+        let signer = (!config.broker.signing_key.is_empty()).then(|| {
+            Arc::new(sidecast_core::Signer::new(
+                config.broker.signing_key.expose(),
+                Duration::from_millis(config.broker.signing_max_age_ms),
+            ))
+        });
+        let (recovery, history) =
+            crate::recovery::from_config(&config, &broker, signer.clone(), metrics.clone()).await?;
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
             // Polling requests and websocket messages alike.
@@ -126,33 +134,37 @@ impl SidecastBuilder {
                 auth: auth.clone(),
                 metrics: metrics.clone(),
                 memberships: memberships.clone(),
+                recovery: recovery.clone(),
             })
             .build_layer();
         socket::register(&io, &config.server.namespaces);
 
-        let signer = (!config.broker.signing_key.is_empty()).then(|| {
-            Arc::new(sidecast_core::Signer::new(
-                config.broker.signing_key.expose(),
-                Duration::from_millis(config.broker.signing_max_age_ms),
-            ))
-        });
         let bus = relay::Bus {
             channel: config.broker.channel.clone(),
             control_channel: control::channel(&config.broker.channel),
             signer: signer.clone(),
             slow_client: config.server.slow_client,
             ingress: relay::Ingress::from_config(&config.broker.ingress),
+            recovery: recovery.clone(),
         };
         let subscription = relay::subscribe(&broker, &bus)
             .await
             .map_err(from_config::broker_start_error)?;
         let control_channel = bus.control_channel.clone();
-        let relay = relay::spawn(subscription, bus, io.clone(), metrics.clone(), memberships);
+        let relay = relay::spawn(
+            subscription,
+            history,
+            bus,
+            io.clone(),
+            metrics.clone(),
+            memberships,
+        );
         let watcher = serve::watch_broker(broker.clone(), metrics.clone());
 
         let node_id = uuid::Uuid::new_v4().to_string();
         let mut emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
-            .with_origin(node_id.clone());
+            .with_origin(node_id.clone())
+            .with_history(recovery.is_some());
         if let Some(signer) = signer {
             emitter = emitter.signed(signer);
         }

@@ -64,6 +64,12 @@ pub(crate) fn broker_start_error(error: BrokerError) -> StartError {
                           (SIDECAST_BROKER__DURABLE_EXCHANGES=true)",
                 };
             }
+            if let Some(mismatch) = cause.downcast_ref::<sidecast_transport_amqp::HistoryMismatch>()
+            {
+                // The fix is a static string: take it before `error` moves.
+                let fix = history_fix(mismatch.setting());
+                return StartError::BrokerSetting { error, fix };
+            }
             source = cause.source();
         }
     }
@@ -79,6 +85,27 @@ pub(crate) fn broker_start_error(error: BrokerError) -> StartError {
     }
 }
 
+/// The configuration key behind an AMQP history option that differs from the stream queue's.
+#[cfg(feature = "amqp")]
+fn history_fix(setting: &str) -> &'static str {
+    match setting {
+        "history.max_age" => {
+            "every node must use the stream's retention: set recovery.max_age_secs \
+             (SIDECAST_RECOVERY__MAX_AGE_SECS) to the other nodes' value, or delete the \
+             sidecast.history.<channel> queue"
+        }
+        "history.max_bytes" => {
+            "every node must use the stream's retention: set recovery.max_bytes \
+             (SIDECAST_RECOVERY__MAX_BYTES) to the other nodes' value, or delete the \
+             sidecast.history.<channel> queue"
+        }
+        _ => {
+            "delete the sidecast.history.<channel> queue (it was declared with other \
+             arguments), or use another broker.channel"
+        }
+    }
+}
+
 /// A transport's connect result as a shared broker, or the start error naming the key to fix.
 #[cfg(any(feature = "redis", feature = "amqp"))]
 fn connected<B: sidecast_core::Broker>(
@@ -90,17 +117,20 @@ fn connected<B: sidecast_core::Broker>(
 /// Connects the broker `broker.kind` names.
 pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError> {
     match config.broker.kind {
-        BrokerKind::Memory => Ok(Arc::new(MemoryBroker::new(
+        BrokerKind::Memory => Ok(Arc::new(MemoryBroker::with_retention(
             config.broker.subscription_capacity,
+            config.recovery.retention(),
         ))),
         #[cfg(feature = "redis")]
         BrokerKind::Redis => {
-            let options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
+            let mut options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
+            options.history = config.recovery.retention();
             connected(sidecast_transport_redis::RedisBroker::connect(options).await)
         }
         #[cfg(feature = "amqp")]
         BrokerKind::Amqp => {
-            let options = sidecast_transport_amqp::AmqpOptions::from_config(&config.broker);
+            let mut options = sidecast_transport_amqp::AmqpOptions::from_config(&config.broker);
+            options.history = config.recovery.retention();
             connected(sidecast_transport_amqp::AmqpBroker::connect(options).await)
         }
         #[allow(unreachable_patterns)]

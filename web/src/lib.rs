@@ -32,6 +32,7 @@ mod memberships;
 pub mod metrics;
 mod origin;
 mod rate_limit;
+mod recovery;
 #[cfg(feature = "redis")]
 mod redis_sessions;
 mod relay;
@@ -125,13 +126,18 @@ impl Sidecast {
             .merge(self.health_routes())
     }
 
-    /// The page of the original application (`/`), the demo `/login`, `/logout`, and the
-    /// Socket.IO client script when `server.client_js` is set.
+    /// The page of the original application (`/`), the demo `/login`, `/logout`, the recovery
+    /// helper `/sidecast-recovery.js`, and the Socket.IO client script when `server.client_js` is
+    /// set.
     pub fn page_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         let mut router = Router::new()
             .route("/", get(routes::page::index))
             .route("/login", get(routes::login::login))
-            .route("/logout", get(routes::login::logout));
+            .route("/logout", get(routes::login::logout))
+            .route(
+                routes::page::RECOVERY_JS_ROUTE,
+                get(routes::page::recovery_js),
+            );
         if self.inner.client_js.is_some() {
             router = router.route(CLIENT_JS_ROUTE, get(routes::page::client_js));
         }

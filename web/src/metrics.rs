@@ -34,6 +34,16 @@ pub struct Op {
     pub op: &'static str,
 }
 
+/// A `status` label: how a socket's recovery ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Status {
+    /// `new` (asked for no offset), `recovered`, `trimmed`, `unknown`, `unavailable`.
+    pub status: &'static str,
+}
+
+/// The statuses of `sidecast_socket_recoveries_total`, exported at 0 from start-up.
+pub const RECOVERY_STATUSES: [&str; 5] = ["new", "recovered", "trimmed", "unknown", "unavailable"];
+
 /// The room operations, as labelled.
 pub const ROOM_OPERATIONS: [&str; 4] = ["join", "leave", "disconnect", "close_room"];
 
@@ -87,6 +97,10 @@ pub struct Metrics {
     /// (socket, room) memberships of this node's sockets, own-id rooms not counted, as of the
     /// last `GET /metrics`.
     pub room_memberships: Gauge,
+    /// Sockets brought live with recovery on, by how their recovery ended.
+    pub recoveries: Family<Status, Counter>,
+    /// Events replayed to recovering sockets (once per socket).
+    pub events_recovered: Counter,
     /// 1 when the broker is connected, 0 otherwise.
     pub broker_up: Gauge,
     /// Times the broker connection was lost.
@@ -127,6 +141,8 @@ impl Metrics {
             room_operations: Family::default(),
             rooms: Gauge::default(),
             room_memberships: Gauge::default(),
+            recoveries: Family::default(),
+            events_recovered: Counter::default(),
             broker_up: Gauge::default(),
             broker_reconnects: Counter::default(),
             // 0.1 ms .. ~3.3 s
@@ -191,8 +207,21 @@ impl Metrics {
             "Socket-room memberships on this node (own-id rooms not counted)",
             m.room_memberships.clone(),
         );
+        registry.register(
+            "socket_recoveries",
+            "Sockets brought live with recovery on, by status",
+            m.recoveries.clone(),
+        );
+        registry.register(
+            "events_recovered",
+            "Events replayed to recovering sockets",
+            m.events_recovered.clone(),
+        );
         // Every labelled series is exported at 0 from start-up, so that dashboards and rate()
         // alerts see it before its first event.
+        for status in RECOVERY_STATUSES {
+            let _ = m.recoveries.get_or_create(&Status { status });
+        }
         for op in ROOM_OPERATIONS {
             let _ = m.room_operations.get_or_create(&Op { op });
         }
@@ -247,6 +276,17 @@ impl Metrics {
     /// The current count of applied room operations `op`.
     pub fn room_operation_count(&self, op: &'static str) -> u64 {
         self.room_operations.get_or_create(&Op { op }).get()
+    }
+
+    /// Counts a socket brought live and the events replayed to it.
+    pub fn recovery(&self, status: &'static str, replayed: u64) {
+        self.recoveries.get_or_create(&Status { status }).inc();
+        self.events_recovered.inc_by(replayed);
+    }
+
+    /// The current count of recoveries that ended with `status`.
+    pub fn recovery_count(&self, status: &'static str) -> u64 {
+        self.recoveries.get_or_create(&Status { status }).get()
     }
 
     /// Counts a refused connect.

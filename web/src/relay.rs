@@ -12,7 +12,8 @@ use sidecast_core::config::{IngressConfig, IngressFormat, SlowClientPolicy};
 use sidecast_core::envelope::now_millis;
 use sidecast_core::ingress::{Decoded, IngressError, node_emitter, python_socketio};
 use sidecast_core::{
-    BrokerMessage, ChannelSpec, Envelope, SharedBroker, SignatureError, Signer, Subscription,
+    BrokerMessage, ChannelSpec, Envelope, HistorySubscription, SharedBroker, SignatureError,
+    Signer, Subscription,
 };
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
@@ -29,6 +30,8 @@ pub(crate) struct Bus {
     pub(crate) slow_client: SlowClientPolicy,
     /// Channels in other emitters' formats (`broker.ingress`).
     pub(crate) ingress: Vec<Ingress>,
+    /// The history's side of delivery, when recovery is on.
+    pub(crate) recovery: Option<Arc<crate::recovery::Recovery>>,
 }
 
 /// One ingress channel: what to subscribe to and how to decode what arrives.
@@ -94,14 +97,24 @@ pub(crate) async fn subscribe(
     Ok(subscription)
 }
 
-/// Runs until the broker closes the subscription.
+/// Runs until the broker closes the subscription (and the history subscription, with recovery
+/// on: its entries are delivered by [`crate::recovery::Recovery::spawn_relay`]).
 pub(crate) fn spawn(
     mut subscription: Subscription,
+    history: Option<HistorySubscription>,
     bus: Bus,
     io: SocketIo,
     metrics: Arc<Metrics>,
     memberships: SharedMemberships,
 ) -> JoinHandle<()> {
+    let history_relay = match (&bus.recovery, history) {
+        (Some(recovery), Some(history)) => Some(recovery.clone().spawn_relay(
+            history,
+            io.clone(),
+            bus.slow_client,
+        )),
+        _ => None,
+    };
     tokio::spawn(async move {
         // Sockets that overflowed under the `disconnect` policy and are not gone yet.
         let mut lagging = std::collections::HashSet::new();
@@ -121,6 +134,9 @@ pub(crate) fn spawn(
             metrics.subscription_overflow(subscription.dropped());
         }
         tracing::debug!("broker subscription ended; relay stopped");
+        if let Some(history_relay) = history_relay {
+            let _ = history_relay.await;
+        }
     })
 }
 
@@ -247,7 +263,7 @@ async fn handle_ingress(
     }
 }
 
-/// Emits a decoded event to this node's sockets.
+/// Emits a decoded event that did not come from the history to this node's sockets.
 async fn deliver(
     bus: &Bus,
     io: &SocketIo,
@@ -255,7 +271,27 @@ async fn deliver(
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
     envelope: &Envelope,
 ) {
-    match socket::emit(io, envelope, bus.slow_client, lagging).await {
+    // With recovery on, an event that is not in the history (an ingress format, a plain
+    // publish) carries the position of the last history entry before it: a client that
+    // reconnects from there misses no history entry and gets none twice.
+    let position = match &bus.recovery {
+        Some(recovery) => Some(recovery.position().await),
+        None => None,
+    };
+    let offset = position.as_ref().map(|p| p.as_str());
+    deliver_emit(io, metrics, bus.slow_client, lagging, envelope, offset).await;
+}
+
+/// Emits an event to this node's sockets (with its offset when recovery is on) and counts it.
+pub(crate) async fn deliver_emit(
+    io: &SocketIo,
+    metrics: &Metrics,
+    slow_client: SlowClientPolicy,
+    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
+    envelope: &Envelope,
+    offset: Option<&str>,
+) {
+    match socket::emit(io, envelope, offset, slow_client, lagging).await {
         Ok(outcome) => {
             metrics.events_emitted.inc();
             if outcome.dropped > 0 {

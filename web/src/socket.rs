@@ -30,6 +30,8 @@ pub(crate) struct SocketContext {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// The rooms users joined through `user:<name>`, joined again by their new sockets.
     pub(crate) memberships: crate::memberships::SharedMemberships,
+    /// Connection state recovery, when on.
+    pub(crate) recovery: Option<Arc<crate::recovery::Recovery>>,
 }
 
 /// Registers the handlers of the namespaces served (`server.namespaces`) on `io`; clients of
@@ -79,6 +81,17 @@ async fn authorize_connect(
     match ctx.auth.authorize(&request).await {
         Ok(principal) => {
             socket.extensions.insert(principal);
+            if ctx.recovery.is_some() {
+                // Out of live events from before the socket enters the namespace until it has
+                // caught up (crate::recovery); socketioxide forgets the room if the connect
+                // fails after this.
+                socket.join(crate::recovery::RECOVERING_ROOM);
+                if let Some(offset) = crate::recovery::requested_offset(auth.as_ref().ok()) {
+                    socket
+                        .extensions
+                        .insert(crate::recovery::RequestedOffset(offset));
+                }
+            }
             Ok(())
         }
         Err(e) => {
@@ -135,6 +148,14 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     socket.on_disconnect(async |State(ctx): State<SocketContext>| {
         ctx.metrics.sockets_connected.dec();
     });
+    if let Some(recovery) = ctx.recovery.clone() {
+        // After the rooms are joined: the replay selects by them.
+        let requested = socket
+            .extensions
+            .get::<crate::recovery::RequestedOffset>()
+            .map(|r| r.0);
+        recovery.recover(socket, requested).await;
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header.
@@ -158,14 +179,19 @@ pub(crate) fn peer_addr(extensions: &axum::http::Extensions) -> Option<SocketAdd
 }
 
 /// Serializes event arguments as a tuple, which socketioxide spreads into separate Socket.IO
-/// arguments (`["event", a, b]`) instead of one array argument (`["event", [a, b]]`).
-struct Args<'a>(&'a [Value]);
+/// arguments (`["event", a, b]`) instead of one array argument (`["event", [a, b]]`), followed by
+/// the event's offset when recovery is on (socket.io's convention: the offset is the last
+/// argument, a string).
+pub(crate) struct Args<'a>(pub(crate) &'a [Value], pub(crate) Option<&'a str>);
 
 impl Serialize for Args<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut tuple = serializer.serialize_tuple(self.0.len())?;
+        let mut tuple = serializer.serialize_tuple(self.0.len() + usize::from(self.1.is_some()))?;
         for arg in self.0 {
             tuple.serialize_element(arg)?;
+        }
+        if let Some(offset) = self.1 {
+            tuple.serialize_element(offset)?;
         }
         tuple.end()
     }
@@ -189,7 +215,9 @@ pub(crate) struct EmitOutcome {
     pub(crate) disconnected: u64,
 }
 
-/// Emits an envelope to the local sockets it addresses.
+/// Emits an envelope to the local sockets it addresses, with `offset` as the last argument when
+/// recovery is on; sockets that are still recovering are skipped then (they get the event from
+/// the history, in order).
 ///
 /// With the `drop` policy the packet is encoded once for all sockets; sockets whose queue is full
 /// miss it. The `disconnect` policy must know *which* sockets are full, which only a per-socket
@@ -199,19 +227,15 @@ pub(crate) struct EmitOutcome {
 pub(crate) async fn emit(
     io: &SocketIo,
     envelope: &Envelope,
+    offset: Option<&str>,
     policy: SlowClientPolicy,
     lagging: &mut HashSet<Sid>,
 ) -> Result<EmitOutcome, EmitFailure> {
-    let Some(mut op) = io.of(&envelope.namespace) else {
-        return Err(EmitFailure::UnknownNamespace(envelope.namespace.clone()));
-    };
-    if !envelope.rooms.is_empty() {
-        op = op.to(envelope.rooms.clone());
+    let mut op = addressed(io, &envelope.namespace, &envelope.rooms, &envelope.except)?;
+    if offset.is_some() {
+        op = op.except(crate::recovery::RECOVERING_ROOM);
     }
-    if !envelope.except.is_empty() {
-        op = op.except(envelope.except.clone());
-    }
-    let args = Args(&envelope.data);
+    let args = Args(&envelope.data, offset);
     let mut outcome = EmitOutcome::default();
     match policy {
         SlowClientPolicy::Drop => match op.emit(&envelope.event, &args).await {

@@ -1,5 +1,5 @@
 //! The page of the original application (`GET /`), filled in from the configuration, and the local
-//! copy of the Socket.IO client it may load (`server.client_js`).
+//! copy of the Socket.IO client it may load (`server.client_js`), and the recovery helper script.
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -14,6 +14,21 @@ pub const CLIENT_JS_ROUTE: &str = "/socket.io.min.js";
 /// `GET /`: the page of the original application.
 pub(crate) async fn index(State(state): State<Sidecast>) -> Html<String> {
     Html(state.inner.page.clone())
+}
+
+/// Where the recovery helper for the official client is served.
+pub(crate) const RECOVERY_JS_ROUTE: &str = "/sidecast-recovery.js";
+
+/// `GET /sidecast-recovery.js`: remembers the last offset and sends it on every reconnect.
+pub(crate) async fn recovery_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../sidecast-recovery.js"),
+    )
+        .into_response()
 }
 
 /// `GET /socket.io.min.js` when `server.client_js` names a local copy of the client.

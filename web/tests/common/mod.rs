@@ -238,10 +238,34 @@ pub const CLOSED: &str = "__closed__";
 /// One received event: name and arguments.
 pub type Event = (String, Vec<Value>);
 
-/// A connected Socket.IO client that records every event it receives.
+/// A connected Socket.IO client that records every event it receives, without the offset that
+/// recovery adds as the last argument (kept in [`SioClient::last_offset`]), and the recovery
+/// reports (`sidecast:recovery`) apart.
 pub struct SioClient {
     pub client: Client,
-    events: mpsc::UnboundedReceiver<Event>,
+    /// Everything received, in order, with the offset it carried.
+    received: mpsc::UnboundedReceiver<(Event, Option<String>)>,
+    /// Pulled from `received` while looking for the other kind.
+    events: std::collections::VecDeque<Event>,
+    reports: std::collections::VecDeque<Event>,
+    /// The offset of the last offset-carrying item pulled from `received`.
+    last_offset: Option<String>,
+}
+
+/// The reserved event that tells a socket where its recovery left it.
+pub const RECOVERY_EVENT: &str = "sidecast:recovery";
+
+/// Whether `value` is an offset of the brokers tested here (20 digits, two such numbers joined
+/// by `-`, or the empty start offset), as recovery appends to every event.
+pub fn is_offset(value: &Value) -> bool {
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    value.as_str().is_some_and(|s| {
+        s.is_empty()
+            || match s.split_once('-') {
+                Some((a, b)) => digits(a) && digits(b),
+                None => digits(s),
+            }
+    })
 }
 
 /// How a connect attempt ended.
@@ -375,7 +399,7 @@ pub struct ClientOptions {
 
 /// Connects a client and waits until the server accepted or refused it.
 pub async fn connect(url: &str, options: ClientOptions) -> Connect {
-    let (event_tx, events) = mpsc::unbounded_channel::<Event>();
+    let (event_tx, received) = mpsc::unbounded_channel::<(Event, Option<String>)>();
     let (state_tx, mut state_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let connected_tx = state_tx.clone();
     let close_tx = event_tx.clone();
@@ -407,15 +431,20 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
         })
         .on(rust_socketio::Event::Close, move |_, _| {
             // Recorded as an event so that tests can await a disconnect like any event.
-            let _ = close_tx.send((CLOSED.to_owned(), Vec::new()));
+            let _ = close_tx.send(((CLOSED.to_owned(), Vec::new()), None));
             async {}.boxed()
         })
         .on_any(move |event, payload, _| {
-            let values = match payload {
+            let mut values = match payload {
                 Payload::Text(values) => values,
                 other => vec![Value::String(format!("{other:?}"))],
             };
-            let _ = event_tx.send((event.as_str().to_owned(), values));
+            let offset = if values.last().is_some_and(is_offset) {
+                values.pop().and_then(|v| v.as_str().map(str::to_owned))
+            } else {
+                None
+            };
+            let _ = event_tx.send(((event.as_str().to_owned(), values), offset));
             async {}.boxed()
         });
     if let Some(namespace) = &options.namespace {
@@ -435,7 +464,13 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
         Err(e) => return Connect::Refused(format!("transport error: {e}")),
     };
     match tokio::time::timeout(DEADLINE, state_rx.recv()).await {
-        Ok(Some(Ok(()))) => Connect::Accepted(SioClient { client, events }),
+        Ok(Some(Ok(()))) => Connect::Accepted(SioClient {
+            client,
+            received,
+            events: Default::default(),
+            reports: Default::default(),
+            last_offset: None,
+        }),
         Ok(Some(Err(reason))) => {
             let _ = client.disconnect().await;
             Connect::Refused(reason)
@@ -445,12 +480,36 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
 }
 
 impl SioClient {
-    /// The next event, failing the test when none arrives within the deadline.
-    pub async fn next_event(&mut self) -> Event {
-        tokio::time::timeout(DEADLINE, self.events.recv())
+    /// Pulls the next received item into `events` or `reports`, failing the test when none
+    /// arrives within the deadline.
+    async fn pull(&mut self) {
+        let item = tokio::time::timeout(DEADLINE, self.received.recv())
             .await
             .expect("an event arrives in time")
-            .expect("client still running")
+            .expect("client still running");
+        self.keep(item);
+    }
+
+    fn keep(&mut self, (event, offset): (Event, Option<String>)) {
+        if offset.is_some() {
+            self.last_offset = offset;
+        }
+        if event.0 == RECOVERY_EVENT {
+            self.reports.push_back(event);
+        } else {
+            self.events.push_back(event);
+        }
+    }
+
+    /// The next event (recovery reports apart), failing the test when none arrives within the
+    /// deadline.
+    pub async fn next_event(&mut self) -> Event {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return event;
+            }
+            self.pull().await;
+        }
     }
 
     /// Receives events until one named `marker` arrives; returns the events before it.
@@ -467,7 +526,34 @@ impl SioClient {
         }
     }
 
+    /// The next recovery report (`{"status", "recovered"}`), failing the test when none arrives
+    /// within the deadline.
+    pub async fn recovery_report(&mut self) -> Value {
+        loop {
+            if let Some((_, mut values)) = self.reports.pop_front() {
+                return values.pop().unwrap_or_default();
+            }
+            self.pull().await;
+        }
+    }
+
+    /// The offset of the last event or recovery report received, in the order they arrived.
+    pub fn last_offset(&self) -> Option<String> {
+        self.last_offset.clone()
+    }
+
     pub async fn disconnect(self) {
         let _ = self.client.disconnect().await;
+    }
+
+    /// Disconnects, then returns the events that had arrived but were not read yet, and the
+    /// offset of the last of them (what a client would reconnect with).
+    pub async fn disconnect_and_drain(mut self) -> (Vec<Event>, Option<String>) {
+        let _ = self.client.disconnect().await;
+        while let Ok(item) = self.received.try_recv() {
+            self.keep(item);
+        }
+        let rest = self.events.drain(..).filter(|e| e.0 != CLOSED).collect();
+        (rest, self.last_offset.clone())
     }
 }

@@ -1,0 +1,401 @@
+//! Connection state recovery on the broker's history ([`sidecast_core::History`]).
+//!
+//! With recovery on, the node delivers Sidecast's own events from the history instead of pub/sub:
+//! each reaches the sockets with its offset as the last argument, in history order, and the node
+//! catches up by itself after an outage (the transport resumes the history subscription from the
+//! last entry it delivered). A socket that connects with `auth: {offset}` first receives the
+//! events after that offset that are addressed to it, read from the history, then live events,
+//! with no gap and no duplicate at the switch; every socket is told where it stands by the
+//! reserved event [`RECOVERY_EVENT`], whose last argument is its starting offset.
+//!
+//! The switch is exact because delivery and the switch share one lock: the relay holds
+//! [`Recovery::position`] while it emits an entry and moves the position to that entry's offset,
+//! and a recovering socket (kept out of live events by the room [`RECOVERING_ROOM`]) leaves that
+//! room only under the lock, once it has replayed everything up to the position.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sidecast_core::codec::native;
+use sidecast_core::config::{RecoveryConfig, SlowClientPolicy};
+use sidecast_core::envelope::now_millis;
+use sidecast_core::{
+    BrokerError, Envelope, HistoryEntry, HistorySubscription, Offset, Replay, SharedBroker, Signer,
+};
+use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError, SocketIo};
+use tokio::sync::{Mutex, MutexGuard, watch};
+use tokio::task::JoinHandle;
+
+use crate::metrics::Metrics;
+use crate::socket;
+
+/// The room of sockets that are recovering: live events skip them. Its name has a control
+/// character, which no room name from a client, a policy or an operation may have.
+pub(crate) const RECOVERING_ROOM: &str = "\u{1}sidecast:recovering";
+
+/// The reserved event every socket receives once it is live: `{"status", "recovered"}` and, as
+/// the last argument, the offset the socket starts from.
+pub(crate) const RECOVERY_EVENT: &str = "sidecast:recovery";
+
+/// Entries read from the history at a time while a socket recovers.
+const PAGE: usize = 500;
+
+/// How long a replay waits for a socket's full queue to drain before giving up on the socket.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a replay stopped before the socket caught up.
+#[derive(Debug, thiserror::Error)]
+enum ReplayError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("the broker has no history")]
+    NoHistory,
+    #[error("the socket did not take its replay: {0}")]
+    Socket(SendError),
+}
+
+/// The offset a client asked to recover from (`auth.offset` in its CONNECT packet); kept in the
+/// socket's extensions by the connect middleware.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestedOffset(pub(crate) Offset);
+
+/// The recovery state of a node: its position in the history and what reading it needs.
+pub(crate) struct Recovery {
+    broker: SharedBroker,
+    channel: String,
+    signer: Option<Arc<Signer>>,
+    /// How old a signed entry may be: the history's age plus the signing window (clock skew).
+    entry_max_age: Duration,
+    max_replay: usize,
+    /// The offset of the newest history entry this node delivered (or the history's end when
+    /// the node started); held while an event is delivered.
+    position: Mutex<Offset>,
+    /// The position, for recovering sockets that wait for the relay to reach an offset.
+    advanced: watch::Sender<Offset>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Recovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recovery")
+            .field("channel", &self.channel)
+            .field("max_replay", &self.max_replay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a socket's recovery ended, as [`RECOVERY_EVENT`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// The socket asked for no offset: it starts at the node's position.
+    New,
+    /// Every event after the offset that was addressed to the socket was replayed.
+    Recovered,
+    /// Events after the offset are no longer in the history (or more than `max_replay`).
+    Trimmed,
+    /// The history never assigned the offset (malformed, from another backend).
+    Unknown,
+    /// The history could not be read; the socket is live without what it missed.
+    Unavailable,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Recovered => "recovered",
+            Self::Trimmed => "trimmed",
+            Self::Unknown => "unknown",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl Recovery {
+    /// Starts recovery on `broker`'s history of `channel`: the node's position is the history's
+    /// end, and the returned subscription delivers every entry after it. `None` when the broker
+    /// has no history (the caller warns and runs on pub/sub).
+    pub(crate) async fn start(
+        broker: &SharedBroker,
+        channel: &str,
+        signer: Option<Arc<Signer>>,
+        signing_max_age: Duration,
+        config: &RecoveryConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Option<(Arc<Self>, HistorySubscription)>, BrokerError> {
+        let Some(history) = broker.history() else {
+            return Ok(None);
+        };
+        let position = history.last_offset(channel).await?.unwrap_or(Offset::START);
+        let subscription = history.subscribe_from(channel, &position).await?;
+        let (advanced, _) = watch::channel(position.clone());
+        let recovery = Arc::new(Self {
+            broker: broker.clone(),
+            channel: channel.to_owned(),
+            signer,
+            entry_max_age: config.retention().max_age + signing_max_age,
+            max_replay: config.max_replay,
+            position: Mutex::new(position),
+            advanced,
+            metrics,
+        });
+        Ok(Some((recovery, subscription)))
+    }
+
+    /// The node's position, locked: events delivered while it is held are in order with the
+    /// switches of recovering sockets to live.
+    pub(crate) async fn position(&self) -> MutexGuard<'_, Offset> {
+        self.position.lock().await
+    }
+
+    /// Delivers the history's entries to this node's sockets, each with its offset, until the
+    /// broker closes the subscription.
+    pub(crate) fn spawn_relay(
+        self: Arc<Self>,
+        mut subscription: HistorySubscription,
+        io: SocketIo,
+        slow_client: SlowClientPolicy,
+    ) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut lagging = std::collections::HashSet::new();
+            while let Some(entry) = subscription.recv().await {
+                self.metrics
+                    .bus_received
+                    .get_or_create(&crate::metrics::Source { source: "native" })
+                    .inc();
+                let envelope = self.open(&entry);
+                let mut position = self.position.lock().await;
+                if let Some(envelope) = envelope {
+                    crate::relay::deliver_emit(
+                        &io,
+                        &self.metrics,
+                        slow_client,
+                        &mut lagging,
+                        &envelope,
+                        Some(entry.offset.as_str()),
+                    )
+                    .await;
+                }
+                position.clone_from(&entry.offset);
+                self.advanced.send_replace(entry.offset);
+            }
+            tracing::debug!("history subscription ended; history relay stopped");
+        })
+    }
+
+    /// The envelope of a history entry, verified when the bus is signed; `None` (counted and
+    /// logged) when it cannot be delivered.
+    fn open(&self, entry: &HistoryEntry) -> Option<Envelope> {
+        let verified;
+        let payload: &[u8] = match &self.signer {
+            None => &entry.payload,
+            Some(signer) => {
+                match signer.open_entry(&entry.payload, now_millis(), self.entry_max_age) {
+                    Ok(inner) => {
+                        verified = inner;
+                        &verified
+                    }
+                    Err(e) => {
+                        self.metrics.dropped(match e {
+                            sidecast_core::SignatureError::Unsigned => "unsigned",
+                            _ => "bad_signature",
+                        });
+                        tracing::warn!(offset = %entry.offset, error = %e, "history entry dropped");
+                        return None;
+                    }
+                }
+            }
+        };
+        match native::decode(payload) {
+            Ok(envelope) => Some(envelope),
+            Err(e) => {
+                self.metrics.dropped("undecodable");
+                tracing::warn!(offset = %entry.offset, error = %e, "undecodable history entry dropped");
+                None
+            }
+        }
+    }
+
+    /// Brings a new socket live: replays what it missed after the offset it asked for, then
+    /// lets it receive live events and tells it where it stands ([`RECOVERY_EVENT`]). The socket
+    /// joined [`RECOVERING_ROOM`] in the connect middleware.
+    pub(crate) async fn recover(self: Arc<Self>, socket: SocketRef, requested: Option<Offset>) {
+        let Some(from) = requested else {
+            let position = self.position.lock().await;
+            self.go_live(&socket, Status::New, 0, &position);
+            return;
+        };
+        let (status, replayed) = match self.replay(&socket, from).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(sid = %socket.id, error = %e, "history unreadable; the socket is live without what it missed");
+                (Status::Unavailable, 0)
+            }
+        };
+        if status != Status::Recovered {
+            // The socket goes live at the node's position; it missed events and is told so.
+            let position = self.position.lock().await;
+            self.go_live(&socket, status, replayed, &position);
+        }
+    }
+
+    /// Replays the entries after `cursor` addressed to `socket` until it has caught up with the
+    /// node's position, then brings it live under the lock (status `Recovered`). Any other
+    /// status is returned with the socket still recovering.
+    async fn replay(
+        &self,
+        socket: &SocketRef,
+        mut cursor: Offset,
+    ) -> Result<(Status, u64), ReplayError> {
+        let history = self.broker.history().ok_or(ReplayError::NoHistory)?;
+        let mut advanced = self.advanced.subscribe();
+        let mut replayed = 0u64;
+        let mut checked = false;
+        loop {
+            // The node's position before reading: entries up to it are replayed here, later
+            // ones come live once the socket has switched.
+            let target = advanced.borrow_and_update().clone();
+            let mut reached = false;
+            if cursor <= target || !checked {
+                let page = match history.read_after(&self.channel, &cursor, PAGE).await? {
+                    Replay::Entries(entries) => entries,
+                    Replay::Trimmed => return Ok((Status::Trimmed, replayed)),
+                    Replay::Unknown => return Ok((Status::Unknown, replayed)),
+                };
+                checked = true;
+                let complete = page.len() < PAGE;
+                for entry in page {
+                    if entry.offset > target {
+                        reached = true;
+                        break;
+                    }
+                    if let Some(envelope) = self.open(&entry)
+                        && addressed(socket, &envelope)
+                    {
+                        if replayed == self.max_replay as u64 {
+                            return Ok((Status::Trimmed, replayed));
+                        }
+                        send(socket, &envelope, &entry.offset).await?;
+                        replayed += 1;
+                    }
+                    cursor = entry.offset;
+                }
+                if (complete || reached) && cursor < target {
+                    // Nothing in the history between the last entry read and the position.
+                    cursor = target.clone();
+                }
+            }
+            if cursor >= target {
+                let position = self.position.lock().await;
+                if *position == cursor {
+                    self.go_live(socket, Status::Recovered, replayed, &position);
+                    return Ok((Status::Recovered, replayed));
+                }
+                if *position < cursor {
+                    // The client saw events on another node that this one has not delivered
+                    // yet: wait for the relay to reach them rather than deliver them twice.
+                    drop(position);
+                    if advanced.changed().await.is_err() {
+                        return Err(BrokerError::Closed.into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lets `socket` receive live events from `position` on and tells it so; called under the
+    /// lock, so that no event is delivered between the two.
+    fn go_live(&self, socket: &SocketRef, status: Status, replayed: u64, position: &Offset) {
+        socket.leave(RECOVERING_ROOM);
+        self.metrics.recovery(status.as_str(), replayed);
+        let report = [json!({ "status": status.as_str(), "recovered": replayed })];
+        if let Err(e) = socket.emit(
+            RECOVERY_EVENT,
+            &socket::Args(&report, Some(position.as_str())),
+        ) {
+            tracing::debug!(sid = %socket.id, error = %e, "recovery report not sent");
+        }
+        tracing::debug!(sid = %socket.id, status = status.as_str(), replayed, offset = %position, "socket live");
+    }
+}
+
+/// Whether `envelope` is addressed to `socket`: its namespace, one of its rooms (or everyone),
+/// and none of the rooms it excludes.
+fn addressed(socket: &SocketRef, envelope: &Envelope) -> bool {
+    if socket.ns() != envelope.namespace {
+        return false;
+    }
+    if envelope.rooms.is_empty() && envelope.except.is_empty() {
+        return true;
+    }
+    let rooms = socket.rooms();
+    let is_in = |list: &[String]| list.iter().any(|r| rooms.iter().any(|s| s == r.as_str()));
+    (envelope.rooms.is_empty() || is_in(&envelope.rooms)) && !is_in(&envelope.except)
+}
+
+/// Sends one replayed event, waiting while the socket's queue is full: a replay can be longer
+/// than the queue, and what a socket missed must reach it in order.
+async fn send(socket: &SocketRef, envelope: &Envelope, offset: &Offset) -> Result<(), ReplayError> {
+    let args = socket::Args(&envelope.data, Some(offset.as_str()));
+    let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        match socket.emit(&envelope.event, &args) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                // socketioxide offers no wait for queue space; its writer drains the queue
+                // within milliseconds unless the client stopped reading.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => return Err(ReplayError::Socket(e)),
+        }
+    }
+}
+
+/// The offset in a CONNECT packet's `auth` (`{"offset": "..."}`), if it is a string.
+pub(crate) fn requested_offset(auth: Option<&Value>) -> Option<Offset> {
+    auth.and_then(|a| a.get("offset"))
+        .and_then(Value::as_str)
+        .map(Offset::new)
+}
+
+/// Recovery as `recovery.enabled` and the broker allow, with the history subscription its relay
+/// delivers from; `(None, None)` when it is off or the broker has no history (said at start).
+pub(crate) async fn from_config(
+    config: &sidecast_core::Config,
+    broker: &SharedBroker,
+    signer: Option<Arc<Signer>>,
+    metrics: Arc<Metrics>,
+) -> Result<(Option<Arc<Recovery>>, Option<HistorySubscription>), crate::StartError> {
+    if !config.recovery.enabled {
+        tracing::info!("recovery.enabled = false: events travel over pub/sub, without offsets");
+        return Ok((None, None));
+    }
+    let started = Recovery::start(
+        broker,
+        &config.broker.channel,
+        signer,
+        Duration::from_millis(config.broker.signing_max_age_ms),
+        &config.recovery,
+        metrics,
+    )
+    .await
+    .map_err(crate::from_config::broker_start_error)?;
+    match started {
+        Some((recovery, history)) => {
+            tracing::info!(channel = %config.broker.channel, "recovery on: events go through the broker's history");
+            Ok((Some(recovery), Some(history)))
+        }
+        None => {
+            tracing::warn!(
+                "the broker offers no history: events travel over pub/sub, clients cannot \
+                 recover what they miss while disconnected (set recovery.enabled = false to \
+                 silence this)"
+            );
+            Ok((None, None))
+        }
+    }
+}

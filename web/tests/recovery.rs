@@ -1,0 +1,319 @@
+//! Connection state recovery: offsets on every event, a reconnect with `auth: {offset}` gets
+//! what it missed before live events (no gap, no duplicate), the recovery report, and nodes
+//! catching up after a broker outage. Memory broker for one node, a real Redis for two.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{
+    ClientOptions, SioClient, TestServer, broker_config, client_at, connect, login_at,
+    memory_config, post_json, with_cookie,
+};
+use serde_json::json;
+use sidecast_core::config::{BrokerKind, PolicyKind, PolicyList};
+use sidecast_testkit::RedisServer;
+
+/// Client options with a session cookie and `auth: {offset}`.
+fn resuming(cookie: &str, offset: &str) -> ClientOptions {
+    ClientOptions {
+        auth: Some(json!({ "offset": offset })),
+        ..with_cookie(cookie)
+    }
+}
+
+/// The `n` of every `count` event before `done`, failing on any other event.
+async fn counts_until_done(client: &mut SioClient) -> Vec<u64> {
+    client
+        .events_until("done")
+        .await
+        .into_iter()
+        .map(|(event, args)| {
+            assert_eq!(event, "count", "only counts arrive: {args:?}");
+            args[0].as_str().unwrap().parse::<u64>().unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_with_the_last_offset_gets_exactly_what_it_missed() {
+    let mut config = memory_config();
+    config.auth.policy = PolicyList::Any(vec![PolicyKind::Session, PolicyKind::Token]);
+    config.auth.tokens.insert("bob".into(), "token-b".into());
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut client = server.client(&cookie).await;
+    let report = client.recovery_report().await;
+    assert_eq!(report, json!({"status": "new", "recovered": 0}));
+    let start = client.last_offset().expect("a starting offset");
+
+    for n in 0..3 {
+        server
+            .publish(&cookie, json!({"channel": "count", "body": n.to_string()}))
+            .await;
+    }
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    assert_eq!(counts_until_done(&mut client).await, vec![0, 1, 2]);
+    let seen = client.last_offset().unwrap();
+    assert!(seen > start, "offsets grow: {start} < {seen}");
+    client.disconnect().await;
+
+    // Missed while away: to everyone, to the user's room, to another user's room.
+    for n in 3..6 {
+        server
+            .publish(&cookie, json!({"channel": "count", "body": n.to_string()}))
+            .await;
+    }
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "count", "body": "6", "to": "user:Gonzalo"}),
+        )
+        .await;
+    server
+        .publish(
+            &cookie,
+            json!({"channel": "count", "body": "99", "to": "user:bob"}),
+        )
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "count", "body": "7"}))
+        .await;
+
+    let mut back = server.connect(resuming(&cookie, &seen)).await.accepted();
+    server
+        .publish(&cookie, json!({"channel": "count", "body": "8"}))
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "1"}))
+        .await;
+    assert_eq!(counts_until_done(&mut back).await, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        back.recovery_report().await,
+        json!({"status": "recovered", "recovered": 5})
+    );
+    assert_eq!(server.state.metrics().recovery_count("recovered"), 1);
+    back.disconnect().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_gap_and_no_duplicate_while_events_keep_coming() {
+    let server = TestServer::start(memory_config()).await;
+    let cookie = server.login().await;
+    let mut client = server.client(&cookie).await;
+    assert_eq!(client.recovery_report().await["status"], "new");
+    let running = Arc::new(AtomicBool::new(true));
+    // Publishes 0, 1, 2, ... as fast as the API answers, until told to stop.
+    let publisher = {
+        let base = server.base.clone();
+        let cookie = cookie.clone();
+        let running = running.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while running.load(Ordering::Relaxed) {
+                let res = post_json(
+                    &base,
+                    &cookie,
+                    json!({"channel": "count", "body": n.to_string()}),
+                )
+                .await;
+                assert_eq!(res.status(), 200);
+                n += 1;
+            }
+            n
+        })
+    };
+    let count = |events: Vec<common::Event>| -> Vec<u64> {
+        events
+            .iter()
+            .map(|(_, args)| args[0].as_str().unwrap().parse::<u64>().unwrap())
+            .collect()
+    };
+    let mut received = Vec::new();
+    // Three disconnect/reconnect rounds while the events keep coming.
+    for _ in 0..3 {
+        for _ in 0..20 {
+            let event = client.next_event().await;
+            received.extend(count(vec![event]));
+        }
+        let (rest, offset) = client.disconnect_and_drain().await;
+        received.extend(count(rest));
+        client = server
+            .connect(resuming(&cookie, &offset.expect("an offset was seen")))
+            .await
+            .accepted();
+        assert_eq!(client.recovery_report().await["status"], "recovered");
+    }
+    running.store(false, Ordering::Relaxed);
+    let published = publisher.await.unwrap();
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    received.extend(counts_until_done(&mut client).await);
+    let expected: Vec<u64> = (0..published).collect();
+    let missing: Vec<u64> = expected
+        .iter()
+        .filter(|n| !received.contains(n))
+        .copied()
+        .collect();
+    assert_eq!(
+        received.len() as u64,
+        published,
+        "every event once; missing {missing:?}"
+    );
+    assert_eq!(received, expected, "in order, no gap, no duplicate");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_out_of_the_history_is_reported() {
+    let mut config = memory_config();
+    config.recovery.max_events = 5;
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut client = server.client(&cookie).await;
+    server
+        .publish(&cookie, json!({"channel": "count", "body": "0"}))
+        .await;
+    client.next_event().await;
+    let (_, seen) = client.disconnect_and_drain().await;
+    // More than the history keeps: the client is told, and is live from the node's position.
+    for n in 1..=10 {
+        server
+            .publish(&cookie, json!({"channel": "count", "body": n.to_string()}))
+            .await;
+    }
+    let mut trimmed = server
+        .connect(resuming(&cookie, &seen.unwrap()))
+        .await
+        .accepted();
+    assert_eq!(
+        trimmed.recovery_report().await,
+        json!({"status": "trimmed", "recovered": 0})
+    );
+    server
+        .publish(&cookie, json!({"channel": "count", "body": "11"}))
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    assert_eq!(counts_until_done(&mut trimmed).await, vec![11]);
+
+    for bad in ["not-an-offset", "99999999999999999999"] {
+        let mut unknown = server.connect(resuming(&cookie, bad)).await.accepted();
+        assert_eq!(
+            unknown.recovery_report().await,
+            json!({"status": "unknown", "recovered": 0}),
+            "{bad}"
+        );
+        unknown.disconnect().await;
+    }
+    assert_eq!(server.state.metrics().recovery_count("unknown"), 2);
+    trimmed.disconnect().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_bus_recovers_events_older_than_the_signing_window() {
+    let mut config = memory_config();
+    config.broker.signing_key = "a-signing-key-of-some-length".into();
+    // Entries are replayed long after the window a live message must arrive within.
+    config.broker.signing_max_age_ms = 1;
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut client = server.client(&cookie).await;
+    client.recovery_report().await;
+    let (_, start) = client.disconnect_and_drain().await;
+    for n in 0..3 {
+        server
+            .publish(&cookie, json!({"channel": "count", "body": n.to_string()}))
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await; // older than the window
+    let mut back = server
+        .connect(resuming(&cookie, &start.unwrap()))
+        .await
+        .accepted();
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    assert_eq!(counts_until_done(&mut back).await, vec![0, 1, 2]);
+    assert_eq!(server.state.metrics().dropped_count("bad_signature"), 0);
+    server.stop().await;
+}
+
+/// Two nodes on one Redis: a client recovers on the other node, and a node whose Redis
+/// connection dropped catches up: every acknowledged event reaches the clients of both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_clients_recover_on_any_node_and_nodes_catch_up() {
+    let mut redis = RedisServer::start().await;
+    if redis.is_external() {
+        return; // an external Redis cannot be restarted by the test
+    }
+    let mut config = broker_config(BrokerKind::Redis, redis.url());
+    // Both nodes accept the session cookie either one issued.
+    config.session.secret = "0123456789abcdef0123456789abcdef".into();
+    let a = TestServer::start(config.clone()).await;
+    let b = TestServer::start(config).await;
+    let cookie = login_at(&a.base).await;
+    let mut on_a = client_at(&a.socket_url(), &cookie).await;
+    let mut on_b = client_at(&b.socket_url(), &cookie).await;
+    assert_eq!(on_a.recovery_report().await["status"], "new");
+    assert_eq!(on_b.recovery_report().await["status"], "new");
+
+    a.publish(&cookie, json!({"channel": "count", "body": "0"}))
+        .await;
+    assert_eq!(on_a.next_event().await.1[0], "0");
+    assert_eq!(on_b.next_event().await.1[0], "0");
+    let (_, seen) = on_a.disconnect_and_drain().await;
+    for n in 1..=3 {
+        a.publish(&cookie, json!({"channel": "count", "body": n.to_string()}))
+            .await;
+    }
+    // The client of node a comes back on node b.
+    let mut moved = connect(&b.socket_url(), resuming(&cookie, &seen.unwrap()))
+        .await
+        .accepted();
+    assert_eq!(
+        moved.recovery_report().await,
+        json!({"status": "recovered", "recovered": 3})
+    );
+
+    // Redis restarts: events are refused (503) while it is down, and every event acknowledged
+    // after it is back reaches both nodes' clients, in order.
+    redis.restart().await;
+    let mut acknowledged = vec![1, 2, 3];
+    let deadline = std::time::Instant::now() + common::DEADLINE;
+    let mut n = 4u64;
+    while acknowledged.len() < 30 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node a did not come back"
+        );
+        let res = post_json(
+            &a.base,
+            &cookie,
+            json!({"channel": "count", "body": n.to_string()}),
+        )
+        .await;
+        match res.status().as_u16() {
+            200 => acknowledged.push(n),
+            503 => {}
+            other => panic!("unexpected status {other}"),
+        }
+        n += 1;
+    }
+    a.publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    assert_eq!(counts_until_done(&mut moved).await, acknowledged);
+    assert_eq!(counts_until_done(&mut on_b).await, acknowledged);
+    moved.disconnect().await;
+    on_b.disconnect().await;
+    a.stop().await;
+    b.stop().await;
+}
