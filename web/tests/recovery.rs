@@ -317,3 +317,172 @@ async fn on_redis_clients_recover_on_any_node_and_nodes_catch_up() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Numbered `count` events posted without pause, alternately to each node, until stopped: what
+/// every client must end up with is exactly the numbers acknowledged (200), in order.
+struct Load {
+    running: Arc<AtomicBool>,
+    acknowledged: Arc<std::sync::Mutex<Vec<u64>>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(bases: [String; 2], cookie: &str) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = {
+            let (running, acknowledged, refused) =
+                (running.clone(), acknowledged.clone(), refused.clone());
+            let cookie = cookie.to_owned();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while running.load(Ordering::Relaxed) {
+                    let base = &bases[usize::from(n % 2 == 1)];
+                    let body = json!({"channel": "count", "body": n.to_string()});
+                    match post_json(base, &cookie, body).await.status().as_u16() {
+                        200 => acknowledged.lock().unwrap().push(n),
+                        // Refused while the broker is away: the client may still get it (it can
+                        // have been appended before the time-out), but need not.
+                        503 => {
+                            refused.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => panic!("POST /api/ answered {other}"),
+                    }
+                    n += 1;
+                }
+            })
+        };
+        Self {
+            running,
+            acknowledged,
+            refused,
+            task,
+        }
+    }
+
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `condition` holds for the load, within the test deadline.
+    async fn until(&self, what: &str, condition: impl Fn(&Self) -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !condition(self) {
+            assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop(self) -> Vec<u64> {
+        self.running.store(false, Ordering::Relaxed);
+        self.task.await.unwrap();
+        Arc::try_unwrap(self.acknowledged)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
+}
+
+/// Two nodes on `config`'s broker with two clients each (default transport and websocket-only),
+/// a publisher posting to both without pause, and `outage` in the middle: every acknowledged
+/// event reaches all four clients once and in order (events refused with 503 may arrive too,
+/// in their place, never twice).
+async fn every_acknowledged_event_reaches_every_client(
+    config: sidecast_core::Config,
+    outage: impl AsyncFnOnce(&Load),
+) {
+    let a = TestServer::start(config.clone()).await;
+    let b = TestServer::start(config).await;
+    let cookie = login_at(&a.base).await;
+    let mut clients = vec![
+        a.client(&cookie).await,
+        a.websocket_client(&cookie).await,
+        b.client(&cookie).await,
+        b.websocket_client(&cookie).await,
+    ];
+    for client in &mut clients {
+        assert_eq!(client.recovery_report().await["status"], "new");
+    }
+    let load = Load::start([a.base.clone(), b.base.clone()], &cookie);
+    load.until("events before the outage", |l| l.acknowledged() >= 50)
+        .await;
+    outage(&load).await;
+    let back = load.acknowledged();
+    load.until("events after the outage", |l| l.acknowledged() >= back + 50)
+        .await;
+    let refused = load.refused();
+    let acknowledged = load.stop().await;
+    a.publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    for (i, client) in clients.iter_mut().enumerate() {
+        let received = counts_until_done(client).await;
+        let mut sorted = received.clone();
+        sorted.dedup();
+        assert_eq!(sorted.len(), received.len(), "client {i}: a duplicate");
+        assert!(
+            received.windows(2).all(|w| w[0] < w[1]),
+            "client {i}: out of order"
+        );
+        let missing: Vec<u64> = acknowledged
+            .iter()
+            .filter(|n| received.binary_search(n).is_err())
+            .copied()
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "client {i} lost acknowledged events {missing:?}"
+        );
+        eprintln!(
+            "client {i}: {} acknowledged events all received ({} received, {refused} refused \
+             during the outage)",
+            acknowledged.len(),
+            received.len()
+        );
+    }
+    for client in clients {
+        client.disconnect().await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Redis killed (`SIGKILL`) and restarted under load; Redis keeps its data across the crash
+/// (`appendfsync always`), as a deployment that promises no loss must configure it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_reaches_every_client_across_a_redis_crash() {
+    let mut redis =
+        RedisServer::start_local_with_args(["--appendonly", "yes", "--appendfsync", "always"])
+            .await;
+    let mut config = broker_config(BrokerKind::Redis, redis.url());
+    config.session.secret = "0123456789abcdef0123456789abcdef".into();
+    every_acknowledged_event_reaches_every_client(config, async |load: &Load| {
+        redis.stop().await;
+        load.until("a refusal while Redis is down", |l| l.refused() > 0)
+            .await;
+        redis.restart().await;
+    })
+    .await;
+}
+
+/// RabbitMQ stopped and started again under load (an orderly restart: after a crash RabbitMQ
+/// 3.10 keeps the stream unavailable, decision 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_event_reaches_every_client_across_a_rabbitmq_restart() {
+    let mut rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
+    let mut config = broker_config(BrokerKind::Amqp, rabbit.url());
+    config.broker.channel = sidecast_testkit::unique_channel("recovery");
+    config.session.secret = "0123456789abcdef0123456789abcdef".into();
+    every_acknowledged_event_reaches_every_client(config, async |load: &Load| {
+        rabbit.stop().await;
+        load.until("a refusal while RabbitMQ is down", |l| l.refused() > 0)
+            .await;
+        rabbit.restart().await;
+    })
+    .await;
+}
