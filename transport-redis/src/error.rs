@@ -15,10 +15,24 @@ fn is_auth_failure(error: &RedisError) -> bool {
     ) || matches!(error.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
 }
 
+/// Whether the server (or, in a transaction, any command of it) answered that it refuses writes
+/// until an operator or a fail-over acts: over `maxmemory`, unable to persist, a replica.
+fn refuses_writes_for_now(error: &RedisError) -> bool {
+    const CODES: [&str; 3] = ["OOM", "MISCONF", "READONLY"];
+    // A MULTI/EXEC transaction reports EXECABORT with the commands' own errors inside.
+    error.clone().into_server_errors().is_some_and(|errors| {
+        errors
+            .iter()
+            .any(|(_, server)| CODES.contains(&server.code()))
+    })
+}
+
 /// Maps an error of an operation on `url` (already redacted).
 ///
-/// Connection trouble (I/O, dropped connections, time-outs, a server still loading) is
-/// [`BrokerError::Unavailable`]: transient. Refused credentials or permissions are
+/// Connection trouble (I/O, dropped connections, time-outs, a server still loading) and a server
+/// that refuses writes for now (`OOM` over `maxmemory`, `MISCONF` when it cannot persist,
+/// `READONLY` on a replica after a fail-over) are [`BrokerError::Unavailable`]: transient, so
+/// that `POST /api/` answers 503 with `Retry-After` rather than 500. Refused credentials or permissions are
 /// [`BrokerError::Rejected`] with the fix in the message; a bad URL is [`BrokerError::Config`];
 /// any other server error is `Rejected`.
 pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
@@ -55,7 +69,8 @@ pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::MasterDown
             )
-        );
+        )
+        || refuses_writes_for_now(&error);
     BrokerError::classified(transient, BACKEND, url, error)
 }
 

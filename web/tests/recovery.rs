@@ -486,3 +486,55 @@ async fn every_acknowledged_event_reaches_every_client_across_a_rabbitmq_restart
     })
     .await;
 }
+
+/// A history that refuses writes (Redis over `maxmemory`) makes `POST /api/` answer 503 with
+/// `Retry-After`, never 200 for an event nobody will receive; once Redis takes writes again,
+/// events flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_that_refuses_writes_is_a_503() {
+    let redis = RedisServer::start_local().await;
+    let server = TestServer::start(broker_config(BrokerKind::Redis, redis.url())).await;
+    let cookie = server.login().await;
+    let mut client = server.client(&cookie).await;
+    client.recovery_report().await;
+    assert_eq!(
+        redis
+            .command(&["CONFIG", "SET", "maxmemory", "1"])
+            .await
+            .unwrap(),
+        "+OK"
+    );
+    let refused = post_json(
+        &server.base,
+        &cookie,
+        json!({"channel": "count", "body": "lost"}),
+    )
+    .await;
+    let (status, retry_after) = (
+        refused.status(),
+        refused.headers().get("retry-after").cloned(),
+    );
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.unwrap(), "1");
+    assert!(
+        body["error"].as_str().unwrap().contains("maxmemory"),
+        "the reason names the cause: {body}"
+    );
+    assert_eq!(
+        redis
+            .command(&["CONFIG", "SET", "maxmemory", "0"])
+            .await
+            .unwrap(),
+        "+OK"
+    );
+    server
+        .publish(&cookie, json!({"channel": "count", "body": "0"}))
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    assert_eq!(counts_until_done(&mut client).await, vec![0]);
+    client.disconnect().await;
+    server.stop().await;
+}
