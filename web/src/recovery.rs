@@ -56,10 +56,17 @@ enum ReplayError {
     Socket(SendError),
 }
 
-/// The offset a client asked to recover from (`auth.offset` in its CONNECT packet); kept in the
-/// socket's extensions by the connect middleware.
+/// Where a socket starts, taken by the connect middleware once the socket is kept out of live
+/// events, and kept in the socket's extensions until its connect handler brings it live.
 #[derive(Debug, Clone)]
-pub(crate) struct RequestedOffset(pub(crate) Offset);
+pub(crate) struct Start {
+    /// The offset the client asked to recover from (`auth.offset` in its CONNECT packet).
+    requested: Option<Offset>,
+    /// The node's position when the socket was kept out of live events: a socket that asked
+    /// for nothing gets every event after it, so that none published after its CONNECT reply
+    /// is lost in the moment before it goes live.
+    joined_at: Offset,
+}
 
 /// The recovery state of a node: its position in the history and what reading it needs.
 pub(crate) struct Recovery {
@@ -218,36 +225,54 @@ impl Recovery {
         }
     }
 
-    /// Brings a new socket live: replays what it missed after the offset it asked for, then
-    /// lets it receive live events and tells it where it stands ([`RECOVERY_EVENT`]). The socket
-    /// joined [`RECOVERING_ROOM`] in the connect middleware.
-    pub(crate) async fn recover(self: Arc<Self>, socket: SocketRef, requested: Option<Offset>) {
-        let Some(from) = requested else {
-            let position = self.position.lock().await;
-            self.go_live(&socket, Status::New, 0, &position);
-            return;
+    /// Where a socket that connects now with `auth` starts; called once the socket is in
+    /// [`RECOVERING_ROOM`].
+    pub(crate) async fn start_of(&self, auth: Option<&Value>) -> Start {
+        Start {
+            requested: requested_offset(auth),
+            joined_at: self.position.lock().await.clone(),
+        }
+    }
+
+    /// Brings a new socket live: replays what it missed after the offset it asked for (or,
+    /// having asked for none, what was delivered since it connected), then lets it receive
+    /// live events and tells it where it stands ([`RECOVERY_EVENT`]). The socket joined
+    /// [`RECOVERING_ROOM`] in the connect middleware.
+    pub(crate) async fn recover(self: Arc<Self>, socket: SocketRef, start: Start) {
+        let (from, status) = match start.requested {
+            Some(requested) => (requested, Status::Recovered),
+            None => {
+                let position = self.position.lock().await;
+                if *position == start.joined_at {
+                    // The usual case: nothing was delivered meanwhile, no history read.
+                    self.go_live(&socket, Status::New, 0, &position);
+                    return;
+                }
+                (start.joined_at, Status::New)
+            }
         };
-        let (status, replayed) = match self.replay(&socket, from).await {
+        let (outcome, replayed) = match self.replay(&socket, from, status).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!(sid = %socket.id, error = %e, "history unreadable; the socket is live without what it missed");
                 (Status::Unavailable, 0)
             }
         };
-        if status != Status::Recovered {
+        if outcome != status {
             // The socket goes live at the node's position; it missed events and is told so.
             let position = self.position.lock().await;
-            self.go_live(&socket, status, replayed, &position);
+            self.go_live(&socket, outcome, replayed, &position);
         }
     }
 
     /// Replays the entries after `cursor` addressed to `socket` until it has caught up with the
-    /// node's position, then brings it live under the lock (status `Recovered`). Any other
+    /// node's position, then brings it live under the lock, reported as `live`. Any other
     /// status is returned with the socket still recovering.
     async fn replay(
         &self,
         socket: &SocketRef,
         mut cursor: Offset,
+        live: Status,
     ) -> Result<(Status, u64), ReplayError> {
         let history = self.broker.history().ok_or(ReplayError::NoHistory)?;
         let mut advanced = self.advanced.subscribe();
@@ -290,8 +315,8 @@ impl Recovery {
             if cursor >= target {
                 let position = self.position.lock().await;
                 if *position == cursor {
-                    self.go_live(socket, Status::Recovered, replayed, &position);
-                    return Ok((Status::Recovered, replayed));
+                    self.go_live(socket, live, replayed, &position);
+                    return Ok((live, replayed));
                 }
                 if *position < cursor {
                     // The client saw events on another node that this one has not delivered
@@ -356,7 +381,7 @@ async fn send(socket: &SocketRef, envelope: &Envelope, offset: &Offset) -> Resul
 }
 
 /// The offset in a CONNECT packet's `auth` (`{"offset": "..."}`), if it is a string.
-pub(crate) fn requested_offset(auth: Option<&Value>) -> Option<Offset> {
+fn requested_offset(auth: Option<&Value>) -> Option<Offset> {
     auth.and_then(|a| a.get("offset"))
         .and_then(Value::as_str)
         .map(Offset::new)

@@ -81,16 +81,13 @@ async fn authorize_connect(
     match ctx.auth.authorize(&request).await {
         Ok(principal) => {
             socket.extensions.insert(principal);
-            if ctx.recovery.is_some() {
+            if let Some(recovery) = &ctx.recovery {
                 // Out of live events from before the socket enters the namespace until it has
                 // caught up (crate::recovery); socketioxide forgets the room if the connect
-                // fails after this.
+                // fails after this. Where it starts is taken after the join.
                 socket.join(crate::recovery::RECOVERING_ROOM);
-                if let Some(offset) = crate::recovery::requested_offset(auth.as_ref().ok()) {
-                    socket
-                        .extensions
-                        .insert(crate::recovery::RequestedOffset(offset));
-                }
+                let start = recovery.start_of(auth.as_ref().ok()).await;
+                socket.extensions.insert(start);
             }
             Ok(())
         }
@@ -150,11 +147,12 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     });
     if let Some(recovery) = ctx.recovery.clone() {
         // After the rooms are joined: the replay selects by them.
-        let requested = socket
-            .extensions
-            .get::<crate::recovery::RequestedOffset>()
-            .map(|r| r.0);
-        recovery.recover(socket, requested).await;
+        let start = match socket.extensions.get::<crate::recovery::Start>() {
+            Some(start) => start,
+            // Not expected (the middleware sets it); start at the node's position.
+            None => recovery.start_of(None).await,
+        };
+        recovery.recover(socket, start).await;
     }
 }
 

@@ -538,3 +538,56 @@ async fn a_history_that_refuses_writes_is_a_503() {
     client.disconnect().await;
     server.stop().await;
 }
+
+/// A socket that asked for no offset gets every event published after its connect was
+/// answered, also those delivered in the moment before the node brought it live: connects while
+/// events flow without pause, each new socket checked from the first event posted after its
+/// CONNECT reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_socket_gets_every_event_published_after_its_connect() {
+    let server = TestServer::start(memory_config()).await;
+    let cookie = server.login().await;
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let running = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let (base, cookie, next, running) = (
+            server.base.clone(),
+            cookie.clone(),
+            next.clone(),
+            running.clone(),
+        );
+        tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let n = next.load(Ordering::SeqCst);
+                let body = json!({"channel": "count", "body": n.to_string()});
+                assert_eq!(post_json(&base, &cookie, body).await.status(), 200);
+                next.store(n + 1, Ordering::SeqCst);
+            }
+        })
+    };
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        let client = server.client(&cookie).await;
+        // Posts that had not started when the connect was answered must all arrive.
+        let from = next.load(Ordering::SeqCst) + 1;
+        sockets.push((client, from));
+    }
+    running.store(false, Ordering::Relaxed);
+    publisher.await.unwrap();
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    let last = next.load(Ordering::SeqCst);
+    for (i, (mut client, from)) in sockets.into_iter().enumerate() {
+        assert_eq!(client.recovery_report().await["status"], "new");
+        let received = counts_until_done(&mut client).await;
+        let expected: Vec<u64> = (from..last).collect();
+        let tail: Vec<u64> = received.iter().copied().filter(|n| *n >= from).collect();
+        assert_eq!(
+            tail, expected,
+            "socket {i}: a gap or a duplicate after its connect"
+        );
+        client.disconnect().await;
+    }
+    server.stop().await;
+}
