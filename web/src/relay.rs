@@ -97,6 +97,18 @@ pub(crate) async fn subscribe(
     Ok(subscription)
 }
 
+/// The kinds of dropped bus messages already logged: a publisher that keeps sending bad
+/// messages fills the counters, not the log.
+#[derive(Debug, Default)]
+struct Warned(std::collections::HashSet<(&'static str, &'static str)>);
+
+impl Warned {
+    /// Whether this is the first drop of `kind` from `source` (a format, "native", "control").
+    fn first(&mut self, source: &'static str, kind: &'static str) -> bool {
+        self.0.insert((source, kind))
+    }
+}
+
 /// Runs until the broker closes the subscription (and the history subscription, with recovery
 /// on: its entries are delivered by [`crate::recovery::Recovery::spawn_relay`]).
 pub(crate) fn spawn(
@@ -118,8 +130,8 @@ pub(crate) fn spawn(
     tokio::spawn(async move {
         // Sockets that overflowed under the `disconnect` policy and are not gone yet.
         let mut lagging = std::collections::HashSet::new();
-        // Unsupported requests already warned about: each kind is logged once, then counted.
-        let mut warned = std::collections::HashSet::new();
+        // Kinds of dropped messages already warned about: each is logged once, then counted.
+        let mut warned = Warned::default();
         while let Some(message) = subscription.recv().await {
             handle(
                 &bus,
@@ -146,7 +158,7 @@ async fn handle(
     metrics: &Metrics,
     memberships: &dyn MembershipStore,
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
-    warned: &mut std::collections::HashSet<&'static str>,
+    warned: &mut Warned,
     message: BrokerMessage,
 ) {
     if message.channel != bus.channel
@@ -173,11 +185,16 @@ async fn handle(
                 &verified
             }
             Err(e) => {
-                metrics.dropped(match e {
+                let reason = match e {
                     SignatureError::Unsigned => "unsigned",
                     _ => "bad_signature",
-                });
-                tracing::warn!(channel = %message.channel, error = %e, "bus message dropped");
+                };
+                metrics.dropped(reason);
+                if warned.first("signed bus", reason) {
+                    tracing::warn!(channel = %message.channel, reason, error = %e, "bus message dropped; further drops of this kind are counted in sidecast_events_dropped_total and logged at debug level");
+                } else {
+                    tracing::debug!(channel = %message.channel, reason, error = %e, "bus message dropped");
+                }
                 return;
             }
         },
@@ -187,7 +204,7 @@ async fn handle(
             .bus_received
             .get_or_create(&Source { source: "control" })
             .inc();
-        apply_control(io, metrics, memberships, payload).await;
+        apply_control(io, metrics, memberships, warned, payload).await;
         return;
     }
     metrics
@@ -198,7 +215,11 @@ async fn handle(
         Ok(envelope) => envelope,
         Err(e) => {
             metrics.dropped("undecodable");
-            tracing::warn!(channel = %message.channel, error = %e, "undecodable message dropped");
+            if warned.first("native", "undecodable") {
+                tracing::warn!(channel = %message.channel, error = %e, "undecodable message dropped; further ones are counted in sidecast_events_dropped_total and logged at debug level");
+            } else {
+                tracing::debug!(channel = %message.channel, error = %e, "undecodable message dropped");
+            }
             return;
         }
     };
@@ -213,7 +234,7 @@ async fn handle_ingress(
     metrics: &Metrics,
     memberships: &dyn MembershipStore,
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
-    warned: &mut std::collections::HashSet<&'static str>,
+    warned: &mut Warned,
     ingress: &Ingress,
     message: &BrokerMessage,
 ) {
@@ -250,12 +271,12 @@ async fn handle_ingress(
         }
         Err(e) => {
             metrics.dropped(e.reason());
-            let first = match &e {
-                IngressError::UnsupportedRequest { kind, .. } => warned.insert(kind),
-                _ => true,
+            let kind = match &e {
+                IngressError::UnsupportedRequest { kind, .. } => kind,
+                other => other.reason(),
             };
-            if first {
-                tracing::warn!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
+            if warned.first(format.as_str(), kind) {
+                tracing::warn!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped; further ones of this kind are counted in sidecast_events_dropped_total and logged at debug level");
             } else {
                 tracing::debug!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
             }
@@ -321,13 +342,18 @@ async fn apply_control(
     io: &SocketIo,
     metrics: &Metrics,
     memberships: &dyn MembershipStore,
+    warned: &mut Warned,
     payload: &[u8],
 ) {
     let operation = match control::decode(payload) {
         Ok(operation) => operation,
         Err(e) => {
             metrics.dropped("undecodable");
-            tracing::warn!(error = %e, "undecodable control message dropped");
+            if warned.first("control", "undecodable") {
+                tracing::warn!(error = %e, "undecodable control message dropped; further ones are counted in sidecast_events_dropped_total and logged at debug level");
+            } else {
+                tracing::debug!(error = %e, "undecodable control message dropped");
+            }
             return;
         }
     };
