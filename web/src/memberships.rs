@@ -184,15 +184,26 @@ impl RedisMemberships {
         pipe
     }
 
+    /// Runs `pipe` within the time-out. A connection that broke while Redis was away fails its
+    /// first command and reconnects in the background: that failure is retried once (within a
+    /// second time-out), so that the first membership after an outage is not lost.
     async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, String> {
         let mut connection = self.connection.clone();
-        match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(format!("redis membership store: {e}")),
-            Err(_) => Err(format!(
-                "redis membership store did not answer within {:?}",
-                self.timeout
-            )),
+        let mut retried = false;
+        loop {
+            match tokio::time::timeout(self.timeout, pipe.query_async(&mut connection)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) if !retried && (e.is_connection_dropped() || e.is_io_error()) => {
+                    retried = true;
+                }
+                Ok(Err(e)) => return Err(format!("redis membership store: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "redis membership store did not answer within {:?}",
+                        self.timeout
+                    ));
+                }
+            }
         }
     }
 }

@@ -440,3 +440,69 @@ async fn a_policy_hands_rooms_to_sockets_at_connect() {
         ("news".to_owned(), vec![json!("for the team")])
     );
 }
+
+/// With the Redis that keeps memberships unreachable, sockets still connect (the lookup is
+/// bounded by `session.timeout_ms` and logged) in their own rooms, events to their user still
+/// arrive, and a join is applied to the sockets connected now; once Redis answers again, a join
+/// is remembered for the user's later sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_membership_store_down_sockets_connect_in_their_own_rooms() {
+    let mut redis = sidecast_testkit::RedisServer::start_local().await;
+    let mut config = memory_config();
+    config.session.store = sidecast_core::config::SessionStoreKind::Redis;
+    config.session.url = redis.url().to_owned();
+    config.session.timeout_ms = 200;
+    config.auth.policy = PolicyList::Any(vec![PolicyKind::Token]);
+    config.auth.tokens.insert("alice".into(), "token-a".into());
+    let server = TestServer::start(config).await;
+    let emitter = server.state.emitter();
+    redis.stop().await;
+
+    let mut alice = server
+        .connect(common::with_token("token-a"))
+        .await
+        .accepted();
+    // A join to the user while the store is down: applied to the socket connected now.
+    emitter.to("user:alice").join("game:1").await.unwrap();
+    eventually("alice's socket joined game:1", || {
+        members(&server.state, "game:1") == 1
+    })
+    .await;
+    emitter
+        .to("game:1")
+        .emit("move", json!("e4"))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.next_event().await,
+        ("move".to_owned(), vec![json!("e4")])
+    );
+
+    // Redis is back: a join is remembered, and a new socket of alice's starts in the room.
+    redis.restart().await;
+    emitter.to("user:alice").join("game:2").await.unwrap();
+    eventually("alice's socket joined game:2", || {
+        members(&server.state, "game:2") == 1
+    })
+    .await;
+    let mut again = server
+        .connect(common::with_token("token-a"))
+        .await
+        .accepted();
+    eventually("alice's new socket is in game:2 too", || {
+        members(&server.state, "game:2") == 2
+    })
+    .await;
+    emitter
+        .to("game:2")
+        .emit("move", json!("d4"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.next_event().await,
+        ("move".to_owned(), vec![json!("d4")])
+    );
+    alice.disconnect().await;
+    again.disconnect().await;
+    server.stop().await;
+}
