@@ -462,6 +462,8 @@ async fn with_the_membership_store_down_sockets_connect_in_their_own_rooms() {
         .connect(common::with_token("token-a"))
         .await
         .accepted();
+    // The report comes once the connect handler is done: the socket is in its rooms.
+    alice.recovery_report().await;
     // A join to the user while the store is down: applied to the socket connected now.
     emitter.to("user:alice").join("game:1").await.unwrap();
     eventually("alice's socket joined game:1", || {
@@ -489,6 +491,7 @@ async fn with_the_membership_store_down_sockets_connect_in_their_own_rooms() {
         .connect(common::with_token("token-a"))
         .await
         .accepted();
+    again.recovery_report().await;
     eventually("alice's new socket is in game:2 too", || {
         members(&server.state, "game:2") == 2
     })
