@@ -94,7 +94,8 @@ async fn rooms_across_two_nodes(
     }
 
     // Memberships survive reconnects: a socket the user connects later, on either node, is in
-    // game:1 too; with the Redis store, also on a node started after the join.
+    // game:1 too; also on a node started after the join (`shared_store`: the broker's or the
+    // session store's Redis, or learnt from the running nodes on RabbitMQ).
     let mut later = vec![
         connect(&b.socket_url(), with_cookie(&cookie))
             .await
@@ -199,8 +200,9 @@ async fn rooms_across_two_nodes_on_redis() {
 async fn rooms_across_two_nodes_on_rabbitmq() {
     let rabbit = RabbitMqServer::shared().await;
     let channel = sidecast_testkit::unique_channel("rooms");
-    // Without a Redis session store, each running node remembers memberships in its memory.
-    rooms_across_two_nodes(on_broker("amqp", rabbit.url(), &channel), None, false).await;
+    // Without a Redis session store, each node remembers memberships in its memory, and a node
+    // started after the join learns them from the running nodes (decision 19).
+    rooms_across_two_nodes(on_broker("amqp", rabbit.url(), &channel), None, true).await;
 }
 
 #[test]

@@ -104,7 +104,8 @@ impl SidecastBuilder {
             Some(auth) => auth,
             None => policy_from_config(&config)?,
         };
-        let memberships = crate::memberships::from_config(&config, self.broker.is_none())?;
+        let (memberships, memberships_to_sync) =
+            crate::memberships::from_config(&config, self.broker.is_none())?;
         let broker = match self.broker {
             Some(broker) => broker,
             None => connect_broker(&config).await?,
@@ -162,6 +163,19 @@ impl SidecastBuilder {
         let watcher = serve::watch_broker(broker.clone(), metrics.clone());
 
         let node_id = uuid::Uuid::new_v4().to_string();
+        if let Some(store) = memberships_to_sync {
+            // Detached: it ends when the broker closes its subscription at shutdown.
+            let _sync = crate::membership_sync::Sync {
+                broker: broker.clone(),
+                channel: crate::membership_sync::channel(&config.broker.channel),
+                node_id: node_id.clone(),
+                store,
+                signer: signer.clone(),
+            }
+            .start()
+            .await
+            .map_err(from_config::broker_start_error)?;
+        }
         let mut emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
             .with_origin(node_id.clone())
             .with_history(recovery.is_some());

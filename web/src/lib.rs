@@ -28,6 +28,7 @@ mod builder;
 mod error;
 mod from_config;
 mod handshake;
+mod membership_sync;
 mod memberships;
 pub mod metrics;
 mod origin;

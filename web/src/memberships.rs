@@ -5,8 +5,8 @@
 //! Where they are kept: in Redis when the broker is Redis or `session.store = "redis"` (shared by
 //! the nodes, and by nodes started later); otherwise in each node's memory, learnt from the bus
 //! like every room operation (the memory broker has one node; on RabbitMQ without a Redis session
-//! store, every running node knows them, a node started later does not: docs/decisions/
-//! 0019-memberships.md).
+//! store, every running node knows them, and a node that starts asks the running nodes for them,
+//! [`crate::membership_sync`]: docs/decisions/0019-memberships.md).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -64,61 +64,187 @@ pub(crate) async fn record(store: &dyn MembershipStore, operation: &Control) -> 
     Ok(())
 }
 
-/// Memberships in this process.
+/// What a user is in: `(namespace, user)` → rooms.
+type Users = HashMap<(String, String), BTreeSet<String>>;
+
+/// One change to the memberships, as recorded; kept in the journal while the node waits for
+/// the memberships of the running nodes ([`crate::membership_sync`]).
+#[derive(Debug, Clone)]
+enum Change {
+    Add(String, String, Vec<String>),
+    Remove(String, String, Vec<String>),
+    Close(String, Vec<String>),
+}
+
+impl Change {
+    fn apply(&self, users: &mut Users) {
+        match self {
+            Self::Add(namespace, user, rooms) => {
+                users
+                    .entry((namespace.clone(), user.clone()))
+                    .or_default()
+                    .extend(rooms.iter().cloned());
+            }
+            Self::Remove(namespace, user, rooms) => {
+                let key = (namespace.clone(), user.clone());
+                if let Some(set) = users.get_mut(&key) {
+                    for room in rooms {
+                        set.remove(room);
+                    }
+                    if set.is_empty() {
+                        users.remove(&key);
+                    }
+                }
+            }
+            Self::Close(namespace, rooms) => users.retain(|(ns, _), set| {
+                if ns == namespace {
+                    for room in rooms {
+                        set.remove(room);
+                    }
+                }
+                !set.is_empty()
+            }),
+        }
+    }
+}
+
+/// The memberships of one `(namespace, user)`, as one node tells another.
+pub(crate) type Membership = (String, String, Vec<String>);
+
 #[derive(Debug, Default)]
+struct LocalState {
+    users: Users,
+    /// `Some` until the node has the running nodes' memberships (or knows there are none): every
+    /// change since the node subscribed, to apply again over their snapshot.
+    journal: Option<Vec<Change>>,
+}
+
+/// Memberships in this process.
+#[derive(Debug)]
 pub(crate) struct LocalMemberships {
-    /// (namespace, user) → rooms.
-    users: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    state: Mutex<LocalState>,
+    /// Whether the node has the running nodes' memberships (or knows there are none): a socket
+    /// that connects before waits for it, so that it joins the rooms its user is in.
+    synced: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for LocalMemberships {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            synced: tokio::sync::watch::Sender::new(true),
+        }
+    }
 }
 
 impl LocalMemberships {
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), BTreeSet<String>>> {
+    /// A store that waits for the memberships of the running nodes: until
+    /// [`LocalMemberships::synced`], it works as usual and keeps a journal of its changes.
+    pub(crate) fn syncing() -> Self {
+        Self {
+            state: Mutex::new(LocalState {
+                users: Users::new(),
+                journal: Some(Vec::new()),
+            }),
+            synced: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LocalState> {
         // A panic while holding the lock leaves consistent sets behind: keep going.
-        self.users
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn change(&self, change: Change) {
+        let mut state = self.state();
+        change.apply(&mut state.users);
+        if let Some(journal) = &mut state.journal {
+            journal.push(change);
+        }
+    }
+
+    /// Takes the memberships another node remembered (`None`: nobody answered) and applies the
+    /// changes journaled since this node subscribed over them, in order. The snapshot was taken
+    /// after the request, which was published after this node subscribed, so every change it
+    /// lacks is in the journal, and the set changes replayed in bus order end where the bus
+    /// did.
+    pub(crate) fn synced(&self, snapshot: Option<Vec<Membership>>) {
+        let mut state = self.state();
+        let Some(journal) = state.journal.take() else {
+            return;
+        };
+        self.synced.send_replace(true);
+        if let Some(snapshot) = snapshot {
+            let mut users: Users = snapshot
+                .into_iter()
+                .filter(|(_, _, rooms)| !rooms.is_empty())
+                .map(|(ns, user, rooms)| ((ns, user), rooms.into_iter().collect()))
+                .collect();
+            for change in &journal {
+                change.apply(&mut users);
+            }
+            state.users = users;
+        }
+    }
+
+    /// What this node remembers, to hand to a node that starts; `None` while it waits for its
+    /// own (its answer would be incomplete).
+    pub(crate) fn snapshot(&self) -> Option<Vec<Membership>> {
+        let state = self.state();
+        state.journal.is_none().then(|| {
+            state
+                .users
+                .iter()
+                .map(|((ns, user), rooms)| {
+                    (ns.clone(), user.clone(), rooms.iter().cloned().collect())
+                })
+                .collect()
+        })
     }
 }
 
 #[async_trait]
 impl MembershipStore for LocalMemberships {
     async fn add(&self, namespace: &str, user: &str, rooms: &[String]) -> Result<(), String> {
-        self.users()
-            .entry((namespace.to_owned(), user.to_owned()))
-            .or_default()
-            .extend(rooms.iter().cloned());
+        self.change(Change::Add(
+            namespace.to_owned(),
+            user.to_owned(),
+            rooms.to_vec(),
+        ));
         Ok(())
     }
 
     async fn remove(&self, namespace: &str, user: &str, rooms: &[String]) -> Result<(), String> {
-        let mut users = self.users();
-        let key = (namespace.to_owned(), user.to_owned());
-        if let Some(set) = users.get_mut(&key) {
-            for room in rooms {
-                set.remove(room);
-            }
-            if set.is_empty() {
-                users.remove(&key);
-            }
-        }
+        self.change(Change::Remove(
+            namespace.to_owned(),
+            user.to_owned(),
+            rooms.to_vec(),
+        ));
         Ok(())
     }
 
     async fn close(&self, namespace: &str, rooms: &[String]) -> Result<(), String> {
-        self.users().retain(|(ns, _), set| {
-            if ns == namespace {
-                for room in rooms {
-                    set.remove(room);
-                }
-            }
-            !set.is_empty()
-        });
+        self.change(Change::Close(namespace.to_owned(), rooms.to_vec()));
         Ok(())
     }
 
     async fn rooms_of(&self, namespace: &str, user: &str) -> Result<Vec<String>, String> {
+        let mut synced = self.synced.subscribe();
+        // Bounded: the sync gives up after its own wait and marks the store synced then.
+        let within = crate::membership_sync::ANSWER_WAIT * 2;
+        if tokio::time::timeout(within, synced.wait_for(|synced| *synced))
+            .await
+            .is_err()
+        {
+            return Err(
+                "the remembered memberships of the running nodes did not arrive".to_owned(),
+            );
+        }
         Ok(self
-            .users()
+            .state()
+            .users
             .get(&(namespace.to_owned(), user.to_owned()))
             .map(|set| set.iter().cloned().collect())
             .unwrap_or_default())
@@ -245,14 +371,16 @@ impl MembershipStore for RedisMemberships {
 }
 
 /// The store the configuration calls for: Redis when the broker is Redis or the session store is
-/// (the cluster's shared state), else this process.
+/// (the cluster's shared state), else this process. A store in this process on a broker that
+/// other nodes may share (RabbitMQ, or a broker given in code) is also returned on its own: it
+/// learns the running nodes' memberships at start ([`crate::membership_sync`]).
 ///
 /// `configured_broker` is false when the node was given its broker in code
 /// ([`crate::SidecastBuilder::broker`]): `broker.kind` then says nothing about it.
 pub(crate) fn from_config(
     config: &sidecast_core::Config,
     configured_broker: bool,
-) -> Result<SharedMemberships, crate::StartError> {
+) -> Result<(SharedMemberships, Option<Arc<LocalMemberships>>), crate::StartError> {
     #[cfg(feature = "redis")]
     {
         use sidecast_core::config::{BrokerKind, SessionStoreKind};
@@ -273,16 +401,81 @@ pub(crate) fn from_config(
                         sidecast_core::broker::redact_url(&url)
                     ))
                 })?;
-            return Ok(Arc::new(store));
+            return Ok((Arc::new(store), None));
         }
     }
-    let _ = (config, configured_broker);
-    Ok(Arc::new(LocalMemberships::default()))
+    let alone =
+        configured_broker && config.broker.kind == sidecast_core::config::BrokerKind::Memory;
+    if alone {
+        return Ok((Arc::new(LocalMemberships::default()), None));
+    }
+    let store = Arc::new(LocalMemberships::syncing());
+    Ok((store.clone(), Some(store)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// A node that starts applies what it journaled since it subscribed over the snapshot of a
+    /// running node, whichever of them already holds those changes: it ends where the bus did.
+    #[tokio::test]
+    async fn a_snapshot_under_the_journal_ends_where_the_bus_did() {
+        let store = LocalMemberships::syncing();
+        // Received while waiting (and also in the snapshot: taken later).
+        store
+            .add("/", "alice", &strings(&["g1", "g2"]))
+            .await
+            .unwrap();
+        store.remove("/", "alice", &strings(&["g1"])).await.unwrap();
+        // Received while waiting, not in the snapshot (taken earlier on the other node).
+        store.add("/", "bob", &strings(&["g3"])).await.unwrap();
+        assert_eq!(store.snapshot(), None, "no answer while waiting");
+        let snapshot = vec![
+            ("/".to_owned(), "alice".to_owned(), strings(&["g2", "g9"])),
+            ("/".to_owned(), "carol".to_owned(), strings(&["g3", "g4"])),
+            ("/chat".to_owned(), "alice".to_owned(), strings(&["c1"])),
+        ];
+        store.synced(Some(snapshot));
+        assert_eq!(store.rooms_of("/", "alice").await.unwrap(), ["g2", "g9"]);
+        assert_eq!(store.rooms_of("/", "bob").await.unwrap(), ["g3"]);
+        assert_eq!(store.rooms_of("/", "carol").await.unwrap(), ["g3", "g4"]);
+        assert_eq!(store.rooms_of("/chat", "alice").await.unwrap(), ["c1"]);
+        // Later changes apply as usual, and the node now answers others.
+        store.close("/", &strings(&["g3"])).await.unwrap();
+        assert!(store.rooms_of("/", "bob").await.unwrap().is_empty());
+        let mut answer = store.snapshot().unwrap();
+        answer.sort();
+        assert_eq!(
+            answer,
+            vec![
+                ("/".to_owned(), "alice".to_owned(), strings(&["g2", "g9"])),
+                ("/".to_owned(), "carol".to_owned(), strings(&["g4"])),
+                ("/chat".to_owned(), "alice".to_owned(), strings(&["c1"])),
+            ]
+        );
+    }
+
+    /// Nobody answered: the node keeps what it learnt while waiting.
+    #[tokio::test]
+    async fn without_an_answer_the_node_keeps_what_it_learnt() {
+        let store = LocalMemberships::syncing();
+        store.add("/", "alice", &strings(&["g1"])).await.unwrap();
+        // A socket connecting meanwhile waits for the sync.
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            store.rooms_of("/", "alice"),
+        )
+        .await;
+        assert!(waiting.is_err(), "rooms_of waits until the store is synced");
+        store.synced(None);
+        assert_eq!(store.rooms_of("/", "alice").await.unwrap(), ["g1"]);
+        assert_eq!(store.snapshot().unwrap().len(), 1);
+    }
 
     #[tokio::test]
     async fn local_memberships_follow_joins_leaves_and_closes() {
