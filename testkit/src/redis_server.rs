@@ -135,6 +135,20 @@ impl RedisServer {
         }
     }
 
+    /// A private `redis-server` that is not running yet: its URL and port are known, connections
+    /// to it are refused until [`RedisServer::restart`] starts it on that port. For tests of
+    /// what starts before Redis does.
+    pub fn reserve_local() -> Self {
+        let local = ServerProcess::reserve(RedisProgram { args: Vec::new() });
+        Self {
+            addr: local.addr().to_owned(),
+            port: local.port(),
+            url: format!("redis://{}", local.addr()),
+            password: None,
+            local: Some(local),
+        }
+    }
+
     /// Uses an already running server, checking that it answers.
     async fn external(url: &str) -> Self {
         let (addr, port) = host_port(url)
@@ -198,6 +212,7 @@ impl RedisServer {
 
     /// Stops the server if it runs, then starts it again **on the same port** with the same
     /// arguments, and waits until it answers `PING`. The dataset starts empty (no persistence).
+    /// A server of [`RedisServer::reserve_local`] starts here for the first time.
     ///
     /// Panics for an external server, or if the server cannot start again within the deadline.
     pub async fn restart(&mut self) {
