@@ -120,11 +120,7 @@ impl RedisServer {
         S: Into<String>,
     {
         let args: Vec<String> = args.into_iter().map(Into::into).collect();
-        let password = args
-            .iter()
-            .position(|a| a == "--requirepass")
-            .and_then(|i| args.get(i + 1))
-            .cloned();
+        let password = requirepass(&args);
         let local = ServerProcess::start(RedisProgram { args }).await;
         Self {
             addr: local.addr().to_owned(),
@@ -139,12 +135,24 @@ impl RedisServer {
     /// to it are refused until [`RedisServer::restart`] starts it on that port. For tests of
     /// what starts before Redis does.
     pub fn reserve_local() -> Self {
-        let local = ServerProcess::reserve(RedisProgram { args: Vec::new() });
+        Self::reserve_local_with_args(std::iter::empty::<&str>())
+    }
+
+    /// [`RedisServer::reserve_local`] with extra command-line arguments, as in
+    /// [`RedisServer::start_local_with_args`].
+    pub fn reserve_local_with_args<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        let password = requirepass(&args);
+        let local = ServerProcess::reserve(RedisProgram { args });
         Self {
             addr: local.addr().to_owned(),
             port: local.port(),
             url: format!("redis://{}", local.addr()),
-            password: None,
+            password,
             local: Some(local),
         }
     }
@@ -242,6 +250,14 @@ impl RedisServer {
             ),
         }
     }
+}
+
+/// The `--requirepass` password among a server's arguments.
+fn requirepass(args: &[String]) -> Option<String> {
+    args.iter()
+        .position(|a| a == "--requirepass")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 /// `PING` over raw TCP. A server started with `--requirepass` answers `-NOAUTH`, which also
