@@ -66,6 +66,11 @@ impl NodeBroker {
         &self.url
     }
 
+    /// Whether [`Broker::close`] was called: a start still in progress gives up.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Counts a start attempt, for [`Broker::health`] and the errors before the broker answers.
     pub(crate) fn attempted(&self) -> u32 {
         self.attempts.fetch_add(1, Ordering::Relaxed) + 1
@@ -130,5 +135,52 @@ impl Broker for NodeBroker {
         self.bound
             .get()
             .map_or(BrokerCapabilities::NONE, |broker| broker.capabilities())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sidecast_core::MemoryBroker;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn unbound_fails_fast_and_transiently_then_passes_through() {
+        let node = NodeBroker::unbound("redis", "redis://127.0.0.1:1".to_owned());
+        node.attempted();
+        let error = node
+            .publish("c", Bytes::from_static(b"x"))
+            .await
+            .unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("redis://127.0.0.1:1"), "{error}");
+        assert!(matches!(
+            node.health(),
+            BrokerHealth::Reconnecting { attempt: 1, .. }
+        ));
+        assert!(node.history().is_none());
+
+        let memory: SharedBroker = Arc::new(MemoryBroker::default());
+        node.bind(memory);
+        assert!(node.health().is_connected());
+        let mut subscription = node.subscribe(&[ChannelSpec::exact("c")]).await.unwrap();
+        node.publish("c", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(subscription.recv().await.unwrap().payload, "x");
+        node.close().await;
+        assert_eq!(node.health(), BrokerHealth::Closed);
+    }
+
+    #[tokio::test]
+    async fn closed_before_bound_is_closed() {
+        let node = NodeBroker::unbound("amqp", "amqp://h".to_owned());
+        node.close().await;
+        assert!(node.is_closed());
+        assert_eq!(node.health(), BrokerHealth::Closed);
+        assert!(matches!(
+            node.publish("c", Bytes::new()).await,
+            Err(BrokerError::Closed)
+        ));
     }
 }

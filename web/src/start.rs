@@ -241,6 +241,11 @@ impl Startup {
                 let wake = Instant::now() + delay;
                 let wake = deadline.map_or(wake, |d| wake.min(d));
                 tokio::time::sleep_until(wake).await;
+                if startup.broker.is_closed() {
+                    // Closed by its owner (an embedding that never serves): nothing to start.
+                    tracing::debug!("the node's broker was closed while starting; start abandoned");
+                    return;
+                }
                 let attempt = startup.attempt(&plan);
                 let result = match deadline {
                     None => attempt.await,
