@@ -221,24 +221,51 @@ export class Harness {
     let lastError;
     for (let attempt = 1; attempt <= 5; attempt++) {
       const port = await freePort();
-      const proc = this.spawn(`redis:${port}`, 'redis-server', [
-        '--port', String(port),
-        '--bind', '127.0.0.1',
-        '--save', '',
-        '--appendonly', 'no',
-        '--dir', this.dir,
-      ]);
       try {
-        await proc.waitForLine(/Ready to accept connections/, { what: 'redis readiness' });
-        this.redisUrl = `redis://127.0.0.1:${port}`;
-        this.redis = proc;
+        await this.spawnRedis(port);
         return this.redisUrl;
       } catch (e) {
         lastError = e;
-        await proc.stop();
       }
     }
     throw lastError;
+  }
+
+  /**
+   * Picks the port of a redis-server without starting it: nodes started now find their broker
+   * down (a cold start) until `startReservedRedis()` starts it on that port.
+   */
+  async reserveRedis() {
+    const port = await freePort();
+    this.reservedRedisPort = port;
+    this.redisUrl = `redis://127.0.0.1:${port}`;
+    return this.redisUrl;
+  }
+
+  /** Starts the redis-server of `reserveRedis()` on its port. */
+  async startReservedRedis() {
+    await this.spawnRedis(this.reservedRedisPort);
+    return this.redisUrl;
+  }
+
+  /** Runs redis-server on `port` and waits until it accepts connections. */
+  async spawnRedis(port) {
+    const proc = this.spawn(`redis:${port}`, 'redis-server', [
+      '--port', String(port),
+      '--bind', '127.0.0.1',
+      '--save', '',
+      '--appendonly', 'no',
+      '--dir', this.dir,
+    ]);
+    try {
+      await proc.waitForLine(/Ready to accept connections/, { what: 'redis readiness' });
+    } catch (e) {
+      await proc.stop();
+      throw e;
+    }
+    this.redisUrl = `redis://127.0.0.1:${port}`;
+    this.redis = proc;
+    return proc;
   }
 
   /** The environment of a sidecast process: the broker, the local client script, quiet colours. */

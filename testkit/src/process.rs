@@ -304,6 +304,28 @@ impl<P: ServerProgram> ServerProcess<P> {
         panic!("{name} did not start after {PORT_ATTEMPTS} attempts: {failure}");
     }
 
+    /// Prepares `program` on a free loopback port without starting it: its port refuses
+    /// connections until [`ServerProcess::restart`] starts it there. For tests of a client that
+    /// starts before its server.
+    ///
+    /// Another process may take the port meanwhile (as with any free port); `restart` then
+    /// panics after [`STARTUP_DEADLINE`] with the server's log.
+    pub fn reserve(program: P) -> Self {
+        let name = program.name().to_owned();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("sidecast-{name}-"))
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for {name}: {e}"));
+        let port = free_port();
+        Self {
+            program,
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            child: None,
+            dir,
+        }
+    }
+
     /// The program this process runs.
     pub fn program(&self) -> &P {
         &self.program

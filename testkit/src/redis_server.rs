@@ -120,12 +120,34 @@ impl RedisServer {
         S: Into<String>,
     {
         let args: Vec<String> = args.into_iter().map(Into::into).collect();
-        let password = args
-            .iter()
-            .position(|a| a == "--requirepass")
-            .and_then(|i| args.get(i + 1))
-            .cloned();
+        let password = requirepass(&args);
         let local = ServerProcess::start(RedisProgram { args }).await;
+        Self {
+            addr: local.addr().to_owned(),
+            port: local.port(),
+            url: format!("redis://{}", local.addr()),
+            password,
+            local: Some(local),
+        }
+    }
+
+    /// A private `redis-server` that is not running yet: its URL and port are known, connections
+    /// to it are refused until [`RedisServer::restart`] starts it on that port. For tests of
+    /// what starts before Redis does.
+    pub fn reserve_local() -> Self {
+        Self::reserve_local_with_args(std::iter::empty::<&str>())
+    }
+
+    /// [`RedisServer::reserve_local`] with extra command-line arguments, as in
+    /// [`RedisServer::start_local_with_args`].
+    pub fn reserve_local_with_args<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let args: Vec<String> = args.into_iter().map(Into::into).collect();
+        let password = requirepass(&args);
+        let local = ServerProcess::reserve(RedisProgram { args });
         Self {
             addr: local.addr().to_owned(),
             port: local.port(),
@@ -198,6 +220,7 @@ impl RedisServer {
 
     /// Stops the server if it runs, then starts it again **on the same port** with the same
     /// arguments, and waits until it answers `PING`. The dataset starts empty (no persistence).
+    /// A server of [`RedisServer::reserve_local`] starts here for the first time.
     ///
     /// Panics for an external server, or if the server cannot start again within the deadline.
     pub async fn restart(&mut self) {
@@ -227,6 +250,14 @@ impl RedisServer {
             ),
         }
     }
+}
+
+/// The `--requirepass` password among a server's arguments.
+fn requirepass(args: &[String]) -> Option<String> {
+    args.iter()
+        .position(|a| a == "--requirepass")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 /// `PING` over raw TCP. A server started with `--requirepass` answers `-NOAUTH`, which also

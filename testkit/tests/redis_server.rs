@@ -40,6 +40,22 @@ async fn starts_stops_and_restarts_on_the_same_port() {
 }
 
 #[tokio::test]
+async fn a_reserved_server_refuses_until_started_on_its_port() {
+    let mut server = RedisServer::reserve_local();
+    let port = server.port();
+    assert!(!server.is_running());
+    assert_eq!(server.url(), format!("redis://127.0.0.1:{port}"));
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).await.is_err(),
+        "a reserved server refuses connections"
+    );
+    server.restart().await;
+    assert!(server.is_running());
+    assert_eq!(server.port(), port);
+    assert_eq!(server.command(&["PING"]).await.expect("PING"), "+PONG");
+}
+
+#[tokio::test]
 async fn requirepass_servers_take_commands_after_auth() {
     let server = RedisServer::start_local_with_args(["--requirepass", "pw"]).await;
     assert_eq!(server.command(&["PING"]).await.expect("PING"), "+PONG");

@@ -1,5 +1,6 @@
 //! [`SidecastBuilder`]: from a configuration (and optionally a broker and an auth policy of the
-//! caller's) to a running [`Sidecast`] node, subscribed before it serves.
+//! caller's) to a running [`Sidecast`] node: subscribed before it serves events, or starting
+//! while its broker is unavailable ([`crate::start`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,10 +11,11 @@ use sidecast_core::{AuthPolicy, Config, Emitter, SharedBroker};
 use socketioxide::SocketIo;
 
 use crate::error::StartError;
-use crate::from_config::{self, connect_broker, policy_from_config, sessions};
+use crate::from_config::{policy_from_config, sessions};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use crate::{Inner, Sidecast, handshake, origin, relay, routes, serve, socket};
+use crate::start::{Plan, Startup};
+use crate::{Inner, Sidecast, handshake, origin, routes, serve, socket};
 
 /// The former name of the entry point: `App::builder(config)` is
 /// `Sidecast::builder().config(config)`.
@@ -83,11 +85,19 @@ impl SidecastBuilder {
         self
     }
 
-    /// Connects the broker, subscribes to Sidecast's channel and prepares the routes.
+    /// Prepares the routes, connects the broker and subscribes to Sidecast's channel.
     ///
-    /// The subscription is made here, before anything is served, so that the node receives every
-    /// event published after this returns.
+    /// When this returns `Ok`, the node can be served. Its subscription is made before it serves
+    /// events, so that it receives every event published after it accepted one. If the broker
+    /// configured by `broker.kind` is unavailable, the node is returned *starting* (decision 21):
+    /// it retries in the background, [`Sidecast::is_started`] is `false`, `/readyz`,
+    /// `POST /api/` and Socket.IO handshakes answer 503 until it started, and [`crate::serve`]
+    /// returns the error if the start fails for good. With `broker.start_timeout_ms = 0`, an
+    /// unavailable broker is an error here, as is any permanent broker error (a bad URL,
+    /// refused credentials, a mismatched setting) and any error of a broker given with
+    /// [`SidecastBuilder::broker`].
     pub async fn build(self) -> Result<Sidecast, StartError> {
+        let began = tokio::time::Instant::now();
         let config = self.config;
         config.validate()?;
         let client_js = match &config.server.client_js {
@@ -106,10 +116,7 @@ impl SidecastBuilder {
         };
         let (memberships, memberships_to_sync) =
             crate::memberships::from_config(&config, self.broker.is_none())?;
-        let broker = match self.broker {
-            Some(broker) => broker,
-            None => connect_broker(&config).await?,
-        };
+        let sessions = sessions(&config)?;
 
         let metrics = Arc::new(Metrics::new());
         let signer = (!config.broker.signing_key.is_empty()).then(|| {
@@ -118,8 +125,7 @@ impl SidecastBuilder {
                 Duration::from_millis(config.broker.signing_max_age_ms),
             ))
         });
-        let (recovery, history) =
-            crate::recovery::from_config(&config, &broker, signer.clone(), metrics.clone()).await?;
+        let startup = Startup::new(&config);
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
             // Polling requests and websocket messages alike.
@@ -135,50 +141,33 @@ impl SidecastBuilder {
                 auth: auth.clone(),
                 metrics: metrics.clone(),
                 memberships: memberships.clone(),
-                recovery: recovery.clone(),
+                startup: startup.clone(),
             })
             .build_layer();
         socket::register(&io, &config.server.namespaces);
 
-        let bus = relay::Bus {
-            channel: config.broker.channel.clone(),
-            control_channel: control::channel(&config.broker.channel),
-            signer: signer.clone(),
-            slow_client: config.server.slow_client,
-            ingress: relay::Ingress::from_config(&config.broker.ingress),
-            recovery: recovery.clone(),
-        };
-        let subscription = relay::subscribe(&broker, &bus)
-            .await
-            .map_err(from_config::broker_start_error)?;
-        let control_channel = bus.control_channel.clone();
-        let relay = relay::spawn(
-            subscription,
-            history,
-            bus,
-            io.clone(),
-            metrics.clone(),
-            memberships,
-        );
-        let watcher = serve::watch_broker(broker.clone(), metrics.clone());
-
         let node_id = uuid::Uuid::new_v4().to_string();
-        if let Some(store) = memberships_to_sync {
-            // Detached: it ends when the broker closes its subscription at shutdown.
-            let _sync = crate::membership_sync::Sync {
-                broker: broker.clone(),
-                channel: crate::membership_sync::channel(&config.broker.channel),
-                node_id: node_id.clone(),
-                store,
-                signer: signer.clone(),
-            }
-            .start()
-            .await
-            .map_err(from_config::broker_start_error)?;
+        let plan = Plan {
+            config: config.clone(),
+            supplied: self.broker,
+            signer: signer.clone(),
+            metrics: metrics.clone(),
+            io: io.clone(),
+            memberships,
+            memberships_to_sync,
+            node_id: node_id.clone(),
+        };
+        if !startup.first(&plan, began).await? {
+            startup.retry(plan, began);
         }
+        let broker: SharedBroker = startup.broker.clone();
+        let watcher = serve::watch_broker(broker.clone(), metrics.clone());
+        let control_channel = control::channel(&config.broker.channel);
+
         let mut emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
             .with_origin(node_id.clone())
-            .with_history(recovery.is_some());
+            // Appends go to the history only when the broker turns out to have one.
+            .with_history(config.recovery.enabled);
         if let Some(signer) = signer {
             emitter = emitter.signed(signer);
         }
@@ -189,7 +178,6 @@ impl SidecastBuilder {
         ));
         let limiter = RateLimiter::from_config(&config.server);
         let page = routes::page::render(&config.server);
-        let sessions = sessions(&config)?;
         Ok(Sidecast {
             inner: Arc::new(Inner {
                 config,
@@ -207,7 +195,7 @@ impl SidecastBuilder {
                 sessions,
                 metrics,
                 watcher,
-                relay: std::sync::Mutex::new(Some(relay)),
+                startup,
             }),
         })
     }

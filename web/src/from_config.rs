@@ -12,6 +12,7 @@ use sidecast_core::{
 
 use crate::error::StartError;
 use crate::session::{SessionStoreHandle, Sessions};
+use crate::start::AttemptError;
 
 /// Builds the auth policy `auth.policy` names, with [`SessionRooms`] after it when
 /// `auth.session_rooms` lists room patterns.
@@ -106,16 +107,25 @@ fn history_fix(setting: &str) -> &'static str {
     }
 }
 
-/// A transport's connect result as a shared broker, or the start error naming the key to fix.
+/// A transport's connect result as a shared broker.
 #[cfg(any(feature = "redis", feature = "amqp"))]
 fn connected<B: sidecast_core::Broker>(
     result: Result<B, BrokerError>,
-) -> Result<SharedBroker, StartError> {
-    Ok(Arc::new(result.map_err(broker_start_error)?))
+) -> Result<SharedBroker, AttemptError> {
+    Ok(Arc::new(result?))
 }
 
-/// Connects the broker `broker.kind` names.
+/// Connects the broker `broker.kind` names; the error names the configuration key that fixes
+/// it.
 pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError> {
+    open_broker(config)
+        .await
+        .map_err(AttemptError::into_start_error)
+}
+
+/// Connects the broker `broker.kind` names, telling an unavailable broker (worth waiting for)
+/// from a permanent error.
+pub(crate) async fn open_broker(config: &Config) -> Result<SharedBroker, AttemptError> {
     match config.broker.kind {
         BrokerKind::Memory => Ok(Arc::new(MemoryBroker::with_retention(
             config.broker.subscription_capacity,
@@ -134,11 +144,11 @@ pub async fn connect_broker(config: &Config) -> Result<SharedBroker, StartError>
             connected(sidecast_transport_amqp::AmqpBroker::connect(options).await)
         }
         #[allow(unreachable_patterns)]
-        kind => Err(StartError::NotCompiled(format!(
+        kind => Err(AttemptError::Permanent(StartError::NotCompiled(format!(
             "broker.kind = \"{kind}\" is not compiled into this build; rebuild with the cargo \
              feature `{kind}` (cargo build -p sidecast --features {kind}), or choose another \
              broker.kind"
-        ))),
+        )))),
     }
 }
 

@@ -27,10 +27,12 @@ use tokio::task::JoinHandle;
 mod builder;
 mod error;
 mod from_config;
+mod gate;
 mod handshake;
 mod membership_sync;
 mod memberships;
 pub mod metrics;
+mod node_broker;
 mod origin;
 mod rate_limit;
 mod recovery;
@@ -41,6 +43,7 @@ mod routes;
 mod serve;
 pub mod session;
 mod socket;
+mod start;
 
 pub use builder::SidecastBuilder;
 #[allow(deprecated)]
@@ -100,7 +103,8 @@ struct Inner {
     sessions: session::Sessions,
     metrics: Arc<Metrics>,
     watcher: JoinHandle<()>,
-    relay: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Where the start stands, the late parts of the node (recovery, relay) and the start task.
+    startup: Arc<start::Startup>,
 }
 
 impl std::fmt::Debug for Sidecast {
@@ -164,7 +168,8 @@ impl Sidecast {
     }
 
     /// Wraps `router` in the Socket.IO server (at `server.socketio_path`) and the same-origin
-    /// check of handshakes and `POST /api/`.
+    /// check of handshakes and `POST /api/`. While the node is starting, handshakes are answered
+    /// with 503 and `Retry-After`, which clients retry.
     ///
     /// Socket connects are authorized by the node's [`AuthPolicy`]; the built-in `session`
     /// policy reads the `user` key of the request's [`tower_sessions::Session`], so a session
@@ -185,6 +190,14 @@ impl Sidecast {
                     }
                 },
             ))
+            // Until the node has started, handshakes fail in a way clients retry.
+            .layer(axum::middleware::from_fn_with_state(
+                gate::Gate {
+                    startup: self.inner.startup.clone(),
+                    socketio_path: self.inner.config.server.socketio_path.as_str().into(),
+                },
+                gate::refuse_while_starting,
+            ))
             // Outside the Socket.IO layer, so that it sees the handshakes too.
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.origins.clone(),
@@ -203,14 +216,40 @@ impl Sidecast {
         &self.inner.config
     }
 
-    /// The broker this node publishes to and receives from.
+    /// The broker this node publishes to and receives from. While the node is starting
+    /// ([`Sidecast::is_started`] is `false`) it is not connected yet: publishing fails with a
+    /// transient [`sidecast_core::BrokerError::Unavailable`], and it reports itself as
+    /// reconnecting.
     pub fn broker(&self) -> &SharedBroker {
         &self.inner.broker
     }
 
-    /// An emitter that publishes through this node's broker, as `POST /api/` does.
+    /// An emitter that publishes through this node's broker, as `POST /api/` does (failing
+    /// with a transient error while the node is starting).
     pub fn emitter(&self) -> &Emitter {
         &self.inner.emitter
+    }
+
+    /// Whether the node has started: its broker answered and its subscription is active. A node
+    /// built while its broker was unavailable starts later (decision 21); until then `/readyz`,
+    /// `POST /api/`, `POST /api/rooms` and Socket.IO handshakes answer 503 with `Retry-After`.
+    pub fn is_started(&self) -> bool {
+        self.inner.startup.is_started()
+    }
+
+    /// Resolves once the node has started, or with the error that ended its start (a permanent
+    /// broker error, or `broker.start_timeout_ms` passed). The error is handed out once:
+    /// [`serve`] takes it when it is serving, and a later call resolves with
+    /// [`StartError::Broker`]`(`[`sidecast_core::BrokerError::Closed`]`)`.
+    pub async fn started(&self) -> Result<(), StartError> {
+        match self.inner.startup.settled().await {
+            start::Phase::Started => Ok(()),
+            _ => Err(self
+                .inner
+                .startup
+                .take_failure()
+                .unwrap_or(StartError::Broker(sidecast_core::BrokerError::Closed))),
+        }
     }
 
     /// The Socket.IO server.

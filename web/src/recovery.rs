@@ -394,7 +394,7 @@ pub(crate) async fn from_config(
     broker: &SharedBroker,
     signer: Option<Arc<Signer>>,
     metrics: Arc<Metrics>,
-) -> Result<(Option<Arc<Recovery>>, Option<HistorySubscription>), crate::StartError> {
+) -> Result<(Option<Arc<Recovery>>, Option<HistorySubscription>), BrokerError> {
     if !config.recovery.enabled {
         tracing::info!("recovery.enabled = false: events travel over pub/sub, without offsets");
         return Ok((None, None));
@@ -407,8 +407,7 @@ pub(crate) async fn from_config(
         &config.recovery,
         metrics,
     )
-    .await
-    .map_err(crate::from_config::broker_start_error)?;
+    .await?;
     match started {
         Some((recovery, history)) => {
             tracing::info!(channel = %config.broker.channel, "recovery on: events go through the broker's history");

@@ -73,7 +73,8 @@ impl Bus {
 }
 
 /// Subscribes to Sidecast's event and control channels and to the ingress channels. Done before
-/// the server accepts requests, so that an event published right after start-up is not lost.
+/// the node is started (crate::start) and accepts publishes, so that an event published right
+/// after start-up is not lost.
 pub(crate) async fn subscribe(
     broker: &SharedBroker,
     bus: &Bus,

@@ -24,6 +24,10 @@ const HEALTH_SAMPLE: Duration = Duration::from_millis(500);
 /// requests finish, and closes the broker — all within `server.shutdown_timeout_ms`, after which
 /// remaining connections are cut.
 ///
+/// A node still starting (its broker unavailable, decision 21) is served meanwhile; if its
+/// start fails for good (a permanent broker error, or `broker.start_timeout_ms` passed), it
+/// shuts down the same way and the start error is returned.
+///
 /// Accepted connections get `TCP_NODELAY`, so that each event's small frame leaves at once.
 pub async fn serve(
     listener: TcpListener,
@@ -40,9 +44,16 @@ pub async fn serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = begin_tx.send(());
+    .with_graceful_shutdown({
+        let state = state.clone();
+        async move {
+            // A start that fails for good (decision 21) stops the node like a signal does.
+            tokio::select! {
+                () = shutdown => {}
+                () = start_failed(&state) => {}
+            }
+            let _ = begin_tx.send(());
+        }
     });
     let mut server = tokio::spawn(server.into_future());
     let result = tokio::select! {
@@ -64,22 +75,29 @@ pub async fn serve(
         }
     };
     state.shutdown().await;
+    if let Some(failure) = state.inner.startup.take_failure() {
+        return Err(failure);
+    }
     result.map_err(StartError::Io)
 }
 
+/// Resolves when the node's start has failed for good; never when it started.
+async fn start_failed(state: &Sidecast) {
+    if state.inner.startup.settled().await != crate::start::Phase::Failed {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl Sidecast {
-    /// Disconnects every socket, closes the broker and waits for the relay to stop.
+    /// Disconnects every socket, stops a start still in progress, closes the broker and waits
+    /// for the relay to stop.
     pub async fn shutdown(&self) {
         self.inner.io.clone().close().await;
+        // First, so that no broker is bound after it was closed.
+        self.inner.startup.abort().await;
         self.inner.watcher.abort();
         self.inner.broker.close().await;
-        let relay = self
-            .inner
-            .relay
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(relay) = relay {
+        if let Some(relay) = self.inner.startup.take_relay() {
             // The relay ends when the broker closes its subscription.
             let _ = relay.await;
         }
@@ -103,7 +121,8 @@ async fn close_sockets(io: SocketIo, jitter: Duration) {
 /// broker is closed.
 pub(crate) fn watch_broker(broker: SharedBroker, metrics: Arc<Metrics>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut was_up = true;
+        // A node that is still starting counts no lost connection when its broker answers.
+        let mut was_up = broker.health().is_connected();
         let mut tick = tokio::time::interval(HEALTH_SAMPLE);
         loop {
             tick.tick().await;

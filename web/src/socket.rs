@@ -30,8 +30,8 @@ pub(crate) struct SocketContext {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// The rooms users joined through `user:<name>`, joined again by their new sockets.
     pub(crate) memberships: crate::memberships::SharedMemberships,
-    /// Connection state recovery, when on.
-    pub(crate) recovery: Option<Arc<crate::recovery::Recovery>>,
+    /// Where the node's start stands, and connection state recovery once started (when on).
+    pub(crate) startup: Arc<crate::start::Startup>,
 }
 
 /// Registers the handlers of the namespaces served (`server.namespaces`) on `io`; clients of
@@ -60,6 +60,13 @@ async fn authorize_connect(
     MaybeHttpExtension(session): MaybeHttpExtension<Session>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), Refusal> {
+    if !ctx.startup.is_started() {
+        // Handshakes are refused before this (crate::gate); an embedding without that layer
+        // still gets a refusal rather than a socket that would receive nothing.
+        return Err(Refusal(
+            "the node is starting: its broker has not answered yet".to_owned(),
+        ));
+    }
     let user = session_user(session.as_ref()).await;
     let parts = socket.req_parts();
     let token = auth
@@ -81,7 +88,7 @@ async fn authorize_connect(
     match ctx.auth.authorize(&request).await {
         Ok(principal) => {
             socket.extensions.insert(principal);
-            if let Some(recovery) = &ctx.recovery {
+            if let Some(recovery) = ctx.startup.recovery() {
                 // Out of live events from before the socket enters the namespace until it has
                 // caught up (crate::recovery); socketioxide forgets the room if the connect
                 // fails after this. Where it starts is taken after the join.
@@ -145,7 +152,7 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     socket.on_disconnect(async |State(ctx): State<SocketContext>| {
         ctx.metrics.sockets_connected.dec();
     });
-    if let Some(recovery) = ctx.recovery.clone() {
+    if let Some(recovery) = ctx.startup.recovery() {
         // After the rooms are joined: the replay selects by them.
         let start = match socket.extensions.get::<crate::recovery::Start>() {
             Some(start) => start,

@@ -61,6 +61,12 @@ pub struct BrokerConfig {
     pub publish_timeout_ms: u64,
     /// How long connecting to the broker may take, in milliseconds.
     pub connect_timeout_ms: u64,
+    /// How long a node that starts while its broker is unavailable waits for it, in
+    /// milliseconds. Not set (the default): it waits as long as it takes, serving `/healthz` and
+    /// answering 503 meanwhile; `0`: it fails at once, as before decision 21; `N`: it fails after
+    /// `N` ms. Permanent errors (a bad URL, refused credentials, a mismatched setting) fail at
+    /// once whatever this says.
+    pub start_timeout_ms: Option<u64>,
     /// Messages a node buffers between the broker and the sockets; beyond that, messages are
     /// dropped and counted rather than stalling the broker connection.
     pub subscription_capacity: usize,
@@ -167,6 +173,7 @@ impl Default for BrokerConfig {
             channel: "sidecast".to_owned(),
             publish_timeout_ms: 2_000,
             connect_timeout_ms: 3_000,
+            start_timeout_ms: None,
             subscription_capacity: 4_096,
             signing_key: Secret::default(),
             signing_max_age_ms: 60_000,

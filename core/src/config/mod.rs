@@ -124,6 +124,7 @@ mod doc_tests {
         let mut config = Config::default();
         // Optional keys are absent from the serialized defaults; give them a value to list them.
         config.broker.url = Some(String::new());
+        config.broker.start_timeout_ms = Some(0);
         config.server.client_js = Some(PathBuf::from("x"));
         config.broker.ingress = vec![IngressConfig {
             format: IngressFormat::PythonSocketio,

@@ -1,4 +1,4 @@
-//! `GET /healthz` (the process is alive), `GET /readyz` (the broker is connected) and
+//! `GET /healthz` (the process is alive), `GET /readyz` (started, and the broker is connected) and
 //! `GET /metrics` (Prometheus).
 
 use axum::Json;
@@ -14,16 +14,22 @@ pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the broker is connected.
+/// `GET /readyz`: the node has started (decision 21) and its broker is connected.
 pub(crate) async fn readyz(State(state): State<Sidecast>) -> Response {
     let health = state.inner.broker.health();
-    let status = if health.is_connected() {
+    let started = state.is_started();
+    let ready = started && health.is_connected();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = json!({
-        "status": if health.is_connected() { "ready" } else { "unavailable" },
+        "status": match (started, ready) {
+            (_, true) => "ready",
+            (false, _) => "starting",
+            (true, false) => "unavailable",
+        },
         "broker": health.to_string(),
     });
     (status, Json(body)).into_response()
