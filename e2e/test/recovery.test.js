@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { CLIENTS, Harness, NEEDS_REDIS, login, nextEvent, publish, waitUntil } from '../lib/harness.js';
 import { startProxy } from '../lib/proxy.js';
+import { Publisher } from '../lib/publisher.js';
 
 const SOCKETIO_PATH = '/ws/socket.io';
 // Sidecast's offsets on Redis: two 20-digit numbers joined by '-'.
@@ -95,53 +96,13 @@ function report(socket, n) {
   });
 }
 
-/** Numbered events posted one after the other while it runs; `acked` holds those answered 200. */
-class Publisher {
-  constructor(urls, cookie) {
-    this.urls = urls;
-    this.cookie = cookie;
-    this.next = 0;
-    this.acked = [];
-    this.failed = [];
-    this.stopped = false;
-  }
-
-  start() {
-    this.loop = (async () => {
-      while (!this.stopped) {
-        const n = this.next++;
-        // Round robin over the URLs: events accepted by either node of a pair.
-        const url = this.urls[n % this.urls.length];
-        try {
-          const res = await publish(url, { channel: 'count', body: { n } }, { cookie: this.cookie });
-          if (res.status === 200) this.acked.push(n);
-          else this.failed.push(`${n}: ${res.status} ${JSON.stringify(res.body)}`);
-        } catch (e) {
-          // No answer (the node went away mid-request): not acknowledged, may or may not arrive.
-          this.failed.push(`${n}: ${e.cause?.code ?? e.message}`);
-        }
-        // About 200 events/s at most: load, without starving the nodes of the 2 shared cores.
-        await new Promise((r) => setTimeout(r, 5));
-      }
-    })();
-    return this;
-  }
-
-  /** Waits until `count` more events are acknowledged. */
-  async acknowledged(count) {
-    const target = this.acked.length + count;
-    await waitUntil(() => this.acked.length >= target, { ms: DEADLINE, what: `${count} more acknowledged events` });
-  }
-
-  /** Stops, then publishes the end marker and waits until every socket has received it. */
-  async finish(url, cookie, clients) {
-    this.stopped = true;
-    await this.loop;
-    const res = await publish(url, { channel: 'done', body: 'end' }, { cookie });
-    assert.equal(res.status, 200);
-    for (const s of clients) {
-      await waitUntil(() => s.events.some((e) => e.event === 'done'), { ms: DEADLINE, what: `the end marker at ${s.label}` });
-    }
+/** Stops `publisher`, publishes the end marker and waits until every socket has received it. */
+async function finish(publisher, url, cookie, clients) {
+  await publisher.stop();
+  const res = await publish(url, { channel: 'done', body: 'end' }, { cookie });
+  assert.equal(res.status, 200);
+  for (const s of clients) {
+    await waitUntil(() => s.events.some((e) => e.event === 'done'), { ms: DEADLINE, what: `the end marker at ${s.label}` });
   }
 }
 
@@ -311,7 +272,7 @@ describe('two nodes on one redis, recovering on the same node', { concurrency: 1
       connect(b.url, { cookie, helper, client: CLIENTS['4.0.0'], transports: ['websocket'] }),
     ];
     await Promise.all(clients.map((s) => report(s, 1)));
-    const publisher = new Publisher([a.url, b.url], cookie).start();
+    const publisher = new Publisher([a.url, b.url], { cookie }).start();
     try {
       for (const [i, socket] of clients.entries()) {
         const at = 20 + 30 * i;
@@ -324,7 +285,7 @@ describe('two nodes on one redis, recovering on the same node', { concurrency: 1
       // Live again: more events after every switch from replay to live.
       await publisher.acknowledged(50);
     } finally {
-      await publisher.finish(a.url, cookie, clients);
+      await finish(publisher, a.url, cookie, clients);
     }
     for (const socket of clients) {
       assert.equal(socket.disconnects.length, 1, `${socket.label}: ${socket.disconnects}`);
@@ -391,7 +352,7 @@ describe('a node stopped behind a load balancer: its clients recover on the othe
     await Promise.all(clients.map((s) => report(s, 1)));
     assert.equal(proxy.countTo(d.url), 0, 'every connection went to node C, the first live one');
     // The publisher goes through the load balancer too, as a service behind it would.
-    const publisher = new Publisher([proxy.url], cookie).start();
+    const publisher = new Publisher([proxy.url], { cookie }).start();
     try {
       await waitUntil(() => clients.every((s) => s.counts.length >= 30), { ms: DEADLINE, what: '30 events at every client' });
       const stopped = await c.proc.stop({ ms: 15_000 });
@@ -399,7 +360,7 @@ describe('a node stopped behind a load balancer: its clients recover on the othe
       await Promise.all(clients.map((s) => report(s, 2)));
       await publisher.acknowledged(50);
     } finally {
-      await publisher.finish(proxy.url, cookie, clients);
+      await finish(publisher, proxy.url, cookie, clients);
     }
     assert.equal(await socketsOn(d.url), clients.length, 'every client is now on node D');
     for (const socket of clients) {
