@@ -10,6 +10,7 @@ import vm from 'node:vm';
 import { after, before, describe, test } from 'node:test';
 
 import { CLIENTS, Harness, NEEDS_REDIS, login, nextEvent, publish, waitUntil } from '../lib/harness.js';
+import { NEEDS_NGINX, startNginx } from '../lib/nginx.js';
 import { startProxy } from '../lib/proxy.js';
 import { Publisher } from '../lib/publisher.js';
 
@@ -326,50 +327,69 @@ describe('two nodes on one redis, recovering on the same node', { concurrency: 1
   }));
 });
 
-describe('a node stopped behind a load balancer: its clients recover on the other node', { concurrency: 1, skip: NEEDS_REDIS }, () => {
-  let c;
-  let d;
-  let proxy;
-  let cookie;
-  let helper;
-  before(async () => {
-    if (NEEDS_REDIS) return;
-    const extraEnv = { SIDECAST_SERVER__SHUTDOWN_JITTER_MS: '500' };
-    [c, d] = await Promise.all([
-      h.startServer({ label: 'node-c', channel: 'e2e-recovery-rolling', cluster: true, extraEnv }),
-      h.startServer({ label: 'node-d', channel: 'e2e-recovery-rolling', cluster: true, extraEnv }),
-    ]);
-    proxy = await startProxy([c.url, d.url]);
-    proxies.push(proxy);
-    ({ cookie } = await login(proxy.url));
-    helper = await servedHelper(proxy.url);
-  });
+// The load balancers: the harness' TCP proxy (each new connection to the first node that accepts
+// it), and nginx with deploy/nginx.conf as shipped (ip_hash: every loopback client to one node).
+const BALANCERS = {
+  'a TCP proxy': {
+    skip: false,
+    async start(nodes) {
+      const proxy = await startProxy(nodes.map((n) => n.url));
+      proxies.push(proxy);
+      return proxy.url;
+    },
+  },
+  'nginx with deploy/nginx.conf': {
+    skip: NEEDS_NGINX,
+    start: (nodes) => startNginx(h, nodes.map((n) => n.url)),
+  },
+};
 
-  test('SIGTERM on node C while events flow: no acknowledged event lost or duplicated at any client', h.withLogs(async (t) => {
-    // Websocket only: one TCP connection per client, so no sticky sessions are needed.
-    const clients = [CLIENTS.latest, CLIENTS.latest, CLIENTS.latest, CLIENTS['4.0.0']].map((client) =>
-      connect(proxy.url, { cookie, helper, client, transports: ['websocket'] }));
-    await Promise.all(clients.map((s) => report(s, 1)));
-    assert.equal(proxy.countTo(d.url), 0, 'every connection went to node C, the first live one');
-    // The publisher goes through the load balancer too, as a service behind it would.
-    const publisher = new Publisher([proxy.url], { cookie }).start();
-    try {
-      await waitUntil(() => clients.every((s) => s.counts.length >= 30), { ms: DEADLINE, what: '30 events at every client' });
-      const stopped = await c.proc.stop({ ms: 15_000 });
-      assert.deepEqual(stopped, { code: 0, signal: null }, 'node C shut down gracefully');
-      await Promise.all(clients.map((s) => report(s, 2)));
-      await publisher.acknowledged(50);
-    } finally {
-      await finish(publisher, proxy.url, cookie, clients);
-    }
-    assert.equal(await socketsOn(d.url), clients.length, 'every client is now on node D');
-    for (const socket of clients) {
-      assert.deepEqual(socket.disconnects, ['transport close'], `${socket.label}: node C closed the transport`);
-      assert.ok(socket.connected);
-      assertRecovered(socket, 2);
-      assertEveryAcknowledged(socket, publisher);
-      t.diagnostic(`${socket.label}: ${publisher.acked.length} acknowledged, ${socket.counts.length} received, ${socket.reports[1].recovered} recovered on node D`);
-    }
-    t.diagnostic(`POSTs without a 200 while node C stopped: ${publisher.failed.length} ${JSON.stringify(publisher.failed)}`);
-  }));
-});
+for (const [balancer, { skip, start }] of Object.entries(BALANCERS)) {
+  describe(`a node stopped behind ${balancer}: its clients recover on the other node`, { concurrency: 1, skip: NEEDS_REDIS || skip }, () => {
+    let nodes;
+    let url;
+    let cookie;
+    let helper;
+    before(async () => {
+      if (NEEDS_REDIS || skip) return;
+      const extraEnv = { SIDECAST_SERVER__SHUTDOWN_JITTER_MS: '500' };
+      const channel = `e2e-recovery-rolling-${balancer.split(' ')[0].toLowerCase()}`;
+      nodes = await Promise.all(['c', 'd'].map((name) =>
+        h.startServer({ label: `node-${name} (${balancer})`, channel, cluster: true, extraEnv })));
+      url = await start(nodes);
+      ({ cookie } = await login(url));
+      helper = await servedHelper(url);
+    });
+
+    test('SIGTERM on the clients\' node while events flow: no acknowledged event lost or duplicated at any client', h.withLogs(async (t) => {
+      // Websocket only: one TCP connection per client, so no sticky sessions are needed.
+      const clients = [CLIENTS.latest, CLIENTS.latest, CLIENTS.latest, CLIENTS['4.0.0']].map((client) =>
+        connect(url, { cookie, helper, client, transports: ['websocket'] }));
+      await Promise.all(clients.map((s) => report(s, 1)));
+      const counts = await Promise.all(nodes.map((n) => socketsOn(n.url)));
+      const from = counts.indexOf(clients.length);
+      assert.ok(from >= 0, `every client on one node (sockets per node: ${counts})`);
+      const [stopping, other] = [nodes[from], nodes[1 - from]];
+      // The publisher goes through the load balancer too, as a service behind it would.
+      const publisher = new Publisher([url], { cookie }).start();
+      try {
+        await waitUntil(() => clients.every((s) => s.counts.length >= 30), { ms: DEADLINE, what: '30 events at every client' });
+        const stopped = await stopping.proc.stop({ ms: 15_000 });
+        assert.deepEqual(stopped, { code: 0, signal: null }, 'the node shut down gracefully');
+        await Promise.all(clients.map((s) => report(s, 2)));
+        await publisher.acknowledged(50);
+      } finally {
+        await finish(publisher, url, cookie, clients);
+      }
+      assert.equal(await socketsOn(other.url), clients.length, 'every client is now on the other node');
+      for (const socket of clients) {
+        assert.deepEqual(socket.disconnects, ['transport close'], `${socket.label}: the stopping node closed the transport`);
+        assert.ok(socket.connected);
+        assertRecovered(socket, 2);
+        assertEveryAcknowledged(socket, publisher);
+        t.diagnostic(`${socket.label}: ${publisher.acked.length} acknowledged, ${socket.counts.length} received, ${socket.reports[1].recovered} recovered on the other node`);
+      }
+      t.diagnostic(`POSTs without a 200 while the node stopped: ${publisher.failed.length} ${JSON.stringify(publisher.failed)}`);
+    }));
+  });
+}
