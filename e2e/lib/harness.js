@@ -215,9 +215,17 @@ export class Harness {
     this.redisUrl = null;
   }
 
-  /** Starts redis-server on a free port (retried on a port race) when the broker is Redis. */
-  async startRedis() {
-    if (BROKER !== 'redis' || this.redisUrl) return this.redisUrl;
+  /**
+   * Starts redis-server on a free port (retried on a port race) when the broker is Redis. Nodes
+   * started together share it: concurrent calls wait for the same start.
+   */
+  startRedis() {
+    if (BROKER !== 'redis') return Promise.resolve(null);
+    this.redisStarting ??= this.spawnRedis();
+    return this.redisStarting;
+  }
+
+  async spawnRedis() {
     let lastError;
     for (let attempt = 1; attempt <= 5; attempt++) {
       const port = await freePort();
@@ -295,7 +303,7 @@ export class Harness {
    * `channel` isolates nodes sharing the test redis; `clientJs` picks the client build for pages.
    */
   async startServer({ label = 'node', channel, clientJs, cluster = false, extraEnv = {} } = {}) {
-    if (BROKER === 'redis' && !this.redisUrl) await this.startRedis();
+    await this.startRedis();
     const extra = cluster ? { SIDECAST_SESSION__SECRET: CLUSTER_SECRET, ...extraEnv } : extraEnv;
     const proc = this.spawn(
       label,

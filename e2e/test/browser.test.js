@@ -10,7 +10,9 @@ import { createRequire } from 'node:module';
 
 import { chromium } from 'playwright-core';
 
-import { ARTIFACTS_DIR, CLIENTS, Harness, NEEDS_REDIS, login, publish } from '../lib/harness.js';
+import { ARTIFACTS_DIR, CLIENTS, Harness, NEEDS_REDIS, login, publish, waitUntil } from '../lib/harness.js';
+import { startProxy } from '../lib/proxy.js';
+import { Publisher } from '../lib/publisher.js';
 
 const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
 const LAUNCH_ARGS = [
@@ -31,6 +33,7 @@ export const SCREENSHOT = path.join(ARTIFACTS_DIR, 'page.png');
 
 const h = new Harness('browser');
 let browser;
+const proxies = [];
 
 before(async () => {
   browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS, timeout: 30_000 });
@@ -38,6 +41,7 @@ before(async () => {
 });
 after(async () => {
   await browser?.close();
+  for (const p of proxies) await p.close();
   await h.close();
 });
 
@@ -272,4 +276,65 @@ describe('the page with socket.io client 4.0.0, the version the original page lo
   test('not logged in: the refusal is shown as final (data-state="refused")', async () => {
     assert.equal(await anonymous.page.locator('#status').getAttribute('data-state'), 'refused');
   });
+});
+
+describe('the page recovers what it missed while its connection was cut', { concurrency: 1 }, () => {
+  let server;
+  let proxy;
+  let page;
+
+  before(async () => {
+    server = await h.startServer({ label: 'node-browser-recovery', channel: 'e2e-browser-recovery' });
+    // The page's network: every byte between Chromium and the node goes through this proxy.
+    proxy = await startProxy([server.url]);
+    proxies.push(proxy);
+  });
+  after(async () => {
+    await page?.context.close();
+  });
+
+  test('cut under load, then back: every acknowledged event once, in order, and the recovered count shown', h.withLogs(async (t) => {
+    page = await openPage(proxy.url, 'page recovery', { loggedIn: true, state: 'connected' });
+    const recovery = page.page.locator('#recovery');
+    // Empty (so hidden) until something was recovered: attached is enough.
+    await page.page.locator('#recovery[data-status="new"]').waitFor({ state: 'attached', timeout: DEADLINE });
+
+    const { cookie } = await login(server.url);
+    const publisher = new Publisher([server.url], { cookie, channel: 'message', body: (n) => `event ${n}` }).start();
+    let missed;
+    try {
+      await waitUntil(async () => (await messages(page.page)).length >= 20, { ms: DEADLINE, what: '20 events on the page' });
+      // The network goes down: connections cut, new ones refused, until it is back.
+      proxy.pause();
+      await page.page.locator('#status:not([data-state="connected"])').waitFor({ timeout: DEADLINE });
+      const before = publisher.acked.length;
+      await publisher.acknowledged(40);
+      proxy.resume();
+      // Acknowledged while the page surely had no connection: it can only have them by recovery.
+      missed = publisher.acked.length - before;
+      await page.page.locator('#recovery[data-status="recovered"]').waitFor({ timeout: DEADLINE });
+      await page.page.locator('#status[data-state="connected"]').waitFor({ timeout: DEADLINE });
+      await publisher.acknowledged(20);
+    } finally {
+      await publisher.stop();
+    }
+    assert.equal((await publish(server.url, { channel: 'message', body: 'end' }, { cookie })).status, 200);
+    await waitForMessage(page.page, 'end');
+
+    assert.deepEqual(publisher.failed, [], 'every POST answered 200');
+    const expected = [...publisher.acked.map((n) => `event ${n}`), 'end'];
+    assert.deepEqual(await messages(page.page), expected, 'every event once, in order');
+    const recovered = Number(await recovery.getAttribute('data-recovered'));
+    assert.ok(recovered >= missed, `recovered ${recovered}, at least the ${missed} published while the page was cut off`);
+    assert.equal(await recovery.innerText(), `recovered ${recovered} event(s)`);
+    t.diagnostic(`${publisher.acked.length} acknowledged, ${expected.length - 1} shown, ${recovered} recovered (${missed} published while cut off)`);
+
+    fs.mkdirSync(ARTIFACTS_DIR, { recursive: true });
+    await page.page.screenshot({ path: path.join(ARTIFACTS_DIR, 'recovered.png') });
+
+    assert.deepEqual(page.context.blocked, [], 'requests beyond loopback');
+    // Chromium logs the failed reconnects while the network was down; nothing else went wrong.
+    const unexpected = page.context.errors.filter((e) => !/ERR_CONNECTION|ERR_EMPTY_RESPONSE|WebSocket connection .* failed|Failed to load resource/.test(e));
+    assert.deepEqual(unexpected, [], 'page errors');
+  }));
 });

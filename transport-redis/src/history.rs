@@ -314,7 +314,10 @@ impl History for RedisHistory {
         // entry forward, so if nothing after `after` is trimmed when XINFO answers, nothing was
         // when XRANGE read either, and the entries read are complete. (The other order could
         // miss entries trimmed between the two commands without saying so.)
-        let read = if limit == 0 {
+        // Nothing can follow the largest stream id, and Redis refuses an exclusive range that
+        // starts there ("invalid start ID"): such an offset (only ever forged) reads nothing
+        // and is found to be past the end below.
+        let read = if limit == 0 || after_id == (u64::MAX, u64::MAX) {
             Vec::new()
         } else {
             let start = format!("({}", id_arg(after_id));

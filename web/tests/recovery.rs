@@ -589,5 +589,29 @@ async fn a_new_socket_gets_every_event_published_after_its_connect() {
         );
         client.disconnect().await;
     }
+
+/// On Redis, an offset after the end of the history, up to the largest stream id (after which
+/// Redis has no id to start an exclusive range from), is `unknown`, not a history failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_an_offset_after_the_history_is_unknown() {
+    let redis = RedisServer::start().await;
+    let server = TestServer::start(broker_config(BrokerKind::Redis, redis.url())).await;
+    let cookie = server.login().await;
+    server
+        .publish(&cookie, json!({"channel": "count", "body": "0"}))
+        .await;
+    for future in [
+        "18446744073709551615-00000000000000000000",
+        "18446744073709551615-18446744073709551615",
+    ] {
+        let mut client = server.connect(resuming(&cookie, future)).await.accepted();
+        assert_eq!(
+            client.recovery_report().await,
+            json!({"status": "unknown", "recovered": 0}),
+            "{future}"
+        );
+        client.disconnect().await;
+    }
+    assert_eq!(server.state.metrics().recovery_count("unavailable"), 0);
     server.stop().await;
 }
