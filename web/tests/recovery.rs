@@ -589,6 +589,8 @@ async fn a_new_socket_gets_every_event_published_after_its_connect() {
         );
         client.disconnect().await;
     }
+    server.stop().await;
+}
 
 /// On Redis, an offset after the end of the history, up to the largest stream id (after which
 /// Redis has no id to start an exclusive range from), is `unknown`, not a history failure.
