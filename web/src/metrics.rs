@@ -47,6 +47,18 @@ pub const RECOVERY_STATUSES: [&str; 5] = ["new", "recovered", "trimmed", "unknow
 /// The room operations, as labelled.
 pub const ROOM_OPERATIONS: [&str; 4] = ["join", "leave", "disconnect", "close_room"];
 
+/// The reasons of `sidecast_room_operations_refused_total`, exported at 0 from start-up: bad
+/// input (4xx naming the field, 413, 415), no credentials, a policy that refuses a room, the
+/// rate limit, a broker that cannot take the operation.
+pub const ROOM_REFUSAL_REASONS: [&str; 6] = [
+    "invalid",
+    "unauthenticated",
+    "forbidden",
+    "rate_limited",
+    "unavailable",
+    "internal",
+];
+
 /// The reasons of `sidecast_connects_refused_total`, exported at 0 from start-up.
 pub const REFUSAL_REASONS: [&str; 4] = ["unauthenticated", "forbidden", "internal", "origin"];
 
@@ -91,6 +103,8 @@ pub struct Metrics {
     pub events_dropped: Family<Reason, Counter>,
     /// Room operations this node applied to its sockets, by operation.
     pub room_operations: Family<Op, Counter>,
+    /// `POST /api/rooms` requests refused, by reason ([`ROOM_REFUSAL_REASONS`]).
+    pub room_operations_refused: Family<Reason, Counter>,
     /// Rooms that this node's sockets are in (per namespace; the room of each socket's own id
     /// not counted), as of the last `GET /metrics`.
     pub rooms: Gauge,
@@ -139,6 +153,7 @@ impl Metrics {
             slow_client_disconnects: Counter::default(),
             events_dropped: Family::default(),
             room_operations: Family::default(),
+            room_operations_refused: Family::default(),
             rooms: Gauge::default(),
             room_memberships: Gauge::default(),
             recoveries: Family::default(),
@@ -198,6 +213,11 @@ impl Metrics {
             m.room_operations.clone(),
         );
         registry.register(
+            "room_operations_refused",
+            "POST /api/rooms requests refused, by reason",
+            m.room_operations_refused.clone(),
+        );
+        registry.register(
             "rooms",
             "Rooms this node's sockets are in (own-id rooms not counted)",
             m.rooms.clone(),
@@ -224,6 +244,9 @@ impl Metrics {
         }
         for op in ROOM_OPERATIONS {
             let _ = m.room_operations.get_or_create(&Op { op });
+        }
+        for reason in ROOM_REFUSAL_REASONS {
+            let _ = m.room_operations_refused.get_or_create(&Reason { reason });
         }
         for reason in REFUSAL_REASONS {
             let _ = m.connects_refused.get_or_create(&Reason { reason });
@@ -271,6 +294,20 @@ impl Metrics {
     /// Counts a room operation applied to this node's sockets.
     pub fn room_operation(&self, op: &'static str) {
         self.room_operations.get_or_create(&Op { op }).inc();
+    }
+
+    /// Counts a `POST /api/rooms` refused for `reason`.
+    pub fn room_operation_refused(&self, reason: &'static str) {
+        self.room_operations_refused
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    /// The current count of `POST /api/rooms` refused for `reason`.
+    pub fn room_operation_refused_count(&self, reason: &'static str) -> u64 {
+        self.room_operations_refused
+            .get_or_create(&Reason { reason })
+            .get()
     }
 
     /// The current count of applied room operations `op`.

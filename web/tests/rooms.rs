@@ -255,7 +255,18 @@ async fn pages_may_not_operate_rooms_and_bad_requests_name_the_field() {
         .unwrap();
     assert_eq!(response.status(), 400);
     assert!(response.json::<Value>().await.unwrap()["error"].is_string());
-    assert_eq!(server.state.metrics().room_operation_count("join"), 0);
+    let metrics = server.state.metrics();
+    assert_eq!(metrics.room_operation_count("join"), 0);
+    // Every refusal is counted by reason: one 403, two 401, two 422, a 415 and a 400.
+    assert_eq!(metrics.room_operation_refused_count("forbidden"), 1);
+    assert_eq!(metrics.room_operation_refused_count("unauthenticated"), 2);
+    assert_eq!(metrics.room_operation_refused_count("invalid"), 4);
+    assert!(
+        metrics
+            .render()
+            .contains(r#"sidecast_room_operations_refused_total{reason="rate_limited"} 0"#),
+        "every reason is exported from start-up"
+    );
 }
 
 #[tokio::test]

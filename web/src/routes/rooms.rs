@@ -58,9 +58,37 @@ struct RoomsRequest {
     reason: Option<String>,
 }
 
-/// `POST /api/rooms`: authorize, then publish the operation through the broker.
+/// `POST /api/rooms`: authorize, then publish the operation through the broker; refusals are
+/// counted by reason.
 pub(crate) async fn apply(
     State(state): State<Sidecast>,
+    request: Request,
+) -> Result<Json<Value>, ApiError> {
+    let result = authorize_and_publish(&state, request).await;
+    if let Err(e) = &result {
+        state
+            .inner
+            .metrics
+            .room_operation_refused(refusal_reason(e));
+    }
+    result
+}
+
+/// The `sidecast_room_operations_refused_total` reason of a refusal.
+fn refusal_reason(error: &ApiError) -> &'static str {
+    use axum::http::StatusCode;
+    match error.status() {
+        StatusCode::UNAUTHORIZED => "unauthenticated",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limited",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        status if status.is_client_error() => "invalid",
+        _ => "internal",
+    }
+}
+
+async fn authorize_and_publish(
+    state: &Sidecast,
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let (parts, body) = request.into_parts();
