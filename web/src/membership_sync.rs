@@ -2,7 +2,8 @@
 //! (RabbitMQ without a Redis session store, decision 19): a node that starts asks the running
 //! nodes, on `<channel>:memberships`, and takes the first answer of a node that has its own,
 //! under the room operations it received meanwhile ([`LocalMemberships::synced`]). A node that
-//! nobody answers within [`ANSWER_WAIT`] is the first one: it starts with what it learnt.
+//! nobody answers within [`ANSWER_WAIT`] starts with what it learnt (it is probably the first
+//! one; an answer slower than that, from a busy peer, is missed and logged).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,8 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::memberships::{LocalMemberships, Membership};
 
-/// How long a starting node waits for the running nodes' memberships.
-pub(crate) const ANSWER_WAIT: Duration = Duration::from_secs(2);
+/// How long a starting node waits for the running nodes' memberships before it serves: an
+/// answer takes a broker round trip or two.
+pub(crate) const ANSWER_WAIT: Duration = Duration::from_millis(500);
 
 /// The channel nodes exchange memberships on.
 pub(crate) fn channel(base: &str) -> String {
@@ -75,7 +77,8 @@ impl Sync {
                         self.store.synced(None);
                         tracing::info!(
                             "no running node answered for the remembered memberships within \
-                             {ANSWER_WAIT:?}: this node starts with none"
+                             {ANSWER_WAIT:?}: this node starts with what it learnt since it \
+                             subscribed"
                         );
                         continue;
                     }

@@ -189,6 +189,17 @@ impl LocalMemberships {
         }
     }
 
+    /// Waits until the store has the running nodes' memberships (or knows there are none), at
+    /// most twice the sync's own wait; whether it has.
+    pub(crate) async fn wait_synced(&self) -> bool {
+        let mut synced = self.synced.subscribe();
+        let within = crate::membership_sync::ANSWER_WAIT * 2;
+        matches!(
+            tokio::time::timeout(within, synced.wait_for(|synced| *synced)).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// What this node remembers, to hand to a node that starts; `None` while it waits for its
     /// own (its answer would be incomplete).
     pub(crate) fn snapshot(&self) -> Option<Vec<Membership>> {
@@ -231,13 +242,8 @@ impl MembershipStore for LocalMemberships {
     }
 
     async fn rooms_of(&self, namespace: &str, user: &str) -> Result<Vec<String>, String> {
-        let mut synced = self.synced.subscribe();
         // Bounded: the sync gives up after its own wait and marks the store synced then.
-        let within = crate::membership_sync::ANSWER_WAIT * 2;
-        if tokio::time::timeout(within, synced.wait_for(|synced| *synced))
-            .await
-            .is_err()
-        {
+        if !self.wait_synced().await {
             return Err(
                 "the remembered memberships of the running nodes did not arrive".to_owned(),
             );

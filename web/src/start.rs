@@ -372,6 +372,11 @@ async fn subscribe(
         }
         .start()
         .await?;
+        // The node serves once it knows its users' rooms: a socket that connected earlier would
+        // start without them (the first node of a cluster waits for no answer, 2 s).
+        if !store.wait_synced().await {
+            tracing::warn!("the remembered memberships did not arrive; starting without them");
+        }
     }
     Ok((bus, subscription, history))
 }
