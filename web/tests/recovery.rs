@@ -617,3 +617,69 @@ async fn on_redis_an_offset_after_the_history_is_unknown() {
     assert_eq!(server.state.metrics().recovery_count("unavailable"), 0);
     server.stop().await;
 }
+
+/// A RabbitMQ that blocks publishers (a disk alarm: its free-disk limit raised above what the
+/// disk has) makes `POST /api/` answer 503, not 200; once the alarm clears, events flow again,
+/// and every event that was acknowledged reaches the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_disk_alarm_is_a_503() {
+    let rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
+    let mut config = broker_config(BrokerKind::Amqp, rabbit.url());
+    config.broker.channel = sidecast_testkit::unique_channel("disk-alarm");
+    config.broker.publish_timeout_ms = 500;
+    let server = TestServer::start(config).await;
+    let cookie = server.login().await;
+    let mut client = server.client(&cookie).await;
+    client.recovery_report().await;
+
+    let mut acknowledged = Vec::new();
+    let mut n = 0u64;
+    // Posts until the answer is `status`, keeping what was acknowledged.
+    let mut post_until = async |status: u16, acknowledged: &mut Vec<u64>| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "POST /api/ never answered {status}"
+            );
+            let body = json!({"channel": "count", "body": n.to_string()});
+            let answer = post_json(&server.base, &cookie, body)
+                .await
+                .status()
+                .as_u16();
+            match answer {
+                200 => acknowledged.push(n),
+                503 => {}
+                other => panic!("POST /api/ answered {other}"),
+            }
+            n += 1;
+            if answer == status {
+                return;
+            }
+        }
+    };
+    post_until(200, &mut acknowledged).await;
+    rabbit
+        .ctl(&["set_disk_free_limit", "1000000GB"])
+        .await
+        .unwrap();
+    post_until(503, &mut acknowledged).await;
+    rabbit.ctl(&["set_disk_free_limit", "1MB"]).await.unwrap();
+    post_until(200, &mut acknowledged).await;
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    let received = counts_until_done(&mut client).await;
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {received:?}"
+    );
+    let missing: Vec<u64> = acknowledged
+        .iter()
+        .filter(|n| !received.contains(n))
+        .copied()
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    client.disconnect().await;
+    server.stop().await;
+}
