@@ -96,7 +96,7 @@ async fn authorize_and_publish(
     require_json(&parts.headers)?;
     let bytes = read_limited(body, state.inner.config.server.max_body_bytes).await?;
     let operation = parse(&bytes)?;
-    served(&state, operation.namespace())?;
+    served(state, operation.namespace())?;
 
     let user = session_user(session.as_ref()).await;
     let authorize = async |action: Action<'_>| {
