@@ -7,7 +7,6 @@ mod common;
 
 use bytes::Bytes;
 use common::{TestServer, memory_config};
-use serde_json::json;
 use sidecast_core::config::{IngressConfig, IngressFormat};
 use sidecast_testkit::log::CapturedLog;
 
@@ -16,7 +15,7 @@ async fn each_kind_of_dropped_message_is_logged_once_and_always_counted() {
     let log = CapturedLog::global("sidecast_web=warn");
     let mut config = memory_config();
     config.broker.ingress = vec![IngressConfig::new(IngressFormat::PythonSocketio)];
-    let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
+    let (server, _cookie, mut client) = TestServer::start_signed_in(config).await;
     let broker = server.state.broker().clone();
     for _ in 0..3 {
         for (channel, payload) in [
@@ -30,10 +29,15 @@ async fn each_kind_of_dropped_message_is_logged_once_and_always_counted() {
                 .unwrap();
         }
     }
-    // The relay handles messages in order: once this arrives, every drop above was handled.
-    server
-        .publish(&cookie, json!({"channel": "done", "body": "0"}))
-        .await;
+    // The relay handles pub/sub messages in order: once this one arrives, every drop above was
+    // handled. (A POST /api/ event would take the history's path, not ordered with pub/sub.)
+    broker
+        .publish(
+            "sidecast",
+            Bytes::from_static(br#"{"v":1,"event":"done","data":0}"#),
+        )
+        .await
+        .unwrap();
     client.events_until("done").await;
 
     assert_eq!(server.state.metrics().dropped_count("undecodable"), 9);
