@@ -44,6 +44,12 @@ async fn metrics_count_what_happened() {
         .publish(&cookie, json!({"channel": "message", "body": "Hi"}))
         .await;
     assert_eq!(client.next_event().await.0, "message");
+    // The pub/sub message and the /api/ event (through the history) take two paths, not ordered
+    // with each other: wait until the first was handled too.
+    sidecast_testkit::eventually("the undecodable message was counted", || {
+        server.state.metrics().dropped_count("undecodable") == 1
+    })
+    .await;
 
     let text = metrics(&server).await;
     assert_eq!(sample(&text, "sidecast_sockets_connected"), 1.0);
