@@ -240,8 +240,13 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
                 | AMQPHardError::INTERNALERROR
                 | AMQPHardError::CHANNELERROR
         ),
-        // A queue locked by another connection, or the server refusing more work for now.
-        Some(AMQPErrorKind::Soft(soft)) => matches!(soft, AMQPSoftError::RESOURCELOCKED),
+        // A queue locked by another connection, or the server refusing more work for now; a
+        // durable queue whose home node is not up (yet): a stream queue while RabbitMQ boots,
+        // or after a crash (decision 20).
+        Some(AMQPErrorKind::Soft(soft)) => {
+            matches!(soft, AMQPSoftError::RESOURCELOCKED)
+                || (matches!(soft, AMQPSoftError::NOTFOUND) && home_node_down(&error))
+        }
         None => matches!(
             error.kind(),
             ErrorKind::IOError(_)
@@ -254,6 +259,16 @@ pub(crate) fn map(error: lapin::Error, url: &str, doing: Doing<'_>) -> BrokerErr
         ),
     };
     BrokerError::classified(transient, BACKEND, url, error)
+}
+
+/// Whether RabbitMQ answered NOT_FOUND because the node that holds a durable queue is down or
+/// not ready ("home node '...' of durable queue '...' is down or inaccessible"), rather than
+/// because the queue does not exist.
+pub(crate) fn home_node_down(error: &lapin::Error) -> bool {
+    match error.kind() {
+        ErrorKind::ProtocolError(e) => e.get_message().as_str().contains("down or inaccessible"),
+        _ => false,
+    }
 }
 
 /// The connection is down and the transport is reconnecting.
@@ -311,5 +326,26 @@ mod tests {
             "history_queue_prefix",
             "a queue declared without the argument is not a node's"
         );
+    }
+
+    /// A durable queue whose home node is down (a stream queue while RabbitMQ boots, or after a
+    /// crash) is an outage: 503 over HTTP, retried by subscriptions; a queue that does not exist
+    /// is not.
+    #[test]
+    fn a_queue_whose_home_node_is_down_is_transient() {
+        let not_found = |message: &str| {
+            lapin::Error::from(ErrorKind::ProtocolError(lapin::protocol::AMQPError::new(
+                AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND),
+                message.into(),
+            )))
+        };
+        let down = not_found(
+            "NOT_FOUND - home node 'n@localhost' of durable queue 'sidecast.history.s' in vhost              '/' is down or inaccessible",
+        );
+        assert!(home_node_down(&down));
+        assert!(map(down, "amqp://h", Doing::History("sidecast.history.s")).is_transient());
+        let missing = not_found("NOT_FOUND - no queue 'q' in vhost '/'");
+        assert!(!home_node_down(&missing));
+        assert!(!map(missing, "amqp://h", Doing::History("q")).is_transient());
     }
 }

@@ -232,8 +232,8 @@ async fn exists(
         .await
     {
         Ok(_) => Ok(true),
-        // NOT_FOUND closes this channel only.
-        Err(e) if error::reply_code(&e) == Some(404) => Ok(false),
+        // NOT_FOUND closes this channel only. A queue whose home node is down exists.
+        Err(e) if error::reply_code(&e) == Some(404) && !error::home_node_down(&e) => Ok(false),
         Err(e) => Err(failed(e)),
     }
 }
