@@ -45,10 +45,8 @@ async fn a_reserved_server_refuses_until_started_on_its_port() {
     let port = server.port();
     assert!(!server.is_running());
     assert_eq!(server.url(), format!("redis://127.0.0.1:{port}"));
-    assert!(
-        TcpStream::connect(("127.0.0.1", port)).await.is_err(),
-        "a reserved server refuses connections"
-    );
+    // (No connect is tried to show that nothing listens: on a shared machine another process
+    // may take the free port meanwhile; `is_running` above says no server of ours runs.)
     server.restart().await;
     assert!(server.is_running());
     assert_eq!(server.port(), port);
