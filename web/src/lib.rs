@@ -39,6 +39,7 @@ mod relay;
 mod routes;
 mod serve;
 pub mod session;
+mod session_cookie;
 mod socket;
 
 pub use builder::SidecastBuilder;
