@@ -6,8 +6,8 @@ use std::sync::Arc;
 use sidecast_core::auth::SessionRooms;
 use sidecast_core::config::{BrokerKind, PolicyKind};
 use sidecast_core::{
-    AllowAll, AnyOf, AuthPolicy, BrokerError, Config, MemoryBroker, SessionAuth, SharedBroker,
-    TokenAuth,
+    AllowAll, AnyOf, AuthPolicy, BrokerError, Config, FlaskSessionAuth, MemoryBroker, SessionAuth,
+    SharedBroker, TokenAuth,
 };
 
 use crate::error::StartError;
@@ -27,6 +27,7 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
                     .map(|(name, token)| (token.expose().to_owned(), name.clone())),
             )),
             PolicyKind::AllowAll => Box::new(AllowAll),
+            PolicyKind::FlaskSession => Box::new(FlaskSessionAuth::new(&config.auth.flask_session)),
         }
     };
     let mut policies: Vec<Box<dyn AuthPolicy>> = config

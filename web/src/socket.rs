@@ -13,7 +13,7 @@ use serde_json::Value;
 use sidecast_core::codec::control::Control;
 use sidecast_core::config::SlowClientPolicy;
 use sidecast_core::rooms::DISCONNECT_REASON_EVENT;
-use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Envelope, Principal};
+use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Envelope, Principal, RefusalKind};
 use socketioxide::extract::{MaybeHttpExtension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::operators::BroadcastOperators;
@@ -95,11 +95,13 @@ async fn authorize_connect(
             Ok(())
         }
         Err(e) => {
-            ctx.metrics.refused(match &e {
-                AuthError::Unauthenticated { .. } => "unauthenticated",
-                AuthError::Forbidden { .. } => "forbidden",
+            ctx.metrics.refused(match e.kind() {
+                Some(RefusalKind::Unauthenticated) => "unauthenticated",
+                Some(RefusalKind::Forbidden) => "forbidden",
+                Some(RefusalKind::Unavailable) => "unavailable",
                 _ => "internal",
             });
+            ctx.metrics.auth_refused(&e, "connect");
             let reason = match &e {
                 AuthError::Internal(inner) => {
                     tracing::error!(error = %inner, "auth policy failed on connect");

@@ -87,7 +87,7 @@ impl Config {
         if self.auth.policy.kinds().is_empty() {
             return bad(
                 "auth.policy",
-                "needs at least one policy: \"session\", \"token\" or \"allow-all\"",
+                "needs at least one policy: \"session\", \"token\", \"flask-session\" or \"allow-all\"",
             );
         }
         if self.auth.policy.kinds().contains(&PolicyKind::Token) && self.auth.tokens.is_empty() {
@@ -110,6 +110,7 @@ impl Config {
                 ),
             );
         }
+        self.validate_flask_session()?;
         if self.auth.tokens.values().any(Secret::is_empty) {
             return bad("auth.tokens", "has an empty token; give every name a token");
         }
@@ -141,6 +142,57 @@ impl Config {
     }
 
     /// The rules of `[[broker.ingress]]`.
+    /// `[auth.flask_session]`, when `auth.policy` includes `flask-session`.
+    fn validate_flask_session(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError::Invalid(format!(
+                "`auth.flask_session.{key}` {why}"
+            )))
+        };
+        if !self.auth.policy.kinds().contains(&PolicyKind::FlaskSession) {
+            return Ok(());
+        }
+        let flask = &self.auth.flask_session;
+        if flask.secret_key.is_empty() {
+            return bad(
+                "secret_key",
+                "is empty but auth.policy includes \"flask-session\"; set it to the Flask \
+                 application's SECRET_KEY (SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY)",
+            );
+        }
+        if flask.fallback_keys.iter().any(Secret::is_empty) {
+            return bad(
+                "fallback_keys",
+                "has an empty key; list the Flask application's SECRET_KEY_FALLBACKS, or none",
+            );
+        }
+        for (key, value) in [
+            ("cookie_name", &flask.cookie_name),
+            ("user_key", &flask.user_key),
+        ] {
+            if value.is_empty() {
+                return bad(key, "is empty; the defaults are \"session\" and \"user\"");
+            }
+        }
+        if flask
+            .cookie_name
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return bad(
+                "cookie_name",
+                "is not a valid cookie name; use Flask's SESSION_COOKIE_NAME (default \"session\")",
+            );
+        }
+        if flask.max_age_secs == 0 {
+            return bad(
+                "max_age_secs",
+                "must be at least 1; Flask's PERMANENT_SESSION_LIFETIME default is 2678400 (31 days)",
+            );
+        }
+        Ok(())
+    }
+
     fn validate_ingress(&self) -> Result<(), ConfigError> {
         let broker = &self.broker;
         let control = crate::codec::control::channel(&broker.channel);
@@ -200,6 +252,32 @@ mod tests {
 
     use super::*;
     use crate::config::PolicyList;
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn flask_session_keys_from_the_environment_and_their_checks() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SIDECAST_AUTH__POLICY", "flask-session");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("auth.flask_session.secret_key")
+                    && e.contains("SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY"),
+                "{e}"
+            );
+            jail.set_env(
+                "SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY",
+                "your_secret_key",
+            );
+            jail.set_env("SIDECAST_AUTH__FLASK_SESSION__USER_KEY", "_user_id");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.auth.flask_session.user_key, "_user_id");
+            assert!(!c.redacted().to_toml().contains("your_secret_key"));
+            jail.set_env("SIDECAST_AUTH__FLASK_SESSION__COOKIE_NAME", "a;b");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("auth.flask_session.cookie_name"), "{e}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn namespaces_and_session_rooms_name_the_key() {
