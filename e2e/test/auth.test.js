@@ -1,12 +1,17 @@
 // Authentication end to end: every session store's cookie with the Node client (websocket and
-// polling) and in headless Chromium. (The Python clients: web/tests/session_cookies.rs.)
+// polling) and in headless Chromium (the Python clients: web/tests/session_cookies.rs); a browser
+// logged into the real Flask application gets events from Sidecast behind one reverse proxy
+// (auth.policy = "flask-session", docs/migrating.md).
 
 import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
-import { BROKER, CLIENTS, Harness, login, nextEvent } from '../lib/harness.js';
+import { BROKER, CLIENTS, E2E_DIR, Harness, login, nextEvent, publish, waitUntil } from '../lib/harness.js';
 
 const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
 const LAUNCH_ARGS = [
@@ -101,3 +106,102 @@ for (const store of ['cookie', 'memory', 'redis']) {
     }));
   });
 }
+
+/**
+ * A reverse proxy on a free port: `/ws/`, `/api/` and the client script go to Sidecast, the rest
+ * to the Flask application, as the nginx set-up of docs/migrating.md does. Websocket upgrades
+ * are piped through.
+ */
+async function startProxy(flaskUrl, sidecastUrl) {
+  const target = (url) => {
+    const toSidecast = url.startsWith('/ws/') || url.startsWith('/api/') || url === '/socket.io.min.js';
+    return new URL(toSidecast ? sidecastUrl : flaskUrl);
+  };
+  const server = http.createServer((req, res) => {
+    const { hostname, port } = target(req.url);
+    const upstream = http.request(
+      { hostname, port, path: req.url, method: req.method, headers: req.headers },
+      (answer) => {
+        res.writeHead(answer.statusCode, answer.rawHeaders);
+        answer.pipe(res);
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  server.on('upgrade', (req, socket, head) => {
+    const { hostname, port } = target(req.url);
+    const upstream = net.connect(Number(port), hostname, () => {
+      const lines = [`${req.method} ${req.url} HTTP/${req.httpVersion}`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+      upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { server, url: `http://127.0.0.1:${server.address().port}/` };
+}
+
+describe('a browser logged into the original Flask app gets events from Sidecast (flask-session)', { concurrency: 1 }, () => {
+  const SECRET_KEY = 'your_secret_key'; // the original application's
+  let sidecast;
+  let flask;
+  let proxy;
+
+  before(async () => {
+    sidecast = await h.startServer({
+      label: 'node-flask',
+      channel: 'e2e-flask',
+      extraEnv: {
+        SIDECAST_AUTH__POLICY: 'flask-session',
+        SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY: SECRET_KEY,
+        SIDECAST_AUTH__DEMO_LOGIN: 'false',
+      },
+    });
+    const python = process.env.SIDECAST_TEST_PYTHON || path.join(E2E_DIR, '.venv', 'bin', 'python');
+    const proc = h.spawn('flask', python, [path.join(E2E_DIR, 'python', 'flask_app.py'), SECRET_KEY, '/socket.io.min.js']);
+    const m = await proc.waitForLine(/listening (http:\/\/\S+)/, { what: 'the Flask app\'s "listening" line' });
+    flask = `${m[1]}/`;
+    proxy = await startProxy(flask, sidecast.url);
+  });
+  after(() => proxy?.server.close());
+
+  test('logged in at Flask\'s /login, the original page receives Sidecast\'s events; logged out, it is refused', h.withLogs(async () => {
+    const context = await browser.newContext();
+    const anonymous = await browser.newContext();
+    try {
+      const page = await context.newPage();
+      const consoleLines = [];
+      page.on('console', (m) => consoleLines.push(m.text()));
+      const res = await page.goto(new URL('login', proxy.url).href);
+      assert.deepEqual(await res.json(), { name: 'Gonzalo' }, 'Flask answered /login');
+      const cookies = await context.cookies();
+      assert.deepEqual(cookies.map((c) => c.name), ['session'], 'Flask\'s own session cookie');
+      await page.goto(proxy.url);
+      await waitUntil(() => consoleLines.includes('Connected to ws'), { what: `the page's connect (${consoleLines})` });
+
+      // Publish with the same Flask cookie, straight to Sidecast and through the page's Send.
+      const cookie = `session=${cookies[0].value}`;
+      const answer = await publish(sidecast.url, { channel: 'message', body: 'from sidecast' }, { cookie });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      await page.locator('#messages li', { hasText: 'from sidecast' }).waitFor({ timeout: DEADLINE });
+      await page.fill('#message', 'typed on the page');
+      await page.click('button');
+      await page.locator('#messages li', { hasText: 'typed on the page' }).waitFor({ timeout: DEADLINE });
+
+      const other = await anonymous.newPage();
+      const refusals = [];
+      other.on('console', (m) => m.text().startsWith('connect_error') && refusals.push(m.text()));
+      await other.goto(proxy.url);
+      await waitUntil(() => refusals.length > 0, { what: 'the anonymous page\'s connect_error' });
+      assert.match(refusals[0], /no Flask session cookie/);
+    } finally {
+      await context.close();
+      await anonymous.close();
+    }
+  }));
+});
