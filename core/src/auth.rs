@@ -116,6 +116,10 @@ pub struct Principal {
     /// (a token or session that says "this user is in team:7"). Names that break the room rules
     /// ([`crate::rooms`]) are left out, with a warning.
     pub rooms: Vec<String>,
+    /// When the credential expires (a token's `exp`): the web layer disconnects the principal's
+    /// sockets then, with the reason `token expired`, so that clients reconnect with a fresh
+    /// credential. `None`: the socket stays as long as it likes.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 impl Principal {
@@ -124,7 +128,14 @@ impl Principal {
         Self {
             id: id.into(),
             rooms: Vec::new(),
+            expires_at: None,
         }
+    }
+
+    /// This principal, whose credential expires at `at`.
+    pub fn with_expiry(mut self, at: std::time::SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
     }
 
     /// This principal, whose sockets also join `rooms` at connect.

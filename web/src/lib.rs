@@ -28,6 +28,8 @@ mod builder;
 mod error;
 mod from_config;
 mod handshake;
+mod jwks;
+pub mod jwt;
 mod memberships;
 pub mod metrics;
 mod origin;
@@ -47,6 +49,9 @@ pub use builder::SidecastBuilder;
 pub use builder::{App, AppBuilder};
 pub use error::{ApiError, StartError};
 pub use from_config::{connect_broker, policy_from_config};
+pub use jwt::JwtAuth;
+/// The reason (`sidecast:disconnect`) a socket gets when its credential expires.
+pub const TOKEN_EXPIRED_REASON: &str = socket::TOKEN_EXPIRED;
 pub use metrics::Metrics;
 #[cfg(feature = "redis")]
 pub use redis_sessions::RedisSessionStore;

@@ -147,9 +147,33 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         }
     }
     ctx.metrics.sockets_connected.inc();
-    socket.on_disconnect(async |State(ctx): State<SocketContext>| {
-        ctx.metrics.sockets_connected.dec();
-    });
+    if let Some(at) = socket
+        .extensions
+        .get::<Principal>()
+        .and_then(|p| p.expires_at)
+    {
+        // The credential (a token's exp) ends the socket: the client sees why, and reconnects
+        // with a fresh one. Aborted when the socket goes first.
+        let expiring = socket.clone();
+        let delay = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            tracing::debug!(sid = %expiring.id, "credential expired; disconnecting the socket");
+            let _ = expiring.emit(DISCONNECT_REASON_EVENT, TOKEN_EXPIRED);
+            let _ = expiring.disconnect();
+        });
+        socket.extensions.insert(ExpiryTask(task.abort_handle()));
+    }
+    socket.on_disconnect(
+        async |socket: SocketRef, State(ctx): State<SocketContext>| {
+            ctx.metrics.sockets_connected.dec();
+            if let Some(ExpiryTask(task)) = socket.extensions.get::<ExpiryTask>() {
+                task.abort();
+            }
+        },
+    );
     if let Some(recovery) = ctx.recovery.clone() {
         // After the rooms are joined: the replay selects by them.
         let requested = socket
@@ -159,6 +183,14 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         recovery.recover(socket, requested).await;
     }
 }
+
+/// The reason a socket whose credential expired gets (as `sidecast:disconnect`) before it is
+/// disconnected.
+pub(crate) const TOKEN_EXPIRED: &str = "token expired; reconnect with a fresh token";
+
+/// The task that disconnects a socket when its credential expires.
+#[derive(Clone)]
+struct ExpiryTask(tokio::task::AbortHandle);
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {

@@ -18,6 +18,8 @@ pub enum PolicyKind {
     AllowAll,
     /// The signed `session` cookie of a Flask application (`auth.flask_session`).
     FlaskSession,
+    /// A JSON Web Token (`auth.jwt`).
+    Jwt,
 }
 
 /// One policy name or a list of them (meaning: any of them).
@@ -61,6 +63,8 @@ pub struct AuthConfig {
     pub session_rooms: Vec<String>,
     /// `[auth.flask_session]`: the `flask-session` policy.
     pub flask_session: FlaskSessionConfig,
+    /// `[auth.jwt]`: the `jwt` policy.
+    pub jwt: JwtConfig,
 }
 
 impl Default for AuthConfig {
@@ -73,6 +77,7 @@ impl Default for AuthConfig {
             allow_all_public: false,
             session_rooms: Vec::new(),
             flask_session: FlaskSessionConfig::default(),
+            jwt: JwtConfig::default(),
         }
     }
 }
@@ -111,6 +116,69 @@ impl Default for FlaskSessionConfig {
             user_key: "user".to_owned(),
             rooms_key: String::new(),
             max_age_secs: FLASK_SESSION_LIFETIME_SECS,
+        }
+    }
+}
+
+/// `[auth.jwt]`: the `jwt` policy, which accepts JSON Web Tokens from the Socket.IO `auth:
+/// {token}` payload, `Authorization: Bearer` or a cookie.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// The algorithms accepted, such as `["HS256"]` or `["RS256", "ES256"]`; a token's `alg`
+    /// must be one of them. `none` is never accepted, and HMAC and public-key algorithms cannot
+    /// be mixed.
+    pub algorithms: Vec<String>,
+    /// The shared secret of the HS256/384/512 algorithms.
+    pub secret: Secret,
+    /// A PEM file with the public key (RSA, EC or Ed25519) of the RS/PS/ES/EdDSA algorithms.
+    pub public_key_file: String,
+    /// A JWKS URL publishing the public keys (by `kid`); fetched at start and cached.
+    pub jwks_url: String,
+    /// How long fetched keys are used before they are fetched again, in seconds.
+    pub jwks_refresh_secs: u64,
+    /// The least time between two fetches, in seconds: a token with an unknown `kid` causes a
+    /// fetch at most this often.
+    pub jwks_min_interval_secs: u64,
+    /// Time limit of one JWKS fetch, in milliseconds.
+    pub jwks_timeout_ms: u64,
+    /// The `iss` a token must have; empty: not checked.
+    pub issuer: String,
+    /// The `aud` values accepted (a token must name one); empty: not checked.
+    pub audience: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// The claim naming the principal.
+    pub user_claim: String,
+    /// A claim listing rooms the socket joins at connect; empty: none.
+    pub rooms_claim: String,
+    /// A claim listing room patterns the token may publish to through `POST /api/` (`"*"`:
+    /// everyone); empty: tokens only connect, never publish.
+    pub publish_claim: String,
+    /// A cookie carrying the token, for browsers; empty: none.
+    pub cookie_name: String,
+    /// The longest token accepted, in bytes.
+    pub max_token_bytes: usize,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: vec!["HS256".to_owned()],
+            secret: Secret::default(),
+            public_key_file: String::new(),
+            jwks_url: String::new(),
+            jwks_refresh_secs: 300,
+            jwks_min_interval_secs: 30,
+            jwks_timeout_ms: 2_000,
+            issuer: String::new(),
+            audience: Vec::new(),
+            leeway_secs: 30,
+            user_claim: "sub".to_owned(),
+            rooms_claim: String::new(),
+            publish_claim: String::new(),
+            cookie_name: String::new(),
+            max_token_bytes: 8_192,
         }
     }
 }
