@@ -1,9 +1,11 @@
 // Authentication end to end: every session store's cookie with the Node client (websocket and
 // polling) and in headless Chromium (the Python clients: web/tests/session_cookies.rs); a browser
 // logged into the real Flask application gets events from Sidecast behind one reverse proxy
-// (auth.policy = "flask-session", docs/migrating.md).
+// (auth.policy = "flask-session", docs/migrating.md); the official client with a JWT, disconnected
+// when it expires and reconnecting with a fresh one through an `auth` function.
 
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -53,7 +55,7 @@ function connect(url, { cookie, transports, auth, path = SOCKETIO_PATH } = {}) {
 function outcome(socket) {
   return Promise.race([
     nextEvent(socket, 'connect').then(() => 'connected'),
-    nextEvent(socket, 'connect_error').then((e) => `refused: ${e.message}`),
+    nextEvent(socket, 'connect_error').then(([e]) => `refused: ${e.message}`),
   ]);
 }
 
@@ -203,5 +205,71 @@ describe('a browser logged into the original Flask app gets events from Sidecast
       await context.close();
       await anonymous.close();
     }
+  }));
+});
+
+describe('jwt: the official client connects with a token, and is disconnected when it expires', { concurrency: 1 }, () => {
+  const SECRET = 'a-shared-secret-for-the-e2e-tests-0123456789abcdef0123456789abcdef';
+  let server;
+  /** Fresh PyJWT tokens (e2e/python/jwt_tokens.py), the short one expiring in `short` s. */
+  const tokens = (short = 3) => {
+    const python = process.env.SIDECAST_TEST_PYTHON || path.join(E2E_DIR, '.venv', 'bin', 'python');
+    const out = execFileSync(python, [path.join(E2E_DIR, 'python', 'jwt_tokens.py'), SECRET, String(short)]);
+    return JSON.parse(out).tokens;
+  };
+
+  before(async () => {
+    server = await h.startServer({
+      label: 'node-jwt',
+      channel: 'e2e-jwt',
+      extraEnv: {
+        SIDECAST_AUTH__POLICY: 'jwt',
+        SIDECAST_AUTH__JWT__SECRET: SECRET,
+        SIDECAST_AUTH__JWT__ISSUER: 'sidecast-tests',
+        SIDECAST_AUTH__JWT__AUDIENCE: '["sidecast"]',
+        SIDECAST_AUTH__JWT__LEEWAY_SECS: '0',
+        SIDECAST_AUTH__JWT__ROOMS_CLAIM: 'rooms',
+        SIDECAST_AUTH__JWT__PUBLISH_CLAIM: 'publish',
+      },
+    });
+  });
+
+  test('auth: {token} connects; the token publishes to its room; a bad token is refused', h.withLogs(async () => {
+    const t = tokens();
+    const socket = connect(server.url, { auth: { token: t.hs256 } });
+    assert.equal(await outcome(socket), 'connected');
+    const got = nextEvent(socket, 'message');
+    const res = await fetch(new URL('api/', server.url), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${t.hs256}` },
+      body: JSON.stringify({ channel: 'message', body: 'to team 7', to: 'team:7' }),
+    });
+    assert.equal(res.status, 200, await res.text());
+    assert.equal((await got)[0], 'to team 7');
+    socket.close();
+    for (const [name, says] of [['hs_expired', /expired/], ['none', /algorithm/], ['hs_wrong_secret', /signature/]]) {
+      const refused = connect(server.url, { auth: { token: t[name] } });
+      assert.match(await outcome(refused), says, name);
+      refused.close();
+    }
+  }));
+
+  test('an expiring token: sidecast:disconnect with the reason at exp, then a reconnect with a fresh token', h.withLogs(async () => {
+    let current = tokens(2).hs_short;
+    // The auth option as a function: called on every (re)connect, so each gets the current token.
+    const socket = CLIENTS.latest.io(server.url, {
+      path: SOCKETIO_PATH, forceNew: true, reconnection: false, auth: (cb) => cb({ token: current }),
+    });
+    assert.equal(await outcome(socket), 'connected');
+    // Both arrive together (the reason is queued just before the DISCONNECT packet).
+    const told = nextEvent(socket, 'sidecast:disconnect', { ms: 8_000 });
+    const closed = nextEvent(socket, 'disconnect', { ms: 8_000 });
+    const [reason] = await told;
+    assert.match(reason, /token expired/);
+    assert.equal((await closed)[0], 'io server disconnect');
+    current = tokens(60).hs_short;
+    socket.connect();
+    assert.equal(await outcome(socket), 'connected', 'the fresh token is accepted');
+    socket.close();
   }));
 });
