@@ -439,7 +439,8 @@ impl AuthPolicy for TokenAuth {
 
 /// Lets the caller in if any of the policies does, trying them in order.
 ///
-/// When all refuse, the first refusal is returned.
+/// When all refuse, the first refusal is returned, except that a policy which could not decide
+/// ([`RefusalKind::Unavailable`]) wins: the caller should retry rather than give up.
 pub struct AnyOf {
     policies: Vec<Box<dyn AuthPolicy>>,
 }
@@ -461,13 +462,21 @@ impl fmt::Debug for AnyOf {
 impl AuthPolicy for AnyOf {
     async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
         let mut first_refusal = None;
+        let mut unavailable = None;
         for policy in &self.policies {
             match policy.authorize(req).await {
                 Ok(principal) => return Ok(principal),
+                Err(e) if e.kind() == Some(RefusalKind::Unavailable) => {
+                    unavailable.get_or_insert(e);
+                }
                 Err(e) => {
                     first_refusal.get_or_insert(e);
                 }
             }
+        }
+        // A policy that could not decide may well have accepted: the caller should retry.
+        if let Some(e) = unavailable {
+            return Err(e);
         }
         Err(first_refusal
             .unwrap_or_else(|| AuthError::unauthenticated("no auth policy configured")))

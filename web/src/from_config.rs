@@ -37,6 +37,7 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
                 }
                 Box::new(SharedPolicy(jwt))
             }
+            PolicyKind::Http => Box::new(crate::HttpAuth::from_config(&config.auth.http)?),
         })
     };
     let mut policies: Vec<Box<dyn AuthPolicy>> = config

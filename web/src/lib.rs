@@ -28,6 +28,7 @@ mod builder;
 mod error;
 mod from_config;
 mod handshake;
+pub mod http_auth;
 mod jwks;
 pub mod jwt;
 mod memberships;
@@ -49,6 +50,7 @@ pub use builder::SidecastBuilder;
 pub use builder::{App, AppBuilder};
 pub use error::{ApiError, StartError};
 pub use from_config::{connect_broker, policy_from_config};
+pub use http_auth::HttpAuth;
 pub use jwt::JwtAuth;
 /// The reason (`sidecast:disconnect`) a socket gets when its credential expires.
 pub const TOKEN_EXPIRED_REASON: &str = socket::TOKEN_EXPIRED;

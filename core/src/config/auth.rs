@@ -20,6 +20,8 @@ pub enum PolicyKind {
     FlaskSession,
     /// A JSON Web Token (`auth.jwt`).
     Jwt,
+    /// Ask the application over HTTP (`auth.http`).
+    Http,
 }
 
 /// One policy name or a list of them (meaning: any of them).
@@ -65,6 +67,8 @@ pub struct AuthConfig {
     pub flask_session: FlaskSessionConfig,
     /// `[auth.jwt]`: the `jwt` policy.
     pub jwt: JwtConfig,
+    /// `[auth.http]`: the `http` policy.
+    pub http: HttpAuthConfig,
 }
 
 impl Default for AuthConfig {
@@ -78,6 +82,7 @@ impl Default for AuthConfig {
             session_rooms: Vec::new(),
             flask_session: FlaskSessionConfig::default(),
             jwt: JwtConfig::default(),
+            http: HttpAuthConfig::default(),
         }
     }
 }
@@ -179,6 +184,32 @@ impl Default for JwtConfig {
             publish_claim: String::new(),
             cookie_name: String::new(),
             max_token_bytes: 8_192,
+        }
+    }
+}
+
+/// `[auth.http]`: the `http` policy, which asks the application: a JSON request per connect (and
+/// per publish, when `publish` is on) to `url`, answered 200 `{"user", "rooms"}` or 401/403.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpAuthConfig {
+    /// The application's endpoint, such as `http://127.0.0.1:5000/sidecast/auth`.
+    pub url: String,
+    /// Time limit of one request, in milliseconds; past it the caller is refused (retryable).
+    pub timeout_ms: u64,
+    /// The most requests in flight at once; more wait (within the time limit) for a slot.
+    pub max_concurrency: usize,
+    /// Whether publishes through `POST /api/` are asked too; off: the policy refuses them (403).
+    pub publish: bool,
+}
+
+impl Default for HttpAuthConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout_ms: 2_000,
+            max_concurrency: 64,
+            publish: false,
         }
     }
 }

@@ -22,7 +22,8 @@ mod validate;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{
-    AuthConfig, FLASK_SESSION_LIFETIME_SECS, FlaskSessionConfig, JwtConfig, PolicyKind, PolicyList,
+    AuthConfig, FLASK_SESSION_LIFETIME_SECS, FlaskSessionConfig, HttpAuthConfig, JwtConfig,
+    PolicyKind, PolicyList,
 };
 pub use broker::{BrokerConfig, BrokerKind, IngressConfig, IngressFormat};
 pub use load::{DEFAULT_FILE, ENV_PREFIX};

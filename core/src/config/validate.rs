@@ -87,7 +87,7 @@ impl Config {
         if self.auth.policy.kinds().is_empty() {
             return bad(
                 "auth.policy",
-                "needs at least one policy: \"session\", \"token\", \"jwt\", \"flask-session\" or \"allow-all\"",
+                "needs at least one policy: \"session\", \"token\", \"jwt\", \"http\", \"flask-session\" or \"allow-all\"",
             );
         }
         if self.auth.policy.kinds().contains(&PolicyKind::Token) && self.auth.tokens.is_empty() {
@@ -112,6 +112,7 @@ impl Config {
         }
         self.validate_flask_session()?;
         self.validate_jwt()?;
+        self.validate_http_auth()?;
         if self.auth.tokens.values().any(Secret::is_empty) {
             return bad("auth.tokens", "has an empty token; give every name a token");
         }
@@ -247,6 +248,31 @@ impl Config {
                 "max_token_bytes",
                 "must be at least 256; the default is 8192",
             );
+        }
+        Ok(())
+    }
+
+    /// `[auth.http]`, when `auth.policy` includes `http`.
+    fn validate_http_auth(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError::Invalid(format!("`auth.http.{key}` {why}")));
+        if !self.auth.policy.kinds().contains(&PolicyKind::Http) {
+            return Ok(());
+        }
+        let http = &self.auth.http;
+        if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+            return bad(
+                "url",
+                "must be the application's http:// or https:// endpoint that answers auth \
+                 requests, such as \"http://127.0.0.1:5000/sidecast/auth\" \
+                 (SIDECAST_AUTH__HTTP__URL)",
+            );
+        }
+        if http.timeout_ms == 0 {
+            return bad("timeout_ms", "must be at least 1; the default is 2000");
+        }
+        if http.max_concurrency == 0 {
+            return bad("max_concurrency", "must be at least 1; the default is 64");
         }
         Ok(())
     }
@@ -394,7 +420,10 @@ mod tests {
             let mut c = Config::default();
             c.auth.policy = PolicyList::One(PolicyKind::Jwt);
             f(&mut c);
-            c.validate().err().map(|e| e.to_string()).unwrap_or_default()
+            c.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
         };
         assert!(refusal(&|_| {}).contains("auth.jwt.secret"));
         assert!(refusal(&|c| c.auth.jwt.secret = "s".into()).is_empty());
@@ -412,6 +441,26 @@ mod tests {
             c.auth.jwt.jwks_url = "ftp://x".into();
         });
         assert!(url.contains("auth.jwt.jwks_url"), "{url}");
+    }
+
+    #[test]
+    fn http_auth_needs_a_url() {
+        let mut c = Config::default();
+        c.auth.policy = PolicyList::Any(vec![PolicyKind::Http, PolicyKind::Session]);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("auth.http.url") && e.contains("SIDECAST_AUTH__HTTP__URL"),
+            "{e}"
+        );
+        c.auth.http.url = "http://127.0.0.1:5000/sidecast/auth".into();
+        c.validate().unwrap();
+        c.auth.http.max_concurrency = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_concurrency")
+        );
     }
 
     #[test]
