@@ -158,11 +158,20 @@ async fn slow_down_or_broken_application_is_a_retryable_refusal_never_an_accept(
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
 
-    // Down: nothing listens at the URL.
+    // Down: nothing listens at the URL. Three refusals, one log line for the outage.
+    let log = sidecast_testkit::log::CapturedLog::global("sidecast_web=info");
     let closed = sidecast_testkit::process::free_port();
     let down = TestServer::start(http_config(&format!("http://127.0.0.1:{closed}/auth"))).await;
-    let reason = down.connect(with_cookie("user=alice")).await.refused();
-    assert!(reason.contains("unavailable, retry later"), "{reason}");
+    for _ in 0..3 {
+        let reason = down.connect(with_cookie("user=alice")).await.refused();
+        assert!(reason.contains("unavailable, retry later"), "{reason}");
+    }
+    let logged = log
+        .text()
+        .lines()
+        .filter(|l| l.contains("auth endpoint fails") && l.contains(&format!(":{closed}/")))
+        .count();
+    assert_eq!(logged, 1, "logged once per outage:\n{}", log.text());
     // In a list, the retryable refusal wins over the session policy's "log in".
     let mut config = http_config(&format!("http://127.0.0.1:{closed}/auth"));
     config.auth.policy = PolicyList::Any(vec![PolicyKind::Session, PolicyKind::Http]);

@@ -130,6 +130,25 @@ async fn hmac_tokens_connect_join_their_rooms_and_publish_as_granted() {
     };
     server.connect(options).await.accepted().disconnect().await;
     client.disconnect().await;
+
+    // A cookie can carry the token too (auth.jwt.cookie_name), for browsers.
+    let mut config = jwt_config();
+    config.auth.jwt.secret = SECRET.into();
+    config.auth.jwt.cookie_name = "access_token".to_owned();
+    let with_cookie_name = TestServer::start(config).await;
+    let cookie = format!("other=1; access_token={}", token(&m, "hs256"));
+    with_cookie_name
+        .connect(common::with_cookie(&cookie))
+        .await
+        .accepted()
+        .disconnect()
+        .await;
+    let cookie = format!("access_token={}", token(&m, "hs_expired"));
+    let reason = with_cookie_name
+        .connect(common::with_cookie(&cookie))
+        .await
+        .refused();
+    assert!(reason.contains("expired"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
