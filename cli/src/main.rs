@@ -98,6 +98,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Emit(args) => emit::run(args, figment).await,
         Command::Rooms(command) => rooms::run(command, figment).await,
         Command::Bench(args) => bench::run(args, figment).await,
-        Command::Config(args) => show_config::run(&args, &figment, cli.config.as_deref()),
+        Command::Config(args) => show_config::run(&args, &figment, cli.config.as_deref()).await,
     }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use figment::Figment;
 use sidecast_core::Config;
+use sidecast_core::config::PolicyKind;
 
 /// Options of `sidecast config`.
 #[derive(Debug, clap::Args)]
@@ -14,10 +15,24 @@ pub(crate) struct ConfigArgs {
 }
 
 /// Loads the configuration from `figment` (read from `file`, when given) and prints it, or
-/// confirms that it is valid.
-pub(crate) fn run(args: &ConfigArgs, figment: &Figment, file: Option<&Path>) -> anyhow::Result<()> {
+/// confirms that it is valid (with `--check`: its auth policies build, their key files are read
+/// and a JWKS is fetched).
+pub(crate) async fn run(
+    args: &ConfigArgs,
+    figment: &Figment,
+    file: Option<&Path>,
+) -> anyhow::Result<()> {
     let config = Config::from_figment(figment)?;
     if args.check {
+        // Builds the auth policies, which reads their key files; fetches a JWKS once.
+        if let Err(e) = sidecast_web::policy_from_config(&config) {
+            anyhow::bail!("{e}");
+        }
+        if config.auth.policy.kinds().contains(&PolicyKind::Jwt) {
+            sidecast_web::JwtAuth::from_config(&config.auth.jwt)?
+                .check()
+                .await?;
+        }
         let source = file
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "defaults, sidecast.toml and SIDECAST_* variables".into());

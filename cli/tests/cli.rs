@@ -126,6 +126,73 @@ fn config_check_names_key_file_and_fix() {
 }
 
 #[test]
+fn config_check_reads_the_auth_policies_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwt.toml");
+    let pem = dir.path().join("key.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[auth]\npolicy = \"jwt\"\n[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key_file = {:?}\n",
+            pem.display().to_string()
+        ),
+    )
+    .unwrap();
+    let stderr = run_failing(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(stderr.contains("auth.jwt.public_key_file"), "{stderr}");
+    std::fs::write(
+        &file,
+        "[auth]\npolicy = [\"session\", \"jwt\"]\n[auth.jwt]\nalgorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:9/jwks.json\"\njwks_timeout_ms = 500\n",
+    )
+    .unwrap();
+    let stderr = run_failing(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        stderr.contains("auth.jwt.jwks_url") && stderr.contains("cannot be fetched"),
+        "{stderr}"
+    );
+    std::fs::write(
+        &file,
+        "[auth]\npolicy = \"jwt\"\n[auth.jwt]\nalgorithms = [\"none\"]\n",
+    )
+    .unwrap();
+    let stderr = run_failing(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        stderr.contains("auth.jwt.algorithms") && stderr.contains("none"),
+        "{stderr}"
+    );
+    std::fs::write(&file, "[auth]\npolicy = \"flask-session\"\n").unwrap();
+    let stderr = run_failing(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        stderr.contains("SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY"),
+        "{stderr}"
+    );
+    run_ok(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[(
+            "SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY",
+            "your_secret_key",
+        )],
+    );
+}
+
+#[test]
 fn emit_on_memory_broker_explains_what_to_configure() {
     let stderr = run_failing(&["emit", "message", "Hi", "--broker", "memory"], &[]);
     assert!(stderr.contains("cannot reach a server"), "{stderr}");

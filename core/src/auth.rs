@@ -8,6 +8,12 @@ use async_trait::async_trait;
 use http::HeaderMap;
 use subtle::ConstantTimeEq;
 
+mod flask_session;
+
+pub use flask_session::{
+    FLASK_SESSION_POLICY, FlaskCookieError, FlaskSessionAuth, MAX_COOKIE_BYTES,
+};
+
 /// Decides whether a socket may connect or an HTTP request may publish, and who the caller is.
 ///
 /// The web layer gathers the facts ([`AuthRequest`]) and maps the answer: `Ok` lets the action
@@ -110,6 +116,10 @@ pub struct Principal {
     /// (a token or session that says "this user is in team:7"). Names that break the room rules
     /// ([`crate::rooms`]) are left out, with a warning.
     pub rooms: Vec<String>,
+    /// When the credential expires (a token's `exp`): the web layer disconnects the principal's
+    /// sockets then, with the reason `token expired`, so that clients reconnect with a fresh
+    /// credential. `None`: the socket stays as long as it likes.
+    pub expires_at: Option<std::time::SystemTime>,
 }
 
 impl Principal {
@@ -118,7 +128,14 @@ impl Principal {
         Self {
             id: id.into(),
             rooms: Vec::new(),
+            expires_at: None,
         }
+    }
+
+    /// This principal, whose credential expires at `at`.
+    pub fn with_expiry(mut self, at: std::time::SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
     }
 
     /// This principal, whose sockets also join `rooms` at connect.
@@ -163,6 +180,43 @@ pub enum AuthError {
     /// The policy could not decide (HTTP 500, connect refused).
     #[error("authorization failed: {0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A refusal that names its policy and a short code, for metrics (the built-in `jwt`,
+    /// `http` and `flask-session` policies refuse this way).
+    #[error("{}: {reason}", kind.prefix())]
+    Refused {
+        /// How the refusal maps to HTTP and to a connect.
+        kind: RefusalKind,
+        /// The policy that refused, as named in `auth.policy`.
+        policy: &'static str,
+        /// A short code for metrics and logs, such as `expired`.
+        code: &'static str,
+        /// A short reason that is safe to show to the caller.
+        reason: Cow<'static, str>,
+    },
+}
+
+/// What a refusal means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalKind {
+    /// Not known (HTTP 401, connect refused).
+    Unauthenticated,
+    /// Known, but not allowed (HTTP 403, connect refused).
+    Forbidden,
+    /// The policy cannot decide now, try again later (HTTP 503 with `Retry-After`, connect
+    /// refused with a reason that says so).
+    Unavailable,
+}
+
+impl RefusalKind {
+    /// The start of the message the caller sees.
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::Unavailable => "unavailable, retry later",
+        }
+    }
 }
 
 impl AuthError {
@@ -177,6 +231,50 @@ impl AuthError {
     pub fn forbidden(reason: impl Into<Cow<'static, str>>) -> Self {
         Self::Forbidden {
             reason: reason.into(),
+        }
+    }
+
+    /// An [`AuthError::Refused`].
+    pub fn refused(
+        kind: RefusalKind,
+        policy: &'static str,
+        code: &'static str,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::Refused {
+            kind,
+            policy,
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// What the refusal means for the caller; `None` for [`AuthError::Internal`].
+    pub fn kind(&self) -> Option<RefusalKind> {
+        match self {
+            Self::Unauthenticated { .. } => Some(RefusalKind::Unauthenticated),
+            Self::Forbidden { .. } => Some(RefusalKind::Forbidden),
+            Self::Refused { kind, .. } => Some(*kind),
+            Self::Internal(_) => None,
+        }
+    }
+
+    /// The policy that refused, when it said (`"other"` otherwise).
+    pub fn policy(&self) -> &'static str {
+        match self {
+            Self::Refused { policy, .. } => policy,
+            _ => "other",
+        }
+    }
+
+    /// A short code for metrics: the refusing policy's own, else `unauthenticated`,
+    /// `forbidden` or `internal`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Refused { code, .. } => code,
+            Self::Unauthenticated { .. } => "unauthenticated",
+            Self::Forbidden { .. } => "forbidden",
+            Self::Internal(_) => "internal",
         }
     }
 }
@@ -341,7 +439,8 @@ impl AuthPolicy for TokenAuth {
 
 /// Lets the caller in if any of the policies does, trying them in order.
 ///
-/// When all refuse, the first refusal is returned.
+/// When all refuse, the first refusal is returned, except that a policy which could not decide
+/// ([`RefusalKind::Unavailable`]) wins: the caller should retry rather than give up.
 pub struct AnyOf {
     policies: Vec<Box<dyn AuthPolicy>>,
 }
@@ -363,13 +462,21 @@ impl fmt::Debug for AnyOf {
 impl AuthPolicy for AnyOf {
     async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
         let mut first_refusal = None;
+        let mut unavailable = None;
         for policy in &self.policies {
             match policy.authorize(req).await {
                 Ok(principal) => return Ok(principal),
+                Err(e) if e.kind() == Some(RefusalKind::Unavailable) => {
+                    unavailable.get_or_insert(e);
+                }
                 Err(e) => {
                     first_refusal.get_or_insert(e);
                 }
             }
+        }
+        // A policy that could not decide may well have accepted: the caller should retry.
+        if let Some(e) = unavailable {
+            return Err(e);
         }
         Err(first_refusal
             .unwrap_or_else(|| AuthError::unauthenticated("no auth policy configured")))

@@ -25,7 +25,8 @@ pub mod signing;
 pub mod supervision;
 
 pub use auth::{
-    Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, Principal, SessionAuth, TokenAuth,
+    Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, FlaskSessionAuth, Principal,
+    RefusalKind, SessionAuth, TokenAuth,
 };
 pub use broker::{
     Broker, BrokerCapabilities, BrokerError, BrokerHealth, BrokerMessage, BrokerUrl, ChannelSpec,

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sidecast_core::config::ConfigError;
-use sidecast_core::{AuthError, BrokerError};
+use sidecast_core::{AuthError, BrokerError, RefusalKind};
 
 /// Everything an HTTP endpoint can refuse with, mapped to a status and `{"error": ...}`.
 #[derive(Debug, thiserror::Error)]
@@ -71,9 +71,12 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidJson(_) => StatusCode::BAD_REQUEST,
             Self::Schema { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Auth(AuthError::Unauthenticated { .. }) => StatusCode::UNAUTHORIZED,
-            Self::Auth(AuthError::Forbidden { .. }) => StatusCode::FORBIDDEN,
-            Self::Auth(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Auth(e) => match e.kind() {
+                Some(RefusalKind::Unauthenticated) => StatusCode::UNAUTHORIZED,
+                Some(RefusalKind::Forbidden) => StatusCode::FORBIDDEN,
+                Some(RefusalKind::Unavailable) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Self::Broker(e) if e.is_transient() || matches!(e, BrokerError::Closed) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

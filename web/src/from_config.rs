@@ -6,8 +6,8 @@ use std::sync::Arc;
 use sidecast_core::auth::SessionRooms;
 use sidecast_core::config::{BrokerKind, PolicyKind};
 use sidecast_core::{
-    AllowAll, AnyOf, AuthPolicy, BrokerError, Config, MemoryBroker, SessionAuth, SharedBroker,
-    TokenAuth,
+    AllowAll, AnyOf, AuthPolicy, BrokerError, Config, FlaskSessionAuth, MemoryBroker, SessionAuth,
+    SharedBroker, TokenAuth,
 };
 
 use crate::error::StartError;
@@ -17,8 +17,8 @@ use crate::start::AttemptError;
 /// Builds the auth policy `auth.policy` names, with [`SessionRooms`] after it when
 /// `auth.session_rooms` lists room patterns.
 pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartError> {
-    let build = |kind: PolicyKind| -> Box<dyn AuthPolicy> {
-        match kind {
+    let build = |kind: PolicyKind| -> Result<Box<dyn AuthPolicy>, StartError> {
+        Ok(match kind {
             PolicyKind::Session => Box::new(SessionAuth),
             PolicyKind::Token => Box::new(TokenAuth::new(
                 config
@@ -28,7 +28,18 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
                     .map(|(name, token)| (token.expose().to_owned(), name.clone())),
             )),
             PolicyKind::AllowAll => Box::new(AllowAll),
-        }
+            PolicyKind::FlaskSession => Box::new(FlaskSessionAuth::new(&config.auth.flask_session)),
+            PolicyKind::Jwt => {
+                let jwt = Arc::new(crate::JwtAuth::from_config(&config.auth.jwt)?);
+                // Fetched at start, so that the first tokens need not wait for the JWKS.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let prefetch = jwt.clone();
+                    runtime.spawn(async move { prefetch.prefetch().await });
+                }
+                Box::new(SharedPolicy(jwt))
+            }
+            PolicyKind::Http => Box::new(crate::HttpAuth::from_config(&config.auth.http)?),
+        })
     };
     let mut policies: Vec<Box<dyn AuthPolicy>> = config
         .auth
@@ -36,7 +47,7 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
         .kinds()
         .iter()
         .map(|k| build(*k))
-        .collect();
+        .collect::<Result<_, _>>()?;
     if !config.auth.session_rooms.is_empty() {
         // Last, so that a refusal names the configured policy's reason first.
         policies.push(Box::new(SessionRooms::new(
@@ -48,6 +59,19 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
     } else {
         Arc::new(AnyOf::new(policies))
     })
+}
+
+/// A policy shared with a start-up task.
+struct SharedPolicy<P>(Arc<P>);
+
+#[async_trait::async_trait]
+impl<P: AuthPolicy> AuthPolicy for SharedPolicy<P> {
+    async fn authorize(
+        &self,
+        req: &sidecast_core::AuthRequest<'_>,
+    ) -> Result<sidecast_core::Principal, sidecast_core::AuthError> {
+        self.0.authorize(req).await
+    }
 }
 
 /// The start error for a broker error, with the configuration key that fixes it: the

@@ -29,6 +29,9 @@ mod error;
 mod from_config;
 mod gate;
 mod handshake;
+pub mod http_auth;
+mod jwks;
+pub mod jwt;
 mod membership_sync;
 mod memberships;
 pub mod metrics;
@@ -42,6 +45,7 @@ mod relay;
 mod routes;
 mod serve;
 pub mod session;
+mod session_cookie;
 mod socket;
 mod start;
 
@@ -50,6 +54,10 @@ pub use builder::SidecastBuilder;
 pub use builder::{App, AppBuilder};
 pub use error::{ApiError, StartError};
 pub use from_config::{connect_broker, policy_from_config};
+pub use http_auth::HttpAuth;
+pub use jwt::JwtAuth;
+/// The reason (`sidecast:disconnect`) a socket gets when its credential expires.
+pub const TOKEN_EXPIRED_REASON: &str = socket::TOKEN_EXPIRED;
 pub use metrics::Metrics;
 #[cfg(feature = "redis")]
 pub use redis_sessions::RedisSessionStore;

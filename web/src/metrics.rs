@@ -19,6 +19,17 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// The labels of `sidecast_auth_refusals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthRefusal {
+    /// The refusing policy (`flask-session`, `jwt`, `http`; `other` for the rest).
+    pub policy: &'static str,
+    /// The policy's code (`expired`, `bad_signature`, `unavailable`...).
+    pub reason: &'static str,
+    /// What was refused: `connect` or `api`.
+    pub action: &'static str,
+}
+
 /// A `source` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Source {
@@ -60,7 +71,13 @@ pub const ROOM_REFUSAL_REASONS: [&str; 6] = [
 ];
 
 /// The reasons of `sidecast_connects_refused_total`, exported at 0 from start-up.
-pub const REFUSAL_REASONS: [&str; 4] = ["unauthenticated", "forbidden", "internal", "origin"];
+pub const REFUSAL_REASONS: [&str; 5] = [
+    "unauthenticated",
+    "forbidden",
+    "internal",
+    "origin",
+    "unavailable",
+];
 
 /// The sources of `sidecast_bus_messages_received_total`, exported at 0 from start-up.
 pub const BUS_SOURCES: [&str; 4] = ["native", "control", "python-socketio", "node-emitter"];
@@ -84,8 +101,11 @@ pub struct Metrics {
     registry: Registry,
     /// Sockets connected now.
     pub sockets_connected: Gauge,
-    /// Socket.IO connects refused, by reason (`unauthenticated`, `forbidden`, `internal`, `origin`).
+    /// Socket.IO connects refused, by reason (`unauthenticated`, `forbidden`, `internal`, `origin`,
+    /// `unavailable`).
     pub connects_refused: Family<Reason, Counter>,
+    /// Refusals of the auth policy (connects and `/api/`), by policy, reason code and action.
+    pub auth_refusals: Family<AuthRefusal, Counter>,
     /// Events published, by source (`api`).
     pub events_published: Family<Source, Counter>,
     /// Bus messages received, by format (`native`, `control`, and the ingress formats
@@ -146,6 +166,7 @@ impl Metrics {
         let m = Self {
             sockets_connected: Gauge::default(),
             connects_refused: Family::default(),
+            auth_refusals: Family::default(),
             events_published: Family::default(),
             bus_received: Family::default(),
             events_emitted: Counter::default(),
@@ -176,6 +197,11 @@ impl Metrics {
             "connects_refused",
             "Socket.IO connects refused, by reason",
             m.connects_refused.clone(),
+        );
+        registry.register(
+            "auth_refusals",
+            "Refusals of the auth policy, by policy, reason and action (connect, api)",
+            m.auth_refusals.clone(),
         );
         registry.register(
             "events_published",
@@ -324,6 +350,17 @@ impl Metrics {
     /// The current count of recoveries that ended with `status`.
     pub fn recovery_count(&self, status: &'static str) -> u64 {
         self.recoveries.get_or_create(&Status { status }).get()
+    }
+
+    /// Counts a refusal of the auth policy; `action` is `connect` or `api`.
+    pub fn auth_refused(&self, error: &sidecast_core::AuthError, action: &'static str) {
+        self.auth_refusals
+            .get_or_create(&AuthRefusal {
+                policy: error.policy(),
+                reason: error.code(),
+                action,
+            })
+            .inc();
     }
 
     /// Counts a refused connect.

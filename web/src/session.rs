@@ -107,7 +107,12 @@ impl Sessions {
     /// Wraps `router` (which must already contain the Socket.IO layer), so that both HTTP
     /// handlers and socket handshakes see the session.
     pub(crate) fn apply<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
-        match self {
+        let name: Arc<str> = match self {
+            Self::Cookie(settings) => Arc::from(settings.name.as_str()),
+            Self::Store { name, .. } => Arc::from(name.as_str()),
+        };
+        // Outermost: the session layer sees the unquoted cookie and its Set-Cookie is re-encoded.
+        let router = match self {
             Self::Cookie(settings) => router.layer(middleware::from_fn_with_state(
                 settings.clone(),
                 cookie_sessions,
@@ -125,7 +130,11 @@ impl Sessions {
                     .with_secure(*secure)
                     .with_signed(key.clone()),
             ),
-        }
+        };
+        router.layer(middleware::from_fn_with_state(
+            name,
+            crate::session_cookie::session_cookie_values,
+        ))
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sidecast_core::codec::control::Control;
 use sidecast_core::config::SlowClientPolicy;
 use sidecast_core::rooms::DISCONNECT_REASON_EVENT;
-use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Envelope, Principal};
+use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Envelope, Principal, RefusalKind};
 use socketioxide::extract::{MaybeHttpExtension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::operators::BroadcastOperators;
@@ -99,11 +99,13 @@ async fn authorize_connect(
             Ok(())
         }
         Err(e) => {
-            ctx.metrics.refused(match &e {
-                AuthError::Unauthenticated { .. } => "unauthenticated",
-                AuthError::Forbidden { .. } => "forbidden",
+            ctx.metrics.refused(match e.kind() {
+                Some(RefusalKind::Unauthenticated) => "unauthenticated",
+                Some(RefusalKind::Forbidden) => "forbidden",
+                Some(RefusalKind::Unavailable) => "unavailable",
                 _ => "internal",
             });
+            ctx.metrics.auth_refused(&e, "connect");
             let reason = match &e {
                 AuthError::Internal(inner) => {
                     tracing::error!(error = %inner, "auth policy failed on connect");
@@ -149,9 +151,33 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         }
     }
     ctx.metrics.sockets_connected.inc();
-    socket.on_disconnect(async |State(ctx): State<SocketContext>| {
-        ctx.metrics.sockets_connected.dec();
-    });
+    if let Some(at) = socket
+        .extensions
+        .get::<Principal>()
+        .and_then(|p| p.expires_at)
+    {
+        // The credential (a token's exp) ends the socket: the client sees why, and reconnects
+        // with a fresh one. Aborted when the socket goes first.
+        let expiring = socket.clone();
+        let delay = at
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            tracing::debug!(sid = %expiring.id, "credential expired; disconnecting the socket");
+            let _ = expiring.emit(DISCONNECT_REASON_EVENT, TOKEN_EXPIRED);
+            let _ = expiring.disconnect();
+        });
+        socket.extensions.insert(ExpiryTask(task.abort_handle()));
+    }
+    socket.on_disconnect(
+        async |socket: SocketRef, State(ctx): State<SocketContext>| {
+            ctx.metrics.sockets_connected.dec();
+            if let Some(ExpiryTask(task)) = socket.extensions.get::<ExpiryTask>() {
+                task.abort();
+            }
+        },
+    );
     if let Some(recovery) = ctx.startup.recovery() {
         // After the rooms are joined: the replay selects by them.
         let start = match socket.extensions.get::<crate::recovery::Start>() {
@@ -162,6 +188,14 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         recovery.recover(socket, start).await;
     }
 }
+
+/// The reason a socket whose credential expired gets (as `sidecast:disconnect`) before it is
+/// disconnected.
+pub(crate) const TOKEN_EXPIRED: &str = "token expired; reconnect with a fresh token";
+
+/// The task that disconnects a socket when its credential expires.
+#[derive(Clone)]
+struct ExpiryTask(tokio::task::AbortHandle);
 
 /// The token of an `Authorization: Bearer <token>` header.
 pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {

@@ -21,7 +21,10 @@ mod validate;
 
 use serde::{Deserialize, Serialize};
 
-pub use auth::{AuthConfig, PolicyKind, PolicyList};
+pub use auth::{
+    AuthConfig, FLASK_SESSION_LIFETIME_SECS, FlaskSessionConfig, HttpAuthConfig, JwtConfig,
+    PolicyKind, PolicyList,
+};
 pub use broker::{BrokerConfig, BrokerKind, IngressConfig, IngressFormat};
 pub use load::{DEFAULT_FILE, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat};
@@ -58,6 +61,12 @@ impl Config {
         c.session.url = crate::broker::redact_url(&c.session.url);
         c.broker.url = c.broker.url.as_deref().map(crate::broker::redact_url);
         c.auth.tokens.values_mut().for_each(|t| *t = t.redacted());
+        let flask = &mut c.auth.flask_session;
+        flask.secret_key = flask.secret_key.redacted();
+        flask
+            .fallback_keys
+            .iter_mut()
+            .for_each(|k| *k = k.redacted());
         c
     }
 
@@ -141,6 +150,24 @@ mod doc_tests {
                 let env = format!("SIDECAST_{}__{}", section, key).to_uppercase();
                 if !doc.contains(&format!("| `{key}` |")) || !doc.contains(&env) {
                     missing.push(format!("{section}.{key} ({env})"));
+                }
+                // Sub-tables (`[auth.flask_session]`) have a section of their own, listing every
+                // key with its environment variable.
+                if let Some(sub) = value.as_table().filter(|t| !t.is_empty()) {
+                    let heading = format!("## `[{section}.{key}]`");
+                    let Some(at) = doc.find(&heading) else {
+                        missing.push(heading);
+                        continue;
+                    };
+                    let part = &doc[at..];
+                    let part = &part[..part[3..].find("\n## ").map_or(part.len(), |end| end + 3)];
+                    for name in sub.keys() {
+                        let env = format!("SIDECAST_{section}__{key}__{name}").to_uppercase();
+                        if !part.contains(&format!("| `{name}` |")) || !part.contains(&env) {
+                            missing.push(format!("{section}.{key}.{name} ({env})"));
+                        }
+                    }
+                    continue;
                 }
                 // Arrays of tables (`[[broker.ingress]]`) have a section of their own.
                 let Some(first) = value.as_array().and_then(|a| a.first()) else {

@@ -87,7 +87,7 @@ impl Config {
         if self.auth.policy.kinds().is_empty() {
             return bad(
                 "auth.policy",
-                "needs at least one policy: \"session\", \"token\" or \"allow-all\"",
+                "needs at least one policy: \"session\", \"token\", \"jwt\", \"http\", \"flask-session\" or \"allow-all\"",
             );
         }
         if self.auth.policy.kinds().contains(&PolicyKind::Token) && self.auth.tokens.is_empty() {
@@ -110,6 +110,9 @@ impl Config {
                 ),
             );
         }
+        self.validate_flask_session()?;
+        self.validate_jwt()?;
+        self.validate_http_auth()?;
         if self.auth.tokens.values().any(Secret::is_empty) {
             return bad("auth.tokens", "has an empty token; give every name a token");
         }
@@ -141,6 +144,190 @@ impl Config {
     }
 
     /// The rules of `[[broker.ingress]]`.
+    /// `[auth.jwt]`, when `auth.policy` includes `jwt`. The key material itself (the PEM file,
+    /// the JWKS) is checked when the policy is built (`sidecast config --check` does that too).
+    fn validate_jwt(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError::Invalid(format!("`auth.jwt.{key}` {why}")));
+        if !self.auth.policy.kinds().contains(&PolicyKind::Jwt) {
+            return Ok(());
+        }
+        let jwt = &self.auth.jwt;
+        if jwt.algorithms.is_empty() {
+            return bad(
+                "algorithms",
+                "is empty; list the algorithms your issuer signs with, such as [\"HS256\"] or [\"RS256\"]",
+            );
+        }
+        const HMAC: [&str; 3] = ["HS256", "HS384", "HS512"];
+        const PUBLIC: [&str; 7] = [
+            "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+        ];
+        for alg in &jwt.algorithms {
+            if alg.eq_ignore_ascii_case("none") {
+                return bad(
+                    "algorithms",
+                    "lists \"none\": unsigned tokens are never accepted; remove it",
+                );
+            }
+            if !HMAC.contains(&alg.as_str()) && !PUBLIC.contains(&alg.as_str()) {
+                return bad(
+                    "algorithms",
+                    &format!(
+                        "lists {alg:?}, which is not one of {HMAC:?} or {PUBLIC:?} (names are case-sensitive)"
+                    ),
+                );
+            }
+        }
+        let hmac = jwt.algorithms.iter().any(|a| HMAC.contains(&a.as_str()));
+        let public = jwt.algorithms.iter().any(|a| PUBLIC.contains(&a.as_str()));
+        if hmac && public {
+            return bad(
+                "algorithms",
+                "mixes HMAC (HS*) and public-key algorithms: a public key must never be usable as an HMAC secret; configure one kind",
+            );
+        }
+        if hmac && jwt.secret.is_empty() {
+            return bad(
+                "secret",
+                "is empty but auth.jwt.algorithms are HMAC (HS*); set the shared secret (SIDECAST_AUTH__JWT__SECRET)",
+            );
+        }
+        if hmac && (!jwt.public_key_file.is_empty() || !jwt.jwks_url.is_empty()) {
+            return bad(
+                "algorithms",
+                "are HMAC (HS*) but a public_key_file or jwks_url is set; use RS256/ES256/... with public keys",
+            );
+        }
+        if public {
+            match (jwt.public_key_file.is_empty(), jwt.jwks_url.is_empty()) {
+                (true, true) => {
+                    return bad(
+                        "public_key_file",
+                        "and auth.jwt.jwks_url are both empty; give the PEM file of the issuer's public key, or its JWKS URL",
+                    );
+                }
+                (false, false) => {
+                    return bad(
+                        "jwks_url",
+                        "and auth.jwt.public_key_file are both set; use one of them",
+                    );
+                }
+                _ => {}
+            }
+            if !jwt.secret.is_empty() {
+                return bad(
+                    "secret",
+                    "is set but auth.jwt.algorithms are public-key ones; remove it",
+                );
+            }
+        }
+        if !(jwt.jwks_url.is_empty()
+            || jwt.jwks_url.starts_with("https://")
+            || jwt.jwks_url.starts_with("http://"))
+        {
+            return bad(
+                "jwks_url",
+                "must be an http:// or https:// URL, such as \"https://issuer.example.com/.well-known/jwks.json\"",
+            );
+        }
+        if jwt.user_claim.is_empty() {
+            return bad("user_claim", "is empty; the default is \"sub\"");
+        }
+        for (key, value) in [
+            ("jwks_refresh_secs", jwt.jwks_refresh_secs),
+            ("jwks_min_interval_secs", jwt.jwks_min_interval_secs),
+            ("jwks_timeout_ms", jwt.jwks_timeout_ms),
+        ] {
+            if value == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if jwt.max_token_bytes < 256 {
+            return bad(
+                "max_token_bytes",
+                "must be at least 256; the default is 8192",
+            );
+        }
+        Ok(())
+    }
+
+    /// `[auth.http]`, when `auth.policy` includes `http`.
+    fn validate_http_auth(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: &str| Err(ConfigError::Invalid(format!("`auth.http.{key}` {why}")));
+        if !self.auth.policy.kinds().contains(&PolicyKind::Http) {
+            return Ok(());
+        }
+        let http = &self.auth.http;
+        if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+            return bad(
+                "url",
+                "must be the application's http:// or https:// endpoint that answers auth \
+                 requests, such as \"http://127.0.0.1:5000/sidecast/auth\" \
+                 (SIDECAST_AUTH__HTTP__URL)",
+            );
+        }
+        if http.timeout_ms == 0 {
+            return bad("timeout_ms", "must be at least 1; the default is 2000");
+        }
+        if http.max_concurrency == 0 {
+            return bad("max_concurrency", "must be at least 1; the default is 64");
+        }
+        Ok(())
+    }
+
+    /// `[auth.flask_session]`, when `auth.policy` includes `flask-session`.
+    fn validate_flask_session(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| {
+            Err(ConfigError::Invalid(format!(
+                "`auth.flask_session.{key}` {why}"
+            )))
+        };
+        if !self.auth.policy.kinds().contains(&PolicyKind::FlaskSession) {
+            return Ok(());
+        }
+        let flask = &self.auth.flask_session;
+        if flask.secret_key.is_empty() {
+            return bad(
+                "secret_key",
+                "is empty but auth.policy includes \"flask-session\"; set it to the Flask \
+                 application's SECRET_KEY (SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY)",
+            );
+        }
+        if flask.fallback_keys.iter().any(Secret::is_empty) {
+            return bad(
+                "fallback_keys",
+                "has an empty key; list the Flask application's SECRET_KEY_FALLBACKS, or none",
+            );
+        }
+        for (key, value) in [
+            ("cookie_name", &flask.cookie_name),
+            ("user_key", &flask.user_key),
+        ] {
+            if value.is_empty() {
+                return bad(key, "is empty; the defaults are \"session\" and \"user\"");
+            }
+        }
+        if flask
+            .cookie_name
+            .bytes()
+            .any(|b| !b.is_ascii_graphic() || b"()<>@,;:\\\"/[]?={}".contains(&b))
+        {
+            return bad(
+                "cookie_name",
+                "is not a valid cookie name; use Flask's SESSION_COOKIE_NAME (default \"session\")",
+            );
+        }
+        if flask.max_age_secs == 0 {
+            return bad(
+                "max_age_secs",
+                "must be at least 1; Flask's PERMANENT_SESSION_LIFETIME default is 2678400 (31 days)",
+            );
+        }
+        Ok(())
+    }
+
     fn validate_ingress(&self) -> Result<(), ConfigError> {
         let broker = &self.broker;
         let control = crate::codec::control::channel(&broker.channel);
@@ -200,6 +387,81 @@ mod tests {
 
     use super::*;
     use crate::config::PolicyList;
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn flask_session_keys_from_the_environment_and_their_checks() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SIDECAST_AUTH__POLICY", "flask-session");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("auth.flask_session.secret_key")
+                    && e.contains("SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY"),
+                "{e}"
+            );
+            jail.set_env(
+                "SIDECAST_AUTH__FLASK_SESSION__SECRET_KEY",
+                "your_secret_key",
+            );
+            jail.set_env("SIDECAST_AUTH__FLASK_SESSION__USER_KEY", "_user_id");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.auth.flask_session.user_key, "_user_id");
+            assert!(!c.redacted().to_toml().contains("your_secret_key"));
+            jail.set_env("SIDECAST_AUTH__FLASK_SESSION__COOKIE_NAME", "a;b");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("auth.flask_session.cookie_name"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn jwt_keys_and_algorithms_are_checked() {
+        let refusal = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            c.auth.policy = PolicyList::One(PolicyKind::Jwt);
+            f(&mut c);
+            c.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refusal(&|_| {}).contains("auth.jwt.secret"));
+        assert!(refusal(&|c| c.auth.jwt.secret = "s".into()).is_empty());
+        let mixed = refusal(&|c| {
+            c.auth.jwt.secret = "s".into();
+            c.auth.jwt.algorithms = vec!["HS256".into(), "RS256".into()];
+        });
+        assert!(mixed.contains("mixes HMAC"), "{mixed}");
+        let none = refusal(&|c| c.auth.jwt.algorithms = vec!["none".into()]);
+        assert!(none.contains("never accepted"), "{none}");
+        let no_key = refusal(&|c| c.auth.jwt.algorithms = vec!["RS256".into()]);
+        assert!(no_key.contains("public_key_file"), "{no_key}");
+        let url = refusal(&|c| {
+            c.auth.jwt.algorithms = vec!["ES256".into()];
+            c.auth.jwt.jwks_url = "ftp://x".into();
+        });
+        assert!(url.contains("auth.jwt.jwks_url"), "{url}");
+    }
+
+    #[test]
+    fn http_auth_needs_a_url() {
+        let mut c = Config::default();
+        c.auth.policy = PolicyList::Any(vec![PolicyKind::Http, PolicyKind::Session]);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("auth.http.url") && e.contains("SIDECAST_AUTH__HTTP__URL"),
+            "{e}"
+        );
+        c.auth.http.url = "http://127.0.0.1:5000/sidecast/auth".into();
+        c.validate().unwrap();
+        c.auth.http.max_concurrency = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("max_concurrency")
+        );
+    }
 
     #[test]
     fn namespaces_and_session_rooms_name_the_key() {

@@ -72,7 +72,12 @@ async fn publish_inner(state: &Sidecast, request: Request) -> Result<Json<Value>
         token: bearer_token(&parts.headers),
         peer: peer_addr(&parts.extensions),
     };
-    let principal = state.inner.auth.authorize(&auth_request).await?;
+    let principal = state
+        .inner
+        .auth
+        .authorize(&auth_request)
+        .await
+        .inspect_err(|e| state.inner.metrics.auth_refused(e, "api"))?;
     if let Some(limiter) = &state.inner.limiter {
         limiter.check(&principal)?;
     }
