@@ -56,6 +56,16 @@ enum ReplayError {
     Socket(SendError),
 }
 
+/// Live-only events (not in the history: ingress formats, plain publishes) addressed to a socket
+/// while it recovers, emitted when it goes live: the socket is kept out of live events then, and
+/// its replay reads only the history.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Held(Arc<std::sync::Mutex<Vec<Envelope>>>);
+
+/// The most live-only events held for one recovering socket; more are dropped and counted as
+/// slow-client drops.
+const MAX_HELD: usize = 1_000;
+
 /// Where a socket starts, taken by the connect middleware once the socket is kept out of live
 /// events, and kept in the socket's extensions until its connect handler brings it live.
 #[derive(Debug, Clone)]
@@ -234,6 +244,31 @@ impl Recovery {
         }
     }
 
+    /// Holds `envelope`, a live-only event, for the recovering sockets it is addressed to; called
+    /// by the relay while it holds the node's position, like [`Recovery::go_live`].
+    pub(crate) fn hold_for_recovering(&self, io: &SocketIo, envelope: &Envelope) {
+        let Some(namespace) = io.of(&envelope.namespace) else {
+            return;
+        };
+        for socket in namespace.to(RECOVERING_ROOM).sockets() {
+            let Some(held) = socket.extensions.get::<Held>() else {
+                continue;
+            };
+            if !addressed(&socket, envelope) {
+                continue;
+            }
+            let mut held = held
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if held.len() < MAX_HELD {
+                held.push(envelope.clone());
+            } else {
+                self.metrics.slow_client_drops.inc();
+            }
+        }
+    }
+
     /// Brings a new socket live: replays what it missed after the offset it asked for (or,
     /// having asked for none, what was delivered since it connected), then lets it receive
     /// live events and tells it where it stands ([`RECOVERY_EVENT`]). The socket joined
@@ -333,6 +368,23 @@ impl Recovery {
     /// Lets `socket` receive live events from `position` on and tells it so; called under the
     /// lock, so that no event is delivered between the two.
     fn go_live(&self, socket: &SocketRef, status: Status, replayed: u64, position: &Offset) {
+        // Live-only events that came while it recovered, with the position: no history entry
+        // after it has reached the socket.
+        if let Some(held) = socket.extensions.get::<Held>() {
+            let held = std::mem::take(
+                &mut *held
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            for envelope in held {
+                let args = socket::Args(&envelope.data, Some(position.as_str()));
+                if let Err(e) = socket.emit(&envelope.event, &args) {
+                    self.metrics.slow_client_drops.inc();
+                    tracing::debug!(sid = %socket.id, error = %e, "held live event not sent");
+                }
+            }
+        }
         socket.leave(RECOVERING_ROOM);
         self.metrics.recovery(status.as_str(), replayed);
         let report = [json!({ "status": status.as_str(), "recovered": replayed })];

@@ -300,6 +300,11 @@ async fn deliver(
         Some(recovery) => Some(recovery.position().await),
         None => None,
     };
+    if let Some(recovery) = &bus.recovery {
+        // Sockets that are recovering skip live events; this one is not in the history their
+        // replay reads, so it is held for them until they go live.
+        recovery.hold_for_recovering(io, envelope);
+    }
     let offset = position.as_ref().map(|p| p.as_str());
     deliver_emit(io, metrics, bus.slow_client, lagging, envelope, offset).await;
 }

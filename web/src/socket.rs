@@ -95,6 +95,7 @@ async fn authorize_connect(
                 socket.join(crate::recovery::RECOVERING_ROOM);
                 let start = recovery.start_of(auth.as_ref().ok()).await;
                 socket.extensions.insert(start);
+                socket.extensions.insert(crate::recovery::Held::default());
             }
             Ok(())
         }

@@ -683,3 +683,58 @@ async fn a_rabbitmq_disk_alarm_is_a_503() {
     client.disconnect().await;
     server.stop().await;
 }
+
+/// Live-only events (plain publishes, not in the history) published while a socket recovers
+/// reach it too: held while it replays, emitted when it goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_only_events_published_during_a_replay_reach_the_socket() {
+    let server = TestServer::start(memory_config()).await;
+    let cookie = server.login().await;
+    let mut client = server.client(&cookie).await;
+    client.recovery_report().await;
+    let (_, from) = client.disconnect_and_drain().await;
+    // A long replay: many events missed.
+    for n in 0..2_000 {
+        server
+            .state
+            .emitter()
+            .emit("count", n.to_string())
+            .await
+            .unwrap();
+    }
+    // Published once the connect was answered: while the socket replays.
+    let mut back = server
+        .connect(resuming(&cookie, &from.unwrap()))
+        .await
+        .accepted();
+    let broker = server.state.broker().clone();
+    let plain = tokio::spawn(async move {
+        for n in 0..20 {
+            let message = format!(r#"{{"v":1,"event":"plain","data":{n}}}"#);
+            broker
+                .publish("sidecast", bytes::Bytes::from(message))
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    plain.await.unwrap();
+    assert_eq!(back.recovery_report().await["recovered"], 2_000);
+    let mut counts = 0;
+    let mut plains = Vec::new();
+    while counts < 2_000 || plains.len() < 20 {
+        let (event, args) = back.next_event().await;
+        match event.as_str() {
+            "count" => counts += 1,
+            "plain" => plains.push(args[0].as_u64().unwrap()),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        plains,
+        (0..20).collect::<Vec<u64>>(),
+        "every plain event, once, in order"
+    );
+    back.disconnect().await;
+    server.stop().await;
+}
