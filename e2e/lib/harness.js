@@ -221,11 +221,13 @@ export class Harness {
    */
   startRedis() {
     if (BROKER !== 'redis') return Promise.resolve(null);
-    this.redisStarting ??= this.spawnRedis();
+    // A reserved server (reserveRedis) is started by its test, later: nodes get its URL now.
+    if (this.reservedRedisPort !== undefined) return Promise.resolve(this.redisUrl);
+    this.redisStarting ??= this.startRedisOnFreePort();
     return this.redisStarting;
   }
 
-  async spawnRedis() {
+  async startRedisOnFreePort() {
     let lastError;
     for (let attempt = 1; attempt <= 5; attempt++) {
       const port = await freePort();
