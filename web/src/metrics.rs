@@ -352,7 +352,7 @@ impl Metrics {
         self.recoveries.get_or_create(&Status { status }).get()
     }
 
-    /// Counts a refusal of the auth policy; `action` is `connect` or `api`.
+    /// Counts a refusal of the auth policy; `action` is `connect`, `api` or `rooms`.
     pub fn auth_refused(&self, error: &sidecast_core::AuthError, action: &'static str) {
         self.auth_refusals
             .get_or_create(&AuthRefusal {

@@ -261,11 +261,17 @@ async fn pages_may_not_operate_rooms_and_bad_requests_name_the_field() {
     assert_eq!(metrics.room_operation_refused_count("forbidden"), 1);
     assert_eq!(metrics.room_operation_refused_count("unauthenticated"), 2);
     assert_eq!(metrics.room_operation_refused_count("invalid"), 4);
+    let text = metrics.render();
     assert!(
-        metrics
-            .render()
-            .contains(r#"sidecast_room_operations_refused_total{reason="rate_limited"} 0"#),
+        text.contains(r#"sidecast_room_operations_refused_total{reason="rate_limited"} 0"#),
         "every reason is exported from start-up"
+    );
+    // The policy's refusals are also counted by policy and reason, as for connects and /api/.
+    assert!(
+        text.contains(
+            r#"sidecast_auth_refusals_total{policy="other",reason="unauthenticated",action="rooms"} 2"#
+        ),
+        "{text}"
     );
 }
 

@@ -152,7 +152,11 @@ async fn authorize_and_publish(
     };
     let mut principal = None;
     for action in actions {
-        principal = Some(authorize(action).await?);
+        principal = Some(
+            authorize(action)
+                .await
+                .inspect_err(|e| state.inner.metrics.auth_refused(e, "rooms"))?,
+        );
     }
     // Validation guarantees at least one room, hence one decision.
     let Some(principal) = principal else {
