@@ -1336,3 +1336,98 @@ pub async fn history_retention_bytes<M: MakeBroker>(make_broker: &M) {
         "the newest half of max_bytes ({max}) must stay readable"
     );
 }
+
+/// A history reader on one broker while another appends, and the backend goes away and comes
+/// back in the middle (`outage(false)` takes it down, `outage(true)` brings it back and returns
+/// once it answers): every append that was acknowledged reaches the reader once and in order,
+/// with the offset the writer got, after the reader resumed by itself within about a second
+/// (its backoff is capped at 1 s). Appends during the outage must fail transiently. Not part of
+/// [`run_all`]: it needs a backend the test can stop; each transport runs it on its own server.
+pub async fn history_across_an_outage<B: Broker>(
+    writer: &B,
+    reader: &B,
+    mut outage: impl AsyncFnMut(bool),
+) {
+    const BEFORE: usize = 100;
+    const DURING: usize = 20;
+    const AFTER: usize = 100;
+    let channel = unique_channel("history-outage");
+    let mut sub = subscribe_from(history_of(reader), &channel, &Offset::START).await;
+    let history = history_of(writer);
+
+    let mut acknowledged: Vec<(Offset, String)> = Vec::new();
+    let mut refused = 0;
+    let mut n = 0;
+    let mut append = async |acknowledged: &mut Vec<(Offset, String)>| {
+        n += 1;
+        let payload = format!("entry {n}");
+        match within_deadline("append", history.append(&channel, payload.clone().into())).await {
+            Ok(offset) => {
+                acknowledged.push((offset, payload));
+                true
+            }
+            Err(e) => {
+                assert!(
+                    e.is_transient(),
+                    "an append in an outage fails transiently: {e}"
+                );
+                false
+            }
+        }
+    };
+    while acknowledged.len() < BEFORE {
+        assert!(append(&mut acknowledged).await, "append before the outage");
+    }
+    outage(false).await;
+    // The reader noticed, so that its resume time below is measured from a real outage.
+    crate::await_reconnecting(reader, "the reader lost its connection", |_| true).await;
+    for _ in 0..DURING {
+        if !append(&mut acknowledged).await {
+            refused += 1;
+        }
+    }
+    outage(true).await;
+    let back_up = Instant::now();
+    crate::eventually("the reader resumed", || reader.health().is_connected()).await;
+    let resumed_after = back_up.elapsed();
+    let target = acknowledged.len() + AFTER;
+    while acknowledged.len() < target {
+        if !append(&mut acknowledged).await {
+            refused += 1;
+            crate::eventually("the writer connected again", || {
+                writer.health().is_connected()
+            })
+            .await;
+        }
+    }
+
+    for (i, (offset, payload)) in acknowledged.iter().enumerate() {
+        let entry = next_entry(&mut sub).await;
+        assert_eq!(
+            (&entry.offset, entry.payload.as_ref()),
+            (offset, payload.as_bytes()),
+            "entry {i} of {} acknowledged: lost, duplicated or out of order",
+            acknowledged.len()
+        );
+    }
+    eprintln!(
+        "history across an outage: {} acknowledged appends, {refused} refused during the outage, \
+         all read once and in order; the reader resumed {resumed_after:?} after the backend \
+         answered again",
+        acknowledged.len(),
+    );
+    assert!(
+        resumed_after < Duration::from_secs(2),
+        "the history reader must resume within about a second of the backend answering (backoff \
+         cap 1 s), took {resumed_after:?}"
+    );
+    assert_eq!(reader.health(), BrokerHealth::Connected);
+    // Nothing else is queued: the next entry is the one appended next.
+    assert!(append(&mut acknowledged).await, "append after the check");
+    let (offset, payload) = acknowledged.last().expect("just appended");
+    let entry = next_entry(&mut sub).await;
+    assert_eq!(
+        (&entry.offset, entry.payload.as_ref()),
+        (offset, payload.as_bytes())
+    );
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{connect, options};
 use sidecast_core::{Broker, BrokerHealth, ChannelSpec, Offset};
 use sidecast_testkit::conformance::{
-    self, assert_ends, await_subscribed, first_delivery, history_of, next_entry, next_message,
-    publish_all, subscribe_from, subscribed, within_deadline,
+    self, assert_ends, await_subscribed, first_delivery, history_across_an_outage, history_of,
+    next_entry, next_message, publish_all, subscribe_from, subscribed, within_deadline,
 };
 use sidecast_testkit::{RedisServer, await_reconnecting, eventually, unique_channel};
 use sidecast_transport_redis::RedisOptions;
@@ -243,98 +243,24 @@ async fn unresponsive_server_times_out_and_recovers() {
 }
 
 /// A history reader on one node while another node appends, and Redis is killed and restarted in
-/// the middle: every append that was acknowledged reaches the reader once, in order, after it
-/// resumed from its last offset by itself.
+/// the middle: every acknowledged append reaches the reader once, in order
+/// (`conformance::history_across_an_outage`).
 #[tokio::test]
 async fn history_reader_gets_every_acknowledged_entry_across_a_redis_restart() {
-    const BEFORE: usize = 100;
-    const DURING: usize = 20;
-    const AFTER: usize = 100;
     // Every acknowledged append is on disk before Redis answers, so that it survives the kill.
     let mut server =
         RedisServer::start_local_with_args(["--appendonly", "yes", "--appendfsync", "always"])
             .await;
     let writer = connect(options(server.url())).await;
     let reader = connect(options(server.url())).await;
-    let channel = unique_channel("history-restart");
-    let mut sub = subscribe_from(history_of(&reader), &channel, &Offset::START).await;
-    let history = history_of(&writer);
-
-    let mut acknowledged = Vec::new();
-    let mut refused = 0;
-    let mut n = 0;
-    let mut append = async |acknowledged: &mut Vec<(Offset, String)>| {
-        n += 1;
-        let payload = format!("entry {n}");
-        let result = within_deadline("append", history.append(&channel, payload.clone().into()));
-        match result.await {
-            Ok(offset) => {
-                acknowledged.push((offset, payload));
-                true
-            }
-            Err(e) => {
-                assert!(
-                    e.is_transient(),
-                    "an append in an outage fails transiently: {e}"
-                );
-                false
-            }
+    history_across_an_outage(&writer, &reader, async |up| {
+        if up {
+            server.restart().await;
+        } else {
+            server.stop().await;
         }
-    };
-    while acknowledged.len() < BEFORE {
-        assert!(append(&mut acknowledged).await, "append before the outage");
-    }
-    server.stop().await;
-    // The reader noticed, so that its reconnect time below is measured from a real outage.
-    await_reconnecting(&reader, "the reader lost its connection", |_| true).await;
-    for _ in 0..DURING {
-        if !append(&mut acknowledged).await {
-            refused += 1;
-        }
-    }
-    server.restart().await;
-    let back_up = Instant::now();
-    eventually("the reader resumed", || reader.health().is_connected()).await;
-    let resumed_after = back_up.elapsed();
-    eventually("the writer connected again", || {
-        writer.health().is_connected()
     })
     .await;
-    let target = acknowledged.len() + AFTER;
-    while acknowledged.len() < target {
-        if !append(&mut acknowledged).await {
-            refused += 1;
-            eventually("the writer connected again", || {
-                writer.health().is_connected()
-            })
-            .await;
-        }
-    }
-
-    // Every acknowledged entry, once, in order: the reader's entries are exactly them, with the
-    // offsets the writer got.
-    for (i, (offset, payload)) in acknowledged.iter().enumerate() {
-        let entry = next_entry(&mut sub).await;
-        assert_eq!(
-            (&entry.offset, entry.payload.as_ref()),
-            (offset, payload.as_bytes()),
-            "entry {i} of {} acknowledged: lost, duplicated or out of order",
-            acknowledged.len()
-        );
-    }
-    eprintln!(
-        "history across a redis restart: {} acknowledged appends, {refused} refused during the \
-         outage, all {} read once and in order; the reader reconnected {resumed_after:?} after \
-         Redis answered again",
-        acknowledged.len(),
-        acknowledged.len(),
-    );
-    assert!(
-        resumed_after < Duration::from_secs(2),
-        "the history reader must resume within about a second of Redis answering (backoff cap \
-         1 s), took {resumed_after:?}"
-    );
-    assert_eq!(reader.health(), BrokerHealth::Connected);
 }
 
 /// A history subscription whose consumer reads nothing for a while loses nothing: the reader

@@ -10,11 +10,12 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use sidecast_core::{Broker, BrokerError, BrokerHealth, HistoryRetention, Offset};
-use sidecast_testkit::conformance::{history_of, next_entry, subscribe_from, within_deadline};
-use sidecast_testkit::{RabbitMqServer, await_reconnecting, eventually, unique_channel};
+use sidecast_core::{Broker, BrokerError, HistoryRetention, Offset};
+use sidecast_testkit::conformance::{
+    history_across_an_outage, history_of, next_entry, subscribe_from, within_deadline,
+};
+use sidecast_testkit::{RabbitMqServer, unique_channel};
 use sidecast_transport_amqp::{AmqpOptions, HistoryMismatch};
-use tokio::time::Instant;
 
 use crate::common::{connect, options};
 
@@ -26,9 +27,6 @@ use crate::common::{connect, options};
 /// of RabbitMQ answering although the reader's reconnect backoff is the default (up to 5 s).
 #[tokio::test]
 async fn history_reader_gets_every_acknowledged_entry_across_a_rabbitmq_restart() {
-    const BEFORE: usize = 100;
-    const DURING: usize = 20;
-    const AFTER: usize = 100;
     let mut server = RabbitMqServer::start_local().await;
     let writer = connect(options(server.url())).await;
     // The default backoff (100 ms doubling to 5 s): the history subscription caps it at 1 s.
@@ -38,93 +36,14 @@ async fn history_reader_gets_every_acknowledged_entry_across_a_rabbitmq_restart(
         ..AmqpOptions::new(server.url())
     })
     .await;
-    let channel = unique_channel("history-restart");
-    let mut sub = subscribe_from(history_of(&reader), &channel, &Offset::START).await;
-    let history = history_of(&writer);
-
-    let mut acknowledged = Vec::new();
-    let mut refused = 0;
-    let mut n = 0;
-    let mut append = async |acknowledged: &mut Vec<(Offset, String)>| {
-        n += 1;
-        let payload = format!("entry {n}");
-        let result = within_deadline("append", history.append(&channel, payload.clone().into()));
-        match result.await {
-            Ok(offset) => {
-                acknowledged.push((offset, payload));
-                true
-            }
-            Err(e) => {
-                assert!(
-                    e.is_transient(),
-                    "an append in an outage fails transiently: {e}"
-                );
-                false
-            }
+    history_across_an_outage(&writer, &reader, async |up| {
+        if up {
+            server.restart().await;
+        } else {
+            server.stop().await;
         }
-    };
-    while acknowledged.len() < BEFORE {
-        assert!(append(&mut acknowledged).await, "append before the outage");
-    }
-    server.stop().await;
-    // The reader noticed, so that its resume time below is measured from a real outage.
-    await_reconnecting(&reader, "the reader lost its connection", |_| true).await;
-    for _ in 0..DURING {
-        if !append(&mut acknowledged).await {
-            refused += 1;
-        }
-    }
-    server.restart().await;
-    let back_up = Instant::now();
-    eventually("the reader resumed", || reader.health().is_connected()).await;
-    let resumed_after = back_up.elapsed();
-    eventually("the writer connected again", || {
-        writer.health().is_connected()
     })
     .await;
-    let target = acknowledged.len() + AFTER;
-    while acknowledged.len() < target {
-        if !append(&mut acknowledged).await {
-            refused += 1;
-            eventually("the writer connected again", || {
-                writer.health().is_connected()
-            })
-            .await;
-        }
-    }
-
-    // Every acknowledged entry, once, in order: the reader's entries are exactly them, with the
-    // offsets the writer got.
-    for (i, (offset, payload)) in acknowledged.iter().enumerate() {
-        let entry = next_entry(&mut sub).await;
-        assert_eq!(
-            (&entry.offset, entry.payload.as_ref()),
-            (offset, payload.as_bytes()),
-            "entry {i} of {} acknowledged: lost, duplicated or out of order",
-            acknowledged.len()
-        );
-    }
-    eprintln!(
-        "history across a rabbitmq restart: {} acknowledged appends, {refused} refused during the \
-         outage, all {} read once and in order; the reader resumed {resumed_after:?} after \
-         RabbitMQ answered again",
-        acknowledged.len(),
-        acknowledged.len(),
-    );
-    assert!(
-        resumed_after < Duration::from_secs(2),
-        "the history reader must resume within about a second of RabbitMQ answering (backoff \
-         cap 1 s), took {resumed_after:?}"
-    );
-    assert_eq!(reader.health(), BrokerHealth::Connected);
-    // Nothing else is queued: the next entry is the one appended next.
-    assert!(append(&mut acknowledged).await, "append after the check");
-    let (offset, payload) = acknowledged.last().expect("just appended");
-    let entry = next_entry(&mut sub).await;
-    assert_eq!(
-        (&entry.offset, entry.payload.as_ref()),
-        (offset, payload.as_bytes())
-    );
 }
 
 /// A history subscription whose consumer reads nothing for a while loses nothing: the reader
