@@ -27,6 +27,58 @@ pub use flask_session::{
 pub trait AuthPolicy: Send + Sync + 'static {
     /// Authorizes one action.
     async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError>;
+
+    /// The request headers this policy reads on [`Action::Connect`].
+    ///
+    /// A Socket.IO server keeps each socket's handshake request, headers included, for as long
+    /// as the socket is connected (a browser sends 1–2 KiB of them), and a client may connect to
+    /// a namespace at any time on its connection; a node keeps only the headers its policy
+    /// names, besides `Authorization` (every connect reads a bearer token). The default,
+    /// [`ConnectHeaders::All`], keeps them all: right for a policy that cannot name them.
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::All
+    }
+}
+
+/// Which handshake headers a policy reads when a socket connects
+/// ([`AuthPolicy::connect_headers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectHeaders {
+    /// Any header: every handshake header is kept for as long as the socket is connected.
+    All,
+    /// Only these (`Authorization` is always kept).
+    Only(Vec<http::HeaderName>),
+}
+
+impl ConnectHeaders {
+    /// No header beyond `Authorization`.
+    pub fn none() -> Self {
+        Self::Only(Vec::new())
+    }
+
+    /// The headers that either reads: what a policy trying both needs.
+    pub fn union(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Only(mut a), Self::Only(b)) => {
+                for name in b {
+                    if !a.contains(&name) {
+                        a.push(name);
+                    }
+                }
+                Self::Only(a)
+            }
+            _ => Self::All,
+        }
+    }
+
+    /// Whether a header of this name is read.
+    pub fn includes(&self, name: &http::HeaderName) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.contains(name),
+        }
+    }
 }
 
 /// What the caller wants to do.
@@ -302,6 +354,11 @@ impl AuthPolicy for SessionAuth {
             )),
         }
     }
+
+    /// The session's user is resolved from the session layer, not from a header.
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::none()
+    }
 }
 
 /// Lets a logged-in page join and leave rooms for its own sockets: the session user may target
@@ -369,6 +426,10 @@ impl AuthPolicy for SessionRooms {
         }
         Ok(Principal::new(user))
     }
+
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::none()
+    }
 }
 
 /// Lets everybody in as the principal `anonymous` (or the session user, when there is one).
@@ -382,6 +443,10 @@ pub struct AllowAll;
 impl AuthPolicy for AllowAll {
     async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
         Ok(Principal::new(req.session_user.unwrap_or("anonymous")))
+    }
+
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::none()
     }
 }
 
@@ -435,6 +500,11 @@ impl AuthPolicy for TokenAuth {
             .cloned()
             .ok_or_else(|| AuthError::unauthenticated("invalid bearer token"))
     }
+
+    /// The token comes from the connect's `auth` payload or the `Authorization` header.
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::none()
+    }
 }
 
 /// Lets the caller in if any of the policies does, trying them in order.
@@ -481,11 +551,55 @@ impl AuthPolicy for AnyOf {
         Err(first_refusal
             .unwrap_or_else(|| AuthError::unauthenticated("no auth policy configured")))
     }
+
+    /// What any of the policies reads.
+    fn connect_headers(&self) -> ConnectHeaders {
+        self.policies.iter().fold(ConnectHeaders::none(), |all, p| {
+            all.union(p.connect_headers())
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_headers_of_the_built_in_policies_and_their_union() {
+        use http::header::{COOKIE, USER_AGENT};
+        assert_eq!(SessionAuth.connect_headers(), ConnectHeaders::none());
+        assert_eq!(AllowAll.connect_headers(), ConnectHeaders::none());
+        assert_eq!(
+            TokenAuth::new([("t", "svc")]).connect_headers(),
+            ConnectHeaders::none()
+        );
+        let cookie = ConnectHeaders::Only(vec![COOKIE]);
+        assert_eq!(
+            ConnectHeaders::none()
+                .union(cookie.clone())
+                .union(cookie.clone()),
+            cookie
+        );
+        assert_eq!(
+            cookie.clone().union(ConnectHeaders::All),
+            ConnectHeaders::All
+        );
+        assert!(cookie.includes(&COOKIE) && !cookie.includes(&USER_AGENT));
+        assert!(ConnectHeaders::All.includes(&USER_AGENT));
+
+        /// A policy of its own, which does not say: every header is kept.
+        struct Custom;
+        #[async_trait]
+        impl AuthPolicy for Custom {
+            async fn authorize(&self, _: &AuthRequest<'_>) -> Result<Principal, AuthError> {
+                Ok(Principal::new("x"))
+            }
+        }
+        let any = AnyOf::new(vec![Box::new(SessionAuth), Box::new(TokenAuth::default())]);
+        assert_eq!(any.connect_headers(), ConnectHeaders::none());
+        let any = AnyOf::new(vec![Box::new(SessionAuth), Box::new(Custom)]);
+        assert_eq!(any.connect_headers(), ConnectHeaders::All);
+    }
 
     fn req<'a>(
         headers: &'a HeaderMap,

@@ -25,8 +25,8 @@ pub mod signing;
 pub mod supervision;
 
 pub use auth::{
-    Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, FlaskSessionAuth, Principal,
-    RefusalKind, SessionAuth, TokenAuth,
+    Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, FlaskSessionAuth,
+    Principal, RefusalKind, SessionAuth, TokenAuth,
 };
 pub use broker::{
     Broker, BrokerCapabilities, BrokerError, BrokerHealth, BrokerMessage, BrokerUrl, ChannelSpec,

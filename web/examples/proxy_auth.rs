@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use axum::http::HeaderName;
 use sidecast_core::config::BrokerKind;
-use sidecast_core::{AuthError, AuthPolicy, AuthRequest, Config, Principal};
+use sidecast_core::{AuthError, AuthPolicy, AuthRequest, Config, ConnectHeaders, Principal};
 
 /// Accepts the user named by `header` on requests from one of `trusted_proxies`.
 #[derive(Debug, Clone)]
@@ -43,6 +43,11 @@ impl AuthPolicy for ProxyHeaderAuth {
             .filter(|u| !u.is_empty())
             .ok_or_else(|| AuthError::unauthenticated("the proxy sent no user"))?;
         Ok(Principal::new(user))
+    }
+
+    /// Only the proxy's header: a node keeps just that one for each socket.
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::Only(vec![self.header.clone()])
     }
 }
 

@@ -3,10 +3,19 @@
 //! Each connected socket keeps its handshake request's parts (headers, URI, extensions) for its
 //! whole life. hyper parses headers as slices of the connection's read buffer, so keeping one
 //! header value alive keeps the whole buffer (8–16 KiB) alive: half of what an idle connection
-//! costs. [`compact`] copies the parts Socket.IO keeps into their own small allocations first.
+//! costs. [`compact`] copies the parts Socket.IO keeps into their own small allocations first,
+//! and [`prepare`] resolves the session's user before the session would be kept too.
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use sidecast_core::ConnectHeaders;
+use tower_sessions::Session;
+
+use crate::session::session_user;
 
 /// Bytes the websocket transport reads from a socket at a time.
 ///
@@ -15,13 +24,80 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 /// reads. tungstenite's default, 4 KiB per socket, would be a quarter of an idle connection.
 pub(crate) const WS_READ_BUFFER_BYTES: usize = 1024;
 
-/// Replaces the headers and URI of `request` with copies that do not share hyper's read buffer.
+/// The logged-in user of the session a Socket.IO handshake came with, resolved when the
+/// handshake arrived. The connect middleware reads it instead of the session.
+#[derive(Debug, Clone)]
+pub(crate) struct HandshakeUser(pub(crate) Box<str>);
+
+/// What [`prepare`] needs: where Socket.IO is served and which headers its sockets keep.
+#[derive(Debug)]
+pub(crate) struct Handshakes {
+    /// `server.socketio_path`.
+    pub(crate) socketio_path: Box<str>,
+    /// The headers the node's auth policy reads on connect.
+    pub(crate) headers: ConnectHeaders,
+}
+
+/// Middleware in front of the Socket.IO layer: requests under `socketio_path` lose their
+/// [`Session`]; a handshake (a request without an Engine.IO `sid`), which the socket keeps, gets
+/// its headers and URI [`compact`]ed and the session's user as a [`HandshakeUser`] instead.
 ///
-/// Applied to every request under `server.socketio_path`: a polling handshake is kept as long
-/// as a websocket one, and later polling requests are small and few.
-pub(crate) fn compact(mut request: Request) -> Request {
-    let mut headers = HeaderMap::with_capacity(request.headers().len());
+/// Socket.IO keeps a handshake's extensions as long as the socket lives, and a session that has
+/// been read holds its whole record and a handle on its store (about 480 bytes with the cookie
+/// store): the user name is all a connect needs. A client that connects to a second namespace
+/// later on the same connection gets the user of the handshake, as it did with the session
+/// (which kept the record it loaded first).
+pub(crate) async fn prepare(
+    State(handshakes): State<Arc<Handshakes>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !is_socketio_path(request.uri().path(), &handshakes.socketio_path) {
+        return next.run(request).await;
+    }
+    // Later requests of a session (polling, the upgrade to websocket) are not kept: they keep
+    // their headers (a polling POST's Content-Type says how to decode it), and reading the
+    // session for each would cost a store lookup per poll.
+    if !is_handshake(request.uri()) {
+        let mut request = request;
+        request.extensions_mut().remove::<Session>();
+        return next.run(request).await;
+    }
+    let mut request = compact(request, &handshakes.headers);
+    let session = request.extensions_mut().remove::<Session>();
+    if let Some(user) = session_user(session.as_ref()).await {
+        request
+            .extensions_mut()
+            .insert(HandshakeUser(user.into_boxed_str()));
+    }
+    next.run(request).await
+}
+
+/// Whether `uri` opens an Engine.IO session: it has no `sid` query parameter.
+fn is_handshake(uri: &Uri) -> bool {
+    !uri.query()
+        .unwrap_or_default()
+        .split('&')
+        .any(|pair| pair == "sid" || pair.starts_with("sid="))
+}
+
+/// Replaces the headers and URI of `request` with copies that do not share hyper's read buffer,
+/// keeping only the headers that are read after this: those in `keep` (what the auth policy
+/// reads on connect), `Authorization` (a bearer token, read on every connect) and
+/// `Sec-WebSocket-Key` (the websocket upgrade answers with it).
+///
+/// Applied to the handshakes under `server.socketio_path`, polling ones too: a polling socket
+/// keeps its handshake as long as a websocket one.
+pub(crate) fn compact(mut request: Request, keep: &ConnectHeaders) -> Request {
+    let kept = |name: &HeaderName| {
+        name == header::AUTHORIZATION || name == header::SEC_WEBSOCKET_KEY || keep.includes(name)
+    };
+    let count = request.headers().keys().filter(|name| kept(name)).count();
+    let mut headers = HeaderMap::with_capacity(count);
     for (name, value) in request.headers() {
+        if !kept(name) {
+            continue;
+        }
         // Standard header names are static; custom ones are copied by `from_bytes`.
         let name = HeaderName::from_bytes(name.as_str().as_bytes());
         let value = HeaderValue::from_bytes(value.as_bytes()).map(|mut copy| {
@@ -77,7 +153,7 @@ mod tests {
         let before = request.headers().clone();
         let uri = request.uri().clone();
 
-        let after = compact(request);
+        let after = compact(request, &ConnectHeaders::All);
 
         assert_eq!(after.headers(), &before);
         assert_eq!(
@@ -97,6 +173,33 @@ mod tests {
     }
 
     #[test]
+    fn compact_keeps_only_the_headers_read_later() {
+        let request = Request::builder()
+            .uri("/ws/socket.io/?EIO=4&transport=websocket")
+            .header("host", "example.com")
+            .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64)")
+            .header("cookie", "session=abc")
+            .header("cookie", "other=1")
+            .header("authorization", "Bearer t")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("sec-websocket-version", "13")
+            .header("x-forwarded-user", "alice")
+            .body(Body::empty())
+            .unwrap();
+        let keep = ConnectHeaders::Only(vec![header::COOKIE]);
+
+        let after = compact(request, &keep);
+
+        let names: Vec<&str> = after.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["cookie", "authorization", "sec-websocket-key"]);
+        assert_eq!(
+            after.headers().get_all("cookie").iter().collect::<Vec<_>>(),
+            ["session=abc", "other=1"]
+        );
+        assert_eq!(after.uri().query(), Some("EIO=4&transport=websocket"));
+    }
+
+    #[test]
     fn compact_keeps_sensitive_marks() {
         let mut value = HeaderValue::from_static("Bearer secret");
         value.set_sensitive(true);
@@ -105,8 +208,23 @@ mod tests {
             .header("authorization", value)
             .body(Body::empty())
             .unwrap();
-        let after = compact(request);
+        let after = compact(request, &ConnectHeaders::none());
         assert!(after.headers()["authorization"].is_sensitive());
+    }
+
+    #[test]
+    fn handshakes_are_requests_without_a_sid() {
+        for (uri, handshake) in [
+            ("/ws/socket.io/?EIO=4&transport=websocket", true),
+            ("/ws/socket.io/?EIO=4&transport=polling&t=abc", true),
+            ("/ws/socket.io/", true),
+            ("/ws/socket.io/?EIO=4&transport=polling&sid=abc", false),
+            ("/ws/socket.io/?sid=abc&EIO=4&transport=websocket", false),
+            ("/ws/socket.io/?EIO=4&xsid=1", true),
+        ] {
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(is_handshake(&uri), handshake, "{uri}");
+        }
     }
 
     #[test]

@@ -25,7 +25,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sidecast_core::config::{ConfigError, HttpAuthConfig};
-use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Principal, RefusalKind};
+use sidecast_core::{
+    Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
+};
 use tokio::sync::Semaphore;
 
 /// The name of the policy in configuration and metrics.
@@ -233,5 +235,13 @@ impl AuthPolicy for HttpAuth {
                 "room operations need a service token (auth.policy with \"token\")",
             )),
         }
+    }
+
+    /// What the application is sent: the cookies and `Authorization`.
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::Only(vec![
+            axum::http::header::COOKIE,
+            axum::http::header::AUTHORIZATION,
+        ])
     }
 }

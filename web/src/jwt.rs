@@ -16,7 +16,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use sidecast_core::auth::SessionRooms;
 use sidecast_core::config::{ConfigError, JwtConfig};
-use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Principal, RefusalKind};
+use sidecast_core::{
+    Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
+};
 
 use crate::jwks::{Jwks, JwksError};
 
@@ -394,6 +396,15 @@ impl AuthPolicy for JwtAuth {
                 "action",
                 "room operations need a service token (auth.policy with \"token\")",
             )),
+        }
+    }
+
+    /// The cookie named by `auth.jwt.cookie`, when set (the token's other places are the
+    /// connect's `auth` payload and `Authorization`).
+    fn connect_headers(&self) -> ConnectHeaders {
+        match self.cookie_name {
+            Some(_) => ConnectHeaders::Only(vec![axum::http::header::COOKIE]),
+            None => ConnectHeaders::none(),
         }
     }
 }

@@ -185,18 +185,17 @@ impl Sidecast {
     /// which your login stores the user name under the key `"user"`
     /// ([`session::USER_KEY`]).
     pub fn socketio<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
-        let socketio_path: Arc<str> = self.inner.config.server.socketio_path.as_str().into();
+        let handshakes = Arc::new(handshake::Handshakes {
+            socketio_path: self.inner.config.server.socketio_path.as_str().into(),
+            headers: self.inner.auth.connect_headers(),
+        });
         router
             .layer(self.inner.layer.clone())
-            // Socket.IO keeps each socket's handshake request: copy it off hyper's read buffer.
-            .layer(tower::util::MapRequestLayer::new(
-                move |request: axum::extract::Request| {
-                    if handshake::is_socketio_path(request.uri().path(), &socketio_path) {
-                        handshake::compact(request)
-                    } else {
-                        request
-                    }
-                },
+            // Socket.IO keeps each socket's handshake request: copy it off hyper's read buffer,
+            // and keep the session's user rather than the session.
+            .layer(axum::middleware::from_fn_with_state(
+                handshakes,
+                handshake::prepare,
             ))
             // Until the node has started, handshakes fail in a way clients retry.
             .layer(axum::middleware::from_fn_with_state(

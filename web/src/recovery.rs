@@ -67,7 +67,7 @@ pub(crate) struct Held(Arc<std::sync::Mutex<Vec<Envelope>>>);
 const MAX_HELD: usize = 1_000;
 
 /// Where a socket starts, taken by the connect middleware once the socket is kept out of live
-/// events, and kept in the socket's extensions until its connect handler brings it live.
+/// events, and kept in the socket's extensions until its connect handler takes it to bring it live.
 #[derive(Debug, Clone)]
 pub(crate) struct Start {
     /// The offset the client asked to recover from (`auth.offset` in its CONNECT packet).
@@ -370,7 +370,8 @@ impl Recovery {
     fn go_live(&self, socket: &SocketRef, status: Status, replayed: u64, position: &Offset) {
         // Live-only events that came while it recovered, with the position: no history entry
         // after it has reached the socket.
-        if let Some(held) = socket.extensions.get::<Held>() {
+        // Removed, not just emptied: a live socket holds nothing more, for the rest of its life.
+        if let Some(held) = socket.extensions.remove::<Held>() {
             let held = std::mem::take(
                 &mut *held
                     .0

@@ -19,9 +19,6 @@ use socketioxide::handler::ConnectHandler;
 use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
-use tower_sessions::Session;
-
-use crate::session::session_user;
 
 /// What the connect middleware needs; registered as socketioxide state.
 #[derive(Clone)]
@@ -57,7 +54,7 @@ impl fmt::Display for Refusal {
 async fn authorize_connect(
     socket: SocketRef,
     State(ctx): State<SocketContext>,
-    MaybeHttpExtension(session): MaybeHttpExtension<Session>,
+    MaybeHttpExtension(user): MaybeHttpExtension<crate::handshake::HandshakeUser>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), Refusal> {
     if !ctx.startup.is_started() {
@@ -67,7 +64,6 @@ async fn authorize_connect(
             "the node is starting: its broker has not answered yet".to_owned(),
         ));
     }
-    let user = session_user(session.as_ref()).await;
     let parts = socket.req_parts();
     let token = auth
         .as_ref()
@@ -81,7 +77,7 @@ async fn authorize_connect(
             namespace: socket.ns(),
         },
         headers: &parts.headers,
-        session_user: user.as_deref(),
+        session_user: user.as_ref().map(|u| &*u.0),
         token,
         peer,
     };
@@ -181,7 +177,7 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     );
     if let Some(recovery) = ctx.startup.recovery() {
         // After the rooms are joined: the replay selects by them.
-        let start = match socket.extensions.get::<crate::recovery::Start>() {
+        let start = match socket.extensions.remove::<crate::recovery::Start>() {
             Some(start) => start,
             // Not expected (the middleware sets it); start at the node's position.
             None => recovery.start_of(None).await,

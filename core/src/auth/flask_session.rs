@@ -270,6 +270,11 @@ impl AuthPolicy for FlaskSessionAuth {
         }
         Ok(principal)
     }
+
+    /// The session cookie.
+    fn connect_headers(&self) -> crate::auth::ConnectHeaders {
+        crate::auth::ConnectHeaders::Only(vec![http::header::COOKIE])
+    }
 }
 
 #[cfg(test)]
