@@ -1,5 +1,6 @@
 //! `sidecast bench` against a real `sidecast serve` (memory broker): the JSON report adds up,
-//! refusals are reported, and a server that is down is a clear error.
+//! refusals are reported, a server that is down is a clear error, and clients connect from the
+//! source addresses given.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -185,4 +186,64 @@ fn floor_options_need_floor() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--floor"), "{stderr}");
+}
+
+#[test]
+fn clients_connect_from_the_source_addresses_given() {
+    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
+    let (output, report) = bench(&[
+        "--url",
+        &served.base,
+        "--login-url",
+        "/login",
+        "--clients",
+        "21",
+        "--source-addresses",
+        "127.0.0.2,127.0.0.3",
+        "--rate",
+        "5",
+        "--duration",
+        "0.4",
+        "--idle",
+        "0.1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(output.status.success(), "{}", show(&output));
+    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    assert_eq!(r["clients"]["connected"], 21, "{r:#}");
+    assert_eq!(r["clients"]["source_addresses_chosen"], "given", "{r:#}");
+    // Round robin: clients 0, 2, ..., 20 from the first address, 1, 3, ..., 19 from the second.
+    let from = r["clients"]["source_addresses"].as_array().unwrap();
+    let counts: Vec<(&str, u64)> = from
+        .iter()
+        .map(|s| {
+            (
+                s["address"].as_str().unwrap(),
+                s["clients"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, vec![("127.0.0.2", 11), ("127.0.0.3", 10)], "{r:#}");
+    assert_eq!(r["deliveries"]["lost"], 0, "{r:#}");
+
+    // An address this machine does not have is an error before any client starts.
+    let (output, _) = bench(&[
+        "--url",
+        &served.base,
+        "--login-url",
+        "/login",
+        "--clients",
+        "2",
+        "--source-addresses",
+        "192.0.2.1",
+        "--quiet",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("source address 192.0.2.1")
+            && stderr.contains("configured on this machine"),
+        "{stderr}"
+    );
 }

@@ -7,7 +7,8 @@
 //! send timestamp `"t"` (microseconds since the Unix epoch). A delivery costs no allocation here
 //! beyond the websocket frame itself.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::source;
 
 /// Latency shards: clients record into `id % SHARDS`, so that two worker threads rarely want the
 /// same lock, without a histogram per client (thousands of them would cost megabytes).
@@ -61,6 +64,8 @@ pub(crate) struct ClientSetup {
     pub(crate) event_prefix: Vec<u8>,
     /// Bound on TCP connect + websocket handshake + Socket.IO connect.
     pub(crate) connect_timeout: Duration,
+    /// Source addresses: client `i` binds to `sources[i % n]`; empty lets the kernel choose.
+    pub(crate) sources: Vec<IpAddr>,
 }
 
 /// One latency shard.
@@ -82,8 +87,10 @@ pub(crate) struct ClientStats {
     pub(crate) failed: AtomicU64,
     /// Connected clients that lost their connection (or were disconnected by the server).
     pub(crate) disconnected: AtomicU64,
-    /// Events received, per client: one slot each, so that no counter is stats.
+    /// Events received, per client: one slot each, so that no counter is shared.
     received: Box<[AtomicU64]>,
+    /// Connected clients per source address, as the kernel bound them.
+    sources: Mutex<BTreeMap<IpAddr, u64>>,
     /// Whether each client got connected (it may have been disconnected since).
     was_connected: Box<[AtomicBool]>,
     shards: Box<[Mutex<Shard>]>,
@@ -104,6 +111,7 @@ impl ClientStats {
             failed: AtomicU64::new(0),
             disconnected: AtomicU64::new(0),
             received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            sources: Mutex::new(BTreeMap::new()),
             was_connected: (0..clients).map(|_| AtomicBool::new(false)).collect(),
             shards: (0..SHARDS)
                 .map(|_| {
@@ -144,6 +152,16 @@ impl ClientStats {
             .zip(self.was_connected.iter())
             .filter(|(_, c)| c.load(Ordering::Relaxed))
             .map(|(r, _)| r.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Connected clients per source address (what their sockets were bound to).
+    pub(crate) fn source_counts(&self) -> Vec<(IpAddr, u64)> {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(ip, n)| (*ip, *n))
             .collect()
     }
 
@@ -202,9 +220,10 @@ type Ws = WebSocketStream<TcpStream>;
 /// One client: connects, then counts events until its connection ends. Runs until aborted.
 pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientStats>) {
     let started = Instant::now();
-    let connected = tokio::time::timeout(setup.connect_timeout, connect(&setup)).await;
-    let mut ws = match connected {
-        Ok(Ok(ws)) => ws,
+    let source = (!setup.sources.is_empty()).then(|| setup.sources[id % setup.sources.len()]);
+    let connected = tokio::time::timeout(setup.connect_timeout, connect(&setup, source)).await;
+    let (mut ws, local) = match connected {
+        Ok(Ok(connection)) => connection,
         Ok(Err(ConnectError::Refused(reason))) => {
             let _ = stats.first_refusal.set(reason);
             stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -232,6 +251,14 @@ pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientSta
         .saturating_record(micros.max(1));
     if let Some(flag) = stats.was_connected.get(id) {
         flag.store(true, Ordering::Relaxed);
+    }
+    if let Some(ip) = local {
+        *stats
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(ip)
+            .or_default() += 1;
     }
     stats.connected.fetch_add(1, Ordering::Relaxed);
 
@@ -295,15 +322,29 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// TCP connect, websocket upgrade, Engine.IO open, Socket.IO connect.
-async fn connect(setup: &ClientSetup) -> Result<Ws, ConnectError> {
+/// TCP connect (from `source` when given), websocket upgrade, Engine.IO open, Socket.IO connect.
+/// Returns the connection and the source address the kernel gave it.
+async fn connect(
+    setup: &ClientSetup,
+    source: Option<IpAddr>,
+) -> Result<(Ws, Option<IpAddr>), ConnectError> {
     let failed =
         |what: &str, e: &dyn std::fmt::Display| ConnectError::Failed(format!("{what}: {e}"));
-    let tcp = TcpStream::connect(setup.addr)
-        .await
-        .map_err(|e| failed(&format!("cannot connect to {}", setup.addr), &e))?;
+    let cannot_connect = |e| failed(&format!("cannot connect to {}", setup.addr), &e);
+    let tcp = match source {
+        None => TcpStream::connect(setup.addr)
+            .await
+            .map_err(cannot_connect)?,
+        Some(ip) => {
+            let bind_failed = |e| ConnectError::Failed(source::bind_error(ip, &e));
+            let socket = source::new_socket(ip).map_err(bind_failed)?;
+            socket.bind(SocketAddr::new(ip, 0)).map_err(bind_failed)?;
+            socket.connect(setup.addr).await.map_err(cannot_connect)?
+        }
+    };
     // Small packets should leave at once.
     let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().ok().map(|a| a.ip());
     let mut request = setup
         .uri
         .clone()
@@ -347,7 +388,7 @@ async fn connect(setup: &ClientSetup) -> Result<Ws, ConnectError> {
     loop {
         let packet = next_text(&mut ws).await?;
         if packet.starts_with("40") {
-            return Ok(ws);
+            return Ok((ws, local));
         }
         if let Some(detail) = packet.strip_prefix("44") {
             return Err(ConnectError::Refused(refusal_message(detail)));

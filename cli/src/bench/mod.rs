@@ -10,6 +10,9 @@
 //! RSS is read), publish (`--rate` × `--duration` events), drain (until every client received
 //! every event, at most `--drain` seconds).
 //!
+//! Past the ephemeral port range of one source address, clients connect from several (see
+//! [`source`]).
+//!
 //! `--floor` measures no server: the same fan-out over raw loopback TCP (see [`floor`]).
 
 mod client;
@@ -19,6 +22,7 @@ mod procfs;
 mod progress;
 mod publish;
 mod report;
+mod source;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +38,7 @@ use prepare::prepare;
 use procfs::Pid;
 use publish::{EventSource, PublishStats};
 use report::Report;
+use source::Choice;
 
 /// Below this, the publish/hold window is too short for a CPU percentage (ticks are 10 ms).
 const MIN_WINDOW_SECONDS: f64 = 0.5;
@@ -87,6 +92,11 @@ pub(crate) struct BenchArgs {
     /// Seconds one client may take to connect (TCP, websocket, Socket.IO).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     connect_timeout: f64,
+    /// Comma-separated source addresses, e.g. 127.0.0.2,127.0.0.3: client i connects from the
+    /// (i mod n)-th. Default: the kernel chooses; against a server on IPv4 loopback with more
+    /// clients than one address has ephemeral ports, 127.0.0.1, 127.0.0.2, ... as needed.
+    #[arg(long, value_name = "LIST")]
+    source_addresses: Option<String>,
     /// Publishes in flight at most (HTTP requests or broker publishes).
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_in_flight: usize,
@@ -167,6 +177,7 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
     let measured = Measured {
         args: &args,
         socketio_url: prepared.setup.uri.to_string(),
+        sources: prepared.sources,
         expecting: prepared.publisher.is_some(),
         baseline,
         ramp_seconds: ramp.seconds,
@@ -224,6 +235,7 @@ struct Window {
 struct Measured<'a> {
     args: &'a BenchArgs,
     socketio_url: String,
+    sources: Choice,
     /// Whether events were published, so that every client should have received them.
     expecting: bool,
     baseline: Baseline,
@@ -271,6 +283,19 @@ async fn idle(args: &BenchArgs, connected: u64, server: Option<Pid>) -> u64 {
     server.and_then(procfs::rss_kib).unwrap_or(0)
 }
 
+/// Waits at most `--drain` seconds until every client still connected received `accepted`
+/// events.
+async fn drain(args: &BenchArgs, clients: &ClientStats, accepted: u64, connected: u64) {
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
+    while Instant::now() < drain_deadline {
+        let alive = connected - clients.disconnected.load(Ordering::Relaxed);
+        if clients.deliveries() >= accepted * alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Publishes `--rate` × `--duration` events and waits (at most `--drain` seconds) until every
 /// connected client received them, or with `--publish none` holds the clients for `--duration`.
 async fn publish_and_drain(
@@ -298,14 +323,7 @@ async fn publish_and_drain(
             )
             .await;
             let accepted = published.accepted.load(Ordering::Relaxed);
-            let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
-            while Instant::now() < drain_deadline {
-                let alive = connected - clients.disconnected.load(Ordering::Relaxed);
-                if clients.deliveries() >= accepted * alive {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            drain(args, clients, accepted, connected).await;
         }
         None if connected > 0 => {
             tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
@@ -389,6 +407,9 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     }
     if args.login_url.is_some() && args.token.is_some() {
         bail!("give --login-url or --token, not both");
+    }
+    if args.floor && args.source_addresses.is_some() {
+        bail!("--floor measures raw loopback TCP: --source-addresses does not apply");
     }
     Ok(())
 }

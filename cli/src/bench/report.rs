@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::client::ClientStats;
 use super::procfs::{self, Pid};
 use super::publish::PublishStats;
+use super::source::Choice;
 use super::{MIN_WINDOW_SECONDS, Measured};
 
 /// Everything a run measured. Times are milliseconds unless the name says otherwise.
@@ -64,6 +65,17 @@ pub(crate) struct Clients {
     connect_rate_per_s: f64,
     /// Time from TCP connect to the Socket.IO connect answer.
     connect_ms: Option<Percentiles>,
+    /// How the source addresses were chosen: `kernel`, `given` (`--source-addresses`) or
+    /// `automatic` (loopback addresses past one address's ports).
+    source_addresses_chosen: Choice,
+    /// Connected clients per source address, as their sockets were bound.
+    source_addresses: Vec<SourceCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SourceCount {
+    address: String,
+    clients: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -213,6 +225,15 @@ impl Clients {
                 0.0
             },
             connect_ms: Percentiles::from_micros(&stats.connect_times()),
+            source_addresses_chosen: run.sources,
+            source_addresses: stats
+                .source_counts()
+                .into_iter()
+                .map(|(ip, clients)| SourceCount {
+                    address: ip.to_string(),
+                    clients,
+                })
+                .collect(),
         }
     }
 }
@@ -279,6 +300,12 @@ impl Report {
         );
         let received = deliveries.received;
         let per_delivery = |cpu: f64| (received > 0).then(|| cpu * 1e6 / received as f64);
+        // The server's memory growth since before the ramp, per connected client.
+        let per_connection = |rss_kib: u64| {
+            (run.connected > 0).then(|| {
+                rss_kib.saturating_sub(run.rss_before_kib) as f64 * 1024.0 / run.connected as f64
+            })
+        };
         let own_window_cpu = window
             .own_cpu_end
             .saturating_sub(window.own_cpu_start)
@@ -324,10 +351,7 @@ impl Report {
                 cpu_us_per_delivery: window.server_cpu.and_then(per_delivery),
                 rss_before_kib: run.rss_before_kib,
                 rss_connected_kib: run.rss_connected_kib,
-                rss_per_connection_bytes: (run.connected > 0).then(|| {
-                    run.rss_connected_kib.saturating_sub(run.rss_before_kib) as f64 * 1024.0
-                        / run.connected as f64
-                }),
+                rss_per_connection_bytes: per_connection(run.rss_connected_kib),
                 rss_end_kib: window.rss_end_kib,
             }),
             bench: BenchUse {
@@ -411,6 +435,21 @@ impl Report {
         out.row(
             "connect rate",
             format!("{:.0} clients/s", c.connect_rate_per_s),
+        );
+        let from = c
+            .source_addresses
+            .iter()
+            .map(|s| format!("{} ({})", s.address, s.clients))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let chosen = match c.source_addresses_chosen {
+            Choice::Kernel => "chosen by the kernel",
+            Choice::Given => "--source-addresses",
+            Choice::Automatic => "loopback addresses past one address's ports",
+        };
+        out.row(
+            "source addresses",
+            format!("{} ({chosen})", if from.is_empty() { "-" } else { &from }),
         );
         out.row("connect time", opt_ms(c.connect_ms));
         let sent = if self.target.publish == "none" {
