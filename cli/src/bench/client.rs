@@ -89,6 +89,8 @@ pub(crate) struct ClientStats {
     pub(crate) disconnected: AtomicU64,
     /// Events received, per client: one slot each, so that no counter is shared.
     received: Box<[AtomicU64]>,
+    /// Text packets received after the Socket.IO connect (events, pings, anything), per client.
+    packets: Box<[AtomicU64]>,
     /// Connected clients per source address, as the kernel bound them.
     sources: Mutex<BTreeMap<IpAddr, u64>>,
     /// Whether each client got connected (it may have been disconnected since).
@@ -111,6 +113,7 @@ impl ClientStats {
             failed: AtomicU64::new(0),
             disconnected: AtomicU64::new(0),
             received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            packets: (0..clients).map(|_| AtomicU64::new(0)).collect(),
             sources: Mutex::new(BTreeMap::new()),
             was_connected: (0..clients).map(|_| AtomicBool::new(false)).collect(),
             shards: (0..SHARDS)
@@ -155,6 +158,16 @@ impl ClientStats {
             .collect()
     }
 
+    /// Text packets received so far by each client that got connected.
+    pub(crate) fn packets_per_connected_client(&self) -> Vec<u64> {
+        self.packets
+            .iter()
+            .zip(self.was_connected.iter())
+            .filter(|(_, c)| c.load(Ordering::Relaxed))
+            .map(|(p, _)| p.load(Ordering::Relaxed))
+            .collect()
+    }
+
     /// Connected clients per source address (what their sockets were bound to).
     pub(crate) fn source_counts(&self) -> Vec<(IpAddr, u64)> {
         self.sources
@@ -163,6 +176,21 @@ impl ClientStats {
             .iter()
             .map(|(ip, n)| (*ip, *n))
             .collect()
+    }
+
+    /// Starts a new measurement window: forgets the events received and their latencies so far
+    /// (the warm-up's), keeping the connections' counters (connected, packets, sources). Events
+    /// still on their way when it runs would count in the new window.
+    pub(crate) fn reset_window(&self) {
+        for slot in self.received.iter() {
+            slot.store(0, Ordering::Relaxed);
+        }
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.latency.reset();
+            shard.untimed = 0;
+            shard.last_us = 0;
+        }
     }
 
     /// The merged latency histogram, deliveries without a timestamp, and the time of the last
@@ -270,6 +298,7 @@ pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientSta
 /// Reads packets until the connection ends; returns why it ended.
 async fn listen(id: usize, ws: &mut Ws, setup: &ClientSetup, stats: &ClientStats) -> String {
     const PONG: Utf8Bytes = Utf8Bytes::from_static("3");
+    let packets = stats.packets.get(id);
     while let Some(message) = ws.next().await {
         let text = match message {
             Ok(Message::Text(text)) => text,
@@ -283,6 +312,9 @@ async fn listen(id: usize, ws: &mut Ws, setup: &ClientSetup, stats: &ClientStats
             Ok(_) => continue,
             Err(e) => return format!("connection lost: {e}"),
         };
+        if let Some(packets) = packets {
+            packets.fetch_add(1, Ordering::Relaxed);
+        }
         let bytes = text.as_bytes();
         match bytes {
             [b'2'] => {
@@ -482,5 +514,21 @@ mod tests {
         assert_eq!(latency.len(), 2);
         assert_eq!(untimed, 1);
         assert!(last > 0);
+    }
+
+    #[test]
+    fn a_new_window_forgets_the_deliveries_not_the_packets() {
+        let stats = ClientStats::new(2).unwrap();
+        stats.record_delivery(0, Some(now_micros() - 1000));
+        stats.record_delivery(1, Some(now_micros() - 1000));
+        stats.packets[0].fetch_add(3, Ordering::Relaxed);
+        for flag in stats.was_connected.iter() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        stats.reset_window();
+        assert_eq!(stats.deliveries(), 0);
+        assert_eq!(stats.latency().0.len(), 0);
+        assert_eq!(stats.latency().2, 0);
+        assert_eq!(stats.packets_per_connected_client(), vec![3, 0]);
     }
 }
