@@ -64,8 +64,11 @@ pub(crate) struct ClientSetup {
     pub(crate) event_prefix: Vec<u8>,
     /// Bound on TCP connect + websocket handshake + Socket.IO connect.
     pub(crate) connect_timeout: Duration,
-    /// Source addresses: client `i` binds to `sources[i % n]`; empty lets the kernel choose.
+    /// Source addresses: client `i` binds to `sources[i % n]`, port `source_ports[i / n]` (0,
+    /// the kernel's choice, past its end); empty lets the kernel choose both.
     pub(crate) sources: Vec<IpAddr>,
+    /// The ports shared by the source addresses (see [`source`]).
+    pub(crate) source_ports: Vec<u16>,
 }
 
 /// One latency shard.
@@ -248,7 +251,11 @@ type Ws = WebSocketStream<TcpStream>;
 /// One client: connects, then counts events until its connection ends. Runs until aborted.
 pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientStats>) {
     let started = Instant::now();
-    let source = (!setup.sources.is_empty()).then(|| setup.sources[id % setup.sources.len()]);
+    let n = setup.sources.len();
+    let source = (n > 0).then(|| {
+        let port = setup.source_ports.get(id / n).copied().unwrap_or(0);
+        SocketAddr::new(setup.sources[id % n], port)
+    });
     let connected = tokio::time::timeout(setup.connect_timeout, connect(&setup, source)).await;
     let (mut ws, local) = match connected {
         Ok(Ok(connection)) => connection,
@@ -358,7 +365,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// Returns the connection and the source address the kernel gave it.
 async fn connect(
     setup: &ClientSetup,
-    source: Option<IpAddr>,
+    source: Option<SocketAddr>,
 ) -> Result<(Ws, Option<IpAddr>), ConnectError> {
     let failed =
         |what: &str, e: &dyn std::fmt::Display| ConnectError::Failed(format!("{what}: {e}"));
@@ -367,10 +374,18 @@ async fn connect(
         None => TcpStream::connect(setup.addr)
             .await
             .map_err(cannot_connect)?,
-        Some(ip) => {
-            let bind_failed = |e| ConnectError::Failed(source::bind_error(ip, &e));
-            let socket = source::new_socket(ip).map_err(bind_failed)?;
-            socket.bind(SocketAddr::new(ip, 0)).map_err(bind_failed)?;
+        Some(from) => {
+            let bind_failed = |e| ConnectError::Failed(source::bind_error(from.ip(), &e));
+            let socket = source::new_socket(from.ip()).map_err(bind_failed)?;
+            if let Err(e) = socket.bind(from) {
+                // A planned port taken since the plan (by another program): the kernel picks one.
+                if from.port() == 0 || e.kind() != std::io::ErrorKind::AddrInUse {
+                    return Err(bind_failed(e));
+                }
+                socket
+                    .bind(SocketAddr::new(from.ip(), 0))
+                    .map_err(bind_failed)?;
+            }
             socket.connect(setup.addr).await.map_err(cannot_connect)?
         }
     };

@@ -94,6 +94,7 @@ pub(crate) async fn prepare(args: &BenchArgs, figment: &Figment) -> anyhow::Resu
         event_prefix: event_prefix(&args.event),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         sources: sources.addresses,
+        source_ports: sources.ports,
     });
     Ok(Prepared {
         setup,
