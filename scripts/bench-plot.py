@@ -18,7 +18,7 @@ import os
 import sys
 from xml.sax.saxutils import escape
 
-WIDTH, HEIGHT = 900, 420
+WIDTH = 900  # the height grows with the notes under the panels
 PANEL_W, PANEL_H = 238, 220  # plot area of one panel
 PANEL_TOP = 118
 PANEL_LEFT = [62, 358, 654]
@@ -158,9 +158,7 @@ def main():
         skipped = [line.strip() for line in open(path) if line.strip()]
     xdom = x_axis([p["clients"] for _, pts in series.values() for p in pts])
 
-    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{HEIGHT}' viewBox='0 0 {WIDTH} {HEIGHT}'>",
-           f"<rect width='{WIDTH}' height='{HEIGHT}' fill='white'/>",
-           f"<text x='20' y='28' font-size='17' font-weight='bold' {FONT}>Connection ladder: one server, the clients on the same machine</text>"]
+    svg = [f"<text x='20' y='28' font-size='17' font-weight='bold' {FONT}>Connection ladder: one server, the clients on the same machine</text>"]
     if subtitle:
         svg.append(f"<text x='20' y='47' font-size='11' fill='#555' {FONT}>{escape(subtitle)}</text>")
     # The servers' colours, top right of the title block.
@@ -179,15 +177,24 @@ def main():
           [("p50", True), ("p99", False)], xdom)
     style_key(svg, PANEL_LEFT[2], [("p50", True), ("p99", False)])
 
+    # The steps not run, one line each; the hint of how to raise the limit once.
+    hint = " (raise it: "
+    raise_hint = next((l[l.index(hint) + 2:-1] for l in skipped if hint in l and l.endswith(")")), None)
+    skipped = [l.split(hint)[0] for l in skipped]
+    if raise_hint:
+        skipped.append(raise_hint)
     y = PANEL_TOP + PANEL_H + 56
-    for line in skipped[:3]:
+    for line in skipped[:4]:
         if len(line) > 150:
             line = line[:147] + "..."
         svg.append(f"<text x='20' y='{y}' font-size='10.5' fill='#777' {FONT}>{escape(line)}</text>")
         y += 14
-    if len(skipped) > 3:
-        svg.append(f"<text x='20' y='{y}' font-size='10.5' fill='#777' {FONT}>... and {len(skipped) - 3} more (ladder-skipped.txt)</text>")
-    svg.append("</svg>")
+    if len(skipped) > 4:
+        svg.append(f"<text x='20' y='{y}' font-size='10.5' fill='#777' {FONT}>... and {len(skipped) - 4} more (ladder-skipped.txt)</text>")
+        y += 14
+    height = y + 4
+    svg = [f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{height}' viewBox='0 0 {WIDTH} {height}'>",
+           f"<rect width='{WIDTH}' height='{height}' fill='white'/>"] + svg + ["</svg>"]
     target = os.path.join(out, "ladder.svg")
     with open(target, "w") as f:
         f.write("\n".join(svg) + "\n")
