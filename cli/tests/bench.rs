@@ -1,5 +1,6 @@
 //! `sidecast bench` against a real `sidecast serve` (memory broker): the JSON report adds up,
-//! refusals are reported, and a server that is down is a clear error.
+//! refusals are reported, a server that is down is a clear error, clients connect from the
+//! source addresses given, and a warm-up is kept out of the measured window.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -185,4 +186,129 @@ fn floor_options_need_floor() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--floor"), "{stderr}");
+}
+
+#[test]
+fn clients_connect_from_the_source_addresses_given() {
+    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
+    let (output, report) = bench(&[
+        "--url",
+        &served.base,
+        "--login-url",
+        "/login",
+        "--clients",
+        "21",
+        "--source-addresses",
+        "127.0.0.2,127.0.0.3",
+        "--rate",
+        "5",
+        "--duration",
+        "0.4",
+        "--idle",
+        "0.1",
+        "--json",
+        "--quiet",
+    ]);
+    assert!(output.status.success(), "{}", show(&output));
+    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    assert_eq!(r["clients"]["connected"], 21, "{r:#}");
+    assert_eq!(r["clients"]["source_addresses_chosen"], "given", "{r:#}");
+    // Round robin: clients 0, 2, ..., 20 from the first address, 1, 3, ..., 19 from the second.
+    let from = r["clients"]["source_addresses"].as_array().unwrap();
+    let counts: Vec<(&str, u64)> = from
+        .iter()
+        .map(|s| {
+            (
+                s["address"].as_str().unwrap(),
+                s["clients"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, vec![("127.0.0.2", 11), ("127.0.0.3", 10)], "{r:#}");
+    assert_eq!(r["deliveries"]["lost"], 0, "{r:#}");
+
+    // An address this machine does not have is an error before any client starts.
+    let (output, _) = bench(&[
+        "--url",
+        &served.base,
+        "--login-url",
+        "/login",
+        "--clients",
+        "2",
+        "--source-addresses",
+        "192.0.2.1",
+        "--quiet",
+    ]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("source address 192.0.2.1")
+            && stderr.contains("configured on this machine"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_warm_up_is_drained_and_kept_out_of_the_window() {
+    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
+    let pid = served.child.id().to_string();
+    let (output, report) = bench(&[
+        "--url",
+        &served.base,
+        "--login-url",
+        "/login",
+        "--clients",
+        "20",
+        "--idle",
+        "0.1",
+        "--warmup",
+        "41",
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+        "--server-pid",
+        &pid,
+        "--json",
+        "--quiet",
+    ]);
+    assert!(output.status.success(), "{}", show(&output));
+    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    let w = &r["warmup"];
+    assert_eq!(w["events"], 41, "{r:#}");
+    assert_eq!(w["sent"], 41, "{r:#}");
+    assert_eq!(w["expected"], 20 * 41, "{r:#}");
+    assert_eq!(w["received"], w["expected"], "{r:#}");
+    // Default pace: 100,000 deliveries/s over 20 clients.
+    assert_eq!(w["rate_per_s"], 5000.0, "{r:#}");
+    assert!(w["packets_per_client_min"].as_u64().unwrap() >= 41, "{r:#}");
+    assert!(
+        w["packets_per_client_p50"].as_u64().unwrap()
+            >= w["packets_per_client_min"].as_u64().unwrap(),
+        "{r:#}"
+    );
+    let server = &r["server"];
+    assert!(
+        server["rss_after_warmup_kib"].as_u64().unwrap() > 0,
+        "{r:#}"
+    );
+    assert!(
+        server["rss_per_connection_after_warmup_bytes"].is_number(),
+        "{r:#}"
+    );
+    // The window counts its own 10 events per client, not the warm-up's 41.
+    assert_eq!(r["messages"]["sent"], 10, "{r:#}");
+    assert_eq!(r["deliveries"]["expected"], 20 * 10, "{r:#}");
+    assert_eq!(r["deliveries"]["received"], 20 * 10, "{r:#}");
+    assert_eq!(r["deliveries"]["extra"], 0, "{r:#}");
+    assert_eq!(r["latency_ms"]["samples"], 20 * 10, "{r:#}");
+
+    // Without a publisher there is nothing to warm up with.
+    let (output, _) = bench(&["--url", &served.base, "--publish", "none", "--warmup", "41"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--warmup") && stderr.contains("--publish none"),
+        "{stderr}"
+    );
 }

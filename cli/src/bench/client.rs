@@ -7,7 +7,8 @@
 //! send timestamp `"t"` (microseconds since the Unix epoch). A delivery costs no allocation here
 //! beyond the websocket frame itself.
 
-use std::net::SocketAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,8 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+
+use super::source;
 
 /// Latency shards: clients record into `id % SHARDS`, so that two worker threads rarely want the
 /// same lock, without a histogram per client (thousands of them would cost megabytes).
@@ -61,6 +64,11 @@ pub(crate) struct ClientSetup {
     pub(crate) event_prefix: Vec<u8>,
     /// Bound on TCP connect + websocket handshake + Socket.IO connect.
     pub(crate) connect_timeout: Duration,
+    /// Source addresses: client `i` binds to `sources[i % n]`, port `source_ports[i / n]` (0,
+    /// the kernel's choice, past its end); empty lets the kernel choose both.
+    pub(crate) sources: Vec<IpAddr>,
+    /// The ports shared by the source addresses (see [`source`]).
+    pub(crate) source_ports: Vec<u16>,
 }
 
 /// One latency shard.
@@ -82,8 +90,12 @@ pub(crate) struct ClientStats {
     pub(crate) failed: AtomicU64,
     /// Connected clients that lost their connection (or were disconnected by the server).
     pub(crate) disconnected: AtomicU64,
-    /// Events received, per client: one slot each, so that no counter is stats.
+    /// Events received, per client: one slot each, so that no counter is shared.
     received: Box<[AtomicU64]>,
+    /// Text packets received after the Socket.IO connect (events, pings, anything), per client.
+    packets: Box<[AtomicU64]>,
+    /// Connected clients per source address, as the kernel bound them.
+    sources: Mutex<BTreeMap<IpAddr, u64>>,
     /// Whether each client got connected (it may have been disconnected since).
     was_connected: Box<[AtomicBool]>,
     shards: Box<[Mutex<Shard>]>,
@@ -104,6 +116,8 @@ impl ClientStats {
             failed: AtomicU64::new(0),
             disconnected: AtomicU64::new(0),
             received: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            packets: (0..clients).map(|_| AtomicU64::new(0)).collect(),
+            sources: Mutex::new(BTreeMap::new()),
             was_connected: (0..clients).map(|_| AtomicBool::new(false)).collect(),
             shards: (0..SHARDS)
                 .map(|_| {
@@ -145,6 +159,41 @@ impl ClientStats {
             .filter(|(_, c)| c.load(Ordering::Relaxed))
             .map(|(r, _)| r.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Text packets received so far by each client that got connected.
+    pub(crate) fn packets_per_connected_client(&self) -> Vec<u64> {
+        self.packets
+            .iter()
+            .zip(self.was_connected.iter())
+            .filter(|(_, c)| c.load(Ordering::Relaxed))
+            .map(|(p, _)| p.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Connected clients per source address (what their sockets were bound to).
+    pub(crate) fn source_counts(&self) -> Vec<(IpAddr, u64)> {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(ip, n)| (*ip, *n))
+            .collect()
+    }
+
+    /// Starts a new measurement window: forgets the events received and their latencies so far
+    /// (the warm-up's), keeping the connections' counters (connected, packets, sources). Events
+    /// still on their way when it runs would count in the new window.
+    pub(crate) fn reset_window(&self) {
+        for slot in self.received.iter() {
+            slot.store(0, Ordering::Relaxed);
+        }
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            shard.latency.reset();
+            shard.untimed = 0;
+            shard.last_us = 0;
+        }
     }
 
     /// The merged latency histogram, deliveries without a timestamp, and the time of the last
@@ -202,9 +251,14 @@ type Ws = WebSocketStream<TcpStream>;
 /// One client: connects, then counts events until its connection ends. Runs until aborted.
 pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientStats>) {
     let started = Instant::now();
-    let connected = tokio::time::timeout(setup.connect_timeout, connect(&setup)).await;
-    let mut ws = match connected {
-        Ok(Ok(ws)) => ws,
+    let n = setup.sources.len();
+    let source = (n > 0).then(|| {
+        let port = setup.source_ports.get(id / n).copied().unwrap_or(0);
+        SocketAddr::new(setup.sources[id % n], port)
+    });
+    let connected = tokio::time::timeout(setup.connect_timeout, connect(&setup, source)).await;
+    let (mut ws, local) = match connected {
+        Ok(Ok(connection)) => connection,
         Ok(Err(ConnectError::Refused(reason))) => {
             let _ = stats.first_refusal.set(reason);
             stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -233,6 +287,14 @@ pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientSta
     if let Some(flag) = stats.was_connected.get(id) {
         flag.store(true, Ordering::Relaxed);
     }
+    if let Some(ip) = local {
+        *stats
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(ip)
+            .or_default() += 1;
+    }
     stats.connected.fetch_add(1, Ordering::Relaxed);
 
     let reason = listen(id, &mut ws, &setup, &stats).await;
@@ -243,6 +305,7 @@ pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientSta
 /// Reads packets until the connection ends; returns why it ended.
 async fn listen(id: usize, ws: &mut Ws, setup: &ClientSetup, stats: &ClientStats) -> String {
     const PONG: Utf8Bytes = Utf8Bytes::from_static("3");
+    let packets = stats.packets.get(id);
     while let Some(message) = ws.next().await {
         let text = match message {
             Ok(Message::Text(text)) => text,
@@ -256,6 +319,9 @@ async fn listen(id: usize, ws: &mut Ws, setup: &ClientSetup, stats: &ClientStats
             Ok(_) => continue,
             Err(e) => return format!("connection lost: {e}"),
         };
+        if let Some(packets) = packets {
+            packets.fetch_add(1, Ordering::Relaxed);
+        }
         let bytes = text.as_bytes();
         match bytes {
             [b'2'] => {
@@ -295,15 +361,37 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// TCP connect, websocket upgrade, Engine.IO open, Socket.IO connect.
-async fn connect(setup: &ClientSetup) -> Result<Ws, ConnectError> {
+/// TCP connect (from `source` when given), websocket upgrade, Engine.IO open, Socket.IO connect.
+/// Returns the connection and the source address the kernel gave it.
+async fn connect(
+    setup: &ClientSetup,
+    source: Option<SocketAddr>,
+) -> Result<(Ws, Option<IpAddr>), ConnectError> {
     let failed =
         |what: &str, e: &dyn std::fmt::Display| ConnectError::Failed(format!("{what}: {e}"));
-    let tcp = TcpStream::connect(setup.addr)
-        .await
-        .map_err(|e| failed(&format!("cannot connect to {}", setup.addr), &e))?;
+    let cannot_connect = |e| failed(&format!("cannot connect to {}", setup.addr), &e);
+    let tcp = match source {
+        None => TcpStream::connect(setup.addr)
+            .await
+            .map_err(cannot_connect)?,
+        Some(from) => {
+            let bind_failed = |e| ConnectError::Failed(source::bind_error(from.ip(), &e));
+            let socket = source::new_socket(from.ip()).map_err(bind_failed)?;
+            if let Err(e) = socket.bind(from) {
+                // A planned port taken since the plan (by another program): the kernel picks one.
+                if from.port() == 0 || e.kind() != std::io::ErrorKind::AddrInUse {
+                    return Err(bind_failed(e));
+                }
+                socket
+                    .bind(SocketAddr::new(from.ip(), 0))
+                    .map_err(bind_failed)?;
+            }
+            socket.connect(setup.addr).await.map_err(cannot_connect)?
+        }
+    };
     // Small packets should leave at once.
     let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().ok().map(|a| a.ip());
     let mut request = setup
         .uri
         .clone()
@@ -347,7 +435,7 @@ async fn connect(setup: &ClientSetup) -> Result<Ws, ConnectError> {
     loop {
         let packet = next_text(&mut ws).await?;
         if packet.starts_with("40") {
-            return Ok(ws);
+            return Ok((ws, local));
         }
         if let Some(detail) = packet.strip_prefix("44") {
             return Err(ConnectError::Refused(refusal_message(detail)));
@@ -441,5 +529,21 @@ mod tests {
         assert_eq!(latency.len(), 2);
         assert_eq!(untimed, 1);
         assert!(last > 0);
+    }
+
+    #[test]
+    fn a_new_window_forgets_the_deliveries_not_the_packets() {
+        let stats = ClientStats::new(2).unwrap();
+        stats.record_delivery(0, Some(now_micros() - 1000));
+        stats.record_delivery(1, Some(now_micros() - 1000));
+        stats.packets[0].fetch_add(3, Ordering::Relaxed);
+        for flag in stats.was_connected.iter() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        stats.reset_window();
+        assert_eq!(stats.deliveries(), 0);
+        assert_eq!(stats.latency().0.len(), 0);
+        assert_eq!(stats.latency().2, 0);
+        assert_eq!(stats.packets_per_connected_client(), vec![3, 0]);
     }
 }

@@ -8,7 +8,12 @@
 //!
 //! A run has four phases: ramp (connect the clients), idle (`--idle` seconds, then the server's
 //! RSS is read), publish (`--rate` × `--duration` events), drain (until every client received
-//! every event, at most `--drain` seconds).
+//! every event, at most `--drain` seconds). With `--warmup N`, N events are published and drained
+//! between idle and publish (the server's RSS is read again after them), and the publish window
+//! then counts its own events only.
+//!
+//! Past the ephemeral port range of one source address, clients connect from several (see
+//! [`source`]).
 //!
 //! `--floor` measures no server: the same fan-out over raw loopback TCP (see [`floor`]).
 
@@ -19,6 +24,7 @@ mod procfs;
 mod progress;
 mod publish;
 mod report;
+mod source;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,9 +40,17 @@ use prepare::prepare;
 use procfs::Pid;
 use publish::{EventSource, PublishStats};
 use report::Report;
+use source::Choice;
 
 /// Below this, the publish/hold window is too short for a CPU percentage (ticks are 10 ms).
 const MIN_WINDOW_SECONDS: f64 = 0.5;
+
+/// Deliveries per second of the warm-up by default (`--warmup-rate` unset): events at
+/// `max(1, this ÷ clients)` per second. A tenth of the ≈ 1,000,000 deliveries/s a 2-core machine
+/// sustained with 1,000 clients (docs/performance.md), and twice the `fanout` scenario's 50,000:
+/// enough to warm every connection in seconds (41 events to 20,000 clients in 8 s), without
+/// overloading a server whose limit the run is meant to measure.
+const WARMUP_DELIVERIES_PER_S: f64 = 100_000.0;
 
 /// Options of `sidecast bench`.
 #[derive(Debug, clap::Args)]
@@ -87,6 +101,18 @@ pub(crate) struct BenchArgs {
     /// Seconds one client may take to connect (TCP, websocket, Socket.IO).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     connect_timeout: f64,
+    /// Comma-separated source addresses, e.g. 127.0.0.2,127.0.0.3: client i connects from the
+    /// (i mod n)-th. Default: the kernel chooses; against a server on IPv4 loopback with more
+    /// clients than one address has ephemeral ports, 127.0.0.1, 127.0.0.2, ... as needed.
+    #[arg(long, value_name = "LIST")]
+    source_addresses: Option<String>,
+    /// Events published (and drained) after --idle, before the measured window: every client
+    /// then has received traffic, and the server's RSS is read again.
+    #[arg(long, value_name = "EVENTS", default_value_t = 0)]
+    warmup: u64,
+    /// Warm-up events per second [default: max(1, 100000 / --clients)].
+    #[arg(long, value_name = "PER_SECOND")]
+    warmup_rate: Option<f64>,
     /// Publishes in flight at most (HTTP requests or broker publishes).
     #[arg(long, value_name = "N", default_value_t = 64)]
     max_in_flight: usize,
@@ -131,13 +157,14 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
     let baseline = Baseline::now();
     let prepared = prepare(&args, &figment).await?;
     let clients = Arc::new(ClientStats::new(args.clients).context("cannot create the histograms")?);
+    let warmup_published = Arc::new(PublishStats::default());
     let published = Arc::new(PublishStats::default());
     let server = args.server_pid.map(Pid::Other);
     let rss_before = server.and_then(procfs::rss_kib).unwrap_or(0);
     let progress = (!args.quiet).then(|| {
         progress::spawn(
             Arc::clone(&clients),
-            Arc::clone(&published),
+            vec![Arc::clone(&warmup_published), Arc::clone(&published)],
             args.clients as u64,
             server,
         )
@@ -145,6 +172,20 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
 
     let ramp = ramp(&args, &prepared.setup, &clients).await;
     let rss_connected = idle(&args, ramp.connected, server).await;
+    let warmup = match &prepared.publisher {
+        Some(publisher) if args.warmup > 0 && ramp.connected > 0 => Some(
+            warm_up(
+                &args,
+                publisher,
+                &clients,
+                warmup_published,
+                ramp.connected,
+                server,
+            )
+            .await,
+        ),
+        _ => None,
+    };
     let window = publish_and_drain(
         &args,
         prepared.publisher.as_ref(),
@@ -167,12 +208,14 @@ pub(crate) async fn run(args: BenchArgs, figment: Figment) -> anyhow::Result<()>
     let measured = Measured {
         args: &args,
         socketio_url: prepared.setup.uri.to_string(),
+        sources: prepared.sources,
         expecting: prepared.publisher.is_some(),
         baseline,
         ramp_seconds: ramp.seconds,
         connected: ramp.connected,
         rss_before_kib: rss_before,
         rss_connected_kib: rss_connected,
+        warmup,
         window,
     };
     let report = Report::new(&measured, &clients, &published);
@@ -205,6 +248,23 @@ struct Ramp {
     connected: u64,
 }
 
+/// What the warm-up did.
+struct WarmUp {
+    /// Events asked for (`--warmup`) and their pace.
+    events: u64,
+    rate: f64,
+    published: Arc<PublishStats>,
+    /// Events received by the connected clients, and what they should have received.
+    received: u64,
+    expected: u64,
+    /// From the first publish until every client had every event (or `--drain` ran out).
+    seconds: f64,
+    /// Text packets each connected client had received at its end.
+    packets: Vec<u64>,
+    /// The server's RSS at its end (KiB; 0 when unknown).
+    rss_kib: u64,
+}
+
 /// Readings over the publish window: publishing (or holding the clients), then draining.
 struct Window {
     seconds: f64,
@@ -224,6 +284,7 @@ struct Window {
 struct Measured<'a> {
     args: &'a BenchArgs,
     socketio_url: String,
+    sources: Choice,
     /// Whether events were published, so that every client should have received them.
     expecting: bool,
     baseline: Baseline,
@@ -231,6 +292,7 @@ struct Measured<'a> {
     connected: u64,
     rss_before_kib: u64,
     rss_connected_kib: u64,
+    warmup: Option<WarmUp>,
     window: Window,
 }
 
@@ -271,6 +333,66 @@ async fn idle(args: &BenchArgs, connected: u64, server: Option<Pid>) -> u64 {
     server.and_then(procfs::rss_kib).unwrap_or(0)
 }
 
+/// Warm-up events per second: `--warmup-rate`, or about [`WARMUP_DELIVERIES_PER_S`] deliveries
+/// per second, at least one event.
+fn warmup_rate(args: &BenchArgs) -> f64 {
+    args.warmup_rate
+        .unwrap_or_else(|| (WARMUP_DELIVERIES_PER_S / args.clients.max(1) as f64).max(1.0))
+}
+
+/// Publishes `--warmup` events at the warm-up rate, waits (at most `--drain` seconds) until every
+/// connected client received them, reads the server's RSS and the clients' packet counts, then
+/// starts the measured window afresh. Drained, no warm-up event is left on its way to count in
+/// the window.
+async fn warm_up(
+    args: &BenchArgs,
+    publisher: &Arc<EventSource>,
+    clients: &ClientStats,
+    published: Arc<PublishStats>,
+    connected: u64,
+    server: Option<Pid>,
+) -> WarmUp {
+    let started = Instant::now();
+    let rate = warmup_rate(args);
+    publish::run(
+        Arc::clone(publisher),
+        Arc::clone(&published),
+        rate,
+        args.warmup,
+        args.max_in_flight,
+    )
+    .await;
+    let accepted = published.accepted.load(Ordering::Relaxed);
+    drain(args, clients, accepted, connected).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let per_client = clients.received_per_connected_client();
+    let warm = WarmUp {
+        events: args.warmup,
+        rate,
+        published,
+        received: per_client.iter().sum(),
+        expected: accepted * per_client.len() as u64,
+        seconds,
+        packets: clients.packets_per_connected_client(),
+        rss_kib: server.and_then(procfs::rss_kib).unwrap_or(0),
+    };
+    clients.reset_window();
+    warm
+}
+
+/// Waits at most `--drain` seconds until every client still connected received `accepted`
+/// events.
+async fn drain(args: &BenchArgs, clients: &ClientStats, accepted: u64, connected: u64) {
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
+    while Instant::now() < drain_deadline {
+        let alive = connected - clients.disconnected.load(Ordering::Relaxed);
+        if clients.deliveries() >= accepted * alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Publishes `--rate` × `--duration` events and waits (at most `--drain` seconds) until every
 /// connected client received them, or with `--publish none` holds the clients for `--duration`.
 async fn publish_and_drain(
@@ -298,14 +420,7 @@ async fn publish_and_drain(
             )
             .await;
             let accepted = published.accepted.load(Ordering::Relaxed);
-            let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain);
-            while Instant::now() < drain_deadline {
-                let alive = connected - clients.disconnected.load(Ordering::Relaxed);
-                if clients.deliveries() >= accepted * alive {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            drain(args, clients, accepted, connected).await;
         }
         None if connected > 0 => {
             tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
@@ -390,5 +505,72 @@ fn validate(args: &BenchArgs) -> anyhow::Result<()> {
     if args.login_url.is_some() && args.token.is_some() {
         bail!("give --login-url or --token, not both");
     }
+    if args.warmup > 0 && args.publish == PublishVia::None {
+        bail!(
+            "--warmup publishes events, which --publish none does not: give --publish http or broker, or drop --warmup"
+        );
+    }
+    if let Some(rate) = args.warmup_rate {
+        if args.warmup == 0 {
+            bail!("--warmup-rate needs --warmup N (the number of warm-up events)");
+        }
+        if !positive(rate) {
+            bail!("--warmup-rate must be a positive number of events per second");
+        }
+    }
+    if args.floor && (args.source_addresses.is_some() || args.warmup > 0) {
+        bail!("--floor measures raw loopback TCP: --source-addresses and --warmup do not apply");
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    fn args(line: &[&str]) -> BenchArgs {
+        Cli::try_parse_from([&["bench"][..], line].concat())
+            .unwrap()
+            .bench
+    }
+
+    #[test]
+    fn the_default_warmup_rate_keeps_deliveries_near_100000_per_second() {
+        assert_eq!(
+            warmup_rate(&args(&["--clients", "20", "--warmup", "41"])),
+            5000.0
+        );
+        assert_eq!(
+            warmup_rate(&args(&["--clients", "1000", "--warmup", "41"])),
+            100.0
+        );
+        assert_eq!(
+            warmup_rate(&args(&["--clients", "20000", "--warmup", "41"])),
+            5.0
+        );
+        assert_eq!(
+            warmup_rate(&args(&["--clients", "500000", "--warmup", "41"])),
+            1.0
+        );
+        let given = args(&["--warmup", "41", "--warmup-rate", "7"]);
+        assert_eq!(warmup_rate(&given), 7.0);
+    }
+
+    #[test]
+    fn warmup_needs_a_publisher() {
+        let err = validate(&args(&["--warmup", "41", "--publish", "none"])).unwrap_err();
+        assert!(err.to_string().contains("--publish none"), "{err}");
+        let err = validate(&args(&["--warmup-rate", "5"])).unwrap_err();
+        assert!(err.to_string().contains("--warmup N"), "{err}");
+        let err = validate(&args(&["--warmup", "4", "--warmup-rate", "0"])).unwrap_err();
+        assert!(err.to_string().contains("positive"), "{err}");
+        assert!(validate(&args(&["--warmup", "41"])).is_ok());
+    }
 }

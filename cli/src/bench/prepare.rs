@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 use super::client::ClientSetup;
 use super::procfs;
 use super::publish::{self, EventSource};
+use super::source::{self, Choice};
 use super::{BenchArgs, PublishVia};
 
 /// What the clients connect with and what publishes, checked.
@@ -24,13 +25,20 @@ pub(crate) struct Prepared {
     pub(crate) setup: Arc<ClientSetup>,
     /// `None` with `--publish none`.
     pub(crate) publisher: Option<Arc<EventSource>>,
+    /// How the source addresses in `setup` were chosen.
+    pub(crate) sources: Choice,
 }
 
-/// Resolves the server, checks `--server-pid` and the open-files limit, logs in (or checks that
-/// the server is reachable), and builds the publisher.
+/// Resolves the server, plans the source addresses, checks `--server-pid` and the open-files
+/// limit, logs in (or checks that the server is reachable), and builds the publisher.
 pub(crate) async fn prepare(args: &BenchArgs, figment: &Figment) -> anyhow::Result<Prepared> {
     let base = parse_base_url(&args.url)?;
     let (socketio_uri, addr) = socketio_target(&base, &args.path).await?;
+    let sources = source::plan(args.source_addresses.as_deref(), addr, args.clients)?;
+    if let Some(note) = &sources.note {
+        eprintln!("{note}");
+    }
+    source::check_bindable(&sources.addresses)?;
     if let Some(pid) = args.server_pid
         && !procfs::exists(pid)
     {
@@ -85,8 +93,14 @@ pub(crate) async fn prepare(args: &BenchArgs, figment: &Figment) -> anyhow::Resu
         connect_packet: connect_packet(args.token.as_deref()),
         event_prefix: event_prefix(&args.event),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+        sources: sources.addresses,
+        source_ports: sources.ports,
     });
-    Ok(Prepared { setup, publisher })
+    Ok(Prepared {
+        setup,
+        publisher,
+        sources: sources.choice,
+    })
 }
 
 /// A TCP connect to the server, so that a wrong `--url` fails here rather than in every client.

@@ -12,10 +12,11 @@ use super::client::ClientStats;
 use super::procfs::{self, Pid};
 use super::publish::PublishStats;
 
-/// Prints a progress line on stderr once per second until aborted.
+/// Prints a progress line on stderr once per second until aborted. `published` are the
+/// publishers' counters (warm-up and window): "sent" is their sum.
 pub(crate) fn spawn(
     clients: Arc<ClientStats>,
-    published: Arc<PublishStats>,
+    published: Vec<Arc<PublishStats>>,
     requested: u64,
     server: Option<Pid>,
 ) -> JoinHandle<()> {
@@ -62,9 +63,12 @@ pub(crate) fn spawn(
                 clients.refused.load(Ordering::Relaxed),
                 clients.failed.load(Ordering::Relaxed),
                 clients.disconnected.load(Ordering::Relaxed),
-                published.accepted.load(Ordering::Relaxed),
+                published
+                    .iter()
+                    .map(|p| p.accepted.load(Ordering::Relaxed))
+                    .sum::<u64>(),
                 deliveries,
-                (deliveries - last_deliveries) as f64 / elapsed,
+                deliveries.saturating_sub(last_deliveries) as f64 / elapsed,
                 p99,
                 own_pct,
                 server_pct,

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::client::ClientStats;
 use super::procfs::{self, Pid};
 use super::publish::PublishStats;
-use super::{MIN_WINDOW_SECONDS, Measured};
+use super::source::Choice;
+use super::{MIN_WINDOW_SECONDS, Measured, WarmUp};
 
 /// Everything a run measured. Times are milliseconds unless the name says otherwise.
 #[derive(Debug, Serialize)]
@@ -20,6 +21,8 @@ pub(crate) struct Report {
     clients: Clients,
     messages: Messages,
     deliveries: Deliveries,
+    /// The warm-up before the window (`--warmup`); `null` without one.
+    warmup: Option<WarmUpReport>,
     /// End-to-end latency, publish → receipt; `null` when nothing was received.
     latency_ms: Option<Percentiles>,
     /// The server process, when `--server-pid` was given.
@@ -64,6 +67,61 @@ pub(crate) struct Clients {
     connect_rate_per_s: f64,
     /// Time from TCP connect to the Socket.IO connect answer.
     connect_ms: Option<Percentiles>,
+    /// How the source addresses were chosen: `kernel`, `given` (`--source-addresses`) or
+    /// `automatic` (loopback addresses past one address's ports).
+    source_addresses_chosen: Choice,
+    /// Connected clients per source address, as their sockets were bound.
+    source_addresses: Vec<SourceCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SourceCount {
+    address: String,
+    clients: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct WarmUpReport {
+    /// Events asked for (`--warmup`).
+    events: u64,
+    rate_per_s: f64,
+    /// Publishes accepted.
+    sent: u64,
+    publish_errors: u64,
+    publish_error: Option<String>,
+    /// Warm-up events received by the connected clients, and `sent` × connected clients.
+    received: u64,
+    expected: u64,
+    /// From the first warm-up publish until every client had every event.
+    seconds: f64,
+    /// Text packets (events, pings, ...) a connected client had received since its Socket.IO
+    /// connect at the end of the warm-up: the fewest, and the median.
+    packets_per_client_min: u64,
+    packets_per_client_p50: u64,
+}
+
+impl WarmUpReport {
+    fn new(warm: &WarmUp) -> Self {
+        let mut packets = warm.packets.clone();
+        packets.sort_unstable();
+        // Nearest rank: the ⌈n/2⌉-th smallest.
+        let p50 = packets
+            .get(packets.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0);
+        Self {
+            events: warm.events,
+            rate_per_s: warm.rate,
+            sent: warm.published.accepted.load(Ordering::Relaxed),
+            publish_errors: warm.published.errors.load(Ordering::Relaxed),
+            publish_error: warm.published.first_error.get().cloned(),
+            received: warm.received,
+            expected: warm.expected,
+            seconds: warm.seconds,
+            packets_per_client_min: packets.first().copied().unwrap_or(0),
+            packets_per_client_p50: p50,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +165,10 @@ pub(crate) struct ServerUse {
     rss_connected_kib: u64,
     /// (connected − before) ÷ connected clients.
     rss_per_connection_bytes: Option<f64>,
+    /// After the warm-up (`--warmup`): every connection has carried traffic.
+    rss_after_warmup_kib: Option<u64>,
+    /// (after warm-up − before) ÷ connected clients.
+    rss_per_connection_after_warmup_bytes: Option<f64>,
     rss_end_kib: u64,
 }
 
@@ -213,6 +275,15 @@ impl Clients {
                 0.0
             },
             connect_ms: Percentiles::from_micros(&stats.connect_times()),
+            source_addresses_chosen: run.sources,
+            source_addresses: stats
+                .source_counts()
+                .into_iter()
+                .map(|(ip, clients)| SourceCount {
+                    address: ip.to_string(),
+                    clients,
+                })
+                .collect(),
         }
     }
 }
@@ -279,6 +350,12 @@ impl Report {
         );
         let received = deliveries.received;
         let per_delivery = |cpu: f64| (received > 0).then(|| cpu * 1e6 / received as f64);
+        // The server's memory growth since before the ramp, per connected client.
+        let per_connection = |rss_kib: u64| {
+            (run.connected > 0).then(|| {
+                rss_kib.saturating_sub(run.rss_before_kib) as f64 * 1024.0 / run.connected as f64
+            })
+        };
         let own_window_cpu = window
             .own_cpu_end
             .saturating_sub(window.own_cpu_start)
@@ -316,6 +393,7 @@ impl Report {
                 max_publish_lag_ms: published.max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
             },
             deliveries,
+            warmup: run.warmup.as_ref().map(WarmUpReport::new),
             latency_ms: Percentiles::from_micros(&latency),
             server: args.server_pid.map(|pid| ServerUse {
                 pid,
@@ -324,10 +402,12 @@ impl Report {
                 cpu_us_per_delivery: window.server_cpu.and_then(per_delivery),
                 rss_before_kib: run.rss_before_kib,
                 rss_connected_kib: run.rss_connected_kib,
-                rss_per_connection_bytes: (run.connected > 0).then(|| {
-                    run.rss_connected_kib.saturating_sub(run.rss_before_kib) as f64 * 1024.0
-                        / run.connected as f64
-                }),
+                rss_per_connection_bytes: per_connection(run.rss_connected_kib),
+                rss_after_warmup_kib: run.warmup.as_ref().map(|w| w.rss_kib),
+                rss_per_connection_after_warmup_bytes: run
+                    .warmup
+                    .as_ref()
+                    .and_then(|w| per_connection(w.rss_kib)),
                 rss_end_kib: window.rss_end_kib,
             }),
             bench: BenchUse {
@@ -412,6 +492,21 @@ impl Report {
             "connect rate",
             format!("{:.0} clients/s", c.connect_rate_per_s),
         );
+        let from = c
+            .source_addresses
+            .iter()
+            .map(|s| format!("{} ({})", s.address, s.clients))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let chosen = match c.source_addresses_chosen {
+            Choice::Kernel => "chosen by the kernel",
+            Choice::Given => "--source-addresses",
+            Choice::Automatic => "loopback addresses past one address's ports",
+        };
+        out.row(
+            "source addresses",
+            format!("{} ({chosen})", if from.is_empty() { "-" } else { &from }),
+        );
         out.row("connect time", opt_ms(c.connect_ms));
         let sent = if self.target.publish == "none" {
             format!("none (--publish none): held {:.1} s", m.duration_s)
@@ -421,6 +516,23 @@ impl Report {
                 m.sent, m.duration_s, m.rate_per_s, m.publish_errors, m.max_publish_lag_ms
             )
         };
+        if let Some(w) = &self.warmup {
+            out.row(
+                "warm-up",
+                format!(
+                    "{} of {} events at {:.1}/s, {} of {} deliveries in {:.2} s; packets per client: min {}, median {}",
+                    w.sent,
+                    w.events,
+                    w.rate_per_s,
+                    w.received,
+                    w.expected,
+                    w.seconds,
+                    w.packets_per_client_min,
+                    w.packets_per_client_p50
+                ),
+            );
+            out.row_if("  publish error", w.publish_error.as_deref());
+        }
         out.row("messages sent", sent);
         out.row_if("  publish error", m.publish_error.as_deref());
         out.row(
@@ -470,6 +582,17 @@ impl Report {
                         .unwrap_or_default()
                 ),
             );
+            if let Some(kib) = s.rss_after_warmup_kib {
+                out.row(
+                    "  after warm-up",
+                    format!(
+                        "{kib} KiB{}",
+                        s.rss_per_connection_after_warmup_bytes
+                            .map(|b| format!(", {:.2} KiB per connection", b / 1024.0))
+                            .unwrap_or_default()
+                    ),
+                );
+            }
         }
         let b = &self.bench;
         out.row(
@@ -524,5 +647,35 @@ mod tests {
         assert!((d.per_second - 14.5).abs() < 1e-9);
         let held = Deliveries::count(&[0, 0], None, 0, 0.0);
         assert_eq!((held.expected, held.lost, held.per_second), (0, 0, 0.0));
+    }
+
+    #[test]
+    fn warmup_packets_per_client_min_and_median() {
+        let published = std::sync::Arc::new(PublishStats::default());
+        published.accepted.store(41, Ordering::Relaxed);
+        let warm = WarmUp {
+            events: 41,
+            rate: 5.0,
+            published,
+            received: 164,
+            expected: 164,
+            seconds: 8.2,
+            packets: vec![44, 42, 43, 45],
+            rss_kib: 1,
+        };
+        let r = WarmUpReport::new(&warm);
+        assert_eq!(
+            (r.packets_per_client_min, r.packets_per_client_p50),
+            (42, 43)
+        );
+        assert_eq!(r.sent, 41);
+        let none = WarmUpReport::new(&WarmUp {
+            packets: Vec::new(),
+            ..warm
+        });
+        assert_eq!(
+            (none.packets_per_client_min, none.packets_per_client_p50),
+            (0, 0)
+        );
     }
 }
