@@ -19,10 +19,12 @@ use crate::session::session_user;
 
 /// Bytes the websocket transport reads from a socket at a time.
 ///
-/// Clients send pongs and small event packets; a larger message still arrives whole (the buffer
-/// grows to the frame's length, up to `server.max_socket_payload_bytes`), it only takes more
-/// reads. tungstenite's default, 4 KiB per socket, would be a quarter of an idle connection.
-pub(crate) const WS_READ_BUFFER_BYTES: usize = 1024;
+/// Clients send pongs (a 7-byte frame) and, rarely, small packets: Sidecast's clients publish
+/// over HTTP. A larger message still arrives whole (the buffer grows to the frame's length, up
+/// to `server.max_socket_payload_bytes`), it only takes more reads. The buffer is allocated per
+/// socket for its whole life: 1 KiB cost 0.8 KiB more per idle connection than 256 bytes
+/// (docs/performance.md), engineioxide's default of 4 KiB would be a fifth of one.
+pub(crate) const WS_READ_BUFFER_BYTES: usize = 256;
 
 /// The logged-in user of the session a Socket.IO handshake came with, resolved when the
 /// handshake arrived. The connect middleware reads it instead of the session.
