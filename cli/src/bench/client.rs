@@ -153,21 +153,21 @@ impl ClientStats {
 
     /// Events received by each client that got connected.
     pub(crate) fn received_per_connected_client(&self) -> Vec<u64> {
-        self.received
-            .iter()
-            .zip(self.was_connected.iter())
-            .filter(|(_, c)| c.load(Ordering::Relaxed))
-            .map(|(r, _)| r.load(Ordering::Relaxed))
-            .collect()
+        self.per_connected_client(&self.received)
     }
 
     /// Text packets received so far by each client that got connected.
     pub(crate) fn packets_per_connected_client(&self) -> Vec<u64> {
-        self.packets
+        self.per_connected_client(&self.packets)
+    }
+
+    /// The values of a per-client counter, for the clients that got connected.
+    fn per_connected_client(&self, counters: &[AtomicU64]) -> Vec<u64> {
+        counters
             .iter()
             .zip(self.was_connected.iter())
             .filter(|(_, c)| c.load(Ordering::Relaxed))
-            .map(|(p, _)| p.load(Ordering::Relaxed))
+            .map(|(v, _)| v.load(Ordering::Relaxed))
             .collect()
     }
 
