@@ -4,8 +4,10 @@
 use std::path::Path;
 
 use figment::Figment;
+use figment::error::{Kind, OneOf};
 use figment::providers::{Env, Format, Serialized, Toml};
 
+use super::suggest::{fields_at, nearest_key};
 use super::{Config, ConfigError};
 
 /// The default configuration file, read from the working directory when it exists.
@@ -62,7 +64,8 @@ impl Config {
     }
 }
 
-/// One figment error as "`key` in FILE: what is wrong".
+/// One figment error as "`key` in FILE: what is wrong"; an unknown key with the valid key nearest
+/// to it.
 fn describe(e: &figment::Error) -> String {
     let key = e.path.join(".");
     let source = e
@@ -73,10 +76,26 @@ fn describe(e: &figment::Error) -> String {
             None => format!(" from {}", m.name),
         })
         .unwrap_or_default();
-    if key.is_empty() {
-        format!("{}{source}", e.kind)
-    } else {
-        format!("`{key}`{source}: {}", e.kind)
+    match &e.kind {
+        Kind::UnknownField(field, expected) => {
+            let fix = match nearest_key(&e.path, e.path.len().saturating_sub(1), expected) {
+                Some(near) if fields_at(&near).is_some() => format!(
+                    "rename it to `[{}]` if you mean that table, or remove it",
+                    near.join(".")
+                ),
+                Some(near) => format!(
+                    "rename it to `{}` if you mean that key, or remove it",
+                    near.join(".")
+                ),
+                None => "remove it".to_owned(),
+            };
+            format!(
+                "`{key}`{source} is no configuration key (unknown field `{field}`, expected {}): {fix}",
+                OneOf(expected)
+            )
+        }
+        _ if key.is_empty() => format!("{}{source}", e.kind),
+        _ => format!("`{key}`{source}: {}", e.kind),
     }
 }
 
@@ -144,6 +163,11 @@ mod tests {
         assert!(err.contains("broker"), "{err}");
         assert!(err.contains("chanel"), "{err}");
         assert!(err.contains("custom.toml"), "{err}");
+        assert!(err.contains("`broker.channel`"), "the nearest key: {err}");
+        let err = load_refusal("sidecast.toml", "[auth.jwt]\nisuer = \"x\"\n");
+        assert!(err.contains("`auth.jwt.issuer`"), "{err}");
+        let err = load_refusal("sidecast.toml", "[servr]\nbind = \"0.0.0.0:80\"\n");
+        assert!(err.contains("`[server]`"), "{err}");
     }
 
     #[test]
