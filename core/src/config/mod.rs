@@ -194,4 +194,13 @@ mod doc_tests {
         }
         assert!(missing.is_empty(), "undocumented keys: {missing:?}");
     }
+
+    /// The `SIDECAST_*` variables that are not configuration are documented as such.
+    #[test]
+    fn configuration_doc_lists_the_tool_variables() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for tool in load::TOOL_VARIABLES {
+            assert!(doc.contains(&format!("| `{tool}` |")), "{tool}");
+        }
+    }
 }
