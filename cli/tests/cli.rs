@@ -126,6 +126,29 @@ fn config_check_names_key_file_and_fix() {
 }
 
 #[test]
+fn config_check_refuses_a_misspelled_variable() {
+    let stderr = run_failing(
+        &["config", "--check"],
+        &[("SIDECAST_SERVR__BIND", "0.0.0.0:80")],
+    );
+    assert!(stderr.contains("SIDECAST_SERVR__BIND"), "{stderr}");
+    assert!(stderr.contains("SIDECAST_SERVER__BIND"), "{stderr}");
+    assert!(stderr.contains("server.bind"), "{stderr}");
+}
+
+#[test]
+fn config_reads_recovery_from_the_environment() {
+    let output = run_ok(&["config"], &[("SIDECAST_RECOVERY__ENABLED", "false")]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let recovery = stdout
+        .split("\n[recovery]\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap_or_else(|| panic!("no [recovery] in {stdout}"));
+    assert!(recovery.contains("enabled = false"), "{stdout}");
+}
+
+#[test]
 fn config_check_reads_the_auth_policies_keys() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("jwt.toml");

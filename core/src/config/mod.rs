@@ -7,8 +7,9 @@
 //! [`Figment::merge`]: figment::Figment::merge
 
 // One file per section (`[server]`, `[broker]` with its ingress, `[auth]`, `[session]`, `[log]`,
-// `[recovery]`), plus `load` (figment) and `validate` (the checks across keys); everything is
-// re-exported here, so that every type is `sidecast_core::config::Name`.
+// `[recovery]`), plus `load` (figment), `suggest` (the valid key nearest to an unknown one) and
+// `validate` (the checks across keys); everything is re-exported here, so that every type is
+// `sidecast_core::config::Name`.
 mod auth;
 mod broker;
 mod load;
@@ -17,6 +18,7 @@ mod recovery;
 mod secret;
 mod server;
 mod session;
+mod suggest;
 mod validate;
 
 use serde::{Deserialize, Serialize};
@@ -191,5 +193,14 @@ mod doc_tests {
             }
         }
         assert!(missing.is_empty(), "undocumented keys: {missing:?}");
+    }
+
+    /// The `SIDECAST_*` variables that are not configuration are documented as such.
+    #[test]
+    fn configuration_doc_lists_the_tool_variables() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for tool in load::TOOL_VARIABLES {
+            assert!(doc.contains(&format!("| `{tool}` |")), "{tool}");
+        }
     }
 }
