@@ -570,17 +570,26 @@ export async function publish(url, payload, { cookie } = {}) {
 }
 
 // Sidecast's offsets, as the brokers tested here write them (20 digits, two such numbers joined
-// by '-', or the empty start offset): recovery appends one to every event as its last argument.
-const OFFSET = /^(\d{20}(-\d{20})?)?$/;
+// by '-', or "0", the start of an empty history): recovery appends one to every event of a socket
+// that asked for offsets (`auth: {offset}`, decision 26) as its last argument.
+const OFFSET = /^(\d{20}(-\d{20})?|0)$/;
 
-// Records what `socket` receives in `socket.received` as { event, args } without the offset
-// (kept in `socket.offset`), and the recovery reports (`sidecast:recovery`) in `socket.reports`.
+/** Whether `socket` asked for offsets: an `offset` in its `auth` object, or an `auth` function. */
+function asksForOffsets(socket) {
+  const auth = socket.auth;
+  return typeof auth === 'function' || (auth !== null && typeof auth === 'object' && 'offset' in auth);
+}
+
+// Records what `socket` receives in `socket.received` as { event, args } — without the offset
+// (kept in `socket.offset`) when the socket asked for offsets, exactly as received otherwise —
+// and the recovery reports (`sidecast:recovery`) in `socket.reports`.
 export function record(socket, push = (event, args) => socket.received.push({ event, args })) {
   socket.received = [];
   socket.reports = [];
   socket.offset = null;
+  const withOffsets = asksForOffsets(socket);
   socket.onAny((event, ...args) => {
-    if (args.length > 0 && typeof args[args.length - 1] === 'string' && OFFSET.test(args[args.length - 1])) {
+    if (withOffsets && args.length > 0 && typeof args[args.length - 1] === 'string' && OFFSET.test(args[args.length - 1])) {
       socket.offset = args.pop();
     }
     if (event === 'sidecast:recovery') socket.reports.push(args[0]);

@@ -25,7 +25,8 @@ for (const client of [CLIENTS.latest, CLIENTS['4.0.0']]) {
         forceNew: true,
         transports: ['websocket'],
         extraHeaders: { Cookie: cookie },
-        auth,
+        // Asks for offsets, so that the recovery report tells when the socket is live.
+        auth: auth ?? { offset: '' },
       });
       record(socket);
       sockets.push(socket);

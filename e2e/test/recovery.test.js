@@ -17,8 +17,8 @@ import { Publisher } from '../lib/publisher.js';
 const SOCKETIO_PATH = '/ws/socket.io';
 // Sidecast's offsets on Redis: two 20-digit numbers joined by '-'.
 const OFFSET = /^\d{20}-\d{20}$/;
-// A starting offset may also be the start of an empty history.
-const START_OFFSET = /^(\d{20}-\d{20})?$/;
+// A starting offset may also be the start of an empty history, written "0" ("" asks for none).
+const START_OFFSET = /^(\d{20}-\d{20}|0)$/;
 const DEADLINE = 20_000;
 
 const h = new Harness('recovery');
@@ -71,7 +71,7 @@ function connect(url, { client = CLIENTS.latest, cookie, auth, helper, transport
   socket.on('connect_error', (e) => socket.errors.push(e.message));
   socket.onAny((event, ...args) => {
     if (event === 'sidecast:recovery') {
-      // Its last argument is the starting offset: the start of the history ('') when it is empty.
+      // Its last argument is the starting offset: the start of the history ('0') when it is empty.
       const offset = typeof args.at(-1) === 'string' && START_OFFSET.test(args.at(-1)) ? args.pop() : null;
       socket.reports.push({ ...args[0], offset, replayed: sinceDisconnect.slice() });
       return;
@@ -231,9 +231,11 @@ describe('two nodes on one redis, recovering on the same node', { concurrency: 1
       'after the end of the history': ['18446744073709551615-18446744073709551615', ['unknown']],
       'a huge string (90 KB)': ['9'.repeat(90_000), ['unknown']],
       'the whole history (zero)': ['00000000000000000000-00000000000000000000', ['recovered', 'trimmed']],
-      'the whole history (start)': ['', ['recovered', 'trimmed']],
-      'not a string': [12345, ['new']],
-      'an object': [{ $gt: '' }, ['new']],
+      'the whole history (start)': ['0', ['recovered', 'trimmed']],
+      'no offset yet (a first connect)': ['', ['new']],
+      'null': [null, ['new']],
+      'not a string': [12345, ['unknown']],
+      'an object': [{ $gt: '' }, ['unknown']],
     };
     const clients = {};
     for (const [name, [offset]] of Object.entries(forged)) {

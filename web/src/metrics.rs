@@ -48,7 +48,7 @@ pub struct Op {
 /// A `status` label: how a socket's recovery ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Status {
-    /// `new` (asked for no offset), `recovered`, `trimmed`, `unknown`, `unavailable`.
+    /// `new` (`auth.offset` was ""), `recovered`, `trimmed`, `unknown`, `unavailable`.
     pub status: &'static str,
 }
 
@@ -131,7 +131,7 @@ pub struct Metrics {
     /// (socket, room) memberships of this node's sockets, own-id rooms not counted, as of the
     /// last `GET /metrics`.
     pub room_memberships: Gauge,
-    /// Sockets brought live with recovery on, by how their recovery ended.
+    /// Sockets that asked for recovery (`auth.offset`), brought live, by how it ended.
     pub recoveries: Family<Status, Counter>,
     /// Events replayed to recovering sockets (once per socket).
     pub events_recovered: Counter,

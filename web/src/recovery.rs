@@ -5,8 +5,15 @@
 //! catches up by itself after an outage (the transport resumes the history subscription from the
 //! last entry it delivered). A socket that connects with `auth: {offset}` first receives the
 //! events after that offset that are addressed to it, read from the history, then live events,
-//! with no gap and no duplicate at the switch; every socket is told where it stands by the
-//! reserved event [`RECOVERY_EVENT`], whose last argument is its starting offset.
+//! with no gap and no duplicate at the switch, and is told where it stands by the reserved event
+//! [`RECOVERY_EVENT`], whose last argument is its starting offset.
+//!
+//! Offsets are opt-in (decision 26): only a socket whose CONNECT `auth` has an `offset` key (`""`
+//! on a first connect) gets them, as the last argument of every event, and the report. Every
+//! other socket receives exactly the published arguments and no reserved event, as from the
+//! original application. The two kinds are told apart by two internal rooms, [`OFFSETS_ROOM`] and
+//! [`PLAIN_ROOM`] (every socket is in one), so that each broadcast is encoded once per kind of
+//! socket present, not once per socket.
 //!
 //! The switch is exact because delivery and the switch share one lock: the relay holds
 //! [`Recovery::position`] while it emits an entry and moves the position to that entry's offset,
@@ -14,6 +21,7 @@
 //! room only under the lock, once it has replayed everything up to the position.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -35,9 +43,31 @@ use crate::socket;
 /// character, which no room name from a client, a policy or an operation may have.
 pub(crate) const RECOVERING_ROOM: &str = "\u{1}sidecast:recovering";
 
-/// The reserved event every socket receives once it is live: `{"status", "recovered"}` and, as
+/// The room of the sockets that asked for offsets (an `offset` key in their CONNECT `auth`).
+pub(crate) const OFFSETS_ROOM: &str = "\u{1}sidecast:offsets";
+
+/// The room of every other socket while recovery is on: they get the published arguments only.
+/// Needed because a broadcast can only add rooms and subtract rooms: "the event's rooms, but only
+/// sockets with offsets" is "the event's rooms, except the plain ones".
+pub(crate) const PLAIN_ROOM: &str = "\u{1}sidecast:plain";
+
+/// The reserved event every socket that asked for offsets receives once it is live: `{"status", "recovered"}` and, as
 /// the last argument, the offset the socket starts from.
 pub(crate) const RECOVERY_EVENT: &str = "sidecast:recovery";
+
+/// How the start of the history ([`Offset::START`], the empty string inside) is written to
+/// clients: a client sends `""` to say it has no offset yet, so the offset of an empty history
+/// must be something else to come back with.
+pub(crate) const START_ON_THE_WIRE: &str = "0";
+
+/// `offset` as clients see it ([`START_ON_THE_WIRE`] for the start of the history).
+pub(crate) fn wire_offset(offset: &Offset) -> &str {
+    if offset.is_start() {
+        START_ON_THE_WIRE
+    } else {
+        offset.as_str()
+    }
+}
 
 /// Entries read from the history at a time while a socket recovers.
 const PAGE: usize = 500;
@@ -70,12 +100,47 @@ const MAX_HELD: usize = 1_000;
 /// events, and kept in the socket's extensions until its connect handler takes it to bring it live.
 #[derive(Debug, Clone)]
 pub(crate) struct Start {
-    /// The offset the client asked to recover from (`auth.offset` in its CONNECT packet).
-    requested: Option<Offset>,
+    /// What the client's CONNECT `auth` asked for.
+    requested: Requested,
     /// The node's position when the socket was kept out of live events: a socket that asked
     /// for nothing gets every event after it, so that none published after its CONNECT reply
     /// is lost in the moment before it goes live.
     joined_at: Offset,
+}
+
+/// What a socket's CONNECT `auth` says about recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Requested {
+    /// No `offset` key: the socket gets the published arguments only, no offsets, no report.
+    Nothing,
+    /// `offset` is `""` or `null`: offsets from now on, starting at the node's position.
+    New,
+    /// `offset` is an offset to recover from.
+    From(Offset),
+    /// `offset` is neither a string nor `null`: offsets from now on, reported `unknown`.
+    Malformed,
+}
+
+impl Requested {
+    /// Whether the socket asked for offsets and the report.
+    fn wants_offsets(&self) -> bool {
+        *self != Requested::Nothing
+    }
+}
+
+/// Marks a socket that asked for offsets, in its extensions (plain sockets carry nothing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WithOffsets;
+
+/// Which kinds of socket an event delivered with recovery on must be encoded for, and its offset.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Delivery<'a> {
+    /// The offset of the event (or of the last history entry before a live-only event).
+    pub(crate) offset: &'a str,
+    /// Whether sockets without offsets are connected to this node.
+    pub(crate) plain: bool,
+    /// Whether sockets with offsets are connected to this node.
+    pub(crate) with_offsets: bool,
 }
 
 /// The recovery state of a node: its position in the history and what reading it needs.
@@ -91,6 +156,10 @@ pub(crate) struct Recovery {
     position: Mutex<Offset>,
     /// The position, for recovering sockets that wait for the relay to reach an offset.
     advanced: watch::Sender<Offset>,
+    /// Connected sockets without offsets and with them: a kind nobody is is not encoded for.
+    /// Counted before a socket goes live (under the position's lock, which delivery holds).
+    plain_sockets: AtomicUsize,
+    offset_sockets: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -156,6 +225,8 @@ impl Recovery {
             max_replay: config.max_replay,
             position: Mutex::new(position),
             advanced,
+            plain_sockets: AtomicUsize::new(0),
+            offset_sockets: AtomicUsize::new(0),
             metrics,
         });
         Ok(Some((recovery, subscription)))
@@ -191,7 +262,7 @@ impl Recovery {
                         slow_client,
                         &mut lagging,
                         &envelope,
-                        Some(entry.offset.as_str()),
+                        Some(self.delivery(entry.offset.as_str())),
                     )
                     .await;
                 }
@@ -235,11 +306,56 @@ impl Recovery {
         }
     }
 
-    /// Where a socket that connects now with `auth` starts; called once the socket is in
-    /// [`RECOVERING_ROOM`].
-    pub(crate) async fn start_of(&self, auth: Option<&Value>) -> Start {
+    /// What an event at `offset` must be encoded for, given the sockets connected now; read
+    /// while the position is held.
+    pub(crate) fn delivery<'a>(&self, offset: &'a str) -> Delivery<'a> {
+        Delivery {
+            offset,
+            plain: self.plain_sockets.load(Ordering::Acquire) > 0,
+            with_offsets: self.offset_sockets.load(Ordering::Acquire) > 0,
+        }
+    }
+
+    /// Counts a socket that is about to go live (`1`) or has gone (`-1`), by kind.
+    pub(crate) fn count_socket(&self, with_offsets: bool, connected: bool) {
+        let counter = if with_offsets {
+            &self.offset_sockets
+        } else {
+            &self.plain_sockets
+        };
+        if connected {
+            counter.fetch_add(1, Ordering::AcqRel);
+        } else {
+            // Never below zero, whatever the order of connects and disconnects.
+            let _ = counter.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Keeps `socket`, which connects now with `auth`, out of live events and puts it in the
+    /// room of its kind; returns where it starts. Called by the connect middleware.
+    pub(crate) async fn admit(&self, socket: &SocketRef, auth: Option<&Value>) -> Start {
+        let requested = requested(auth);
+        let kind = if requested.wants_offsets() {
+            socket.extensions.insert(WithOffsets);
+            OFFSETS_ROOM
+        } else {
+            PLAIN_ROOM
+        };
+        // Joined before the position is read: nothing delivered after it reaches the socket
+        // live, and the replay reads from it.
+        socket.join([RECOVERING_ROOM, kind]);
+        socket.extensions.insert(Held::default());
         Start {
-            requested: requested_offset(auth),
+            requested,
+            joined_at: self.position.lock().await.clone(),
+        }
+    }
+
+    /// Where a socket starts that the connect middleware did not admit (not expected): at the
+    /// node's position, without offsets.
+    pub(crate) async fn start_now(&self) -> Start {
+        Start {
+            requested: Requested::Nothing,
             joined_at: self.position.lock().await.clone(),
         }
     }
@@ -274,9 +390,15 @@ impl Recovery {
     /// live events and tells it where it stands ([`RECOVERY_EVENT`]). The socket joined
     /// [`RECOVERING_ROOM`] in the connect middleware.
     pub(crate) async fn recover(self: Arc<Self>, socket: SocketRef, start: Start) {
+        let with_offsets = start.requested.wants_offsets();
         let (from, status) = match start.requested {
-            Some(requested) => (requested, Status::Recovered),
-            None => {
+            Requested::From(requested) => (requested, Status::Recovered),
+            Requested::Malformed => {
+                let position = self.position.lock().await;
+                self.go_live(&socket, Status::Unknown, 0, &position);
+                return;
+            }
+            Requested::Nothing | Requested::New => {
                 let position = self.position.lock().await;
                 if *position == start.joined_at {
                     // The usual case: nothing was delivered meanwhile, no history read.
@@ -286,7 +408,7 @@ impl Recovery {
                 (start.joined_at, Status::New)
             }
         };
-        let (outcome, replayed) = match self.replay(&socket, from, status).await {
+        let (outcome, replayed) = match self.replay(&socket, from, status, with_offsets).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::warn!(sid = %socket.id, error = %e, "history unreadable; the socket is live without what it missed");
@@ -308,6 +430,7 @@ impl Recovery {
         socket: &SocketRef,
         mut cursor: Offset,
         live: Status,
+        with_offsets: bool,
     ) -> Result<(Status, u64), ReplayError> {
         let history = self.broker.history().ok_or(ReplayError::NoHistory)?;
         let mut advanced = self.advanced.subscribe();
@@ -337,7 +460,8 @@ impl Recovery {
                         if replayed == self.max_replay as u64 {
                             return Ok((Status::Trimmed, replayed));
                         }
-                        send(socket, &envelope, &entry.offset).await?;
+                        let offset = with_offsets.then_some(entry.offset.as_str());
+                        send(socket, &envelope, offset).await?;
                         replayed += 1;
                     }
                     cursor = entry.offset;
@@ -368,6 +492,8 @@ impl Recovery {
     /// Lets `socket` receive live events from `position` on and tells it so; called under the
     /// lock, so that no event is delivered between the two.
     fn go_live(&self, socket: &SocketRef, status: Status, replayed: u64, position: &Offset) {
+        let with_offsets = socket.extensions.get::<WithOffsets>().is_some();
+        let offset = with_offsets.then_some(wire_offset(position));
         // Live-only events that came while it recovered, with the position: no history entry
         // after it has reached the socket.
         // Removed, not just emptied: a live socket holds nothing more, for the rest of its life.
@@ -379,7 +505,7 @@ impl Recovery {
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
             for envelope in held {
-                let args = socket::Args(&envelope.data, Some(position.as_str()));
+                let args = socket::Args(&envelope.data, offset);
                 if let Err(e) = socket.emit(&envelope.event, &args) {
                     self.metrics.slow_client_drops.inc();
                     tracing::debug!(sid = %socket.id, error = %e, "held live event not sent");
@@ -387,11 +513,17 @@ impl Recovery {
             }
         }
         socket.leave(RECOVERING_ROOM);
+        if !with_offsets {
+            // Nothing reserved for a socket that did not ask: it sees what the original
+            // application would send it.
+            tracing::debug!(sid = %socket.id, replayed, "socket live");
+            return;
+        }
         self.metrics.recovery(status.as_str(), replayed);
         let report = [json!({ "status": status.as_str(), "recovered": replayed })];
         if let Err(e) = socket.emit(
             RECOVERY_EVENT,
-            &socket::Args(&report, Some(position.as_str())),
+            &socket::Args(&report, Some(wire_offset(position))),
         ) {
             tracing::debug!(sid = %socket.id, error = %e, "recovery report not sent");
         }
@@ -415,8 +547,12 @@ fn addressed(socket: &SocketRef, envelope: &Envelope) -> bool {
 
 /// Sends one replayed event, waiting while the socket's queue is full: a replay can be longer
 /// than the queue, and what a socket missed must reach it in order.
-async fn send(socket: &SocketRef, envelope: &Envelope, offset: &Offset) -> Result<(), ReplayError> {
-    let args = socket::Args(&envelope.data, Some(offset.as_str()));
+async fn send(
+    socket: &SocketRef,
+    envelope: &Envelope,
+    offset: Option<&str>,
+) -> Result<(), ReplayError> {
+    let args = socket::Args(&envelope.data, offset);
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     loop {
         match socket.emit(&envelope.event, &args) {
@@ -433,11 +569,17 @@ async fn send(socket: &SocketRef, envelope: &Envelope, offset: &Offset) -> Resul
     }
 }
 
-/// The offset in a CONNECT packet's `auth` (`{"offset": "..."}`), if it is a string.
-fn requested_offset(auth: Option<&Value>) -> Option<Offset> {
-    auth.and_then(|a| a.get("offset"))
-        .and_then(Value::as_str)
-        .map(Offset::new)
+/// What a CONNECT packet's `auth` asks for: offsets when it has an `offset` key, recovery from
+/// it when it is a non-empty string.
+fn requested(auth: Option<&Value>) -> Requested {
+    match auth.and_then(|a| a.get("offset")) {
+        None => Requested::Nothing,
+        Some(Value::Null) => Requested::New,
+        Some(Value::String(s)) if s.is_empty() => Requested::New,
+        Some(Value::String(s)) if s == START_ON_THE_WIRE => Requested::From(Offset::START),
+        Some(Value::String(s)) => Requested::From(Offset::new(s.as_str())),
+        Some(_) => Requested::Malformed,
+    }
 }
 
 /// Recovery as `recovery.enabled` and the broker allow, with the history subscription its relay

@@ -305,20 +305,25 @@ async fn deliver(
         // replay reads, so it is held for them until they go live.
         recovery.hold_for_recovering(io, envelope);
     }
-    let offset = position.as_ref().map(|p| p.as_str());
-    deliver_emit(io, metrics, bus.slow_client, lagging, envelope, offset).await;
+    let delivery = bus
+        .recovery
+        .as_ref()
+        .zip(position.as_ref())
+        .map(|(recovery, position)| recovery.delivery(crate::recovery::wire_offset(position)));
+    deliver_emit(io, metrics, bus.slow_client, lagging, envelope, delivery).await;
 }
 
-/// Emits an event to this node's sockets (with its offset when recovery is on) and counts it.
+/// Emits an event to this node's sockets (with its offset to those that asked, when recovery is
+/// on) and counts it.
 pub(crate) async fn deliver_emit(
     io: &SocketIo,
     metrics: &Metrics,
     slow_client: SlowClientPolicy,
     lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
     envelope: &Envelope,
-    offset: Option<&str>,
+    delivery: Option<crate::recovery::Delivery<'_>>,
 ) {
-    match socket::emit(io, envelope, offset, slow_client, lagging).await {
+    match socket::emit(io, envelope, delivery, slow_client, lagging).await {
         Ok(outcome) => {
             metrics.events_emitted.inc();
             if outcome.dropped > 0 {

@@ -5,10 +5,11 @@
  *   const socket = sidecastRecovery(io(url, { path: "/ws/socket.io" }));
  *   socket.on("sidecast:recovery", (report) => { ... });  // {status, recovered}
  *
- * Every event from Sidecast carries its offset as the last argument. This script remembers the
- * last one and sends it as `auth.offset` on every (re)connect, next to the auth the app gives
- * (an object, or a function as socket.io allows). The server then replays what the socket
- * missed, before live events, and sends `sidecast:recovery`: `status` is "new", "recovered",
+ * It opts the socket in to recovery: it sends `auth.offset` on every (re)connect ("" on the first
+ * one), next to the auth the app gives (an object, or a function as socket.io allows). From then
+ * on every event from Sidecast carries its offset as the last argument; this script remembers the
+ * last one and sends it on the next reconnect. The server then replays what the socket missed,
+ * before live events, and sends `sidecast:recovery`: `status` is "new", "recovered",
  * "trimmed" (missed more than the history keeps: refetch), "unknown" (the offset is not in the
  * history: refetch) or "unavailable" (the history could not be read: refetch).
  * `socket.sidecast.offset` is the last offset seen; `socket.sidecast.report` the last report.
@@ -31,9 +32,8 @@
                         merged[key] = auth[key];
                     }
                 }
-                if (state.offset !== null) {
-                    merged.offset = state.offset;
-                }
+                // "" asks for offsets without a position to recover from (a first connect).
+                merged.offset = state.offset !== null ? state.offset : "";
                 send(merged);
             }
             if (typeof appAuth === "function") {

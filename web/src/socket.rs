@@ -20,6 +20,8 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
 
+use crate::recovery::{Delivery, OFFSETS_ROOM, PLAIN_ROOM, RECOVERING_ROOM};
+
 /// What the connect middleware needs; registered as socketioxide state.
 #[derive(Clone)]
 pub(crate) struct SocketContext {
@@ -86,12 +88,10 @@ async fn authorize_connect(
             socket.extensions.insert(principal);
             if let Some(recovery) = ctx.startup.recovery() {
                 // Out of live events from before the socket enters the namespace until it has
-                // caught up (crate::recovery); socketioxide forgets the room if the connect
-                // fails after this. Where it starts is taken after the join.
-                socket.join(crate::recovery::RECOVERING_ROOM);
-                let start = recovery.start_of(auth.as_ref().ok()).await;
+                // caught up (crate::recovery); socketioxide forgets the rooms if the connect
+                // fails after this.
+                let start = recovery.admit(&socket, auth.as_ref().ok()).await;
                 socket.extensions.insert(start);
-                socket.extensions.insert(crate::recovery::Held::default());
             }
             Ok(())
         }
@@ -167,20 +167,36 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         });
         socket.extensions.insert(ExpiryTask(task.abort_handle()));
     }
+    let recovery = ctx.startup.recovery();
+    if let Some(recovery) = &recovery {
+        // Counted before it goes live, and uncounted by the disconnect handler below.
+        let with_offsets = socket
+            .extensions
+            .get::<crate::recovery::WithOffsets>()
+            .is_some();
+        recovery.count_socket(with_offsets, true);
+    }
     socket.on_disconnect(
         async |socket: SocketRef, State(ctx): State<SocketContext>| {
             ctx.metrics.sockets_connected.dec();
             if let Some(ExpiryTask(task)) = socket.extensions.get::<ExpiryTask>() {
                 task.abort();
             }
+            if let Some(recovery) = ctx.startup.recovery() {
+                let with_offsets = socket
+                    .extensions
+                    .get::<crate::recovery::WithOffsets>()
+                    .is_some();
+                recovery.count_socket(with_offsets, false);
+            }
         },
     );
-    if let Some(recovery) = ctx.startup.recovery() {
+    if let Some(recovery) = recovery {
         // After the rooms are joined: the replay selects by them.
         let start = match socket.extensions.remove::<crate::recovery::Start>() {
             Some(start) => start,
             // Not expected (the middleware sets it); start at the node's position.
-            None => recovery.start_of(None).await,
+            None => recovery.start_now().await,
         };
         recovery.recover(socket, start).await;
     }
@@ -216,8 +232,8 @@ pub(crate) fn peer_addr(extensions: &axum::http::Extensions) -> Option<SocketAdd
 
 /// Serializes event arguments as a tuple, which socketioxide spreads into separate Socket.IO
 /// arguments (`["event", a, b]`) instead of one array argument (`["event", [a, b]]`), followed by
-/// the event's offset when recovery is on (socket.io's convention: the offset is the last
-/// argument, a string).
+/// the event's offset for a socket that asked for offsets (socket.io's convention: the offset
+/// is the last argument, a string).
 pub(crate) struct Args<'a>(pub(crate) &'a [Value], pub(crate) Option<&'a str>);
 
 impl Serialize for Args<'_> {
@@ -251,11 +267,12 @@ pub(crate) struct EmitOutcome {
     pub(crate) disconnected: u64,
 }
 
-/// Emits an envelope to the local sockets it addresses, with `offset` as the last argument when
-/// recovery is on; sockets that are still recovering are skipped then (they get the event from
-/// the history, in order).
+/// Emits an envelope to the local sockets it addresses. With recovery on (`delivery`), sockets
+/// that are still recovering are skipped (they get the event from the history, in order), and
+/// the sockets that asked for offsets get the event's offset as the last argument while the
+/// others get the published arguments only: one broadcast per kind of socket present.
 ///
-/// With the `drop` policy the packet is encoded once for all sockets; sockets whose queue is full
+/// With the `drop` policy the packet is encoded once per broadcast; sockets whose queue is full
 /// miss it. The `disconnect` policy must know *which* sockets are full, which only a per-socket
 /// send tells, so it encodes per socket. A full socket cannot even take the disconnect packet:
 /// it is remembered in `lagging`, gets no more events, and the disconnect is retried on every
@@ -263,21 +280,63 @@ pub(crate) struct EmitOutcome {
 pub(crate) async fn emit(
     io: &SocketIo,
     envelope: &Envelope,
-    offset: Option<&str>,
+    delivery: Option<Delivery<'_>>,
     policy: SlowClientPolicy,
     lagging: &mut HashSet<Sid>,
 ) -> Result<EmitOutcome, EmitFailure> {
-    let mut op = addressed(io, &envelope.namespace, &envelope.rooms, &envelope.except)?;
-    if offset.is_some() {
-        op = op.except(crate::recovery::RECOVERING_ROOM);
-    }
-    let args = Args(&envelope.data, offset);
+    let op = addressed(io, &envelope.namespace, &envelope.rooms, &envelope.except)?;
     let mut outcome = EmitOutcome::default();
+    let Some(delivery) = delivery else {
+        emit_to(op, envelope, None, policy, lagging, &mut outcome).await?;
+        return Ok(outcome);
+    };
+    if delivery.plain {
+        let plain = op.clone().except([RECOVERING_ROOM, OFFSETS_ROOM]);
+        emit_to(plain, envelope, None, policy, lagging, &mut outcome).await?;
+    }
+    if delivery.with_offsets {
+        let with_offsets = if envelope.rooms.is_empty() {
+            // Everyone: the room of the sockets with offsets is the smaller set to walk.
+            op.to(OFFSETS_ROOM)
+        } else {
+            op
+        }
+        .except([RECOVERING_ROOM, PLAIN_ROOM]);
+        let offset = Some(delivery.offset);
+        emit_to(
+            with_offsets,
+            envelope,
+            offset,
+            policy,
+            lagging,
+            &mut outcome,
+        )
+        .await?;
+    }
+    if policy == SlowClientPolicy::Disconnect && !lagging.is_empty() {
+        // Forget sockets that are gone (closed by engine.io's heartbeat).
+        let live: HashSet<Sid> = io.sockets().iter().map(|s| s.id).collect();
+        lagging.retain(|sid| live.contains(sid));
+    }
+    Ok(outcome)
+}
+
+/// Emits `envelope` to the sockets of `op` with the same arguments (`offset` last, when given),
+/// adding the sockets that could not take it to `outcome`.
+async fn emit_to(
+    op: BroadcastOperators,
+    envelope: &Envelope,
+    offset: Option<&str>,
+    policy: SlowClientPolicy,
+    lagging: &mut HashSet<Sid>,
+    outcome: &mut EmitOutcome,
+) -> Result<(), EmitFailure> {
+    let args = Args(&envelope.data, offset);
     match policy {
         SlowClientPolicy::Drop => match op.emit(&envelope.event, &args).await {
             Ok(()) => {}
             Err(BroadcastError::Socket(errors)) => {
-                outcome.dropped = errors
+                outcome.dropped += errors
                     .iter()
                     .filter(|e| matches!(e, SocketError::InternalChannelFull))
                     .count() as u64;
@@ -301,14 +360,9 @@ pub(crate) async fn emit(
                     }
                 }
             }
-            // Forget sockets that are gone (closed by engine.io's heartbeat).
-            if !lagging.is_empty() {
-                let live: HashSet<Sid> = io.sockets().iter().map(|s| s.id).collect();
-                lagging.retain(|sid| live.contains(sid));
-            }
         }
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// The sockets of a namespace that `rooms` and `except` address; everyone when `rooms` is empty.

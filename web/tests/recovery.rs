@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{
-    ClientOptions, SioClient, TestServer, broker_config, client_at, connect, login_at,
-    memory_config, post_json, with_cookie,
+    ClientOptions, SioClient, TestServer, broker_config, connect, login_at, memory_config,
+    post_json, with_cookie,
 };
 use serde_json::json;
 use sidecast_core::config::{BrokerKind, PolicyKind, PolicyList};
@@ -21,6 +21,20 @@ fn resuming(cookie: &str, offset: &str) -> ClientOptions {
     ClientOptions {
         auth: Some(json!({ "offset": offset })),
         ..with_cookie(cookie)
+    }
+}
+
+/// Connects a client that asks for offsets (`auth: {offset: ""}`), as `/sidecast-recovery.js`
+/// does on a first connect.
+trait WithOffsets {
+    async fn with_offsets(&self, cookie: &str) -> SioClient;
+}
+
+impl WithOffsets for TestServer {
+    async fn with_offsets(&self, cookie: &str) -> SioClient {
+        connect(&self.socket_url(), resuming(cookie, ""))
+            .await
+            .accepted()
     }
 }
 
@@ -44,7 +58,7 @@ async fn a_reconnect_with_the_last_offset_gets_exactly_what_it_missed() {
     config.auth.tokens.insert("bob".into(), "token-b".into());
     let server = TestServer::start(config).await;
     let cookie = server.login().await;
-    let mut client = server.client(&cookie).await;
+    let mut client = server.with_offsets(&cookie).await;
     let report = client.recovery_report().await;
     assert_eq!(report, json!({"status": "new", "recovered": 0}));
     let start = client.last_offset().expect("a starting offset");
@@ -105,7 +119,7 @@ async fn a_reconnect_with_the_last_offset_gets_exactly_what_it_missed() {
 async fn no_gap_and_no_duplicate_while_events_keep_coming() {
     let server = TestServer::start(memory_config()).await;
     let cookie = server.login().await;
-    let mut client = server.client(&cookie).await;
+    let mut client = server.with_offsets(&cookie).await;
     assert_eq!(client.recovery_report().await["status"], "new");
     let running = Arc::new(AtomicBool::new(true));
     // Publishes 0, 1, 2, ... as fast as the API answers, until told to stop.
@@ -176,7 +190,7 @@ async fn an_offset_out_of_the_history_is_reported() {
     config.recovery.max_events = 5;
     let server = TestServer::start(config).await;
     let cookie = server.login().await;
-    let mut client = server.client(&cookie).await;
+    let mut client = server.with_offsets(&cookie).await;
     server
         .publish(&cookie, json!({"channel": "count", "body": "0"}))
         .await;
@@ -226,7 +240,7 @@ async fn a_signed_bus_recovers_events_older_than_the_signing_window() {
     config.broker.signing_max_age_ms = 1;
     let server = TestServer::start(config).await;
     let cookie = server.login().await;
-    let mut client = server.client(&cookie).await;
+    let mut client = server.with_offsets(&cookie).await;
     client.recovery_report().await;
     let (_, start) = client.disconnect_and_drain().await;
     for n in 0..3 {
@@ -261,8 +275,12 @@ async fn on_redis_clients_recover_on_any_node_and_nodes_catch_up() {
     let a = TestServer::start(config.clone()).await;
     let b = TestServer::start(config).await;
     let cookie = login_at(&a.base).await;
-    let mut on_a = client_at(&a.socket_url(), &cookie).await;
-    let mut on_b = client_at(&b.socket_url(), &cookie).await;
+    let mut on_a = connect(&a.socket_url(), resuming(&cookie, ""))
+        .await
+        .accepted();
+    let mut on_b = connect(&b.socket_url(), resuming(&cookie, ""))
+        .await
+        .accepted();
     assert_eq!(on_a.recovery_report().await["status"], "new");
     assert_eq!(on_b.recovery_report().await["status"], "new");
 
@@ -389,7 +407,8 @@ impl Load {
     }
 }
 
-/// Two nodes on `config`'s broker with two clients each (default transport and websocket-only),
+/// Two nodes on `config`'s broker with two clients each (default transport asking for offsets,
+/// and websocket-only not asking),
 /// a publisher posting to both without pause, and `outage` in the middle: every acknowledged
 /// event reaches all four clients once and in order (events refused with 503 may arrive too,
 /// in their place, never twice).
@@ -401,12 +420,14 @@ async fn every_acknowledged_event_reaches_every_client(
     let b = TestServer::start(config).await;
     let cookie = login_at(&a.base).await;
     let mut clients = vec![
-        a.client(&cookie).await,
+        a.with_offsets(&cookie).await,
         a.websocket_client(&cookie).await,
-        b.client(&cookie).await,
+        b.with_offsets(&cookie).await,
         b.websocket_client(&cookie).await,
     ];
-    for client in &mut clients {
+    // The websocket-only clients did not ask for offsets: they get no report, and every
+    // acknowledged event all the same.
+    for client in clients.iter_mut().step_by(2) {
         assert_eq!(client.recovery_report().await["status"], "new");
     }
     let load = Load::start([a.base.clone(), b.base.clone()], &cookie);
@@ -495,7 +516,7 @@ async fn a_history_that_refuses_writes_is_a_503() {
     let redis = RedisServer::start_local().await;
     let server = TestServer::start(broker_config(BrokerKind::Redis, redis.url())).await;
     let cookie = server.login().await;
-    let mut client = server.client(&cookie).await;
+    let mut client = server.with_offsets(&cookie).await;
     client.recovery_report().await;
     assert_eq!(
         redis
@@ -567,7 +588,7 @@ async fn a_new_socket_gets_every_event_published_after_its_connect() {
     };
     let mut sockets = Vec::new();
     for _ in 0..10 {
-        let client = server.client(&cookie).await;
+        let client = server.with_offsets(&cookie).await;
         // Posts that had not started when the connect was answered must all arrive.
         let from = next.load(Ordering::SeqCst) + 1;
         sockets.push((client, from));
@@ -629,7 +650,7 @@ async fn a_rabbitmq_disk_alarm_is_a_503() {
     config.broker.publish_timeout_ms = 500;
     let server = TestServer::start(config).await;
     let cookie = server.login().await;
-    let mut client = server.client(&cookie).await;
+    let mut client = server.with_offsets(&cookie).await;
     client.recovery_report().await;
 
     let mut acknowledged = Vec::new();
@@ -690,7 +711,7 @@ async fn a_rabbitmq_disk_alarm_is_a_503() {
 async fn live_only_events_published_during_a_replay_reach_the_socket() {
     let server = TestServer::start(memory_config()).await;
     let cookie = server.login().await;
-    let mut client = server.client(&cookie).await;
+    let mut client = server.with_offsets(&cookie).await;
     client.recovery_report().await;
     let (_, from) = client.disconnect_and_drain().await;
     // A long replay: many events missed.

@@ -475,10 +475,12 @@ async fn with_the_membership_store_down_sockets_connect_in_their_own_rooms() {
     let emitter = server.state.emitter();
     redis.stop().await;
 
-    let mut alice = server
-        .connect(common::with_token("token-a"))
-        .await
-        .accepted();
+    // Asks for offsets, so that a recovery report tells when the socket is live.
+    let with_offsets = || common::ClientOptions {
+        auth: Some(json!({ "token": "token-a", "offset": "" })),
+        ..Default::default()
+    };
+    let mut alice = server.connect(with_offsets()).await.accepted();
     // The report comes once the connect handler is done: the socket is in its rooms.
     alice.recovery_report().await;
     // A join to the user while the store is down: applied to the socket connected now.
@@ -504,10 +506,7 @@ async fn with_the_membership_store_down_sockets_connect_in_their_own_rooms() {
         members(&server.state, "game:2") == 1
     })
     .await;
-    let mut again = server
-        .connect(common::with_token("token-a"))
-        .await
-        .accepted();
+    let mut again = server.connect(with_offsets()).await.accepted();
     again.recovery_report().await;
     eventually("alice's new socket is in game:2 too", || {
         members(&server.state, "game:2") == 2

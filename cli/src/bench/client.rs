@@ -60,6 +60,10 @@ pub(crate) struct ClientSetup {
     pub(crate) cookie: Option<HeaderValue>,
     /// `40`, or `40{"token":...}`.
     pub(crate) connect_packet: Utf8Bytes,
+    /// The same with `"offset":""` in the auth payload: a client that asks for recovery.
+    pub(crate) offset_connect_packet: Utf8Bytes,
+    /// Percent of the clients that send `offset_connect_packet` (`--recovery-clients`).
+    pub(crate) recovery_percent: u8,
     /// `42["<event>"`: the start of the events that count.
     pub(crate) event_prefix: Vec<u8>,
     /// Bound on TCP connect + websocket handshake + Socket.IO connect.
@@ -69,6 +73,18 @@ pub(crate) struct ClientSetup {
     pub(crate) sources: Vec<IpAddr>,
     /// The ports shared by the source addresses (see [`source`]).
     pub(crate) source_ports: Vec<u16>,
+}
+
+impl ClientSetup {
+    /// The CONNECT packet client `id` sends: every client whose `id % 100` is below
+    /// `recovery_percent` asks for recovery, so that any share is spread evenly over the ramp.
+    pub(crate) fn connect_packet_of(&self, id: usize) -> &Utf8Bytes {
+        if id % 100 < usize::from(self.recovery_percent) {
+            &self.offset_connect_packet
+        } else {
+            &self.connect_packet
+        }
+    }
 }
 
 /// One latency shard.
@@ -256,7 +272,7 @@ pub(crate) async fn run(id: usize, setup: Arc<ClientSetup>, stats: Arc<ClientSta
         let port = setup.source_ports.get(id / n).copied().unwrap_or(0);
         SocketAddr::new(setup.sources[id % n], port)
     });
-    let connected = tokio::time::timeout(setup.connect_timeout, connect(&setup, source)).await;
+    let connected = tokio::time::timeout(setup.connect_timeout, connect(id, &setup, source)).await;
     let (mut ws, local) = match connected {
         Ok(Ok(connection)) => connection,
         Ok(Err(ConnectError::Refused(reason))) => {
@@ -364,6 +380,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// TCP connect (from `source` when given), websocket upgrade, Engine.IO open, Socket.IO connect.
 /// Returns the connection and the source address the kernel gave it.
 async fn connect(
+    id: usize,
     setup: &ClientSetup,
     source: Option<SocketAddr>,
 ) -> Result<(Ws, Option<IpAddr>), ConnectError> {
@@ -429,7 +446,7 @@ async fn connect(
             preview(&open)
         )));
     }
-    ws.send(Message::Text(setup.connect_packet.clone()))
+    ws.send(Message::Text(setup.connect_packet_of(id).clone()))
         .await
         .map_err(|e| failed("cannot send the Socket.IO connect", &e))?;
     loop {

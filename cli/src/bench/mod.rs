@@ -73,6 +73,11 @@ pub(crate) struct BenchArgs {
     /// A token: sent as the Socket.IO auth payload {"token": ...} and as a bearer token.
     #[arg(long)]
     token: Option<String>,
+    /// Percent of the clients (0-100) that ask for connection state recovery (`"offset":""` in
+    /// their CONNECT auth, as `/sidecast-recovery.js` sends): they get each event's offset as
+    /// its last argument. The others get the published arguments only.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    recovery_clients: u8,
     /// The event the clients count.
     #[arg(long, default_value = "message")]
     event: String,

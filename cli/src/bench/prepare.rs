@@ -90,7 +90,9 @@ pub(crate) async fn prepare(args: &BenchArgs, figment: &Figment) -> anyhow::Resu
             .map(HeaderValue::from_str)
             .transpose()
             .context("the login cookie is not a valid header value")?,
-        connect_packet: connect_packet(args.token.as_deref()),
+        connect_packet: connect_packet(args.token.as_deref(), false),
+        offset_connect_packet: connect_packet(args.token.as_deref(), true),
+        recovery_percent: args.recovery_clients,
         event_prefix: event_prefix(&args.event),
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         sources: sources.addresses,
@@ -176,11 +178,20 @@ async fn socketio_target(base: &Url, path: &str) -> anyhow::Result<(Uri, SocketA
     Ok((uri, addr))
 }
 
-/// `40`, or `40{"token":"..."}`.
-fn connect_packet(token: Option<&str>) -> Utf8Bytes {
-    match token {
-        Some(token) => format!("40{}", serde_json::json!({ "token": token })).into(),
-        None => Utf8Bytes::from_static("40"),
+/// `40`, or `40{"token":"..."}`; with `offset`, the auth payload also has `"offset":""` (the
+/// client asks for recovery, as `/sidecast-recovery.js` does on a first connect).
+fn connect_packet(token: Option<&str>, offset: bool) -> Utf8Bytes {
+    let mut auth = serde_json::Map::new();
+    if let Some(token) = token {
+        auth.insert("token".to_owned(), token.into());
+    }
+    if offset {
+        auth.insert("offset".to_owned(), "".into());
+    }
+    if auth.is_empty() {
+        Utf8Bytes::from_static("40")
+    } else {
+        format!("40{}", serde_json::Value::Object(auth)).into()
     }
 }
 
@@ -244,9 +255,14 @@ mod tests {
 
     #[test]
     fn packets() {
-        assert_eq!(connect_packet(None).as_str(), "40");
+        assert_eq!(connect_packet(None, false).as_str(), "40");
+        assert_eq!(connect_packet(None, true).as_str(), r#"40{"offset":""}"#);
         assert_eq!(
-            connect_packet(Some("a\"b")).as_str(),
+            connect_packet(Some("t"), true).as_str(),
+            r#"40{"offset":"","token":"t"}"#
+        );
+        assert_eq!(
+            connect_packet(Some("a\"b"), false).as_str(),
             r#"40{"token":"a\"b"}"#
         );
         assert_eq!(event_prefix("message"), br#"42["message""#.to_vec());

@@ -239,9 +239,10 @@ pub const CLOSED: &str = "__closed__";
 /// One received event: name and arguments.
 pub type Event = (String, Vec<Value>);
 
-/// A connected Socket.IO client that records every event it receives, without the offset that
-/// recovery adds as the last argument (kept in [`SioClient::last_offset`]), and the recovery
-/// reports (`sidecast:recovery`) apart.
+/// A connected Socket.IO client that records every event it receives and the recovery reports
+/// (`sidecast:recovery`) apart. A client that asked for offsets (an `offset` key in its `auth`)
+/// records events without the offset that comes as their last argument (kept in
+/// [`SioClient::last_offset`]); any other client records the arguments exactly as they came.
 pub struct SioClient {
     pub client: Client,
     /// Everything received, in order, with the offset it carried.
@@ -257,11 +258,12 @@ pub struct SioClient {
 pub const RECOVERY_EVENT: &str = "sidecast:recovery";
 
 /// Whether `value` is an offset of the brokers tested here (20 digits, two such numbers joined
-/// by `-`, or the empty start offset), as recovery appends to every event.
+/// by `-`, or `"0"`, the start of an empty history), as recovery appends to every event of a
+/// socket that asked for offsets.
 pub fn is_offset(value: &Value) -> bool {
     let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
     value.as_str().is_some_and(|s| {
-        s.is_empty()
+        s == "0"
             || match s.split_once('-') {
                 Some((a, b)) => digits(a) && digits(b),
                 None => digits(s),
@@ -404,6 +406,11 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
     let (state_tx, mut state_rx) = mpsc::unbounded_channel::<Result<(), String>>();
     let connected_tx = state_tx.clone();
     let close_tx = event_tx.clone();
+    // Only a socket that asked for offsets gets them; any other keeps every argument.
+    let with_offsets = options
+        .auth
+        .as_ref()
+        .is_some_and(|auth| auth.get("offset").is_some());
     let mut builder = ClientBuilder::new(url)
         .reconnect(false)
         .transport_type(if options.websocket_only {
@@ -440,7 +447,7 @@ pub async fn connect(url: &str, options: ClientOptions) -> Connect {
                 Payload::Text(values) => values,
                 other => vec![Value::String(format!("{other:?}"))],
             };
-            let offset = if values.last().is_some_and(is_offset) {
+            let offset = if with_offsets && values.last().is_some_and(is_offset) {
                 values.pop().and_then(|v| v.as_str().map(str::to_owned))
             } else {
                 None
@@ -536,6 +543,11 @@ impl SioClient {
             }
             self.pull().await;
         }
+    }
+
+    /// How many recovery reports (`sidecast:recovery`) have been pulled so far and not read.
+    pub fn unread_reports(&self) -> usize {
+        self.reports.len()
     }
 
     /// The offset of the last event or recovery report received, in the order they arrived.
