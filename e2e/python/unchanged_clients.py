@@ -27,8 +27,11 @@ for it.
 Prints one JSON object: `clients` (per client: `label`, `received` — each item the event name
 and its arguments, as the client's handlers got them —, `errors` — exceptions raised where the
 app would see them —, `offsets_sent`), `published` (each POST's body, status and answer) and
-`logged` (every ERROR log record of the process, such as python-socketio's
-"message handler error" for a handler that raised). Exits 0 whenever it could report.
+`logged` (every ERROR log record and every exception that ended a thread). A handler that
+raises never reaches the app: python-socketio 5.18.1 runs Client handlers in a thread of their
+own, which the TypeError of an extra argument ends (threading.excepthook), and AsyncClient
+handlers in a task whose exception asyncio logs ("Task exception was never retrieved"); other
+paths log "<event> handler error". Exits 0 whenever it could report.
 """
 
 import asyncio
@@ -52,7 +55,7 @@ TRANSPORTS = {"websocket": ["websocket"], "default": None}
 
 
 class Captured(logging.Handler):
-    """Keeps every ERROR record: python-socketio logs a raising handler instead of raising."""
+    """Keeps every ERROR record: where a raising handler's exception ends up."""
 
     def __init__(self):
         super().__init__(level=logging.ERROR)
@@ -124,7 +127,7 @@ def register(probe, sio, coroutine):
             return fn
 
         # An app's `async def on_message(data)` called with two arguments raises the same
-        # TypeError, on the same path (python-socketio logs it as a handler error).
+        # TypeError, on the same path (the handler's task fails).
         async def handler(*args):
             return fn(*args)
 
