@@ -146,7 +146,7 @@ function pythonClients(server, mode) {
   const script = path.join(E2E_DIR, 'python', 'unchanged_clients.py');
   const args = [script, server.url.replace(/\/$/, ''), SOCKETIO_PATH, mode];
   return new Promise((resolve, reject) => {
-    execFile(PYTHON, args, { cwd: h.dir, timeout: 120_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    execFile(PYTHON, args, { cwd: h.dir, timeout: 85_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       h.logs.push(`[python unchanged_clients.py ${mode}] exit ${err ? err.code ?? err.signal : 0}`);
       if (stderr.trim()) h.logs.push(`[python ${mode}] stderr: ${stderr.trim()}`);
       if (err) reject(new Error(`python ${args.join(' ')} failed: ${stderr || err.message}`));
