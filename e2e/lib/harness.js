@@ -1,6 +1,6 @@
-// Test harness: starts redis-server and `sidecast serve` processes on free loopback ports, runs
-// `sidecast emit`, keeps every process's output, and stops everything at the end (also when a test
-// fails or the test process is interrupted).
+// Test harness: starts redis-server, rabbitmq-server and `sidecast serve` processes on free
+// loopback ports, runs `sidecast emit`, keeps every process's output, and stops everything at the
+// end (also when a test fails or the test process is interrupted).
 
 import { spawn, execFile } from 'node:child_process';
 import { once } from 'node:events';
@@ -60,7 +60,9 @@ const liveChildren = new Set();
 process.on('exit', () => {
   for (const child of liveChildren) {
     try {
-      child.kill('SIGKILL');
+      // A process group (rabbitmq-server and the Erlang VM it starts) goes as a whole.
+      if (child.group) process.kill(-child.pid, 'SIGKILL');
+      else child.kill('SIGKILL');
     } catch {
       // already gone
     }
@@ -108,15 +110,20 @@ export function nextEvent(emitter, event, { ms = DEFAULT_DEADLINE_MS } = {}) {
   });
 }
 
-/** A process whose output is kept, line by line, with a label. */
+/**
+ * A process whose output is kept, line by line, with a label. With `group`, it leads a process
+ * group of its own and is signalled as a group (for scripts whose real server is a child).
+ */
 class Proc {
-  constructor(label, command, args, options, logs) {
+  constructor(label, command, args, options, logs, { group = false } = {}) {
     this.label = label;
     this.logs = logs;
     this.lines = [];
     this.waiters = new Set();
     this.exited = false;
-    this.child = spawn(command, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.stopSignal = 'SIGTERM';
+    this.child = spawn(command, args, { ...options, detached: group, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child.group = group;
     liveChildren.add(this.child);
     this.exitPromise = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
@@ -188,19 +195,85 @@ class Proc {
     return lines.length ? `; its output:\n${lines.map((l) => `  ${l}`).join('\n')}` : '; it printed nothing';
   }
 
-  /** SIGTERM, then SIGKILL if it has not exited within `ms`. */
-  async stop({ ms = 5_000 } = {}) {
-    if (this.exited) return this.exitPromise;
-    this.child.kill('SIGTERM');
+  /** Sends `signal` to the process, or to its whole group. */
+  signal(signal) {
+    try {
+      if (this.child.group) process.kill(-this.child.pid, signal);
+      else this.child.kill(signal);
+    } catch {
+      // already gone
+    }
+  }
+
+  /** `signal` (default `stopSignal`: SIGTERM), then SIGKILL if it has not exited within `ms`. */
+  async stop({ ms = 5_000, signal = this.stopSignal } = {}) {
+    if (this.exited) {
+      // Children of a group leader that exited may still run.
+      if (this.child.group) this.signal('SIGKILL');
+      return this.exitPromise;
+    }
+    this.signal(signal);
     const timer = setTimeout(() => {
-      this.log(`did not stop within ${ms} ms of SIGTERM; killing`);
-      this.child.kill('SIGKILL');
+      this.log(`did not stop within ${ms} ms of ${signal}; killing`);
+      this.signal('SIGKILL');
     }, ms);
     const result = await this.exitPromise;
     clearTimeout(timer);
+    if (this.child.group) this.signal('SIGKILL');
     return result;
   }
 }
+
+/**
+ * Resolves once something on 127.0.0.1:`port` answers `hello` with a first byte `firstByte`
+ * (or, without `hello`, once it accepts a TCP connection); rejects on the first failure.
+ */
+function probe(port, hello, firstByte) {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.setTimeout(2_000, () => socket.destroy(new Error('no answer')));
+    socket.once('error', reject);
+    socket.once('connect', () => {
+      if (!hello) {
+        socket.destroy();
+        resolve();
+        return;
+      }
+      socket.write(hello);
+    });
+    socket.once('data', (data) => {
+      socket.destroy();
+      if (data[0] === firstByte) resolve();
+      else reject(new Error(`unexpected answer (first byte ${data[0]})`));
+    });
+    socket.once('end', () => reject(new Error('closed before an answer')));
+  });
+}
+
+/** Polls `probe(...)` until it succeeds; rejects when `proc` exits or after `ms`. */
+async function awaitPort(proc, port, { hello, firstByte, ms, what }) {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      await probe(port, hello, firstByte);
+      return;
+    } catch (e) {
+      if (proc.exited) throw new Error(`${proc.label} exited (code ${proc.exitCode}) before ${what}${proc.tail()}`);
+      if (Date.now() > end) throw new Error(`${proc.label}: no ${what} within ${ms} ms (${e.message})${proc.tail()}`);
+    }
+    // Another process: there is no event to await.
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Debian's real server scripts (not the /usr/sbin wrappers, which switch to the rabbitmq user). */
+const RABBITMQ_BIN = process.env.E2E_RABBITMQ_BIN || '/usr/lib/rabbitmq/bin/rabbitmq-server';
+
+/** The AMQP 0-9-1 protocol header; a broker answers it with a method frame (type 1). */
+const AMQP_HEADER = Buffer.from('AMQP\x00\x00\x09\x01', 'latin1');
+
+/** How long RabbitMQ may take to boot (3-7 s on a quiet machine, far more while compiling). */
+const RABBITMQ_DEADLINE_MS = 90_000;
 
 /**
  * One harness per test file: owns a scratch directory, an optional redis-server and any number of
@@ -213,6 +286,87 @@ export class Harness {
     this.procs = [];
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), `sidecast-e2e-${name}-`));
     this.redisUrl = null;
+    this.amqpUrl = null;
+  }
+
+  /**
+   * Starts a private rabbitmq-server on free loopback ports (retried on a port race) and
+   * resolves with its `amqp://` URL; concurrent calls share one start. As root, without systemd:
+   * every port private (AMQP, Erlang distribution, a private epmd), every file in the scratch
+   * directory, the node killed as a process group at the end (its data is thrown away).
+   */
+  startRabbitMq() {
+    this.rabbitStarting ??= (async () => {
+      if (!fs.existsSync(RABBITMQ_BIN)) {
+        throw new Error(`${RABBITMQ_BIN} is missing: apt-get install rabbitmq-server (scripts/test does), or set E2E_RABBITMQ_BIN`);
+      }
+      let lastError;
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        try {
+          return await this.spawnRabbitMq(attempt);
+        } catch (e) {
+          lastError = e;
+        }
+      }
+      throw lastError;
+    })();
+    return this.rabbitStarting;
+  }
+
+  async spawnRabbitMq(attempt) {
+    const [port, distPort, epmdPort] = [await freePort(), await freePort(), await freePort()];
+    const dir = path.join(this.dir, `rabbitmq-${attempt}`);
+    fs.mkdirSync(dir);
+    // Test machines often have little free disk: the default 50 MB alarm would block publishers.
+    fs.writeFileSync(path.join(dir, 'rabbitmq.conf'), [
+      'disk_free_limit.absolute = 1MB',
+      'log.console = true',
+      'log.console.level = warning',
+      'log.file = false',
+      '',
+    ].join('\n'));
+    fs.writeFileSync(path.join(dir, 'enabled_plugins'), '[].\n');
+    fs.writeFileSync(path.join(dir, 'rabbitmq-env.conf'), '');
+    const env = {
+      ...process.env,
+      HOME: dir, // the Erlang cookie lives there
+      ERL_EPMD_PORT: String(epmdPort),
+      ERL_EPMD_ADDRESS: '127.0.0.1',
+      RABBITMQ_NODENAME: `sidecast-e2e-${process.pid}-${attempt}@localhost`,
+      RABBITMQ_NODE_IP_ADDRESS: '127.0.0.1',
+      RABBITMQ_NODE_PORT: String(port),
+      RABBITMQ_DIST_PORT: String(distPort),
+      RABBITMQ_MNESIA_BASE: path.join(dir, 'mnesia'),
+      RABBITMQ_LOG_BASE: path.join(dir, 'log'),
+      RABBITMQ_CONFIG_FILE: path.join(dir, 'rabbitmq.conf'),
+      RABBITMQ_ADVANCED_CONFIG_FILE: path.join(dir, 'advanced.config'),
+      RABBITMQ_ENABLED_PLUGINS_FILE: path.join(dir, 'enabled_plugins'),
+      RABBITMQ_CONF_ENV_FILE: path.join(dir, 'rabbitmq-env.conf'),
+      RABBITMQ_PID_FILE: path.join(dir, 'rabbitmq.pid'),
+      RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS: '-kernel inet_dist_use_interface {127,0,0,1}',
+    };
+    delete env.NOTIFY_SOCKET;
+    // epmd first, or the node starts a daemonized one of its own that outlives the test.
+    const epmd = this.spawn(`epmd:${epmdPort}`, 'epmd', ['-port', String(epmdPort)], env, { group: true });
+    let server;
+    try {
+      await awaitPort(epmd, epmdPort, { ms: 10_000, what: 'epmd listening' });
+      server = this.spawn(`rabbitmq:${port}`, RABBITMQ_BIN, [], env, { group: true });
+      await awaitPort(server, port, {
+        hello: AMQP_HEADER,
+        firstByte: 1,
+        ms: RABBITMQ_DEADLINE_MS,
+        what: 'an AMQP answer',
+      });
+    } catch (e) {
+      await Promise.all([server?.stop({ signal: 'SIGKILL' }), epmd.stop({ signal: 'SIGKILL' })]);
+      throw e;
+    }
+    // Its data is thrown away: killed at the end rather than shut down in order (seconds).
+    server.stopSignal = 'SIGKILL';
+    epmd.stopSignal = 'SIGKILL';
+    this.amqpUrl = `amqp://guest:guest@127.0.0.1:${port}/%2f`;
+    return this.amqpUrl;
   }
 
   /**
@@ -278,40 +432,46 @@ export class Harness {
     return proc;
   }
 
-  /** The environment of a sidecast process: the broker, the local client script, quiet colours. */
-  env({ channel = 'sidecast', clientJs = CLIENTS.latest.browserBuild, extra = {} } = {}) {
+  /**
+   * The environment of a sidecast process: the broker (`broker`: the suite's, or `amqp` for the
+   * harness' RabbitMQ), the local client script, quiet colours.
+   */
+  env({ channel = 'sidecast', clientJs = CLIENTS.latest.browserBuild, extra = {}, broker = BROKER } = {}) {
     const env = {
       ...process.env,
       NO_COLOR: '1',
-      SIDECAST_BROKER__KIND: BROKER,
+      SIDECAST_BROKER__KIND: broker,
       SIDECAST_BROKER__CHANNEL: channel,
       SIDECAST_SERVER__CLIENT_JS: clientJs,
       SIDECAST_LOG__FILTER: 'info,sidecast=debug,sidecast_web=debug',
       ...extra,
     };
     delete env.RUST_LOG;
-    if (BROKER === 'redis') env.SIDECAST_BROKER__URL = this.redisUrl;
+    if (broker === 'redis') env.SIDECAST_BROKER__URL = this.redisUrl;
+    if (broker === 'amqp') env.SIDECAST_BROKER__URL = this.amqpUrl;
     return env;
   }
 
-  spawn(label, command, args, env = process.env) {
-    const proc = new Proc(label, command, args, { cwd: this.dir, env }, this.logs);
+  spawn(label, command, args, env = process.env, { group = false } = {}) {
+    const proc = new Proc(label, command, args, { cwd: this.dir, env }, this.logs, { group });
     this.procs.push(proc);
     return proc;
   }
 
   /**
    * Starts `sidecast serve` on 127.0.0.1:0 and resolves with `{url, proc}` once it logs its URL.
-   * `channel` isolates nodes sharing the test redis; `clientJs` picks the client build for pages.
+   * `channel` isolates nodes sharing the test broker; `clientJs` picks the client build for pages;
+   * `broker: 'amqp'` runs it on the harness' RabbitMQ (started on first use) instead.
    */
-  async startServer({ label = 'node', channel, clientJs, cluster = false, extraEnv = {} } = {}) {
-    await this.startRedis();
+  async startServer({ label = 'node', channel, clientJs, cluster = false, extraEnv = {}, broker = BROKER } = {}) {
+    if (broker === 'amqp') await this.startRabbitMq();
+    else await this.startRedis();
     const extra = cluster ? { SIDECAST_SESSION__SECRET: CLUSTER_SECRET, ...extraEnv } : extraEnv;
     const proc = this.spawn(
       label,
       SIDECAST_BIN,
-      ['serve', '--bind', '127.0.0.1:0', '--broker', BROKER],
-      this.env({ channel, clientJs, extra }),
+      ['serve', '--bind', '127.0.0.1:0', '--broker', broker],
+      this.env({ channel, clientJs, extra, broker }),
     );
     const m = await proc.waitForLine(/listening.*\burl=(http:\/\/\S+?\/)(\s|$)/, {
       what: 'the "listening url=" line',
