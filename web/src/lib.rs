@@ -24,45 +24,35 @@ use socketioxide::SocketIo;
 use socketioxide::layer::SocketIoLayer;
 use tokio::task::JoinHandle;
 
-mod builder;
+// By role, each folder's `mod.rs` says what it holds and which way its imports go:
+// `node` (building, starting, serving and stopping a node) → `delivery` (from the broker
+// subscription to the sockets) → `identity` (who the caller is: sessions, origin, rate limit);
+// `routes` (the HTTP handlers) use all three. `error` and `metrics` are used by every folder.
+mod delivery;
 mod error;
-mod from_config;
-mod gate;
-mod handshake;
 pub mod http_auth;
+mod identity;
 mod jwks;
 pub mod jwt;
-mod membership_sync;
-mod memberships;
 pub mod metrics;
-mod node_broker;
-mod origin;
-mod rate_limit;
-mod recovery;
-#[cfg(feature = "redis")]
-mod redis_sessions;
-mod relay;
+mod node;
 mod routes;
-mod serve;
-pub mod session;
-mod session_cookie;
-mod socket;
-mod start;
 
-pub use builder::SidecastBuilder;
-#[allow(deprecated)]
-pub use builder::{App, AppBuilder};
 pub use error::{ApiError, StartError};
-pub use from_config::{connect_broker, policy_from_config};
 pub use http_auth::HttpAuth;
+pub use identity::session;
 pub use jwt::JwtAuth;
+pub use node::builder::SidecastBuilder;
+#[allow(deprecated)]
+pub use node::builder::{App, AppBuilder};
+pub use node::from_config::{connect_broker, policy_from_config};
 /// The reason (`sidecast:disconnect`) a socket gets when its credential expires.
-pub const TOKEN_EXPIRED_REASON: &str = socket::TOKEN_EXPIRED;
-pub use metrics::Metrics;
+pub const TOKEN_EXPIRED_REASON: &str = delivery::connect::TOKEN_EXPIRED;
 #[cfg(feature = "redis")]
-pub use redis_sessions::RedisSessionStore;
+pub use identity::redis_sessions::RedisSessionStore;
+pub use metrics::Metrics;
+pub use node::serve::serve;
 pub use routes::page::CLIENT_JS_ROUTE;
-pub use serve::serve;
 
 /// A built node: configuration, broker, auth policy, the Socket.IO server and the relay that feeds
 /// it from the broker. Cheap to clone.
@@ -103,8 +93,8 @@ struct Inner {
     layer: SocketIoLayer,
     emitter: Emitter,
     control_channel: String,
-    origins: Arc<origin::OriginPolicy>,
-    limiter: Option<rate_limit::RateLimiter>,
+    origins: Arc<identity::origin::OriginPolicy>,
+    limiter: Option<identity::rate_limit::RateLimiter>,
     node_id: String,
     page: String,
     client_js: Option<Bytes>,
@@ -112,7 +102,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     watcher: JoinHandle<()>,
     /// Where the start stands, the late parts of the node (recovery, relay) and the start task.
-    startup: Arc<start::Startup>,
+    startup: Arc<node::start::Startup>,
 }
 
 impl std::fmt::Debug for Sidecast {
@@ -185,7 +175,7 @@ impl Sidecast {
     /// which your login stores the user name under the key `"user"`
     /// ([`session::USER_KEY`]).
     pub fn socketio<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
-        let handshakes = Arc::new(handshake::Handshakes {
+        let handshakes = Arc::new(delivery::handshake::Handshakes {
             socketio_path: self.inner.config.server.socketio_path.as_str().into(),
             headers: self.inner.auth.connect_headers(),
         });
@@ -195,20 +185,20 @@ impl Sidecast {
             // and keep the session's user rather than the session.
             .layer(axum::middleware::from_fn_with_state(
                 handshakes,
-                handshake::prepare,
+                delivery::handshake::prepare,
             ))
             // Until the node has started, handshakes fail in a way clients retry.
             .layer(axum::middleware::from_fn_with_state(
-                gate::Gate {
+                node::gate::Gate {
                     startup: self.inner.startup.clone(),
                     socketio_path: self.inner.config.server.socketio_path.as_str().into(),
                 },
-                gate::refuse_while_starting,
+                node::gate::refuse_while_starting,
             ))
             // Outside the Socket.IO layer, so that it sees the handshakes too.
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.origins.clone(),
-                origin::check,
+                identity::origin::check,
             ))
     }
 
@@ -250,7 +240,7 @@ impl Sidecast {
     /// [`StartError::Broker`]`(`[`sidecast_core::BrokerError::Closed`]`)`.
     pub async fn started(&self) -> Result<(), StartError> {
         match self.inner.startup.settled().await {
-            start::Phase::Started => Ok(()),
+            node::start::Phase::Started => Ok(()),
             _ => Err(self
                 .inner
                 .startup

@@ -14,8 +14,8 @@ use tower_sessions::Session;
 
 use crate::Sidecast;
 use crate::error::ApiError;
-use crate::session::session_user;
-use crate::socket::{bearer_token, peer_addr};
+use crate::identity::request::{bearer_token, peer_addr};
+use crate::identity::session::session_user;
 
 /// The body of `POST /api/`.
 #[derive(Debug, Deserialize)]

@@ -9,7 +9,7 @@ use tower_sessions::Session;
 
 use crate::Sidecast;
 use crate::error::ApiError;
-use crate::session::{USER_KEY, session_user};
+use crate::identity::session::{USER_KEY, session_user};
 
 /// `GET /login`: the demo login of the original; puts the configured user in the session.
 pub(crate) async fn login(

@@ -26,7 +26,7 @@ pub(crate) async fn recovery_js() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("../sidecast-recovery.js"),
+        include_str!("sidecast-recovery.js"),
     )
         .into_response()
 }
@@ -57,7 +57,7 @@ pub(crate) fn render(server: &ServerConfig) -> String {
     let path_json = serde_json::to_string(&server.socketio_path)
         .unwrap_or_else(|_| "\"/ws/socket.io\"".to_owned())
         .replace('<', "\\u003c");
-    include_str!("../page.html")
+    include_str!("page.html")
         .replace("{{CLIENT_JS}}", &html_escape(&client_js))
         .replace("{{SOCKETIO_PATH_JSON}}", &path_json)
 }

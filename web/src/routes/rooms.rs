@@ -22,8 +22,8 @@ use tower_sessions::Session;
 use super::api::{parse_object, read_limited, require_json, served};
 use crate::Sidecast;
 use crate::error::ApiError;
-use crate::session::session_user;
-use crate::socket::{bearer_token, peer_addr};
+use crate::identity::request::{bearer_token, peer_addr};
+use crate::identity::session::session_user;
 
 /// The operation of a `POST /api/rooms` request.
 #[derive(Debug, Clone, Copy, Deserialize)]

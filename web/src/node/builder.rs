@@ -1,6 +1,6 @@
 //! [`SidecastBuilder`]: from a configuration (and optionally a broker and an auth policy of the
 //! caller's) to a running [`Sidecast`] node: subscribed before it serves events, or starting
-//! while its broker is unavailable ([`crate::start`]).
+//! while its broker is unavailable ([`crate::node::start`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +10,15 @@ use sidecast_core::codec::control;
 use sidecast_core::{AuthPolicy, Config, Emitter, SharedBroker};
 use socketioxide::SocketIo;
 
+use crate::delivery::handshake;
 use crate::error::StartError;
-use crate::from_config::{policy_from_config, sessions};
+use crate::identity::origin;
+use crate::identity::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::start::{Plan, Startup};
-use crate::{Inner, Sidecast, handshake, origin, routes, serve, socket};
+use crate::node::from_config::{policy_from_config, sessions};
+use crate::node::serve;
+use crate::node::start::{Plan, Startup};
+use crate::{Inner, Sidecast, routes};
 
 /// The former name of the entry point: `App::builder(config)` is
 /// `Sidecast::builder().config(config)`.
@@ -115,7 +118,7 @@ impl SidecastBuilder {
             None => policy_from_config(&config)?,
         };
         let (memberships, memberships_to_sync) =
-            crate::memberships::from_config(&config, self.broker.is_none())?;
+            crate::delivery::memberships::from_config(&config, self.broker.is_none())?;
         let sessions = sessions(&config)?;
 
         let metrics = Arc::new(Metrics::new());
@@ -137,14 +140,14 @@ impl SidecastBuilder {
             .ws_read_buffer_size(handshake::WS_READ_BUFFER_BYTES)
             .ping_interval(Duration::from_millis(config.server.ping_interval_ms))
             .ping_timeout(Duration::from_millis(config.server.ping_timeout_ms))
-            .with_state(socket::SocketContext {
+            .with_state(crate::delivery::connect::SocketContext {
                 auth: auth.clone(),
                 metrics: metrics.clone(),
                 memberships: memberships.clone(),
-                startup: startup.clone(),
+                readiness: startup.readiness.clone(),
             })
             .build_layer();
-        socket::register(&io, &config.server.namespaces);
+        crate::delivery::connect::register(&io, &config.server.namespaces);
 
         let node_id = uuid::Uuid::new_v4().to_string();
         let plan = Plan {

@@ -6,7 +6,6 @@
 //! one; an answer slower than that, from a busy peer, is missed and logged).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -14,11 +13,7 @@ use sidecast_core::envelope::now_millis;
 use sidecast_core::{BrokerError, ChannelSpec, SharedBroker, Signer, Subscription};
 use tokio::task::JoinHandle;
 
-use crate::memberships::{LocalMemberships, Membership};
-
-/// How long a starting node waits for the running nodes' memberships before it serves: an
-/// answer takes a broker round trip or two.
-pub(crate) const ANSWER_WAIT: Duration = Duration::from_millis(500);
+use crate::delivery::memberships::{ANSWER_WAIT, LocalMemberships, Membership};
 
 /// The channel nodes exchange memberships on.
 pub(crate) fn channel(base: &str) -> String {

@@ -11,8 +11,7 @@ use sidecast_core::{
 };
 
 use crate::error::StartError;
-use crate::session::{SessionStoreHandle, Sessions};
-use crate::start::AttemptError;
+use crate::identity::session::{SessionStoreHandle, Sessions};
 
 /// Builds the auth policy `auth.policy` names, with [`SessionRooms`] after it when
 /// `auth.session_rooms` lists room patterns.
@@ -216,4 +215,40 @@ fn redis_session_store(
     _config: &Config,
 ) -> Result<Option<Arc<dyn SessionStoreHandle>>, StartError> {
     Ok(None)
+}
+
+/// Why a start attempt failed.
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    /// The broker is unavailable: the start waits and tries again.
+    Transient(BrokerError),
+    /// Retrying cannot help (a bad URL, refused credentials, a mismatched setting, a broker kind
+    /// this build lacks): the start fails at once.
+    Permanent(StartError),
+}
+
+impl From<BrokerError> for AttemptError {
+    fn from(error: BrokerError) -> Self {
+        if error.is_transient() {
+            Self::Transient(error)
+        } else {
+            Self::Permanent(broker_start_error(error))
+        }
+    }
+}
+
+impl From<StartError> for AttemptError {
+    fn from(error: StartError) -> Self {
+        Self::Permanent(error)
+    }
+}
+
+impl AttemptError {
+    /// The start error: today's words for a broker that does not answer (naming `broker.url`).
+    pub(crate) fn into_start_error(self) -> StartError {
+        match self {
+            Self::Transient(error) => broker_start_error(error),
+            Self::Permanent(error) => error,
+        }
+    }
 }

@@ -36,20 +36,8 @@ use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::{Mutex, MutexGuard, watch};
 use tokio::task::JoinHandle;
 
+use crate::delivery::emit::{self, Delivery, OFFSETS_ROOM, PLAIN_ROOM, RECOVERING_ROOM};
 use crate::metrics::Metrics;
-use crate::socket;
-
-/// The room of sockets that are recovering: live events skip them. Its name has a control
-/// character, which no room name from a client, a policy or an operation may have.
-pub(crate) const RECOVERING_ROOM: &str = "\u{1}sidecast:recovering";
-
-/// The room of the sockets that asked for offsets (an `offset` key in their CONNECT `auth`).
-pub(crate) const OFFSETS_ROOM: &str = "\u{1}sidecast:offsets";
-
-/// The room of every other socket while recovery is on: they get the published arguments only.
-/// Needed because a broadcast can only add rooms and subtract rooms: "the event's rooms, but only
-/// sockets with offsets" is "the event's rooms, except the plain ones".
-pub(crate) const PLAIN_ROOM: &str = "\u{1}sidecast:plain";
 
 /// The reserved event every socket that asked for offsets receives once it is live: `{"status", "recovered"}` and, as
 /// the last argument, the offset the socket starts from.
@@ -131,17 +119,6 @@ impl Requested {
 /// Marks a socket that asked for offsets, in its extensions (plain sockets carry nothing).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct WithOffsets;
-
-/// Which kinds of socket an event delivered with recovery on must be encoded for, and its offset.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Delivery<'a> {
-    /// The offset of the event (or of the last history entry before a live-only event).
-    pub(crate) offset: &'a str,
-    /// Whether sockets without offsets are connected to this node.
-    pub(crate) plain: bool,
-    /// Whether sockets with offsets are connected to this node.
-    pub(crate) with_offsets: bool,
-}
 
 /// The recovery state of a node: its position in the history and what reading it needs.
 pub(crate) struct Recovery {
@@ -256,7 +233,7 @@ impl Recovery {
                 let envelope = self.open(&entry);
                 let mut position = self.position.lock().await;
                 if let Some(envelope) = envelope {
-                    crate::relay::deliver_emit(
+                    emit::deliver_emit(
                         &io,
                         &self.metrics,
                         slow_client,
@@ -505,7 +482,7 @@ impl Recovery {
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
             for envelope in held {
-                let args = socket::Args(&envelope.data, offset);
+                let args = emit::Args(&envelope.data, offset);
                 if let Err(e) = socket.emit(&envelope.event, &args) {
                     self.metrics.slow_client_drops.inc();
                     tracing::debug!(sid = %socket.id, error = %e, "held live event not sent");
@@ -523,7 +500,7 @@ impl Recovery {
         let report = [json!({ "status": status.as_str(), "recovered": replayed })];
         if let Err(e) = socket.emit(
             RECOVERY_EVENT,
-            &socket::Args(&report, Some(wire_offset(position))),
+            &emit::Args(&report, Some(wire_offset(position))),
         ) {
             tracing::debug!(sid = %socket.id, error = %e, "recovery report not sent");
         }
@@ -552,7 +529,7 @@ async fn send(
     envelope: &Envelope,
     offset: Option<&str>,
 ) -> Result<(), ReplayError> {
-    let args = socket::Args(&envelope.data, offset);
+    let args = emit::Args(&envelope.data, offset);
     let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
     loop {
         match socket.emit(&envelope.event, &args) {

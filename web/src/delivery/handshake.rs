@@ -15,7 +15,7 @@ use axum::response::Response;
 use sidecast_core::ConnectHeaders;
 use tower_sessions::Session;
 
-use crate::session::session_user;
+use crate::identity::session::session_user;
 
 /// Bytes the websocket transport reads from a socket at a time.
 ///

@@ -6,13 +6,17 @@
 //! the nodes, and by nodes started later); otherwise in each node's memory, learnt from the bus
 //! like every room operation (the memory broker has one node; on RabbitMQ without a Redis session
 //! store, every running node knows them, and a node that starts asks the running nodes for them,
-//! [`crate::membership_sync`]: docs/decisions/0019-memberships.md).
+//! [`crate::delivery::membership_sync`]: docs/decisions/0019-memberships.md).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use sidecast_core::codec::control::Control;
+
+/// How long a starting node waits for the running nodes' memberships before it serves: an
+/// answer takes a broker round trip or two.
+pub(crate) const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The user of a `user:<name>` room.
 fn user_of(room: &str) -> Option<&str> {
@@ -68,7 +72,7 @@ pub(crate) async fn record(store: &dyn MembershipStore, operation: &Control) -> 
 type Users = HashMap<(String, String), BTreeSet<String>>;
 
 /// One change to the memberships, as recorded; kept in the journal while the node waits for
-/// the memberships of the running nodes ([`crate::membership_sync`]).
+/// the memberships of the running nodes ([`crate::delivery::membership_sync`]).
 #[derive(Debug, Clone)]
 enum Change {
     Add(String, String, Vec<String>),
@@ -193,7 +197,7 @@ impl LocalMemberships {
     /// most twice the sync's own wait; whether it has.
     pub(crate) async fn wait_synced(&self) -> bool {
         let mut synced = self.synced.subscribe();
-        let within = crate::membership_sync::ANSWER_WAIT * 2;
+        let within = ANSWER_WAIT * 2;
         matches!(
             tokio::time::timeout(within, synced.wait_for(|synced| *synced)).await,
             Ok(Ok(_))
@@ -280,7 +284,7 @@ impl RedisMemberships {
         timeout: std::time::Duration,
     ) -> Result<Self, redis::RedisError> {
         Ok(Self {
-            connection: crate::redis_sessions::lazy_connection(url, timeout)?,
+            connection: crate::identity::redis_sessions::lazy_connection(url, timeout)?,
             prefix: format!("{channel}:memberships:"),
             timeout,
         })
@@ -379,7 +383,7 @@ impl MembershipStore for RedisMemberships {
 /// The store the configuration calls for: Redis when the broker is Redis or the session store is
 /// (the cluster's shared state), else this process. A store in this process on a broker that
 /// other nodes may share (RabbitMQ, or a broker given in code) is also returned on its own: it
-/// learns the running nodes' memberships at start ([`crate::membership_sync`]).
+/// learns the running nodes' memberships at start ([`crate::delivery::membership_sync`]).
 ///
 /// `configured_broker` is false when the node was given its broker in code
 /// ([`crate::SidecastBuilder::broker`]): `broker.kind` then says nothing about it.

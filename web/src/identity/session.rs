@@ -133,7 +133,7 @@ impl Sessions {
         };
         router.layer(middleware::from_fn_with_state(
             name,
-            crate::session_cookie::session_cookie_values,
+            crate::identity::session_cookie::session_cookie_values,
         ))
     }
 }

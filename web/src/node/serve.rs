@@ -11,9 +11,10 @@ use socketioxide::SocketIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::delivery::handshake;
 use crate::error::StartError;
 use crate::metrics::Metrics;
-use crate::{Sidecast, app, handshake};
+use crate::{Sidecast, app};
 
 /// How often the broker's health is sampled for `/metrics`.
 const HEALTH_SAMPLE: Duration = Duration::from_millis(500);
@@ -83,7 +84,7 @@ pub async fn serve(
 
 /// Resolves when the node's start has failed for good; never when it started.
 async fn start_failed(state: &Sidecast) {
-    if state.inner.startup.settled().await != crate::start::Phase::Failed {
+    if state.inner.startup.settled().await != crate::node::start::Phase::Failed {
         std::future::pending::<()>().await;
     }
 }

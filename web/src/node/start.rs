@@ -7,7 +7,7 @@
 //! The node is started only once its subscription is active, so the one-delivery-path invariant
 //! holds from its first accepted publish on: nothing is accepted before the node can receive it.
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sidecast_core::broker::redact_url;
@@ -20,13 +20,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::delivery::memberships::{LocalMemberships, SharedMemberships};
+use crate::delivery::readiness::Readiness;
+use crate::delivery::relay;
 use crate::error::StartError;
-use crate::from_config::{broker_start_error, open_broker};
-use crate::memberships::{LocalMemberships, SharedMemberships};
 use crate::metrics::Metrics;
-use crate::node_broker::NodeBroker;
-use crate::recovery::Recovery;
-use crate::relay;
+use crate::node::broker::NodeBroker;
+use crate::node::from_config::{AttemptError, broker_start_error, open_broker};
 
 /// The delays between start attempts: short, so that the node serves within a second of the
 /// broker answering (each attempt against a port that refuses fails at once).
@@ -34,42 +34,6 @@ const RETRY: Backoff = Backoff {
     min: Duration::from_millis(250),
     max: Duration::from_millis(500),
 };
-
-/// Why a start attempt failed.
-#[derive(Debug)]
-pub(crate) enum AttemptError {
-    /// The broker is unavailable: the start waits and tries again.
-    Transient(BrokerError),
-    /// Retrying cannot help (a bad URL, refused credentials, a mismatched setting, a broker kind
-    /// this build lacks): the start fails at once.
-    Permanent(StartError),
-}
-
-impl From<BrokerError> for AttemptError {
-    fn from(error: BrokerError) -> Self {
-        if error.is_transient() {
-            Self::Transient(error)
-        } else {
-            Self::Permanent(broker_start_error(error))
-        }
-    }
-}
-
-impl From<StartError> for AttemptError {
-    fn from(error: StartError) -> Self {
-        Self::Permanent(error)
-    }
-}
-
-impl AttemptError {
-    /// The start error: today's words for a broker that does not answer (naming `broker.url`).
-    pub(crate) fn into_start_error(self) -> StartError {
-        match self {
-            Self::Transient(error) => broker_start_error(error),
-            Self::Permanent(error) => error,
-        }
-    }
-}
 
 /// Where a node's start stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +64,8 @@ pub(crate) struct Plan {
 pub(crate) struct Startup {
     /// The node's broker handle, bound when the node starts.
     pub(crate) broker: Arc<NodeBroker>,
-    /// Connection state recovery (`None` when off or the broker has no history), once started.
-    recovery: OnceLock<Option<Arc<Recovery>>>,
+    /// What the Socket.IO connect path knows of the start (started, recovery).
+    pub(crate) readiness: Arc<Readiness>,
     /// The relay, once started; [`crate::Sidecast::shutdown`] waits for it.
     relay: Mutex<Option<JoinHandle<()>>>,
     /// The background task retrying the start, while there is one.
@@ -127,7 +91,7 @@ impl Startup {
         };
         Arc::new(Self {
             broker: Arc::new(NodeBroker::unbound(config.broker.kind.as_str(), url)),
-            recovery: OnceLock::new(),
+            readiness: Arc::default(),
             relay: Mutex::new(None),
             task: Mutex::new(None),
             phase: watch::channel(Phase::Starting).0,
@@ -138,11 +102,6 @@ impl Startup {
     /// Whether the node started: its broker answered and its subscription is active.
     pub(crate) fn is_started(&self) -> bool {
         *self.phase.borrow() == Phase::Started
-    }
-
-    /// Connection state recovery, when the node started with it.
-    pub(crate) fn recovery(&self) -> Option<Arc<Recovery>> {
-        self.recovery.get().cloned().flatten()
     }
 
     /// Resolves once the start ended: [`Phase::Started`] or [`Phase::Failed`].
@@ -318,8 +277,8 @@ impl Startup {
                     plan.memberships.clone(),
                 );
                 *self.relay.lock().unwrap_or_else(PoisonError::into_inner) = Some(relay);
-                let _ = self.recovery.set(recovery);
                 self.broker.bind(broker);
+                self.readiness.started(recovery);
                 self.phase.send_replace(Phase::Started);
                 Ok(())
             }
@@ -348,9 +307,13 @@ async fn subscribe(
     AttemptError,
 > {
     let config = &plan.config;
-    let (recovery, history) =
-        crate::recovery::from_config(config, broker, plan.signer.clone(), plan.metrics.clone())
-            .await?;
+    let (recovery, history) = crate::delivery::recovery::from_config(
+        config,
+        broker,
+        plan.signer.clone(),
+        plan.metrics.clone(),
+    )
+    .await?;
     let bus = relay::Bus {
         channel: config.broker.channel.clone(),
         control_channel: control::channel(&config.broker.channel),
@@ -363,9 +326,9 @@ async fn subscribe(
     if let Some(store) = &plan.memberships_to_sync {
         // After the relay subscribed, so that the store's journal covers what the answer lacks.
         // Detached: it ends when the broker closes its subscription at shutdown.
-        let _sync = crate::membership_sync::Sync {
+        let _sync = crate::delivery::membership_sync::Sync {
             broker: broker.clone(),
-            channel: crate::membership_sync::channel(&config.broker.channel),
+            channel: crate::delivery::membership_sync::channel(&config.broker.channel),
             node_id: plan.node_id.clone(),
             store: store.clone(),
             signer: plan.signer.clone(),

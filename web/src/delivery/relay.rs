@@ -5,7 +5,6 @@
 //! and are decoded by their codec.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use sidecast_core::codec::{control, native};
 use sidecast_core::config::{IngressConfig, IngressFormat, SlowClientPolicy};
@@ -18,9 +17,9 @@ use sidecast_core::{
 use socketioxide::SocketIo;
 use tokio::task::JoinHandle;
 
-use crate::memberships::{MembershipStore, SharedMemberships};
+use crate::delivery::emit;
+use crate::delivery::memberships::{MembershipStore, SharedMemberships};
 use crate::metrics::{Metrics, Source};
-use crate::socket;
 
 /// What the relay needs to know about the bus.
 pub(crate) struct Bus {
@@ -31,7 +30,7 @@ pub(crate) struct Bus {
     /// Channels in other emitters' formats (`broker.ingress`).
     pub(crate) ingress: Vec<Ingress>,
     /// The history's side of delivery, when recovery is on.
-    pub(crate) recovery: Option<Arc<crate::recovery::Recovery>>,
+    pub(crate) recovery: Option<Arc<crate::delivery::recovery::Recovery>>,
 }
 
 /// One ingress channel: what to subscribe to and how to decode what arrives.
@@ -73,7 +72,7 @@ impl Bus {
 }
 
 /// Subscribes to Sidecast's event and control channels and to the ingress channels. Done before
-/// the node is started (crate::start) and accepts publishes, so that an event published right
+/// the node is started (crate::node::start) and accepts publishes, so that an event published right
 /// after start-up is not lost.
 pub(crate) async fn subscribe(
     broker: &SharedBroker,
@@ -111,7 +110,7 @@ impl Warned {
 }
 
 /// Runs until the broker closes the subscription (and the history subscription, with recovery
-/// on: its entries are delivered by [`crate::recovery::Recovery::spawn_relay`]).
+/// on: its entries are delivered by [`crate::delivery::recovery::Recovery::spawn_relay`]).
 pub(crate) fn spawn(
     mut subscription: Subscription,
     history: Option<HistorySubscription>,
@@ -309,43 +308,10 @@ async fn deliver(
         .recovery
         .as_ref()
         .zip(position.as_ref())
-        .map(|(recovery, position)| recovery.delivery(crate::recovery::wire_offset(position)));
-    deliver_emit(io, metrics, bus.slow_client, lagging, envelope, delivery).await;
-}
-
-/// Emits an event to this node's sockets (with its offset to those that asked, when recovery is
-/// on) and counts it.
-pub(crate) async fn deliver_emit(
-    io: &SocketIo,
-    metrics: &Metrics,
-    slow_client: SlowClientPolicy,
-    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
-    envelope: &Envelope,
-    delivery: Option<crate::recovery::Delivery<'_>>,
-) {
-    match socket::emit(io, envelope, delivery, slow_client, lagging).await {
-        Ok(outcome) => {
-            metrics.events_emitted.inc();
-            if outcome.dropped > 0 {
-                metrics.slow_client_drops.inc_by(outcome.dropped);
-                tracing::debug!(event = %envelope.event, sockets = outcome.dropped, "slow clients missed an event");
-            }
-            if outcome.disconnected > 0 {
-                metrics.slow_client_disconnects.inc_by(outcome.disconnected);
-                tracing::info!(sockets = outcome.disconnected, "slow clients disconnected");
-            }
-            if let Some(ts) = envelope.ts {
-                let lag = now_millis().saturating_sub(ts);
-                metrics
-                    .delivery_lag
-                    .observe(Duration::from_millis(lag).as_secs_f64());
-            }
-        }
-        Err(e) => {
-            metrics.dropped("unknown_namespace");
-            tracing::warn!(event = %envelope.event, namespace = %envelope.namespace, error = %e, "emit failed");
-        }
-    }
+        .map(|(recovery, position)| {
+            recovery.delivery(crate::delivery::recovery::wire_offset(position))
+        });
+    emit::deliver_emit(io, metrics, bus.slow_client, lagging, envelope, delivery).await;
 }
 
 /// Applies a room operation of the control channel to this node's sockets.
@@ -378,10 +344,10 @@ async fn apply_operation(
     memberships: &dyn MembershipStore,
     operation: &control::Control,
 ) {
-    match socket::apply(io, operation).await {
+    match emit::apply(io, operation).await {
         Ok(()) => {
             metrics.room_operation(operation.name());
-            if let Err(e) = crate::memberships::record(memberships, operation).await {
+            if let Err(e) = crate::delivery::memberships::record(memberships, operation).await {
                 tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");
             }
             tracing::debug!(op = operation.name(), ?operation, "room operation applied");

@@ -15,8 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::handshake;
-use crate::start::Startup;
+use crate::delivery::handshake;
+use crate::node::start::Startup;
 
 /// What the gate needs: the start state and `server.socketio_path`.
 #[derive(Clone)]
