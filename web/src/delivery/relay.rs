@@ -128,21 +128,16 @@ pub(crate) fn spawn(
         _ => None,
     };
     tokio::spawn(async move {
-        // Sockets that overflowed under the `disconnect` policy and are not gone yet.
-        let mut lagging = std::collections::HashSet::new();
-        // Kinds of dropped messages already warned about: each is logged once, then counted.
-        let mut warned = Warned::default();
+        let mut relay = Relay {
+            bus: &bus,
+            io: &io,
+            metrics: &metrics,
+            memberships: &*memberships,
+            lagging: std::collections::HashSet::new(),
+            warned: Warned::default(),
+        };
         while let Some(message) = subscription.recv().await {
-            handle(
-                &bus,
-                &io,
-                &metrics,
-                &*memberships,
-                &mut lagging,
-                &mut warned,
-                message,
-            )
-            .await;
+            relay.handle(message).await;
             metrics.subscription_overflow(subscription.dropped());
         }
         tracing::debug!("broker subscription ended; relay stopped");
@@ -152,209 +147,195 @@ pub(crate) fn spawn(
     })
 }
 
-async fn handle(
-    bus: &Bus,
-    io: &SocketIo,
-    metrics: &Metrics,
-    memberships: &dyn MembershipStore,
-    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
-    warned: &mut Warned,
-    message: BrokerMessage,
-) {
-    if message.channel != bus.channel
-        && let Some(ingress) = bus.ingress(&message.channel)
-    {
-        return handle_ingress(
-            bus,
-            io,
-            metrics,
-            memberships,
-            lagging,
-            warned,
-            ingress,
-            &message,
-        )
-        .await;
-    }
-    let verified;
-    let payload: &[u8] = match &bus.signer {
-        None => &message.payload,
-        Some(signer) => match signer.open(&message.payload, now_millis()) {
-            Ok(inner) => {
-                verified = inner;
-                &verified
-            }
+/// The relay's state while it reads the subscription.
+struct Relay<'a> {
+    bus: &'a Bus,
+    io: &'a SocketIo,
+    metrics: &'a Metrics,
+    memberships: &'a dyn MembershipStore,
+    /// Sockets that overflowed under the `disconnect` policy and are not gone yet.
+    lagging: std::collections::HashSet<socketioxide::socket::Sid>,
+    /// Kinds of dropped messages already warned about: each is logged once, then counted.
+    warned: Warned,
+}
+
+impl Relay<'_> {
+    /// One message of the subscription: an ingress format, a room operation or an event.
+    async fn handle(&mut self, message: BrokerMessage) {
+        let bus = self.bus;
+        let metrics = self.metrics;
+        if message.channel != bus.channel
+            && let Some(ingress) = bus.ingress(&message.channel)
+        {
+            return self.handle_ingress(ingress, &message).await;
+        }
+        let verified;
+        let payload: &[u8] = match &bus.signer {
+            None => &message.payload,
+            Some(signer) => match signer.open(&message.payload, now_millis()) {
+                Ok(inner) => {
+                    verified = inner;
+                    &verified
+                }
+                Err(e) => {
+                    let reason = match e {
+                        SignatureError::Unsigned => "unsigned",
+                        _ => "bad_signature",
+                    };
+                    metrics.dropped(reason);
+                    if self.warned.first("signed bus", reason) {
+                        tracing::warn!(channel = %message.channel, reason, error = %e, "bus message dropped; further drops of this kind are counted in sidecast_events_dropped_total and logged at debug level");
+                    } else {
+                        tracing::debug!(channel = %message.channel, reason, error = %e, "bus message dropped");
+                    }
+                    return;
+                }
+            },
+        };
+        if message.channel == bus.control_channel {
+            metrics
+                .bus_received
+                .get_or_create(&Source { source: "control" })
+                .inc();
+            self.apply_control(payload).await;
+            return;
+        }
+        metrics
+            .bus_received
+            .get_or_create(&Source { source: "native" })
+            .inc();
+        let envelope = match native::decode(payload) {
+            Ok(envelope) => envelope,
             Err(e) => {
-                let reason = match e {
-                    SignatureError::Unsigned => "unsigned",
-                    _ => "bad_signature",
-                };
-                metrics.dropped(reason);
-                if warned.first("signed bus", reason) {
-                    tracing::warn!(channel = %message.channel, reason, error = %e, "bus message dropped; further drops of this kind are counted in sidecast_events_dropped_total and logged at debug level");
+                metrics.dropped("undecodable");
+                if self.warned.first("native", "undecodable") {
+                    tracing::warn!(channel = %message.channel, error = %e, "undecodable message dropped; further ones are counted in sidecast_events_dropped_total and logged at debug level");
                 } else {
-                    tracing::debug!(channel = %message.channel, reason, error = %e, "bus message dropped");
+                    tracing::debug!(channel = %message.channel, error = %e, "undecodable message dropped");
                 }
                 return;
             }
-        },
-    };
-    if message.channel == bus.control_channel {
+        };
+        self.deliver(&envelope).await;
+    }
+
+    /// A message on an ingress channel: never signed, decoded by its format's codec.
+    async fn handle_ingress(&mut self, ingress: &Ingress, message: &BrokerMessage) {
+        let metrics = self.metrics;
+        let format = ingress.format;
         metrics
             .bus_received
-            .get_or_create(&Source { source: "control" })
+            .get_or_create(&Source {
+                source: format.as_str(),
+            })
             .inc();
-        apply_control(io, metrics, memberships, warned, payload).await;
-        return;
-    }
-    metrics
-        .bus_received
-        .get_or_create(&Source { source: "native" })
-        .inc();
-    let envelope = match native::decode(payload) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            metrics.dropped("undecodable");
-            if warned.first("native", "undecodable") {
-                tracing::warn!(channel = %message.channel, error = %e, "undecodable message dropped; further ones are counted in sidecast_events_dropped_total and logged at debug level");
-            } else {
-                tracing::debug!(channel = %message.channel, error = %e, "undecodable message dropped");
+        let decoded = match format {
+            IngressFormat::PythonSocketio => {
+                python_socketio::decode(&message.channel, &message.payload)
             }
-            return;
-        }
-    };
-    deliver(bus, io, metrics, lagging, &envelope).await;
-}
-
-/// A message on an ingress channel: never signed, decoded by its format's codec.
-#[allow(clippy::too_many_arguments)] // the relay's state, passed down without a struct
-async fn handle_ingress(
-    bus: &Bus,
-    io: &SocketIo,
-    metrics: &Metrics,
-    memberships: &dyn MembershipStore,
-    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
-    warned: &mut Warned,
-    ingress: &Ingress,
-    message: &BrokerMessage,
-) {
-    let format = ingress.format;
-    metrics
-        .bus_received
-        .get_or_create(&Source {
-            source: format.as_str(),
-        })
-        .inc();
-    let decoded = match format {
-        IngressFormat::PythonSocketio => {
-            python_socketio::decode(&message.channel, &message.payload)
-        }
-        IngressFormat::NodeEmitter if ingress.requests => {
-            node_emitter::decode_request(&message.channel, &message.payload)
-        }
-        IngressFormat::NodeEmitter => {
-            node_emitter::decode(&message.channel, &message.payload).map(Decoded::Event)
-        }
-    };
-    match decoded {
-        Ok(Decoded::Event(envelope)) => deliver(bus, io, metrics, lagging, &envelope).await,
-        Ok(Decoded::Control(operation)) => {
-            apply_operation(io, metrics, memberships, &operation).await;
-        }
-        Ok(Decoded::NotAnEvent { kind }) => {
-            metrics.dropped("not_an_event");
-            tracing::debug!(%format, channel = %message.channel, kind, "ingress message is not an event; ignored");
-        }
-        Ok(other) => {
-            metrics.dropped("not_an_event");
-            tracing::debug!(%format, channel = %message.channel, ?other, "ingress message not understood; ignored");
-        }
-        Err(e) => {
-            metrics.dropped(e.reason());
-            let kind = match &e {
-                IngressError::UnsupportedRequest { kind, .. } => kind,
-                other => other.reason(),
-            };
-            if warned.first(format.as_str(), kind) {
-                tracing::warn!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped; further ones of this kind are counted in sidecast_events_dropped_total and logged at debug level");
-            } else {
-                tracing::debug!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
+            IngressFormat::NodeEmitter if ingress.requests => {
+                node_emitter::decode_request(&message.channel, &message.payload)
+            }
+            IngressFormat::NodeEmitter => {
+                node_emitter::decode(&message.channel, &message.payload).map(Decoded::Event)
+            }
+        };
+        match decoded {
+            Ok(Decoded::Event(envelope)) => self.deliver(&envelope).await,
+            Ok(Decoded::Control(operation)) => {
+                self.apply_operation(&operation).await;
+            }
+            Ok(Decoded::NotAnEvent { kind }) => {
+                metrics.dropped("not_an_event");
+                tracing::debug!(%format, channel = %message.channel, kind, "ingress message is not an event; ignored");
+            }
+            Ok(other) => {
+                metrics.dropped("not_an_event");
+                tracing::debug!(%format, channel = %message.channel, ?other, "ingress message not understood; ignored");
+            }
+            Err(e) => {
+                metrics.dropped(e.reason());
+                let kind = match &e {
+                    IngressError::UnsupportedRequest { kind, .. } => kind,
+                    other => other.reason(),
+                };
+                if self.warned.first(format.as_str(), kind) {
+                    tracing::warn!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped; further ones of this kind are counted in sidecast_events_dropped_total and logged at debug level");
+                } else {
+                    tracing::debug!(%format, channel = %message.channel, reason = e.reason(), error = %e, "ingress message dropped");
+                }
             }
         }
     }
-}
 
-/// Emits a decoded event that did not come from the history to this node's sockets.
-async fn deliver(
-    bus: &Bus,
-    io: &SocketIo,
-    metrics: &Metrics,
-    lagging: &mut std::collections::HashSet<socketioxide::socket::Sid>,
-    envelope: &Envelope,
-) {
-    // With recovery on, an event that is not in the history (an ingress format, a plain
-    // publish) carries the position of the last history entry before it: a client that
-    // reconnects from there misses no history entry and gets none twice.
-    let position = match &bus.recovery {
-        Some(recovery) => Some(recovery.position().await),
-        None => None,
-    };
-    if let Some(recovery) = &bus.recovery {
-        // Sockets that are recovering skip live events; this one is not in the history their
-        // replay reads, so it is held for them until they go live.
-        recovery.hold_for_recovering(io, envelope);
+    /// Emits a decoded event that did not come from the history to this node's sockets.
+    async fn deliver(&mut self, envelope: &Envelope) {
+        let (bus, io) = (self.bus, self.io);
+        // With recovery on, an event that is not in the history (an ingress format, a plain
+        // publish) carries the position of the last history entry before it: a client that
+        // reconnects from there misses no history entry and gets none twice.
+        let position = match &bus.recovery {
+            Some(recovery) => Some(recovery.position().await),
+            None => None,
+        };
+        if let Some(recovery) = &bus.recovery {
+            // Sockets that are recovering skip live events; this one is not in the history their
+            // replay reads, so it is held for them until they go live.
+            recovery.hold_for_recovering(io, envelope);
+        }
+        let delivery = bus
+            .recovery
+            .as_ref()
+            .zip(position.as_ref())
+            .map(|(recovery, position)| {
+                recovery.delivery(crate::delivery::recovery::wire_offset(position))
+            });
+        emit::deliver_emit(
+            io,
+            self.metrics,
+            bus.slow_client,
+            &mut self.lagging,
+            envelope,
+            delivery,
+        )
+        .await;
     }
-    let delivery = bus
-        .recovery
-        .as_ref()
-        .zip(position.as_ref())
-        .map(|(recovery, position)| {
-            recovery.delivery(crate::delivery::recovery::wire_offset(position))
-        });
-    emit::deliver_emit(io, metrics, bus.slow_client, lagging, envelope, delivery).await;
-}
 
-/// Applies a room operation of the control channel to this node's sockets.
-async fn apply_control(
-    io: &SocketIo,
-    metrics: &Metrics,
-    memberships: &dyn MembershipStore,
-    warned: &mut Warned,
-    payload: &[u8],
-) {
-    let operation = match control::decode(payload) {
-        Ok(operation) => operation,
-        Err(e) => {
-            metrics.dropped("undecodable");
-            if warned.first("control", "undecodable") {
-                tracing::warn!(error = %e, "undecodable control message dropped; further ones are counted in sidecast_events_dropped_total and logged at debug level");
-            } else {
-                tracing::debug!(error = %e, "undecodable control message dropped");
+    /// Applies a room operation of the control channel to this node's sockets.
+    async fn apply_control(&mut self, payload: &[u8]) {
+        let metrics = self.metrics;
+        let operation = match control::decode(payload) {
+            Ok(operation) => operation,
+            Err(e) => {
+                metrics.dropped("undecodable");
+                if self.warned.first("control", "undecodable") {
+                    tracing::warn!(error = %e, "undecodable control message dropped; further ones are counted in sidecast_events_dropped_total and logged at debug level");
+                } else {
+                    tracing::debug!(error = %e, "undecodable control message dropped");
+                }
+                return;
             }
-            return;
-        }
-    };
-    apply_operation(io, metrics, memberships, &operation).await;
-}
+        };
+        self.apply_operation(&operation).await;
+    }
 
-/// Applies a decoded room operation (native or ingress) to this node's sockets.
-async fn apply_operation(
-    io: &SocketIo,
-    metrics: &Metrics,
-    memberships: &dyn MembershipStore,
-    operation: &control::Control,
-) {
-    match emit::apply(io, operation).await {
-        Ok(()) => {
-            metrics.room_operation(operation.name());
-            if let Err(e) = crate::delivery::memberships::record(memberships, operation).await {
-                tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");
+    /// Applies a decoded room operation (native or ingress) to this node's sockets.
+    async fn apply_operation(&self, operation: &control::Control) {
+        let metrics = self.metrics;
+        match emit::apply(self.io, operation).await {
+            Ok(()) => {
+                metrics.room_operation(operation.name());
+                if let Err(e) =
+                    crate::delivery::memberships::record(self.memberships, operation).await
+                {
+                    tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");
+                }
+                tracing::debug!(op = operation.name(), ?operation, "room operation applied");
             }
-            tracing::debug!(op = operation.name(), ?operation, "room operation applied");
-        }
-        Err(e) => {
-            metrics.dropped("unknown_namespace");
-            tracing::warn!(op = operation.name(), namespace = operation.namespace(), error = %e, "room operation dropped");
+            Err(e) => {
+                metrics.dropped("unknown_namespace");
+                tracing::warn!(op = operation.name(), namespace = operation.namespace(), error = %e, "room operation dropped");
+            }
         }
     }
 }
