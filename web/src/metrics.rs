@@ -245,12 +245,12 @@ impl Metrics {
         );
         registry.register(
             "rooms",
-            "Rooms this node's sockets are in (own-id rooms not counted)",
+            "Rooms this node's sockets are in (own-id and internal rooms not counted)",
             m.rooms.clone(),
         );
         registry.register(
             "room_memberships",
-            "Socket-room memberships on this node (own-id rooms not counted)",
+            "Socket-room memberships on this node (own-id and internal rooms not counted)",
             m.room_memberships.clone(),
         );
         registry.register(

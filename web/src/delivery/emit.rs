@@ -30,6 +30,12 @@ pub(crate) const OFFSETS_ROOM: &str = "\u{1}sidecast:offsets";
 /// sockets with offsets" is "the event's rooms, except the plain ones".
 pub(crate) const PLAIN_ROOM: &str = "\u{1}sidecast:plain";
 
+/// Whether `room` is one of the internal rooms above (named with a control character, which no
+/// application room may have): left out of what the node reports of its rooms.
+pub(crate) fn is_internal_room(room: &str) -> bool {
+    room.starts_with('\u{1}')
+}
+
 /// Which kinds of socket an event delivered with recovery on must be encoded for, and its offset.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Delivery<'a> {

@@ -59,7 +59,9 @@ fn count_rooms(state: &Sidecast) {
         for socket in op.sockets() {
             let own = socket.id.to_string();
             for room in socket.rooms() {
-                if room != own.as_str() {
+                // Own-id rooms and the internal ones (recovering, with or without offsets) are
+                // every socket's: they say nothing about the application's rooms.
+                if room != own.as_str() && !crate::delivery::emit::is_internal_room(&room) {
                     memberships += 1;
                     rooms.insert((namespace.as_str(), room));
                 }
