@@ -5,10 +5,12 @@
 
 mod common;
 
-use common::{serve, sidecast};
+use std::process::Output;
+
+use common::{Served, serve, sidecast};
 use serde_json::Value;
 
-fn bench(args: &[&str]) -> (std::process::Output, Option<Value>) {
+fn bench(args: &[&str]) -> (Output, Option<Value>) {
     let output = sidecast()
         .arg("bench")
         .args(args)
@@ -18,7 +20,7 @@ fn bench(args: &[&str]) -> (std::process::Output, Option<Value>) {
     (output, report)
 }
 
-fn show(output: &std::process::Output) -> String {
+fn show(output: &Output) -> String {
     format!(
         "status {}\nstdout:\n{}\nstderr:\n{}",
         output.status,
@@ -27,15 +29,36 @@ fn show(output: &std::process::Output) -> String {
     )
 }
 
+/// A `sidecast serve` on the memory broker, on a free port.
+fn memory_node() -> Served {
+    serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[])
+}
+
+/// `sidecast bench` with clients that log in at `node`'s `/login` first, and `args`.
+fn bench_logged_in(node: &Served, args: &[&str]) -> (Output, Option<Value>) {
+    bench(&[&["--url", &node.base, "--login-url", "/login"], args].concat())
+}
+
+/// A memory node, and `sidecast bench --json` with clients that log in there and `args`,
+/// measuring the node's process (`--server-pid`): the node, the bench's output and its report.
+fn bench_measured_node(args: &[&str]) -> (Served, Output, Value) {
+    let served = memory_node();
+    let pid = served.child.id().to_string();
+    let (output, report) =
+        bench_logged_in(&served, &[args, &["--server-pid", &pid, "--json"]].concat());
+    let report = report_of(&output, report);
+    (served, output, report)
+}
+
+/// The JSON report of a bench that must have succeeded.
+fn report_of(output: &Output, report: Option<Value>) -> Value {
+    assert!(output.status.success(), "{}", show(output));
+    report.unwrap_or_else(|| panic!("no JSON report\n{}", show(output)))
+}
+
 #[test]
 fn every_client_receives_every_event_with_latency() {
-    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
-    let pid = served.child.id().to_string();
-    let (output, report) = bench(&[
-        "--url",
-        &served.base,
-        "--login-url",
-        "/login",
+    let (_served, output, r) = bench_measured_node(&[
         "--clients",
         "20",
         "--rate",
@@ -44,12 +67,7 @@ fn every_client_receives_every_event_with_latency() {
         "2",
         "--idle",
         "0.2",
-        "--server-pid",
-        &pid,
-        "--json",
     ]);
-    assert!(output.status.success(), "{}", show(&output));
-    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
     assert_eq!(r["clients"]["requested"], 20, "{r:#}");
     assert_eq!(r["clients"]["connected"], 20, "{r:#}");
     assert_eq!(r["clients"]["refused"], 0);
@@ -80,7 +98,7 @@ fn every_client_receives_every_event_with_latency() {
 
 #[test]
 fn refused_clients_are_reported_not_a_crash() {
-    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
+    let served = memory_node();
     // No --login-url: the session policy refuses every socket.
     let (output, report) = bench(&[
         "--url",
@@ -150,8 +168,7 @@ fn floor_measures_raw_loopback_fan_out_without_a_server() {
         "2",
         "--json",
     ]);
-    assert!(output.status.success(), "{}", show(&output));
-    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    let r = report_of(&output, report);
     let f = &r["floor"];
     assert_eq!(f["clients"], 30, "{r:#}");
     assert_eq!(f["writer_threads"], 2, "{r:#}");
@@ -190,27 +207,25 @@ fn floor_options_need_floor() {
 
 #[test]
 fn clients_connect_from_the_source_addresses_given() {
-    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
-    let (output, report) = bench(&[
-        "--url",
-        &served.base,
-        "--login-url",
-        "/login",
-        "--clients",
-        "21",
-        "--source-addresses",
-        "127.0.0.2,127.0.0.3",
-        "--rate",
-        "5",
-        "--duration",
-        "0.4",
-        "--idle",
-        "0.1",
-        "--json",
-        "--quiet",
-    ]);
-    assert!(output.status.success(), "{}", show(&output));
-    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
+    let served = memory_node();
+    let (output, report) = bench_logged_in(
+        &served,
+        &[
+            "--clients",
+            "21",
+            "--source-addresses",
+            "127.0.0.2,127.0.0.3",
+            "--rate",
+            "5",
+            "--duration",
+            "0.4",
+            "--idle",
+            "0.1",
+            "--json",
+            "--quiet",
+        ],
+    );
+    let r = report_of(&output, report);
     assert_eq!(r["clients"]["connected"], 21, "{r:#}");
     assert_eq!(r["clients"]["source_addresses_chosen"], "given", "{r:#}");
     // Round robin: clients 0, 2, ..., 20 from the first address, 1, 3, ..., 19 from the second.
@@ -228,17 +243,16 @@ fn clients_connect_from_the_source_addresses_given() {
     assert_eq!(r["deliveries"]["lost"], 0, "{r:#}");
 
     // An address this machine does not have is an error before any client starts.
-    let (output, _) = bench(&[
-        "--url",
-        &served.base,
-        "--login-url",
-        "/login",
-        "--clients",
-        "2",
-        "--source-addresses",
-        "192.0.2.1",
-        "--quiet",
-    ]);
+    let (output, _) = bench_logged_in(
+        &served,
+        &[
+            "--clients",
+            "2",
+            "--source-addresses",
+            "192.0.2.1",
+            "--quiet",
+        ],
+    );
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -250,13 +264,7 @@ fn clients_connect_from_the_source_addresses_given() {
 
 #[test]
 fn a_warm_up_is_drained_and_kept_out_of_the_window() {
-    let served = serve(&["--broker", "memory", "--bind", "127.0.0.1:0"], &[]);
-    let pid = served.child.id().to_string();
-    let (output, report) = bench(&[
-        "--url",
-        &served.base,
-        "--login-url",
-        "/login",
+    let (served, _, r) = bench_measured_node(&[
         "--clients",
         "20",
         "--idle",
@@ -267,13 +275,8 @@ fn a_warm_up_is_drained_and_kept_out_of_the_window() {
         "10",
         "--duration",
         "1",
-        "--server-pid",
-        &pid,
-        "--json",
         "--quiet",
     ]);
-    assert!(output.status.success(), "{}", show(&output));
-    let r = report.unwrap_or_else(|| panic!("no JSON report\n{}", show(&output)));
     let w = &r["warmup"];
     assert_eq!(w["events"], 41, "{r:#}");
     assert_eq!(w["sent"], 41, "{r:#}");

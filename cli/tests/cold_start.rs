@@ -4,28 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../web/tests/common/mod.rs"]
+mod sio;
 
 use std::time::{Duration, Instant};
 
 use common::{DEADLINE, run_failing, serve, sidecast};
 use sidecast_testkit::RedisServer;
-
-/// Polls `GET {base}/readyz` until it answers `status`, failing after [`DEADLINE`].
-async fn await_readyz(base: &str, status: u16) {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let got = reqwest::get(format!("{base}/readyz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if got == status {
-            return;
-        }
-        assert!(Instant::now() < deadline, "/readyz never answered {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use sio::await_ready;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_started_before_redis_stays_up_and_becomes_ready() {
@@ -38,7 +24,7 @@ async fn serve_started_before_redis_stays_up_and_becomes_ready() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
-    await_readyz(&served.base, 503).await;
+    await_ready(&served.base, 503, DEADLINE).await;
     assert!(served.child.try_wait().unwrap().is_none(), "still running");
     assert!(
         served
@@ -49,7 +35,7 @@ async fn serve_started_before_redis_stays_up_and_becomes_ready() {
     );
 
     redis.restart().await;
-    await_readyz(&served.base, 200).await;
+    await_ready(&served.base, 200, DEADLINE).await;
     assert!(served.child.try_wait().unwrap().is_none(), "still running");
 }
 

@@ -57,6 +57,28 @@ struct RedisProgram {
     args: Vec<String>,
 }
 
+impl RedisProgram {
+    /// `redis-server` with `args` after the ones this helper sets.
+    fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The `--requirepass` password among the arguments.
+    fn requirepass(&self) -> Option<String> {
+        self.args
+            .iter()
+            .position(|a| a == "--requirepass")
+            .and_then(|i| self.args.get(i + 1))
+            .cloned()
+    }
+}
+
 impl ServerProgram for RedisProgram {
     fn name(&self) -> &str {
         "redis-server"
@@ -119,16 +141,9 @@ impl RedisServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let args: Vec<String> = args.into_iter().map(Into::into).collect();
-        let password = requirepass(&args);
-        let local = ServerProcess::start(RedisProgram { args }).await;
-        Self {
-            addr: local.addr().to_owned(),
-            port: local.port(),
-            url: format!("redis://{}", local.addr()),
-            password,
-            local: Some(local),
-        }
+        let program = RedisProgram::new(args);
+        let password = program.requirepass();
+        Self::local(ServerProcess::start(program).await, password)
     }
 
     /// A private `redis-server` that is not running yet: its URL and port are known, connections
@@ -145,9 +160,13 @@ impl RedisServer {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let args: Vec<String> = args.into_iter().map(Into::into).collect();
-        let password = requirepass(&args);
-        let local = ServerProcess::reserve(RedisProgram { args });
+        let program = RedisProgram::new(args);
+        let password = program.requirepass();
+        Self::local(ServerProcess::reserve(program), password)
+    }
+
+    /// A private server on `local`'s port, started or not, whose `--requirepass` is `password`.
+    fn local(local: ServerProcess<RedisProgram>, password: Option<String>) -> Self {
         Self {
             addr: local.addr().to_owned(),
             port: local.port(),
@@ -250,14 +269,6 @@ impl RedisServer {
             ),
         }
     }
-}
-
-/// The `--requirepass` password among a server's arguments.
-fn requirepass(args: &[String]) -> Option<String> {
-    args.iter()
-        .position(|a| a == "--requirepass")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
 }
 
 /// `PING` over raw TCP. A server started with `--requirepass` answers `-NOAUTH`, which also

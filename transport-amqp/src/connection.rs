@@ -9,19 +9,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::options::ExchangeDeclareOptions;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties, Event};
+use sidecast_core::BrokerError;
 use sidecast_core::supervision::{
-    AttemptCount, Backoff, HealthBoard, OutageLog, PartId, Reconnect, Shutdown,
+    AttemptCount, Backoff, HealthBoard, OutageLog, PartId, Parts, Reconnect, Shutdown,
 };
-use sidecast_core::{BrokerError, BrokerHealth};
 use tokio::sync::{Notify, watch};
 use tokio::time::{MissedTickBehavior, interval, timeout};
 
 use crate::error::{self, Doing};
 use crate::options::AmqpOptions;
-use crate::publisher::{Publisher, open_publisher};
+use crate::publisher::{Failures, Publishing};
+use crate::resume::resume_backoff;
 use crate::uri::parse_uri;
 
 /// The AMQP connection's id on the health board; subscriptions count up from 1.
@@ -33,15 +33,16 @@ const CONNECTION: PartId = 0;
 const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 
 /// The state an [`crate::AmqpBroker`]'s handles and background tasks share: the options, the
-/// current connection, the health board and the outage log.
+/// current connection, and its parts (the connection and the subscriptions) with their health
+/// and outage log.
 pub(crate) struct AmqpState {
     pub(crate) options: AmqpOptions,
     /// `options.url`, parsed, with the heartbeat and TCP connect time-out filled in.
     uri: AMQPUri,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     pub(crate) url: String,
-    pub(crate) board: HealthBoard,
-    outages: OutageLog,
+    /// The connection (id [`CONNECTION`]) and the subscriptions, their health and outages.
+    pub(crate) parts: Parts,
     /// The current connection; `None` while reconnecting (and after close). Subscription tasks
     /// watch it to rebuild their queues on a new connection.
     pub(crate) connection: watch::Sender<Option<Arc<AmqpConnection>>>,
@@ -49,10 +50,8 @@ pub(crate) struct AmqpState {
     /// that suggests it is gone.
     pub(crate) check: Notify,
     next_generation: AtomicU64,
-    /// The board id of the next subscription.
-    next_part: AtomicU64,
     /// History subscriptions running: while there are any, the connection is retried at least
-    /// every [`crate::history::RESUME_WITHIN`], so that they resume that soon after RabbitMQ
+    /// every [`crate::resume::RESUME_WITHIN`], so that they resume that soon after RabbitMQ
     /// answers again.
     pub(crate) history_readers: AtomicUsize,
 }
@@ -62,10 +61,8 @@ pub(crate) struct AmqpConnection {
     /// Tells connections apart, so that a subscription notices it is on an old one.
     pub(crate) generation: u64,
     pub(crate) connection: Connection,
-    /// The publishing channel, in confirm mode; `None` until (re)opened. A tokio mutex, held
-    /// while a message is *sent* (not while its confirm is awaited), which keeps publishes in
-    /// call order without serialising the round trips.
-    pub(crate) publisher: tokio::sync::Mutex<Option<Publisher>>,
+    /// The publishing channel, in confirm mode.
+    pub(crate) publishing: Publishing,
     /// History stream queues declared on this connection: declaring is a round trip, so it is
     /// done once per queue and connection, not per append.
     pub(crate) history_queues: std::sync::Mutex<HashSet<String>>,
@@ -78,11 +75,14 @@ impl AmqpState {
         options.validate()?;
         let uri = parse_uri(&options, &url)?;
         Ok(Self {
-            board: HealthBoard::new(AttemptCount::Highest),
-            outages: OutageLog::new(
-                sidecast_core::outage_log_target!(),
-                error::BACKEND,
-                &options.url,
+            parts: Parts::new(
+                HealthBoard::new(AttemptCount::Highest),
+                OutageLog::new(
+                    sidecast_core::outage_log_target!(),
+                    error::BACKEND,
+                    &options.url,
+                ),
+                CONNECTION + 1,
             ),
             url,
             uri,
@@ -90,25 +90,8 @@ impl AmqpState {
             connection: watch::Sender::new(None),
             check: Notify::new(),
             next_generation: AtomicU64::new(0),
-            next_part: AtomicU64::new(CONNECTION + 1),
             history_readers: AtomicUsize::new(0),
         })
-    }
-
-    /// A new id for a subscription on the board.
-    pub(crate) fn next_part_id(&self) -> PartId {
-        self.next_part.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Part `id` broke with `error`: reports it on the board and logs the outage once (further
-    /// parts lost during it at debug level).
-    pub(crate) fn lost(&self, id: PartId, error: &dyn std::fmt::Display) {
-        self.outages.lost(&self.board, id, error);
-    }
-
-    /// Part `id` is up again: reports it on the board and logs the end of the outage once.
-    pub(crate) fn restored(&self, id: PartId) {
-        self.outages.restored(&self.board, id);
     }
 
     /// The current connection if it is up. A connection that went down without the supervisor
@@ -125,11 +108,7 @@ impl AmqpState {
 
     /// The error of an operation attempted while the connection is down.
     pub(crate) fn down_error(&self) -> BrokerError {
-        let attempt = match self.board.health() {
-            BrokerHealth::Reconnecting { attempt, .. } => attempt,
-            _ => 1,
-        };
-        error::reconnecting(&self.url, attempt)
+        error::reconnecting(&self.url, self.parts.board().reconnect_attempt())
     }
 
     /// Maps a failed operation's error, and has the connection checked when the error says it
@@ -162,17 +141,18 @@ impl AmqpState {
                 .map_err(|e| error::map(e, &self.url, Doing::Connecting))?;
             // Opened right away: the first publish does not pay for it, and a user who may not
             // even open a channel is refused here.
-            let publisher = match open_publisher(&connection).await {
-                Ok(publisher) => publisher,
-                Err(e) => {
-                    let _ = connection.close(200, "setup failed".into()).await;
-                    return Err(error::map(e, &self.url, Doing::Connecting));
-                }
-            };
+            let publishing =
+                match Publishing::open(&connection, self.options.durable_exchanges).await {
+                    Ok(publishing) => publishing,
+                    Err(e) => {
+                        let _ = connection.close(200, "setup failed".into()).await;
+                        return Err(error::map(e, &self.url, Doing::Connecting));
+                    }
+                };
             Ok(AmqpConnection {
                 generation,
                 connection,
-                publisher: tokio::sync::Mutex::new(Some(publisher)),
+                publishing,
                 history_queues: std::sync::Mutex::new(HashSet::new()),
             })
         };
@@ -182,21 +162,21 @@ impl AmqpState {
         }
     }
 
-    /// The backoff of the connection's reconnects: capped at
-    /// [`crate::history::RESUME_WITHIN`] while history subscriptions wait for it.
+    /// The backoff of the connection's reconnects: capped at [`crate::resume::RESUME_WITHIN`]
+    /// while history subscriptions wait for it.
     fn connection_backoff(&self) -> Backoff {
         let backoff = self.backoff();
         if self.history_readers.load(Ordering::Relaxed) == 0 {
             backoff
         } else {
-            crate::history::resume_backoff(backoff)
+            resume_backoff(backoff)
         }
     }
 
     /// Reconnects with backoff until a new connection is up. `None` when the broker shuts down.
     async fn reconnect(&self, shutdown: &mut Shutdown) -> Option<Arc<AmqpConnection>> {
         Reconnect {
-            board: &self.board,
+            board: self.parts.board(),
             id: CONNECTION,
             backoff: self.connection_backoff(),
         }
@@ -212,13 +192,13 @@ impl AmqpState {
     }
 }
 
-/// The settings every Sidecast exchange is declared with: those of kombu's
-/// `Exchange(name, type="fanout", durable=False)` (not auto-deleted, not internal, no
-/// arguments), with durability configurable.
-pub(crate) fn exchange_options(durable: bool) -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable,
-        ..ExchangeDeclareOptions::default()
+impl Failures for AmqpState {
+    fn failed(&self, error: lapin::Error, doing: Doing<'_>) -> BrokerError {
+        AmqpState::failed(self, error, doing)
+    }
+
+    fn url(&self) -> &str {
+        &self.url
     }
 }
 
@@ -234,16 +214,16 @@ pub(crate) async fn supervise(state: Arc<AmqpState>, mut shutdown: Shutdown) {
         let Some(failure) = failure else {
             return;
         };
-        if state.board.is_closed() {
+        if state.parts.board().is_closed() {
             return;
         }
         state.connection.send_replace(None);
-        state.lost(CONNECTION, &failure);
+        state.parts.lost(CONNECTION, &failure);
         drop(link);
         match state.reconnect(&mut shutdown).await {
             Some(link) => {
                 state.connection.send_replace(Some(link));
-                state.restored(CONNECTION);
+                state.parts.restored(CONNECTION);
             }
             None => return,
         }

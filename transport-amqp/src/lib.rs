@@ -35,14 +35,17 @@
 
 // The contract and the `Broker` impl are here; each other file has one job: `options` the
 // options and their checks, `uri` the URL's parsing, `connection` the connection and its
-// supervision, `publisher` the publishing channel, `subscription` the queue and task behind each
-// subscription, `error` the mapping of lapin errors, `history` the stream queues behind
-// `Broker::history`.
+// supervision, `publisher` the publishing channel, `exchange` how an exchange is declared,
+// `subscription` the queue and task behind each subscription, `error` the mapping of lapin
+// errors, `history` the stream queues behind `Broker::history`, `resume` how soon history
+// subscriptions resume after an outage.
 mod connection;
 mod error;
+mod exchange;
 mod history;
 mod options;
 mod publisher;
+mod resume;
 mod subscription;
 mod uri;
 
@@ -188,9 +191,7 @@ fn check_name(channel: &str) -> Result<(), BrokerError> {
 impl Broker for AmqpBroker {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
         let state = &self.state;
-        if state.board.is_closed() {
-            return Err(BrokerError::Closed);
-        }
+        state.parts.board().check_open()?;
         check_name(channel)?;
         // Fail fast during an outage: no connection attempt, no waiting for one.
         let Some(link) = state.live_connection() else {
@@ -205,7 +206,10 @@ impl Broker for AmqpBroker {
             ));
         }
         let after = state.options.publish_timeout;
-        match timeout(after, link.publish(state, channel, &payload)).await {
+        let publishing =
+            link.publishing
+                .publish(&link.connection, state.as_ref(), channel, &payload);
+        match timeout(after, publishing).await {
             Ok(result) => result,
             Err(_elapsed) => {
                 // A slow server, or a connection that died silently: the supervisor looks.
@@ -217,9 +221,7 @@ impl Broker for AmqpBroker {
 
     async fn subscribe(&self, channels: &[ChannelSpec]) -> Result<Subscription, BrokerError> {
         let state = &self.state;
-        if state.board.is_closed() {
-            return Err(BrokerError::Closed);
-        }
+        state.parts.board().check_open()?;
         if channels.is_empty() {
             return Err(BrokerError::Unsupported {
                 backend: error::BACKEND,
@@ -254,7 +256,7 @@ impl Broker for AmqpBroker {
         };
         let consuming = subscription::open_consumer(state, &link, &exchanges).await?;
         let (tx, subscription) = Subscription::bounded(state.options.subscription_capacity);
-        let id = state.next_part_id();
+        let id = state.parts.next_id();
         self.tasks.spawn(subscription::run(
             Arc::clone(state),
             id,
@@ -267,7 +269,7 @@ impl Broker for AmqpBroker {
     }
 
     fn health(&self) -> BrokerHealth {
-        self.state.board.health()
+        self.state.parts.board().health()
     }
 
     fn history(&self) -> Option<&dyn History> {
@@ -276,7 +278,7 @@ impl Broker for AmqpBroker {
 
     async fn close(&self) {
         let state = &self.state;
-        let already = state.board.close();
+        let already = state.parts.board().close();
         self.tasks.stop();
         // Wait for the tasks so that, once close() returns, every subscription stream has ended
         // (its sender is dropped) and its channel is closed.

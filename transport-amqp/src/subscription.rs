@@ -9,15 +9,16 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Consumer, ExchangeKind};
+use lapin::{Channel, Consumer};
 use sidecast_core::supervision::{PartId, PumpEnd, Shutdown};
 use sidecast_core::{BrokerError, BrokerMessage, Delivery, SubscriptionSender};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 
 use crate::CLOSE_WAIT;
-use crate::connection::{AmqpConnection, AmqpState, exchange_options};
+use crate::connection::{AmqpConnection, AmqpState};
 use crate::error::{self, Doing};
+use crate::exchange;
 
 /// A subscription's channel and consumer on one connection.
 pub(crate) struct Consuming {
@@ -41,16 +42,10 @@ pub(crate) async fn open_consumer(
             .create_channel()
             .await
             .map_err(|e| state.failed(e, Doing::Using(first)))?;
-        for exchange in exchanges {
-            channel
-                .exchange_declare(
-                    exchange.as_str().into(),
-                    ExchangeKind::Fanout,
-                    exchange_options(state.options.durable_exchanges),
-                    FieldTable::default(),
-                )
+        for name in exchanges {
+            exchange::declare(&channel, name, state.options.durable_exchanges)
                 .await
-                .map_err(|e| state.failed(e, Doing::Declaring(exchange)))?;
+                .map_err(|e| state.failed(e, Doing::Declaring(name)))?;
         }
         // Server-named: a new name on every (re)connection, so a restarted RabbitMQ never
         // sees a redeclaration of a queue it no longer knows.
@@ -122,7 +117,7 @@ pub(crate) async fn run(
 ) {
     // However the task ends, its queue stops counting: a subscription dropped during an outage
     // must not keep the broker "reconnecting".
-    let _part = state.board.part(id);
+    let _part = state.parts.board().part(id);
     let mut links = state.connection.subscribe();
     loop {
         let failure = match pump(&tx, &mut consuming, &mut shutdown, &mut links).await {
@@ -136,16 +131,16 @@ pub(crate) async fn run(
             }
             PumpEnd::Lost(failure) => failure,
         };
-        if state.board.is_closed() {
+        if state.parts.board().is_closed() {
             return;
         }
-        state.lost(id, &failure);
+        state.parts.lost(id, &failure);
         // The connection probably went away for everybody: have it checked now.
         state.check.notify_one();
         match reconsume(&state, id, &exchanges, &tx, &mut shutdown, &mut links).await {
             Some(fresh) => {
                 consuming = fresh;
-                state.restored(id);
+                state.parts.restored(id);
             }
             None => return,
         }
@@ -166,7 +161,7 @@ async fn reconsume(
     let mut attempt: u32 = 0;
     loop {
         attempt = attempt.saturating_add(1);
-        state.board.attempt(id, attempt);
+        state.parts.board().attempt(id, attempt);
         let link = wait_for_connection(state, || tx.closed(), shutdown, links).await?;
         match open_consumer(state, &link, exchanges).await {
             Ok(consuming) => return Some(consuming),

@@ -1,6 +1,6 @@
 //! [`RedisState`]: what a [`crate::RedisBroker`]'s handles and background tasks share: the
-//! client, the publish connection, the health board and the outage log; and how connections are
-//! opened and reopened.
+//! client, the publish connection, the connections' health and outage log; and how connections
+//! are opened and reopened.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
 use sidecast_core::supervision::{
-    AttemptCount, Backoff, HealthBoard, OutageLog, PartId, Reconnect, Shutdown,
+    AttemptCount, Backoff, HealthBoard, OutageLog, PartId, Parts, Reconnect, Shutdown,
 };
 use sidecast_core::{BrokerError, ChannelSpec};
 use tokio::sync::Notify;
@@ -27,16 +27,15 @@ pub(crate) struct RedisState {
     pub(crate) options: RedisOptions,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     pub(crate) url: String,
-    pub(crate) board: HealthBoard,
-    outages: OutageLog,
+    /// The connections (the publisher, [`PUBLISHER`], and one per subscription), their health
+    /// and outages.
+    pub(crate) parts: Parts,
     /// The publish connection and its generation; `None` while it is down (or after close).
     /// The generation tells whether the connection a failed publish used is still the current
     /// one, so that a late failure never discards a newer, healthy connection.
     publisher: Mutex<Option<(u64, MultiplexedConnection)>>,
     /// The generation of the next publish connection.
     next_generation: AtomicU64,
-    /// The board id of the next subscription's connection.
-    next_part: AtomicU64,
     /// Asks the publisher's supervisor to check its connection now, because a publish failed or
     /// a subscription connection broke (the server probably went away for everybody).
     pub(crate) check_publisher: Notify,
@@ -55,36 +54,21 @@ impl RedisState {
         let client = Client::open(options.url.as_str()).map_err(|e| error::map(e, &url))?;
         Ok(Self {
             client,
-            board: HealthBoard::new(AttemptCount::OldestOutage),
-            outages: OutageLog::new(
-                sidecast_core::outage_log_target!(),
-                error::BACKEND,
-                &options.url,
+            parts: Parts::new(
+                HealthBoard::new(AttemptCount::OldestOutage),
+                OutageLog::new(
+                    sidecast_core::outage_log_target!(),
+                    error::BACKEND,
+                    &options.url,
+                ),
+                PUBLISHER + 1,
             ),
             url,
             options,
             publisher: Mutex::new(None),
             next_generation: AtomicU64::new(0),
-            next_part: AtomicU64::new(PUBLISHER + 1),
             check_publisher: Notify::new(),
         })
-    }
-
-    /// A new id for a subscription's connection on the board.
-    pub(crate) fn next_part_id(&self) -> PartId {
-        self.next_part.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Connection `id` broke with `error`: reports it on the board and logs the outage once
-    /// (further connections lost during it at debug level).
-    pub(crate) fn lost(&self, id: PartId, error: &dyn std::fmt::Display) {
-        self.outages.lost(&self.board, id, error);
-    }
-
-    /// Connection `id` is up again: reports it on the board and logs the end of the outage
-    /// once.
-    pub(crate) fn restored(&self, id: PartId) {
-        self.outages.restored(&self.board, id);
     }
 
     pub(crate) fn publisher_slot(&self) -> MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
@@ -110,7 +94,7 @@ impl RedisState {
             }
             *slot = None;
         }
-        self.lost(PUBLISHER, error);
+        self.parts.lost(PUBLISHER, error);
         self.check_publisher.notify_one();
     }
 
@@ -191,7 +175,7 @@ impl RedisState {
             max: self.options.backoff_max.min(cap),
         };
         Reconnect {
-            board: &self.board,
+            board: self.parts.board(),
             id,
             backoff,
         }

@@ -222,14 +222,6 @@ impl RedisHistory {
     fn key(&self, channel: &str) -> String {
         format!("{}{channel}", self.state.options.history_key_prefix)
     }
-
-    fn check_open(&self) -> Result<(), BrokerError> {
-        if self.state.board.is_closed() {
-            Err(BrokerError::Closed)
-        } else {
-            Ok(())
-        }
-    }
 }
 
 /// `XINFO STREAM` of `key` through the publish connection, `None` when the key does not exist.
@@ -263,7 +255,7 @@ async fn stream_state(state: &RedisState, key: &str) -> Result<Option<StreamInfo
 #[async_trait]
 impl History for RedisHistory {
     async fn append(&self, channel: &str, payload: Bytes) -> Result<Offset, BrokerError> {
-        self.check_open()?;
+        self.state.parts.board().check_open()?;
         let retention = &self.state.options.history;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -305,7 +297,7 @@ impl History for RedisHistory {
         after: &Offset,
         limit: usize,
     ) -> Result<Replay, BrokerError> {
-        self.check_open()?;
+        self.state.parts.board().check_open()?;
         let Some(after_id) = id_of(after) else {
             return Ok(Replay::Unknown);
         };
@@ -352,7 +344,7 @@ impl History for RedisHistory {
     }
 
     async fn last_offset(&self, channel: &str) -> Result<Option<Offset>, BrokerError> {
-        self.check_open()?;
+        self.state.parts.board().check_open()?;
         Ok(stream_state(&self.state, &self.key(channel))
             .await?
             .filter(|info| info.entries_added > 0)
@@ -364,12 +356,9 @@ impl History for RedisHistory {
         channel: &str,
         after: &Offset,
     ) -> Result<HistorySubscription, BrokerError> {
-        self.check_open()?;
+        self.state.parts.board().check_open()?;
         let Some(after) = id_of(after) else {
-            return Err(BrokerError::Unsupported {
-                backend: error::BACKEND,
-                what: format!("subscribing after {after:?}, an offset this history never made"),
-            });
+            return Err(BrokerError::unknown_offset(error::BACKEND, after));
         };
         let state = &self.state;
         // The first connection is made here, so that the caller learns about a Redis that is
@@ -378,7 +367,7 @@ impl History for RedisHistory {
         let (tx, subscription) = HistorySubscription::bounded(state.options.subscription_capacity);
         let reader = Reader {
             state: Arc::clone(state),
-            id: state.next_part_id(),
+            id: state.parts.next_id(),
             key: self.key(channel),
             after,
             tx,
@@ -407,16 +396,16 @@ impl Reader {
     async fn run(mut self, mut connection: MultiplexedConnection, mut shutdown: Shutdown) {
         let state = Arc::clone(&self.state);
         // However the task ends, its connection stops counting on the health board.
-        let _part = state.board.part(self.id);
+        let _part = state.parts.board().part(self.id);
         loop {
             let failure = match self.pump(&mut connection, &mut shutdown).await {
                 PumpEnd::Shutdown | PumpEnd::ConsumerGone => return,
                 PumpEnd::Lost(failure) => failure,
             };
-            if state.board.is_closed() {
+            if state.parts.board().is_closed() {
                 return;
             }
-            state.lost(self.id, &failure);
+            state.parts.lost(self.id, &failure);
             state.check_publisher.notify_one();
             let tx = &self.tx;
             let reconnected = state
@@ -431,7 +420,7 @@ impl Reader {
             match reconnected {
                 Some(fresh) => {
                     connection = fresh;
-                    state.restored(self.id);
+                    state.parts.restored(self.id);
                     self.warn_if_trimmed().await;
                     tracing::debug!(key = %self.key, after = %id_arg(self.after), "history subscription resumes");
                 }

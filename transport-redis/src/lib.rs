@@ -169,17 +169,13 @@ impl RedisBroker {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BrokerError> {
-        if self.state.board.is_closed() {
-            return Err(BrokerError::Closed);
-        }
+        self.state.parts.board().check_open()?;
         publisher::publish(&self.state, channel, &payload).await
     }
 
     async fn subscribe(&self, channels: &[ChannelSpec]) -> Result<Subscription, BrokerError> {
         let state = &self.state;
-        if state.board.is_closed() {
-            return Err(BrokerError::Closed);
-        }
+        state.parts.board().check_open()?;
         if channels.is_empty() {
             return Err(BrokerError::Unsupported {
                 backend: error::BACKEND,
@@ -201,7 +197,7 @@ impl Broker for RedisBroker {
             }
         };
         let (tx, subscription) = Subscription::bounded(state.options.subscription_capacity);
-        let id = state.next_part_id();
+        let id = state.parts.next_id();
         self.tasks.spawn(subscription::run(
             Arc::clone(state),
             id,
@@ -214,7 +210,7 @@ impl Broker for RedisBroker {
     }
 
     fn health(&self) -> BrokerHealth {
-        self.state.board.health()
+        self.state.parts.board().health()
     }
 
     fn history(&self) -> Option<&dyn History> {
@@ -223,7 +219,7 @@ impl Broker for RedisBroker {
 
     async fn close(&self) {
         let state = &self.state;
-        let already = state.board.close();
+        let already = state.parts.board().close();
         self.tasks.stop();
         state.publisher_slot().take();
         // Wait for the tasks so that, once close() returns, every subscription stream has ended

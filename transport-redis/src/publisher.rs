@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use redis::aio::MultiplexedConnection;
 
+use sidecast_core::BrokerError;
 use sidecast_core::supervision::Shutdown;
-use sidecast_core::{BrokerError, BrokerHealth};
 use tokio::time::{sleep, timeout};
 
 use crate::connection::{PUBLISHER, RedisState};
@@ -41,11 +41,10 @@ where
 {
     // Fail fast during an outage: no connection attempt, no waiting for one.
     let Some((generation, connection)) = state.publisher_slot().clone() else {
-        let attempt = match state.board.health() {
-            BrokerHealth::Reconnecting { attempt, .. } => attempt,
-            _ => 1,
-        };
-        return Err(error::reconnecting(&state.url, attempt));
+        return Err(error::reconnecting(
+            &state.url,
+            state.parts.board().reconnect_attempt(),
+        ));
     };
     let after = state.options.publish_timeout;
     match timeout(after, operation(connection)).await {
@@ -84,7 +83,7 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
             () = state.check_publisher.notified() => {}
             () = sleep(keepalive) => {}
         }
-        if state.board.is_closed() {
+        if state.parts.board().is_closed() {
             return;
         }
         // A failed publish may have emptied the slot already; otherwise check the connection.
@@ -102,7 +101,7 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
             };
             state.publisher_lost(generation, &failure);
         }
-        if state.board.is_closed() || state.publisher_slot().is_some() {
+        if state.parts.board().is_closed() || state.publisher_slot().is_some() {
             continue;
         }
         let reconnected = state
@@ -117,7 +116,7 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
         match reconnected {
             Some(connection) => {
                 state.install_publisher(connection);
-                state.restored(PUBLISHER);
+                state.parts.restored(PUBLISHER);
             }
             None => return,
         }

@@ -32,16 +32,16 @@ pub(crate) async fn run(
 ) {
     // However the task ends, its connection stops counting: a subscription dropped during an
     // outage must not keep the broker "reconnecting".
-    let _part = state.board.part(id);
+    let _part = state.parts.board().part(id);
     loop {
         let failure = match pump(&state, &tx, &mut connection, &mut shutdown).await {
             PumpEnd::Shutdown | PumpEnd::ConsumerGone => return,
             PumpEnd::Lost(failure) => failure,
         };
-        if state.board.is_closed() {
+        if state.parts.board().is_closed() {
             return;
         }
-        state.lost(id, &failure);
+        state.parts.lost(id, &failure);
         // The server probably went away for the publish connection too: have it checked now
         // rather than at the next publish, so that publishes fail fast and health is complete.
         state.check_publisher.notify_one();
@@ -57,7 +57,7 @@ pub(crate) async fn run(
         match reconnected {
             Some(fresh) => {
                 connection = fresh;
-                state.restored(id);
+                state.parts.restored(id);
             }
             None => return,
         }

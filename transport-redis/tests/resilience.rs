@@ -8,10 +8,11 @@ mod common;
 use std::time::Duration;
 
 use common::{connect, options};
-use sidecast_core::{Broker, BrokerHealth, ChannelSpec, Offset};
+use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
 use sidecast_testkit::conformance::{
-    self, assert_ends, await_subscribed, first_delivery, history_across_an_outage, history_of,
-    next_entry, next_message, publish_all, subscribe_from, subscribed, within_deadline,
+    self, assert_ends, await_subscribed, first_delivery, history_across_an_outage,
+    history_waits_for_a_slow_consumer, next_message, publish_all, stop_and_restart, subscribed,
+    within_deadline,
 };
 use sidecast_testkit::{RedisServer, await_reconnecting, eventually, unique_channel};
 use sidecast_transport_redis::RedisOptions;
@@ -253,46 +254,19 @@ async fn history_reader_gets_every_acknowledged_entry_across_a_redis_restart() {
             .await;
     let writer = connect(options(server.url())).await;
     let reader = connect(options(server.url())).await;
-    history_across_an_outage(&writer, &reader, async |up| {
-        if up {
-            server.restart().await;
-        } else {
-            server.stop().await;
-        }
-    })
-    .await;
+    history_across_an_outage(&writer, &reader, stop_and_restart(&mut server)).await;
 }
 
 /// A history subscription whose consumer reads nothing for a while loses nothing: the reader
-/// waits while the queue is full (the entries wait in Redis), unlike pub/sub, which drops.
+/// waits while the queue is full (the entries wait in Redis), unlike pub/sub, which drops
+/// (`conformance::history_waits_for_a_slow_consumer`).
 #[tokio::test]
 async fn history_subscription_waits_for_a_slow_consumer() {
-    // Fewer than the test options' history bound (100 entries), so that trimming, which a
-    // reader lagging that far behind cannot escape, plays no part.
-    const ENTRIES: usize = 80;
     let server = RedisServer::start_local().await;
     let broker = connect(RedisOptions {
         subscription_capacity: 8,
         ..options(server.url())
     })
     .await;
-    let history = history_of(&broker);
-    let channel = unique_channel("history-slow");
-    let mut sub = subscribe_from(history, &channel, &Offset::START).await;
-    let mut appended = Vec::new();
-    for i in 0..ENTRIES {
-        let payload = format!("slow {i}");
-        let offset = within_deadline("append", history.append(&channel, payload.clone().into()))
-            .await
-            .expect("append");
-        appended.push((offset, payload));
-    }
-    for (i, (offset, payload)) in appended.iter().enumerate() {
-        let entry = next_entry(&mut sub).await;
-        assert_eq!(
-            (&entry.offset, entry.payload.as_ref()),
-            (offset, payload.as_bytes()),
-            "entry {i} of {ENTRIES} after a queue of 8 filled up"
-        );
-    }
+    history_waits_for_a_slow_consumer(&broker, 8).await;
 }

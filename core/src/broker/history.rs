@@ -125,6 +125,18 @@ pub enum Replay {
     Unknown,
 }
 
+impl BrokerError {
+    /// The error of [`History::subscribe_from`] after an offset the history never makes (a
+    /// malformed string, or the offset form of another backend), for the transport `backend`:
+    /// [`BrokerError::Unsupported`]. (A read after such an offset is [`Replay::Unknown`].)
+    pub fn unknown_offset(backend: &'static str, after: &Offset) -> Self {
+        Self::Unsupported {
+            backend,
+            what: format!("subscribing after {after:?}, an offset this history never made"),
+        }
+    }
+}
+
 /// How long and how much a history keeps: entries older than `max_age` are trimmed, and so are
 /// the oldest entries beyond `max_entries` or `max_bytes` (of payload).
 ///

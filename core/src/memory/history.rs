@@ -261,10 +261,7 @@ impl History for MemoryHistory {
         let shared = &self.shared;
         shared.check_open()?;
         let Some(after) = number_of(after) else {
-            return Err(BrokerError::Unsupported {
-                backend: "memory",
-                what: format!("subscribing after {after:?}, an offset this history never made"),
-            });
+            return Err(BrokerError::unknown_offset("memory", after));
         };
         let (tx, subscription) = HistorySubscription::bounded(shared.capacity);
         tokio::spawn(Arc::clone(shared).feed(channel.to_owned(), after, tx));

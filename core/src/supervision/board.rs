@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::BrokerHealth;
+use crate::{BrokerError, BrokerHealth};
 
 /// Identifies one part of a broker (a connection, a subscription's queue...) on a
 /// [`HealthBoard`]. The transport chooses the ids; they only need to be distinct.
@@ -146,6 +146,18 @@ impl HealthBoard {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// `Err(`[`BrokerError::Closed`]`)` once [`HealthBoard::close`] was called: the first check
+    /// of every broker call, which must fail that way after [`Broker::close`].
+    ///
+    /// [`Broker::close`]: crate::Broker::close
+    pub fn check_open(&self) -> Result<(), BrokerError> {
+        if self.is_closed() {
+            Err(BrokerError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Part `id` broke; its outage starts at attempt 1 (an outage already recorded for it is
     /// kept).
     pub fn lost(&self, id: PartId) -> Lost {
@@ -194,6 +206,15 @@ impl HealthBoard {
     /// dropped during an outage must not keep the broker "reconnecting").
     pub fn part(&self, id: PartId) -> Part<'_> {
         Part { board: self, id }
+    }
+
+    /// The reconnect attempt [`HealthBoard::health`] reports while parts are down, else 1: for
+    /// the error of a call refused during an outage ("reconnecting, attempt 3").
+    pub fn reconnect_attempt(&self) -> u32 {
+        match self.health() {
+            BrokerHealth::Reconnecting { attempt, .. } => attempt,
+            _ => 1,
+        }
     }
 
     /// The broker's health: `Closed` once closed, else `Reconnecting` while any part is down

@@ -6,6 +6,8 @@
 //!   broker's own; its [`Part`] guard forgets a part when the task running it ends.
 //! * [`OutageLog`] logs each outage once, lost and restored, under the transport's own tracing
 //!   target ([`outage_log_target!`](crate::outage_log_target)).
+//! * [`Parts`] keeps the two together with the ids of a broker's parts, so that a part reports
+//!   a loss or a recovery in one call.
 //! * [`Backoff`], the capped exponential delays with jitter between reconnect attempts, and
 //!   [`Reconnect`], the loop that makes the attempts.
 //! * [`Tasks`], a broker's background tasks with their [`Shutdown`] signal, and [`PumpEnd`], why
@@ -19,6 +21,7 @@
 mod backoff;
 mod board;
 mod outage_log;
+mod parts;
 mod pump;
 mod reconnect;
 mod tasks;
@@ -26,6 +29,7 @@ mod tasks;
 pub use backoff::Backoff;
 pub use board::{AttemptCount, HealthBoard, Lost, Part, PartId, Restored};
 pub use outage_log::{LogTarget, OutageEvent, OutageLog};
+pub use parts::Parts;
 pub use pump::PumpEnd;
 pub use reconnect::Reconnect;
 pub use tasks::{Shutdown, Tasks};

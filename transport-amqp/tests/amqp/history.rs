@@ -12,7 +12,8 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use sidecast_core::{Broker, BrokerError, HistoryRetention, Offset};
 use sidecast_testkit::conformance::{
-    history_across_an_outage, history_of, next_entry, subscribe_from, within_deadline,
+    history_across_an_outage, history_of, history_waits_for_a_slow_consumer, stop_and_restart,
+    within_deadline,
 };
 use sidecast_testkit::{RabbitMqServer, unique_channel};
 use sidecast_transport_amqp::{AmqpOptions, HistoryMismatch};
@@ -36,47 +37,21 @@ async fn history_reader_gets_every_acknowledged_entry_across_a_rabbitmq_restart(
         ..AmqpOptions::new(server.url())
     })
     .await;
-    history_across_an_outage(&writer, &reader, async |up| {
-        if up {
-            server.restart().await;
-        } else {
-            server.stop().await;
-        }
-    })
-    .await;
+    history_across_an_outage(&writer, &reader, stop_and_restart(&mut server)).await;
 }
 
 /// A history subscription whose consumer reads nothing for a while loses nothing: the reader
 /// waits while the queue is full (RabbitMQ waits for acknowledgements, the entries wait in the
-/// stream), unlike pub/sub, which drops.
+/// stream), unlike pub/sub, which drops (`conformance::history_waits_for_a_slow_consumer`).
 #[tokio::test]
 async fn history_subscription_waits_for_a_slow_consumer() {
-    const ENTRIES: usize = 80;
     let server = RabbitMqServer::shared().await;
     let broker = connect(AmqpOptions {
         subscription_capacity: 8,
         ..options(server.url())
     })
     .await;
-    let history = history_of(&broker);
-    let channel = unique_channel("history-slow");
-    let mut sub = subscribe_from(history, &channel, &Offset::START).await;
-    let mut appended = Vec::new();
-    for i in 0..ENTRIES {
-        let payload = format!("slow {i}");
-        let offset = within_deadline("append", history.append(&channel, payload.clone().into()))
-            .await
-            .expect("append");
-        appended.push((offset, payload));
-    }
-    for (i, (offset, payload)) in appended.iter().enumerate() {
-        let entry = next_entry(&mut sub).await;
-        assert_eq!(
-            (&entry.offset, entry.payload.as_ref()),
-            (offset, payload.as_bytes()),
-            "entry {i} of {ENTRIES} after a queue of 8 filled up"
-        );
-    }
+    history_waits_for_a_slow_consumer(&broker, 8).await;
 }
 
 /// The `HistoryMismatch` under an error, if any.

@@ -1,0 +1,314 @@
+//! A history's RabbitMQ stream queue as this history uses it: the queue's arguments, the headers
+//! of its messages (offsets, markers, ids), declaring it once per connection, readers attached
+//! at an offset, and appends that learn their offset by reading their own message back.
+
+use std::collections::HashSet;
+use std::sync::{MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Consumer};
+use sidecast_core::broker::BrokerError;
+use tokio::time::timeout;
+
+use crate::connection::{AmqpConnection, AmqpState};
+use crate::error::{self, Doing};
+use crate::options::AmqpOptions;
+
+/// The header that makes a message a marker: written by reads to learn where a stream ends,
+/// skipped by every reader.
+const MARKER_HEADER: &str = "x-sidecast-marker";
+/// The header in which RabbitMQ gives each delivery from a stream its offset.
+pub(super) const OFFSET_HEADER: &str = "x-stream-offset";
+/// Unacknowledged deliveries a read or an append's read-back lets RabbitMQ send ahead.
+pub(super) const READ_PREFETCH: u16 = 256;
+
+/// The arguments of every history stream queue; RabbitMQ refuses to redeclare a queue with
+/// others ([`crate::HistoryMismatch`]).
+fn queue_arguments(options: &AmqpOptions) -> FieldTable {
+    let long = |n: usize| AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX));
+    let mut arguments = FieldTable::default();
+    arguments
+        .insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        )
+        .insert(
+            "x-max-age".into(),
+            AMQPValue::LongString(max_age_argument(options.history.max_age).into()),
+        )
+        .insert("x-max-length-bytes".into(), long(options.history.max_bytes))
+        .insert(
+            "x-stream-max-segment-size-bytes".into(),
+            long(options.history_segment_bytes),
+        );
+    arguments
+}
+
+/// `x-max-age` in whole seconds, rounded up (RabbitMQ takes `<n>s`, `<n>m`, ...).
+fn max_age_argument(age: Duration) -> String {
+    let seconds = age.as_secs() + u64::from(age.subsec_nanos() > 0);
+    format!("{}s", seconds.max(1))
+}
+
+/// The stream offset RabbitMQ gave a delivery.
+pub(super) fn stream_offset(delivery: &Delivery) -> Option<u64> {
+    match delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(OFFSET_HEADER)?
+    {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::Timestamp(n) => Some(*n),
+        _ => None,
+    }
+}
+
+pub(super) fn is_marker(delivery: &Delivery) -> bool {
+    delivery
+        .properties
+        .headers()
+        .as_ref()
+        .is_some_and(|headers| headers.contains_key(MARKER_HEADER))
+}
+
+pub(super) fn has_id(delivery: &Delivery, id: &str) -> bool {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .is_some_and(|own| own.as_str() == id)
+}
+
+/// The properties of an appended message: a unique `message_id` to find it by, and the marker
+/// header for a marker.
+pub(super) fn properties(id: &str, marker: bool) -> BasicProperties {
+    let properties = BasicProperties::default().with_message_id(id.into());
+    if marker {
+        let mut headers = FieldTable::default();
+        headers.insert(MARKER_HEADER.into(), AMQPValue::Boolean(true));
+        properties.with_headers(headers)
+    } else {
+        properties
+    }
+}
+
+/// A message id no other append (of any node) uses.
+pub(super) fn new_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// A channel consuming a stream queue, and the connection it is on.
+pub(super) struct Reader {
+    pub(super) generation: u64,
+    /// Kept so that the channel lives as long as the consumer; dropping it closes the channel.
+    pub(super) channel: Channel,
+    pub(super) consumer: Consumer,
+}
+
+/// Where a reader attaches.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Attach {
+    /// After the last message: only what is appended from now on.
+    Next,
+    /// At this stream offset (or the oldest one left, if it was trimmed).
+    Offset(u64),
+}
+
+impl Attach {
+    fn argument(self) -> AMQPValue {
+        match self {
+            Self::Next => AMQPValue::LongString("next".into()),
+            // first_wanted() checked that the offset fits.
+            Self::Offset(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+fn declared(link: &AmqpConnection) -> MutexGuard<'_, HashSet<String>> {
+    link.history_queues
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Declares `queue` as a stream queue with this node's arguments, unless this connection did.
+async fn declare(state: &AmqpState, link: &AmqpConnection, queue: &str) -> Result<(), BrokerError> {
+    if declared(link).contains(queue) {
+        return Ok(());
+    }
+    let failed = |e| state.failed(e, Doing::History(queue));
+    // A channel of its own: RabbitMQ closes the channel of a refused declaration.
+    let channel = link.connection.create_channel().await.map_err(failed)?;
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            queue_arguments(&state.options),
+        )
+        .await
+        .map_err(failed)?;
+    declared(link).insert(queue.to_owned());
+    Ok(())
+}
+
+/// Whether `queue` exists (a passive declaration, which creates nothing).
+pub(super) async fn exists(
+    state: &AmqpState,
+    link: &AmqpConnection,
+    queue: &str,
+) -> Result<bool, BrokerError> {
+    let failed = |e| state.failed(e, Doing::History(queue));
+    let channel = link.connection.create_channel().await.map_err(failed)?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(_) => Ok(true),
+        // NOT_FOUND closes this channel only. A queue whose home node is down exists.
+        Err(e) if error::reply_code(&e) == Some(404) && !error::home_node_down(&e) => Ok(false),
+        Err(e) => Err(failed(e)),
+    }
+}
+
+/// A new channel consuming `queue` from `from`, with `prefetch` deliveries unacknowledged at
+/// most (RabbitMQ refuses a stream consumer without a prefetch, and one without acks).
+pub(super) async fn open_reader(
+    link: &AmqpConnection,
+    queue: &str,
+    from: Attach,
+    prefetch: u16,
+) -> lapin::Result<Reader> {
+    let channel = link.connection.create_channel().await?;
+    channel
+        .basic_qos(prefetch.max(1), BasicQosOptions::default())
+        .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-stream-offset".into(), from.argument());
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            arguments,
+        )
+        .await?;
+    Ok(Reader {
+        generation: link.generation,
+        channel,
+        consumer,
+    })
+}
+
+/// Declares `queue` (once per connection) and opens a reader on it; declares again if the queue
+/// vanished since (an operator deleted it).
+pub(super) async fn open_declared_reader(
+    state: &AmqpState,
+    link: &AmqpConnection,
+    queue: &str,
+    from: Attach,
+    prefetch: u16,
+) -> Result<Reader, BrokerError> {
+    declare(state, link, queue).await?;
+    match open_reader(link, queue, from, prefetch).await {
+        Err(e) if error::reply_code(&e) == Some(404) => {
+            declared(link).remove(queue);
+            declare(state, link, queue).await?;
+            open_reader(link, queue, from, prefetch).await
+        }
+        other => other,
+    }
+    .map_err(|e| state.failed(e, Doing::History(queue)))
+}
+
+/// The next delivery of `reader` and its stream offset, acknowledged (an ack only returns
+/// prefetch credit: the stream keeps the message), within `within`.
+pub(super) async fn next_delivery(
+    state: &AmqpState,
+    reader: &mut Reader,
+    queue: &str,
+    within: Duration,
+) -> Result<(Delivery, u64), BrokerError> {
+    let delivery = match timeout(within, reader.consumer.next()).await {
+        Err(_elapsed) => return Err(error::timeout(within)),
+        Ok(None) => {
+            return Err(error::unavailable(
+                &state.url,
+                format!("the reader of the history queue {queue:?} was cancelled"),
+            ));
+        }
+        Ok(Some(Err(e))) => return Err(state.failed(e, Doing::History(queue))),
+        Ok(Some(Ok(delivery))) => delivery,
+    };
+    let Some(offset) = stream_offset(&delivery) else {
+        return Err(BrokerError::rejected(
+            error::BACKEND,
+            format!(
+                "a delivery from the history queue {queue:?} has no {OFFSET_HEADER} header: the \
+                 queue is not a stream queue (delete it, or choose another \
+                 AmqpOptions::history_queue_prefix)"
+            ),
+        ));
+    };
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map_err(|e| state.failed(e, Doing::History(queue)))?;
+    Ok((delivery, offset))
+}
+
+/// Appends `payload` (a marker when `marker`) to `queue`, which exists, and returns the offset
+/// RabbitMQ gave it: a publisher confirm does not carry it, so a reader attached just before
+/// the publish reads until it sees the message's own id.
+pub(super) async fn append_to(
+    state: &AmqpState,
+    link: &AmqpConnection,
+    queue: &str,
+    payload: &[u8],
+    marker: bool,
+) -> Result<u64, BrokerError> {
+    let mut reader = open_declared_reader(state, link, queue, Attach::Next, READ_PREFETCH).await?;
+    let id = new_id();
+    link.publishing
+        .publish_to_queue(
+            &link.connection,
+            state,
+            queue,
+            payload,
+            properties(&id, marker),
+        )
+        .await?;
+    let within = state.options.publish_timeout;
+    loop {
+        let (delivery, offset) = next_delivery(state, &mut reader, queue, within).await?;
+        if has_id(&delivery, &id) {
+            return Ok(offset);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_is_whole_seconds_rounded_up() {
+        assert_eq!(max_age_argument(Duration::from_secs(120)), "120s");
+        assert_eq!(max_age_argument(Duration::from_millis(1500)), "2s");
+        assert_eq!(max_age_argument(Duration::from_millis(1)), "1s");
+    }
+}
