@@ -198,7 +198,7 @@ mod ingress_tests {
     use super::*;
     use crate::ChannelSpec;
     use crate::config::Config;
-    use crate::config::load::load_refusal;
+    use crate::config::load_refusal;
     use figment::Jail;
 
     #[test]

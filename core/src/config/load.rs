@@ -251,28 +251,13 @@ fn variables_of(path: &[String]) -> Vec<Vec<String>> {
     keys
 }
 
-/// The error of loading `toml` written to `file` in a fresh jail (`sidecast.toml` is read without
-/// `--config`, any other file is given as if with `--config`).
-#[cfg(test)]
-// figment::Jail's closures return figment's large error type; that is its API.
-#[allow(clippy::result_large_err)]
-pub(super) fn load_refusal(file: &str, toml: &str) -> String {
-    let mut refusal = String::new();
-    figment::Jail::expect_with(|jail| {
-        jail.create_file(file, toml)?;
-        let given = (file != DEFAULT_FILE).then(|| Path::new(file));
-        refusal = Config::load(given).unwrap_err().to_string();
-        Ok(())
-    });
-    refusal
-}
-
 #[cfg(test)]
 // figment::Jail's closures return figment's large error type; that is its API.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use crate::config::BrokerKind;
+    use crate::config::load_refusal;
     use figment::Jail;
 
     #[test]
