@@ -11,23 +11,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
 import { BROKER, CLIENTS, E2E_DIR, Harness, login, nextEvent, publish, waitUntil } from '../lib/harness.js';
+import { launchChromium } from '../lib/browser.js';
 
-const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
-const LAUNCH_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
-];
 const SOCKETIO_PATH = '/ws/socket.io';
 const DEADLINE = 10_000;
 
@@ -35,7 +21,7 @@ const h = new Harness('auth');
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS, timeout: 30_000 });
+  browser = await launchChromium();
 });
 after(async () => {
   await browser?.close();

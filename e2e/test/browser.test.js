@@ -8,26 +8,11 @@ import { after, before, describe, test } from 'node:test';
 
 import { createRequire } from 'node:module';
 
-import { chromium } from 'playwright-core';
-
 import { ARTIFACTS_DIR, CLIENTS, Harness, NEEDS_REDIS, login, publish, waitUntil } from '../lib/harness.js';
+import { CHROMIUM, launchChromium } from '../lib/browser.js';
 import { startProxy } from '../lib/proxy.js';
 import { Publisher } from '../lib/publisher.js';
 
-const CHROMIUM = process.env.E2E_CHROMIUM || '/usr/bin/chromium';
-const LAUNCH_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-  // Belt and braces: no host name resolves, so nothing can leave loopback even by accident.
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
-];
 const DEADLINE = 10_000;
 export const SCREENSHOT = path.join(ARTIFACTS_DIR, 'page.png');
 
@@ -36,7 +21,7 @@ let browser;
 const proxies = [];
 
 before(async () => {
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS, timeout: 30_000 });
+  browser = await launchChromium();
   h.logs.push(`[chromium] version ${browser.version()}`);
 });
 after(async () => {

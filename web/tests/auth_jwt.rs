@@ -55,6 +55,16 @@ async fn hs_server(algorithms: &[&str]) -> TestServer {
     TestServer::start(config).await
 }
 
+/// Connects with `token`, expecting the connect accepted, then disconnects.
+async fn connects(server: &TestServer, token: &str) {
+    server
+        .connect(with_token(token))
+        .await
+        .accepted()
+        .disconnect()
+        .await;
+}
+
 async fn refused_with(server: &TestServer, token: &str) -> String {
     server.connect(with_token(token)).await.refused()
 }
@@ -78,12 +88,7 @@ async fn hmac_tokens_connect_join_their_rooms_and_publish_as_granted() {
         .connect(with_token(token(&m, "hs256")))
         .await
         .accepted();
-    server
-        .connect(with_token(token(&m, "hs384")))
-        .await
-        .accepted()
-        .disconnect()
-        .await;
+    connects(&server, token(&m, "hs384")).await;
     // The rooms claim put the socket in team:7; the publish claim allows team:*.
     let (status, answer) = publish(
         &server,
@@ -107,12 +112,7 @@ async fn hmac_tokens_connect_join_their_rooms_and_publish_as_granted() {
         assert_eq!(status, 403, "{answer}");
     }
     // Without the publish claim a token only connects.
-    server
-        .connect(with_token(token(&m, "hs_connect_only")))
-        .await
-        .accepted()
-        .disconnect()
-        .await;
+    connects(&server, token(&m, "hs_connect_only")).await;
     let to_team = json!({"channel": "message", "body": "x", "to": "team:7"});
     assert_eq!(
         publish(&server, token(&m, "hs_connect_only"), to_team)
@@ -309,12 +309,7 @@ async fn jwks_cached_refreshed_on_unknown_kid_at_a_bounded_rate_and_served_stale
     let (url, endpoint) = serve_jwks(json!({"keys": [m["jwks"]["k1"]]})).await;
     let server = TestServer::start(jwks_config(&url, 2)).await;
     for name in ["rs256", "ps256", "rs256"] {
-        server
-            .connect(with_token(token(&m, name)))
-            .await
-            .accepted()
-            .disconnect()
-            .await;
+        connects(&server, token(&m, name)).await;
     }
     assert_eq!(
         endpoint.hits.load(Ordering::SeqCst),
@@ -340,22 +335,12 @@ async fn jwks_cached_refreshed_on_unknown_kid_at_a_bounded_rate_and_served_stale
     endpoint.keys.lock().await.as_object_mut().unwrap()["keys"] =
         json!([m["jwks"]["k1"], m["jwks"]["k2"]]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    server
-        .connect(with_token(token(&m, "rs256_k2")))
-        .await
-        .accepted()
-        .disconnect()
-        .await;
+    connects(&server, token(&m, "rs256_k2")).await;
 
     // The endpoint goes down: past the refresh time the keys fetched before still verify.
     endpoint.up.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    server
-        .connect(with_token(token(&m, "rs256")))
-        .await
-        .accepted()
-        .disconnect()
-        .await;
+    connects(&server, token(&m, "rs256")).await;
     assert!(
         endpoint.hits.load(Ordering::SeqCst) >= 4,
         "it tried to refresh"
@@ -382,12 +367,7 @@ async fn jwks_never_fetched_is_a_retryable_refusal_and_a_503() {
     // Back up: after the rate bound, tokens verify.
     endpoint.up.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    server
-        .connect(with_token(token(&m, "rs256")))
-        .await
-        .accepted()
-        .disconnect()
-        .await;
+    connects(&server, token(&m, "rs256")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,12 +42,14 @@ pub(crate) type SharedMemberships = Arc<dyn MembershipStore>;
 /// Records what a room operation changes in the remembered memberships.
 pub(crate) async fn record(store: &dyn MembershipStore, operation: &Control) -> Result<(), String> {
     match operation {
+        // A join that leaves sockets out is not one a user's next sockets can repeat.
+        Control::Join { except, .. } if !except.is_empty() => {}
         Control::Join {
             rooms,
             namespace,
-            except,
             join,
-        } if except.is_empty() => {
+            ..
+        } => {
             for user in rooms.iter().filter_map(|r| user_of(r)) {
                 store.add(namespace, user, join).await?;
             }
