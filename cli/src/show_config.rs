@@ -29,7 +29,7 @@ pub(crate) async fn run(
             anyhow::bail!("{e}");
         }
         if config.auth.policy.kinds().contains(&PolicyKind::Jwt) {
-            sidecast_web::JwtAuth::from_config(&config.auth.jwt)?
+            sidecast_web::auth::JwtAuth::from_config(&config.auth.jwt)?
                 .check()
                 .await?;
         }

@@ -1,8 +1,10 @@
 //! Redis-style glob matching (`*`, `?`, `[abc]`, `[^a-z]`, `\` escapes), the semantics of
 //! `PSUBSCRIBE`, so that the memory broker and Redis agree on which channels a pattern covers.
+//! Public so that room patterns (the `session_rooms` policy of `sidecast-auth`) follow the same
+//! rules as channel patterns.
 
 /// Whether `text` matches the glob `pattern`, byte by byte, as Redis' `stringmatchlen` does.
-pub(crate) fn matches(pattern: &[u8], text: &[u8]) -> bool {
+pub fn matches(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     // Backtracking point for the most recent `*`: (pattern index after it, text index).
     let mut star: Option<(usize, usize)> = None;

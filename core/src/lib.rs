@@ -5,7 +5,7 @@
 //!   their own crates.
 //! * [`Envelope`] and the [`codec`]s that turn broker payloads into events; the [`ingress`] codecs
 //!   read the formats of existing emitters (python-socketio, Node's redis-emitter).
-//! * [`AuthPolicy`] and the built-in policies.
+//! * [`AuthPolicy`]: the auth contract; the built-in policies implement it in `sidecast-auth`.
 //! * [`Emitter`]: publish events and room operations from any Rust program; [`rooms`]: the rules
 //!   for room names and operations.
 //! * [`config`]: the configuration types and their loading.
@@ -17,7 +17,7 @@ pub mod codec;
 pub mod config;
 pub mod emitter;
 pub mod envelope;
-mod glob;
+pub mod glob;
 pub mod ingress;
 pub mod memory;
 pub mod rooms;
@@ -25,8 +25,7 @@ pub mod signing;
 pub mod supervision;
 
 pub use auth::{
-    Action, AllowAll, AnyOf, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, FlaskSessionAuth,
-    Principal, RefusalKind, SessionAuth, TokenAuth,
+    Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
 };
 pub use broker::{
     Broker, BrokerCapabilities, BrokerError, BrokerHealth, BrokerMessage, BrokerUrl, ChannelSpec,

@@ -443,7 +443,7 @@ export class Harness {
       SIDECAST_BROKER__KIND: broker,
       SIDECAST_BROKER__CHANNEL: channel,
       SIDECAST_SERVER__CLIENT_JS: clientJs,
-      SIDECAST_LOG__FILTER: 'info,sidecast=debug,sidecast_web=debug',
+      SIDECAST_LOG__FILTER: 'info,sidecast=debug,sidecast_web=debug,sidecast_auth=debug',
       ...extra,
     };
     delete env.RUST_LOG;

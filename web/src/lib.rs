@@ -30,22 +30,19 @@ use tokio::task::JoinHandle;
 // `routes` (the HTTP handlers) use all three. `error` and `metrics` are used by every folder.
 mod delivery;
 mod error;
-pub mod http_auth;
 mod identity;
-mod jwks;
-pub mod jwt;
 pub mod metrics;
 mod node;
 mod routes;
 
 pub use error::{ApiError, StartError};
-pub use http_auth::HttpAuth;
 pub use identity::session;
-pub use jwt::JwtAuth;
 pub use node::builder::SidecastBuilder;
 #[allow(deprecated)]
 pub use node::builder::{App, AppBuilder};
 pub use node::from_config::{connect_broker, policy_from_config};
+/// The built-in auth policies: the `sidecast-auth` crate.
+pub use sidecast_auth as auth;
 /// The reason (`sidecast:disconnect`) a socket gets when its credential expires.
 pub const TOKEN_EXPIRED_REASON: &str = delivery::connect::TOKEN_EXPIRED;
 #[cfg(feature = "redis")]
@@ -53,6 +50,42 @@ pub use identity::redis_sessions::RedisSessionStore;
 pub use metrics::Metrics;
 pub use node::serve::serve;
 pub use routes::page::CLIENT_JS_ROUTE;
+
+/// Moved: the `http` policy is [`sidecast_auth::HttpAuth`] (also `sidecast_web::auth::HttpAuth`).
+#[deprecated(
+    since = "0.1.0",
+    note = "moved to sidecast_auth::HttpAuth (sidecast_web::auth::HttpAuth)"
+)]
+pub type HttpAuth = sidecast_auth::HttpAuth;
+
+/// Moved: the `jwt` policy is [`sidecast_auth::JwtAuth`] (also `sidecast_web::auth::JwtAuth`).
+#[deprecated(
+    since = "0.1.0",
+    note = "moved to sidecast_auth::JwtAuth (sidecast_web::auth::JwtAuth)"
+)]
+pub type JwtAuth = sidecast_auth::JwtAuth;
+
+/// Moved to [`sidecast_auth::http`] (also `sidecast_web::auth::http`); these paths stay for
+/// one release.
+#[deprecated(since = "0.1.0", note = "moved to sidecast_auth::http")]
+pub mod http_auth {
+    /// Moved to [`sidecast_auth::HTTP_POLICY`].
+    #[deprecated(since = "0.1.0", note = "moved to sidecast_auth::HTTP_POLICY")]
+    pub const HTTP_POLICY: &str = sidecast_auth::HTTP_POLICY;
+    #[allow(deprecated)]
+    pub use super::HttpAuth;
+}
+
+/// Moved to [`sidecast_auth::jwt`] (also `sidecast_web::auth::jwt`); these paths stay for one
+/// release.
+#[deprecated(since = "0.1.0", note = "moved to sidecast_auth::jwt")]
+pub mod jwt {
+    /// Moved to [`sidecast_auth::JWT_POLICY`].
+    #[deprecated(since = "0.1.0", note = "moved to sidecast_auth::JWT_POLICY")]
+    pub const JWT_POLICY: &str = sidecast_auth::JWT_POLICY;
+    #[allow(deprecated)]
+    pub use super::JwtAuth;
+}
 
 /// A built node: configuration, broker, auth policy, the Socket.IO server and the relay that feeds
 /// it from the broker. Cheap to clone.

@@ -158,8 +158,9 @@ async fn slow_down_or_broken_application_is_a_retryable_refusal_never_an_accept(
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
 
-    // Down: nothing listens at the URL. Three refusals, one log line for the outage.
-    let log = sidecast_testkit::log::CapturedLog::global("sidecast_web=info");
+    // Down: nothing listens at the URL. Three refusals, one log line for the outage (the policy
+    // logs under its own crate's name).
+    let log = sidecast_testkit::log::CapturedLog::global("sidecast_web=info,sidecast_auth=info");
     let closed = sidecast_testkit::process::free_port();
     let down = TestServer::start(http_config(&format!("http://127.0.0.1:{closed}/auth"))).await;
     for _ in 0..3 {
@@ -203,7 +204,7 @@ async fn concurrency_is_bounded() {
     let mut config = http_config(&url).auth.http;
     config.max_concurrency = 1;
     config.timeout_ms = 800;
-    let policy = sidecast_web::HttpAuth::from_config(&config).unwrap();
+    let policy = sidecast_web::auth::HttpAuth::from_config(&config).unwrap();
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("cookie", "user=slow".parse().unwrap());
     let request = AuthRequest {

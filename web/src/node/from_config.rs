@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use sidecast_core::auth::SessionRooms;
-use sidecast_core::config::{BrokerKind, PolicyKind};
-use sidecast_core::{
-    AllowAll, AnyOf, AuthPolicy, BrokerError, Config, FlaskSessionAuth, MemoryBroker, SessionAuth,
-    SharedBroker, TokenAuth,
+use sidecast_auth::{
+    AllowAll, AnyOf, FlaskSessionAuth, HttpAuth, JwtAuth, SessionAuth, SessionRooms, TokenAuth,
 };
+use sidecast_core::config::{BrokerKind, PolicyKind};
+use sidecast_core::{AuthPolicy, BrokerError, Config, MemoryBroker, SharedBroker};
 
 use crate::error::StartError;
 use crate::identity::session::{SessionStoreHandle, Sessions};
@@ -29,7 +28,7 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
             PolicyKind::AllowAll => Box::new(AllowAll),
             PolicyKind::FlaskSession => Box::new(FlaskSessionAuth::new(&config.auth.flask_session)),
             PolicyKind::Jwt => {
-                let jwt = Arc::new(crate::JwtAuth::from_config(&config.auth.jwt)?);
+                let jwt = Arc::new(JwtAuth::from_config(&config.auth.jwt)?);
                 // Fetched at start, so that the first tokens need not wait for the JWKS.
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     let prefetch = jwt.clone();
@@ -37,7 +36,7 @@ pub fn policy_from_config(config: &Config) -> Result<Arc<dyn AuthPolicy>, StartE
                 }
                 Box::new(SharedPolicy(jwt))
             }
-            PolicyKind::Http => Box::new(crate::HttpAuth::from_config(&config.auth.http)?),
+            PolicyKind::Http => Box::new(HttpAuth::from_config(&config.auth.http)?),
         })
     };
     let mut policies: Vec<Box<dyn AuthPolicy>> = config

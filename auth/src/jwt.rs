@@ -14,13 +14,13 @@ use async_trait::async_trait;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
-use sidecast_core::auth::SessionRooms;
 use sidecast_core::config::{ConfigError, JwtConfig};
 use sidecast_core::{
     Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
 };
 
 use crate::jwks::{Jwks, JwksError};
+use crate::session_rooms::SessionRooms;
 
 /// The name of the policy in configuration and metrics.
 pub const JWT_POLICY: &str = "jwt";
@@ -288,7 +288,7 @@ impl JwtAuth {
         req.token.or_else(|| {
             let name = self.cookie_name.as_deref()?;
             req.headers
-                .get_all(axum::http::header::COOKIE)
+                .get_all(http::header::COOKIE)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(';'))
@@ -403,7 +403,7 @@ impl AuthPolicy for JwtAuth {
     /// connect's `auth` payload and `Authorization`).
     fn connect_headers(&self) -> ConnectHeaders {
         match self.cookie_name {
-            Some(_) => ConnectHeaders::Only(vec![axum::http::header::COOKIE]),
+            Some(_) => ConnectHeaders::Only(vec![http::header::COOKIE]),
             None => ConnectHeaders::none(),
         }
     }

@@ -26,8 +26,10 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha1::Sha1;
 
-use super::{Action, AuthError, AuthPolicy, AuthRequest, Principal, RefusalKind};
-use crate::config::FlaskSessionConfig;
+use sidecast_core::config::FlaskSessionConfig;
+use sidecast_core::{
+    Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
+};
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -99,7 +101,7 @@ impl From<FlaskCookieError> for AuthError {
 /// the session's user (`session['user']` by default), the socket joins the rooms listed under
 /// `rooms_key` when configured.
 ///
-/// Like [`super::SessionAuth`], it lets a logged-in user connect and publish and refuses room
+/// Like [`SessionAuth`](crate::SessionAuth), it lets a logged-in user connect and publish and refuses room
 /// operations (403). Keys never appear in `Debug` output or logs.
 #[derive(Clone)]
 pub struct FlaskSessionAuth {
@@ -272,8 +274,8 @@ impl AuthPolicy for FlaskSessionAuth {
     }
 
     /// The session cookie.
-    fn connect_headers(&self) -> crate::auth::ConnectHeaders {
-        crate::auth::ConnectHeaders::Only(vec![http::header::COOKIE])
+    fn connect_headers(&self) -> ConnectHeaders {
+        ConnectHeaders::Only(vec![http::header::COOKIE])
     }
 }
 
@@ -282,7 +284,7 @@ mod tests {
     use http::HeaderMap;
 
     use super::*;
-    use crate::config::Secret;
+    use sidecast_core::config::Secret;
 
     // Made by Flask 3.1.3 (e2e/python/flask_cookies.py) with SECRET_KEY = 'your_secret_key', the
     // original application's; signed at SIGNED_AT.

@@ -95,7 +95,7 @@ impl HttpAuth {
                 Action::Publish { event, rooms } => ("publish", None, Some(event), rooms),
                 _ => ("other", None, None, &[]),
             };
-        let header = |name: axum::http::HeaderName| {
+        let header = |name: http::HeaderName| {
             req.headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
@@ -107,8 +107,8 @@ impl HttpAuth {
             "event": event,
             "rooms": rooms,
             "headers": {
-                "cookie": header(axum::http::header::COOKIE),
-                "authorization": header(axum::http::header::AUTHORIZATION),
+                "cookie": header(http::header::COOKIE),
+                "authorization": header(http::header::AUTHORIZATION),
             },
             "token": req.token,
             "peer": req.peer.map(|p| p.to_string()),
@@ -239,9 +239,6 @@ impl AuthPolicy for HttpAuth {
 
     /// What the application is sent: the cookies and `Authorization`.
     fn connect_headers(&self) -> ConnectHeaders {
-        ConnectHeaders::Only(vec![
-            axum::http::header::COOKIE,
-            axum::http::header::AUTHORIZATION,
-        ])
+        ConnectHeaders::Only(vec![http::header::COOKIE, http::header::AUTHORIZATION])
     }
 }
