@@ -14,7 +14,6 @@
 //! (compared in constant time), it is at most `max_age` old and not from the future, and the
 //! session holds a user.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::io::Read as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,16 +24,18 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value};
 use sha1::Sha1;
-
 use sidecast_core::config::FlaskSessionConfig;
-use sidecast_core::{
-    Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
-};
+use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal};
+
+use crate::shared::{ROOM_OPERATIONS_NEED_A_TOKEN, Refusals, cookie, string_array, user_name};
 
 type HmacSha1 = Hmac<Sha1>;
 
 /// The name of the policy in configuration and metrics.
 pub const FLASK_SESSION_POLICY: &str = "flask-session";
+
+/// This policy's refusals, named `flask-session` in metrics.
+const REFUSE: Refusals = Refusals::of(FLASK_SESSION_POLICY);
 
 /// Browsers keep cookies of up to about 4 KiB (name, value and attributes); anything longer was
 /// not set by a browser-facing Flask app and is refused before any work.
@@ -88,12 +89,7 @@ impl FlaskCookieError {
 
 impl From<FlaskCookieError> for AuthError {
     fn from(e: FlaskCookieError) -> Self {
-        AuthError::refused(
-            RefusalKind::Unauthenticated,
-            FLASK_SESSION_POLICY,
-            e.code(),
-            e.to_string(),
-        )
+        REFUSE.unauthenticated(e.code(), e.to_string())
     }
 }
 
@@ -209,37 +205,18 @@ impl FlaskSessionAuth {
     /// The principal of a verified session: its user (a string, or a number as Flask-Login's
     /// `_user_id` may be) and its rooms.
     pub fn principal(&self, session: &Map<String, Value>) -> Result<Principal, FlaskCookieError> {
-        let user = match session.get(&self.user_key) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => return Err(FlaskCookieError::NoUser),
-        };
+        let user = user_name(session.get(&self.user_key)).ok_or(FlaskCookieError::NoUser)?;
         let rooms = self
             .rooms_key
             .as_ref()
-            .and_then(|key| session.get(key))
-            .and_then(Value::as_array)
-            .map(|rooms| {
-                rooms
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
+            .map(|key| string_array(session.get(key)))
             .unwrap_or_default();
         Ok(Principal::new(user).with_rooms(rooms))
     }
 
     /// The value of this policy's cookie in the request's `Cookie` headers.
     fn cookie<'h>(&self, req: &'h AuthRequest<'_>) -> Option<&'h str> {
-        req.headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == self.cookie_name)
-            .map(|(_, value)| value.trim().trim_matches('"'))
+        cookie(req.headers, &self.cookie_name)
     }
 }
 
@@ -255,20 +232,10 @@ impl AuthPolicy for FlaskSessionAuth {
         let value = self.cookie(req).ok_or(FlaskCookieError::Missing)?;
         let principal = self.principal(&self.session(value, now_secs())?)?;
         if req.action.is_room_operation() {
-            return Err(AuthError::refused(
-                RefusalKind::Forbidden,
-                FLASK_SESSION_POLICY,
-                "room_operation",
-                Cow::Borrowed("room operations need a service token (auth.policy with \"token\")"),
-            ));
+            return Err(REFUSE.forbidden("room_operation", ROOM_OPERATIONS_NEED_A_TOKEN));
         }
         if !matches!(req.action, Action::Connect { .. } | Action::Publish { .. }) {
-            return Err(AuthError::refused(
-                RefusalKind::Forbidden,
-                FLASK_SESSION_POLICY,
-                "action",
-                Cow::Borrowed("this action is not allowed"),
-            ));
+            return Err(REFUSE.forbidden("action", "this action is not allowed"));
         }
         Ok(principal)
     }

@@ -25,10 +25,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use sidecast_core::config::{ConfigError, HttpAuthConfig};
-use sidecast_core::{
-    Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
-};
+use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal};
 use tokio::sync::Semaphore;
+
+use crate::shared::{ROOM_OPERATIONS_NEED_A_TOKEN, Refusals, string_array};
 
 /// The name of the policy in configuration and metrics.
 pub const HTTP_POLICY: &str = "http";
@@ -59,13 +59,8 @@ impl std::fmt::Debug for HttpAuth {
     }
 }
 
-fn refused(
-    kind: RefusalKind,
-    code: &'static str,
-    reason: impl Into<Cow<'static, str>>,
-) -> AuthError {
-    AuthError::refused(kind, HTTP_POLICY, code, reason)
-}
+/// This policy's refusals, named `http` in metrics.
+const REFUSE: Refusals = Refusals::of(HTTP_POLICY);
 
 impl HttpAuth {
     /// The policy `[auth.http]` configures.
@@ -120,11 +115,7 @@ impl HttpAuth {
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(url = %sidecast_core::broker::redact_url(&self.url), error = %detail, "the application's auth endpoint fails; connects are refused (retryable) until it answers");
         }
-        refused(
-            RefusalKind::Unavailable,
-            code,
-            "the application cannot be asked right now",
-        )
+        REFUSE.unavailable(code, "the application cannot be asked right now")
     }
 
     /// Asks the application.
@@ -166,32 +157,15 @@ impl HttpAuth {
         let answered = match status {
             200 => match body.get("user") {
                 Some(Value::String(user)) if !user.is_empty() => {
-                    let rooms = body
-                        .get("rooms")
-                        .and_then(Value::as_array)
-                        .map(|r| {
-                            r.iter()
-                                .filter_map(Value::as_str)
-                                .map(str::to_owned)
-                                .collect::<Vec<_>>()
-                        })
-                        .unwrap_or_default();
+                    let rooms = string_array(body.get("rooms"));
                     Ok(Principal::new(user.clone()).with_rooms(rooms))
                 }
                 _ => {
                     return Err(self.outage("bad_answer", "a 200 answer without a \"user\" string"));
                 }
             },
-            401 => Err(refused(
-                RefusalKind::Unauthenticated,
-                "unauthenticated",
-                reason(&body, "not logged in"),
-            )),
-            403 => Err(refused(
-                RefusalKind::Forbidden,
-                "forbidden",
-                reason(&body, "not allowed"),
-            )),
+            401 => Err(REFUSE.unauthenticated("unauthenticated", reason(&body, "not logged in"))),
+            403 => Err(REFUSE.forbidden("forbidden", reason(&body, "not allowed"))),
             other => return Err(self.outage("bad_status", format!("HTTP {other}"))),
         };
         if self.down.swap(false, Ordering::Relaxed) {
@@ -224,16 +198,11 @@ impl AuthPolicy for HttpAuth {
         match req.action {
             Action::Connect { .. } => self.ask(req).await,
             Action::Publish { .. } if self.publish => self.ask(req).await,
-            Action::Publish { .. } => Err(refused(
-                RefusalKind::Forbidden,
+            Action::Publish { .. } => Err(REFUSE.forbidden(
                 "publish_not_enabled",
                 "publishing is not asked of the application (auth.http.publish)",
             )),
-            _ => Err(refused(
-                RefusalKind::Forbidden,
-                "action",
-                "room operations need a service token (auth.policy with \"token\")",
-            )),
+            _ => Err(REFUSE.forbidden("action", ROOM_OPERATIONS_NEED_A_TOKEN)),
         }
     }
 

@@ -6,7 +6,6 @@
 //! serve as an HMAC secret); `jsonwebtoken` also refuses a key whose family differs from `alg`.
 //! `exp` is required and checked with `nbf`, `iss` and `aud` (when configured), with a leeway.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,12 +14,11 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use sidecast_core::config::{ConfigError, JwtConfig};
-use sidecast_core::{
-    Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal, RefusalKind,
-};
+use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal};
 
 use crate::jwks::{Jwks, JwksError};
 use crate::session_rooms::SessionRooms;
+use crate::shared::{ROOM_OPERATIONS_NEED_A_TOKEN, Refusals, cookie, string_array, user_name};
 
 /// The name of the policy in configuration and metrics.
 pub const JWT_POLICY: &str = "jwt";
@@ -54,17 +52,8 @@ impl std::fmt::Debug for JwtAuth {
     }
 }
 
-fn refused(
-    kind: RefusalKind,
-    code: &'static str,
-    reason: impl Into<Cow<'static, str>>,
-) -> AuthError {
-    AuthError::refused(kind, JWT_POLICY, code, reason)
-}
-
-fn unauthenticated(code: &'static str, reason: &'static str) -> AuthError {
-    refused(RefusalKind::Unauthenticated, code, reason)
-}
+/// This policy's refusals, named `jwt` in metrics.
+const REFUSE: Refusals = Refusals::of(JWT_POLICY);
 
 fn invalid(key: &str, why: impl std::fmt::Display) -> ConfigError {
     ConfigError::Invalid(format!("`auth.jwt.{key}` {why}"))
@@ -191,16 +180,16 @@ impl JwtAuth {
     /// The verified claims of `token`.
     pub async fn claims(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
         if token.len() > self.max_token_bytes {
-            return Err(unauthenticated("oversize", "the token is too large"));
+            return Err(REFUSE.unauthenticated("oversize", "the token is too large"));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithmName | ErrorKind::MissingAlgorithm => not_accepted(),
             // `none` and other names jsonwebtoken does not know fail as JSON.
             _ if has_alg(token) => not_accepted(),
-            _ => unauthenticated("malformed", "the token is not a JWT"),
+            _ => REFUSE.unauthenticated("malformed", "the token is not a JWT"),
         })?;
         if !self.validation.algorithms.contains(&header.alg) {
-            return Err(unauthenticated(
+            return Err(REFUSE.unauthenticated(
                 "algorithm",
                 "the token's algorithm is not one this server accepts",
             ));
@@ -211,17 +200,16 @@ impl JwtAuth {
                 .keys(header.kid.as_deref())
                 .await
                 .map_err(|e| match e {
-                    JwksError::Unavailable => refused(
-                        RefusalKind::Unavailable,
+                    JwksError::Unavailable => REFUSE.unavailable(
                         "keys_unavailable",
                         "the token's issuer keys cannot be fetched; try again shortly",
                     ),
-                    JwksError::UnknownKid => {
-                        unauthenticated("unknown_key", "the token is signed with an unknown key")
-                    }
+                    JwksError::UnknownKid => REFUSE
+                        .unauthenticated("unknown_key", "the token is signed with an unknown key"),
                 })?,
         };
-        let mut last = unauthenticated("bad_signature", "the token's signature does not verify");
+        let mut last =
+            REFUSE.unauthenticated("bad_signature", "the token's signature does not verify");
         for key in &keys {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
                 Ok(data) => {
@@ -231,7 +219,7 @@ impl JwtAuth {
                     // off again.
                     let exp = data.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
                     if self.expiry(exp) <= SystemTime::now() {
-                        return Err(unauthenticated("expired", "the token has expired"));
+                        return Err(REFUSE.unauthenticated("expired", "the token has expired"));
                     }
                     return Ok(data.claims);
                 }
@@ -248,16 +236,12 @@ impl JwtAuth {
 
     /// The principal of verified claims.
     fn principal(&self, claims: &Map<String, Value>) -> Result<Principal, AuthError> {
-        let user = match claims.get(&self.user_claim) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            _ => {
-                return Err(unauthenticated(
-                    "no_user",
-                    "the token has no user claim (auth.jwt.user_claim)",
-                ));
-            }
-        };
+        let user = user_name(claims.get(&self.user_claim)).ok_or_else(|| {
+            REFUSE.unauthenticated(
+                "no_user",
+                "the token has no user claim (auth.jwt.user_claim)",
+            )
+        })?;
         let rooms = self
             .rooms_claim
             .as_ref()
@@ -285,22 +269,13 @@ impl JwtAuth {
 
     /// The token of a request: `auth: {token}` / bearer, else the configured cookie.
     fn token<'r>(&self, req: &'r AuthRequest<'_>) -> Option<&'r str> {
-        req.token.or_else(|| {
-            let name = self.cookie_name.as_deref()?;
-            req.headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|pair| pair.trim().split_once('='))
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| v.trim().trim_matches('"'))
-        })
+        req.token
+            .or_else(|| cookie(req.headers, self.cookie_name.as_deref()?))
     }
 }
 
 fn not_accepted() -> AuthError {
-    unauthenticated(
+    REFUSE.unauthenticated(
         "algorithm",
         "the token's algorithm is not accepted (never \"none\")",
     )
@@ -336,24 +311,26 @@ fn algorithms_span_families(algorithms: &[Algorithm]) -> bool {
 /// The refusal for a `jsonwebtoken` error.
 fn refusal(kind: &ErrorKind) -> AuthError {
     match kind {
-        ErrorKind::ExpiredSignature => unauthenticated("expired", "the token has expired"),
+        ErrorKind::ExpiredSignature => REFUSE.unauthenticated("expired", "the token has expired"),
         ErrorKind::ImmatureSignature => {
-            unauthenticated("not_yet_valid", "the token is not valid yet (nbf)")
+            REFUSE.unauthenticated("not_yet_valid", "the token is not valid yet (nbf)")
         }
-        ErrorKind::InvalidIssuer => unauthenticated("issuer", "the token's issuer is not accepted"),
+        ErrorKind::InvalidIssuer => {
+            REFUSE.unauthenticated("issuer", "the token's issuer is not accepted")
+        }
         ErrorKind::InvalidAudience => {
-            unauthenticated("audience", "the token is not meant for this server (aud)")
+            REFUSE.unauthenticated("audience", "the token is not meant for this server (aud)")
         }
         ErrorKind::MissingRequiredClaim(_) => {
-            unauthenticated("claims", "the token lacks a required claim (exp)")
+            REFUSE.unauthenticated("claims", "the token lacks a required claim (exp)")
         }
         ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            unauthenticated("algorithm", "the token's algorithm does not match the key")
+            REFUSE.unauthenticated("algorithm", "the token's algorithm does not match the key")
         }
         ErrorKind::InvalidSignature => {
-            unauthenticated("bad_signature", "the token's signature does not verify")
+            REFUSE.unauthenticated("bad_signature", "the token's signature does not verify")
         }
-        _ => unauthenticated("malformed", "the token is malformed"),
+        _ => REFUSE.unauthenticated("malformed", "the token is malformed"),
     }
 }
 
@@ -361,12 +338,7 @@ fn refusal(kind: &ErrorKind) -> AuthError {
 fn strings(value: Option<&Value>) -> Vec<String> {
     match value {
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(items)) => items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect(),
-        _ => Vec::new(),
+        other => string_array(other),
     }
 }
 
@@ -374,7 +346,7 @@ fn strings(value: Option<&Value>) -> Vec<String> {
 impl AuthPolicy for JwtAuth {
     async fn authorize(&self, req: &AuthRequest<'_>) -> Result<Principal, AuthError> {
         let token = self.token(req).ok_or_else(|| {
-            unauthenticated(
+            REFUSE.unauthenticated(
                 "missing",
                 "missing token (auth: {token}, Authorization: Bearer)",
             )
@@ -386,16 +358,11 @@ impl AuthPolicy for JwtAuth {
             Action::Publish { rooms, .. } if self.may_publish(&claims, &principal.id, rooms) => {
                 Ok(principal)
             }
-            Action::Publish { .. } => Err(refused(
-                RefusalKind::Forbidden,
+            Action::Publish { .. } => Err(REFUSE.forbidden(
                 "publish_not_granted",
                 "this token may not publish to these rooms (auth.jwt.publish_claim)",
             )),
-            _ => Err(refused(
-                RefusalKind::Forbidden,
-                "action",
-                "room operations need a service token (auth.policy with \"token\")",
-            )),
+            _ => Err(REFUSE.forbidden("action", ROOM_OPERATIONS_NEED_A_TOKEN)),
         }
     }
 
