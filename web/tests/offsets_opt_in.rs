@@ -167,13 +167,8 @@ async fn with_recovery_off_nobody_gets_offsets() {
     let server = TestServer::start(config).await;
     let cookie = server.login().await;
     let mut with = server.connect(with_offsets(&cookie)).await.accepted();
-    server
-        .publish(&cookie, json!({"channel": "message", "body": "hi"}))
-        .await;
-    assert_eq!(
-        with.next_event().await,
-        ("message".to_owned(), vec![json!("hi")])
-    );
+    publish_through_the_api(&server, &cookie).await;
+    assert_eq!(next_events(&mut with, 3).await, through_the_api());
     assert_eq!(with.last_offset(), None, "no offset without recovery");
     assert_eq!(with.unread_reports(), 0);
     server.stop().await;
