@@ -12,6 +12,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "../../web/tests/common/mod.rs"]
+mod sio;
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ use rust_socketio::asynchronous::{Client, ClientBuilder};
 use rust_socketio::{Payload, TransportType};
 use serde_json::{Value, json};
 use sidecast_testkit::{RabbitMqServer, RedisServer};
+use sio::{login_at as login, post_json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
@@ -44,23 +47,9 @@ fn node(kind: &str, url: &str, label: &str) -> Served {
     )
 }
 
-/// `GET /login`: the `Cookie` header value of the session.
-async fn login(base: &str) -> String {
-    let response = reqwest::get(format!("{base}/login")).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
-    set_cookie.split(';').next().unwrap().to_owned()
-}
-
 /// `POST /api/` `{"channel": "message", "body": body}` with the session, expecting 200.
 async fn post(base: &str, cookie: &str, body: Value) {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/"))
-        .header("cookie", cookie)
-        .json(&json!({"channel": "message", "body": body}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(base, cookie, json!({"channel": "message", "body": body})).await;
     assert_eq!(response.status(), 200, "POST /api/ {body}");
     assert_eq!(
         response.json::<Value>().await.unwrap(),
@@ -291,8 +280,9 @@ async fn opted_in(kind: &str, url: &str) {
     }
 }
 
-/// Whether `value` is an offset of the brokers tested here: 20 digits (RabbitMQ) or two such
-/// numbers joined by `-` (Redis).
+/// Whether `value` is the offset of a history entry on the brokers tested here: 20 digits
+/// (RabbitMQ) or two such numbers joined by `-` (Redis). Stricter than the web tests'
+/// `is_offset`, which also takes "0" (an empty history): an event always has an entry's offset.
 fn is_offset(value: &Value) -> bool {
     let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
     value.as_str().is_some_and(|s| match s.split_once('-') {

@@ -10,8 +10,9 @@ use crate::broker::HistoryRetention;
 ///
 /// With recovery on and a broker that offers a history, every event Sidecast accepts is appended
 /// to the history and gets an offset; nodes deliver from the history (and catch up after an
-/// outage), every event reaches the client with its offset as the last argument, and a client
-/// that reconnects with `auth: {offset}` receives what it missed.
+/// outage), and a client that asks with `auth: {offset}` gets each event's offset as its last
+/// argument and, when it reconnects with the last one, receives what it missed; every other
+/// client gets the events exactly as published.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {

@@ -161,11 +161,7 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
     let recovery = ctx.readiness.recovery();
     if let Some(recovery) = &recovery {
         // Counted before it goes live, and uncounted by the disconnect handler below.
-        let with_offsets = socket
-            .extensions
-            .get::<crate::delivery::recovery::WithOffsets>()
-            .is_some();
-        recovery.count_socket(with_offsets, true);
+        recovery.count_socket(&socket, true);
     }
     socket.on_disconnect(
         async |socket: SocketRef, State(ctx): State<SocketContext>| {
@@ -174,11 +170,7 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
                 task.abort();
             }
             if let Some(recovery) = ctx.readiness.recovery() {
-                let with_offsets = socket
-                    .extensions
-                    .get::<crate::delivery::recovery::WithOffsets>()
-                    .is_some();
-                recovery.count_socket(with_offsets, false);
+                recovery.count_socket(&socket, false);
             }
         },
     );

@@ -46,10 +46,10 @@ pub(crate) const RECOVERY_EVENT: &str = "sidecast:recovery";
 /// How the start of the history ([`Offset::START`], the empty string inside) is written to
 /// clients: a client sends `""` to say it has no offset yet, so the offset of an empty history
 /// must be something else to come back with.
-pub(crate) const START_ON_THE_WIRE: &str = "0";
+const START_ON_THE_WIRE: &str = "0";
 
 /// `offset` as clients see it ([`START_ON_THE_WIRE`] for the start of the history).
-pub(crate) fn wire_offset(offset: &Offset) -> &str {
+fn wire_offset(offset: &Offset) -> &str {
     if offset.is_start() {
         START_ON_THE_WIRE
     } else {
@@ -118,7 +118,12 @@ impl Requested {
 
 /// Marks a socket that asked for offsets, in its extensions (plain sockets carry nothing).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct WithOffsets;
+struct WithOffsets;
+
+/// Whether `socket` asked for offsets ([`Recovery::admit`] marked it).
+fn wants_offsets(socket: &SocketRef) -> bool {
+    socket.extensions.get::<WithOffsets>().is_some()
+}
 
 /// The recovery state of a node: its position in the history and what reading it needs.
 pub(crate) struct Recovery {
@@ -239,7 +244,7 @@ impl Recovery {
                         slow_client,
                         &mut lagging,
                         &envelope,
-                        Some(self.delivery(entry.offset.as_str())),
+                        Some(self.delivery(&entry.offset)),
                     )
                     .await;
                 }
@@ -284,18 +289,19 @@ impl Recovery {
     }
 
     /// What an event at `offset` must be encoded for, given the sockets connected now; read
-    /// while the position is held.
-    pub(crate) fn delivery<'a>(&self, offset: &'a str) -> Delivery<'a> {
+    /// while the position is held. The offset is written as clients see it ([`wire_offset`]).
+    pub(crate) fn delivery<'a>(&self, offset: &'a Offset) -> Delivery<'a> {
         Delivery {
-            offset,
+            offset: wire_offset(offset),
             plain: self.plain_sockets.load(Ordering::Acquire) > 0,
             with_offsets: self.offset_sockets.load(Ordering::Acquire) > 0,
         }
     }
 
-    /// Counts a socket that is about to go live (`1`) or has gone (`-1`), by kind.
-    pub(crate) fn count_socket(&self, with_offsets: bool, connected: bool) {
-        let counter = if with_offsets {
+    /// Counts `socket`, of its kind (with offsets or plain), when it is about to go live
+    /// (`connected`) and when it has gone.
+    pub(crate) fn count_socket(&self, socket: &SocketRef, connected: bool) {
+        let counter = if wants_offsets(socket) {
             &self.offset_sockets
         } else {
             &self.plain_sockets
@@ -469,7 +475,7 @@ impl Recovery {
     /// Lets `socket` receive live events from `position` on and tells it so; called under the
     /// lock, so that no event is delivered between the two.
     fn go_live(&self, socket: &SocketRef, status: Status, replayed: u64, position: &Offset) {
-        let with_offsets = socket.extensions.get::<WithOffsets>().is_some();
+        let with_offsets = wants_offsets(socket);
         let offset = with_offsets.then_some(wire_offset(position));
         // Live-only events that came while it recovered, with the position: no history entry
         // after it has reached the socket.

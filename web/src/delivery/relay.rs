@@ -271,30 +271,25 @@ impl Relay<'_> {
     /// Emits a decoded event that did not come from the history to this node's sockets.
     async fn deliver(&mut self, envelope: &Envelope) {
         let (bus, io) = (self.bus, self.io);
+        let Some(recovery) = &bus.recovery else {
+            let lagging = &mut self.lagging;
+            emit::deliver_emit(io, self.metrics, bus.slow_client, lagging, envelope, None).await;
+            return;
+        };
         // With recovery on, an event that is not in the history (an ingress format, a plain
         // publish) carries the position of the last history entry before it: a client that
         // reconnects from there misses no history entry and gets none twice.
-        let position = match &bus.recovery {
-            Some(recovery) => Some(recovery.position().await),
-            None => None,
-        };
-        if let Some(recovery) = &bus.recovery {
-            // Sockets that are recovering skip live events; this one is not in the history their
-            // replay reads, so it is held for them until they go live.
-            recovery.hold_for_recovering(io, envelope);
-        }
-        let delivery = bus
-            .recovery
-            .as_ref()
-            .zip(position.as_ref())
-            .map(|(recovery, position)| {
-                recovery.delivery(crate::delivery::recovery::wire_offset(position))
-            });
+        let position = recovery.position().await;
+        // Sockets that are recovering skip live events; this one is not in the history their
+        // replay reads, so it is held for them until they go live.
+        recovery.hold_for_recovering(io, envelope);
+        let delivery = Some(recovery.delivery(&position));
+        let lagging = &mut self.lagging;
         emit::deliver_emit(
             io,
             self.metrics,
             bus.slow_client,
-            &mut self.lagging,
+            lagging,
             envelope,
             delivery,
         )

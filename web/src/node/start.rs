@@ -101,7 +101,8 @@ impl Startup {
 
     /// Whether the node started: its broker answered and its subscription is active.
     pub(crate) fn is_started(&self) -> bool {
-        *self.phase.borrow() == Phase::Started
+        // One answer for the gate, the handlers and the connect path (which reads `readiness`).
+        self.readiness.is_started()
     }
 
     /// Resolves once the start ended: [`Phase::Started`] or [`Phase::Failed`].
