@@ -6,6 +6,8 @@
 //!   `#[tokio::test]` per check.
 //! * [`RedisServer`]: starts a private `redis-server` on a free loopback port (or uses the one
 //!   named by `SIDECAST_TEST_REDIS_URL`) and stops it on drop.
+//! * [`RedisCluster`]: a private Redis Cluster (three primaries with a replica each), with helpers
+//!   to kill the primary of a key's slot and wait for its replica's promotion.
 //! * [`RabbitMqServer`] (Unix): starts a private `rabbitmq-server` on free loopback ports, once
 //!   per test process or per test (or uses the one named by `SIDECAST_TEST_AMQP_URL`).
 //! * [`process`]: what those two are built on (free ports, waiting until a server answers, the
@@ -21,6 +23,7 @@ pub mod log;
 pub mod process;
 #[cfg(unix)]
 pub mod rabbitmq_server;
+pub mod redis_cluster;
 pub mod redis_server;
 
 use std::time::Duration;
@@ -31,6 +34,7 @@ use tokio::time::{Instant, sleep};
 pub use conformance::Capabilities;
 #[cfg(unix)]
 pub use rabbitmq_server::RabbitMqServer;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 /// A channel name no other test uses: `sidecast-test.<label>.<random>`.
