@@ -12,6 +12,7 @@ use bytes::Bytes;
 // Everything is re-exported, so that every path is `sidecast_core::broker::Name`.
 mod error;
 mod history;
+mod sentinel;
 mod subscription;
 mod url;
 
@@ -20,6 +21,7 @@ pub use history::{
     BrokerCapabilities, History, HistoryEntry, HistoryRetention, HistorySender,
     HistorySubscription, Offset, Replay,
 };
+pub use sentinel::{DEFAULT_SENTINEL_PORT, SENTINEL_SCHEMES, SentinelUrl};
 pub use subscription::{Delivery, Subscription, SubscriptionSender};
 pub use url::{BrokerUrl, redact_url};
 
