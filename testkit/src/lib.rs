@@ -6,6 +6,9 @@
 //!   `#[tokio::test]` per check.
 //! * [`RedisServer`]: starts a private `redis-server` on a free loopback port (or uses the one
 //!   named by `SIDECAST_TEST_REDIS_URL`) and stops it on drop.
+//! * [`RedisSentinelSet`]: a Redis Sentinel topology (a master, two replicas, three sentinels
+//!   with fast failover settings) on free loopback ports, with helpers to kill the master and
+//!   wait for the promotion.
 //! * [`RabbitMqServer`] (Unix): starts a private `rabbitmq-server` on free loopback ports, once
 //!   per test process or per test (or uses the one named by `SIDECAST_TEST_AMQP_URL`).
 //! * [`process`]: what those two are built on (free ports, waiting until a server answers, the
@@ -21,6 +24,7 @@ pub mod log;
 pub mod process;
 #[cfg(unix)]
 pub mod rabbitmq_server;
+pub mod redis_sentinel;
 pub mod redis_server;
 
 use std::time::Duration;
@@ -31,6 +35,7 @@ use tokio::time::{Instant, sleep};
 pub use conformance::Capabilities;
 #[cfg(unix)]
 pub use rabbitmq_server::RabbitMqServer;
+pub use redis_sentinel::RedisSentinelSet;
 pub use redis_server::RedisServer;
 
 /// A channel name no other test uses: `sidecast-test.<label>.<random>`.

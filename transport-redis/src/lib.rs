@@ -27,6 +27,7 @@ mod error;
 mod history;
 mod options;
 mod publisher;
+mod sentinel;
 mod subscription;
 
 use std::sync::Arc;
@@ -146,11 +147,15 @@ impl RedisBroker {
     ///   permissions.
     pub async fn connect(options: RedisOptions) -> Result<Self, BrokerError> {
         let state = Arc::new(RedisState::new(options)?);
-        let connection = state.connect_publisher().await?;
+        let connection = state.connect_publisher_at().await?;
         state.install_publisher(connection);
 
         let tasks = Arc::new(Tasks::new());
         tasks.spawn(publisher::supervise(Arc::clone(&state), tasks.shutdown()));
+        if state.sentinel_url().is_some() {
+            tasks.spawn(sentinel::watch(Arc::clone(&state), tasks.shutdown()));
+            tasks.spawn(sentinel::listen(Arc::clone(&state), tasks.shutdown()));
+        }
         tracing::debug!(url = %state.url, "connected to redis");
         let history = Arc::new(RedisHistory::new(Arc::clone(&state), Arc::clone(&tasks)));
         Ok(Self {
@@ -163,6 +168,18 @@ impl RedisBroker {
     /// The Redis URL, password redacted.
     pub fn url(&self) -> &str {
         &self.state.url
+    }
+
+    /// With a `redis+sentinel://` address: how many times the master changed since this broker
+    /// connected (each change moved every connection to the new master). Always 0 otherwise.
+    pub fn failovers(&self) -> u64 {
+        self.state.failovers()
+    }
+
+    /// With a `redis+sentinel://` address: `host:port` of the master the broker uses now.
+    /// `None` for a plain `redis://` address.
+    pub fn master(&self) -> Option<String> {
+        self.state.master_addr()
     }
 }
 

@@ -115,7 +115,10 @@ impl RedisOptions {
 
     /// Whether the URL asks for TLS.
     pub(crate) fn is_tls(&self) -> bool {
-        matches!(self.url.scheme(), Some("rediss" | "valkeys"))
+        matches!(
+            self.url.scheme(),
+            Some("rediss" | "valkeys" | "rediss+sentinel")
+        )
     }
 }
 

@@ -27,14 +27,15 @@ pub(crate) async fn run(
     id: PartId,
     specs: Arc<[ChannelSpec]>,
     tx: SubscriptionSender,
-    mut connection: (PubSubSink, PubSubStream),
+    mut connection: (u64, (PubSubSink, PubSubStream)),
     mut shutdown: Shutdown,
 ) {
     // However the task ends, its connection stops counting: a subscription dropped during an
     // outage must not keep the broker "reconnecting".
     let _part = state.parts.board().part(id);
     loop {
-        let failure = match pump(&state, &tx, &mut connection, &mut shutdown).await {
+        let (epoch, pubsub) = &mut connection;
+        let failure = match pump(&state, &tx, *epoch, pubsub, &mut shutdown).await {
             PumpEnd::Shutdown | PumpEnd::ConsumerGone => return,
             PumpEnd::Lost(failure) => failure,
         };
@@ -45,6 +46,7 @@ pub(crate) async fn run(
         // The server probably went away for the publish connection too: have it checked now
         // rather than at the next publish, so that publishes fail fast and health is complete.
         state.check_publisher.notify_one();
+        state.suspect_master();
         let reconnected = state
             .reconnect(
                 id,
@@ -70,6 +72,7 @@ pub(crate) async fn run(
 async fn pump(
     state: &RedisState,
     tx: &SubscriptionSender,
+    epoch: u64,
     (sink, stream): &mut (PubSubSink, PubSubStream),
     shutdown: &mut Shutdown,
 ) -> PumpEnd {
@@ -86,6 +89,13 @@ async fn pump(
         tokio::select! {
             biased;
             () = shutdown.signalled() => return PumpEnd::Shutdown,
+            // A demoted master keeps the connection open: leave it for the new one.
+            () = state.master_moved(epoch) => {
+                return PumpEnd::Lost(format!(
+                    "the master moved to {}",
+                    state.master_addr().unwrap_or_default()
+                ));
+            }
             message = stream.next() => match message {
                 Some(message) => {
                     if tx.deliver(to_broker_message(&message)) == Delivery::Closed {
