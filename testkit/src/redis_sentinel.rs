@@ -302,6 +302,14 @@ impl RedisSentinelSet {
             .unwrap_or_else(|| panic!("{addr} is no data node of this Sentinel set"))
     }
 
+    /// `CLIENT LIST` of the data node at `addr`, one line per connection.
+    pub async fn client_list(&self, addr: &str) -> Vec<String> {
+        match query(addr, &["CLIENT", "LIST"]).await {
+            Ok(Resp::Bulk(Some(text))) => text.lines().map(str::to_owned).collect(),
+            other => panic!("CLIENT LIST at {addr} failed: {other:?}"),
+        }
+    }
+
     fn node_mut(&mut self, addr: &str) -> &mut RedisServer {
         self.nodes
             .iter_mut()
