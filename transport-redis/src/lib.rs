@@ -25,6 +25,7 @@
 mod connection;
 mod error;
 mod history;
+mod link;
 mod options;
 mod publisher;
 mod sentinel;
@@ -38,6 +39,7 @@ use bytes::Bytes;
 use sidecast_core::supervision::Tasks;
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, History, Subscription};
 
+pub use link::RedisLink;
 pub use options::{DEFAULT_HISTORY_KEY_PREFIX, RedisOptions};
 
 use connection::RedisState;
