@@ -236,6 +236,15 @@ impl Broker for RedisBroker {
         Some(self.history.as_ref())
     }
 
+    fn failover_report(&self) -> Option<sidecast_core::broker::FailoverReport> {
+        self.state
+            .sentinel_url()
+            .map(|_| sidecast_core::broker::FailoverReport {
+                failovers: self.failovers(),
+                primary: self.master(),
+            })
+    }
+
     async fn close(&self) {
         let state = &self.state;
         let already = state.parts.board().close();

@@ -5,6 +5,16 @@
 
 use std::fmt;
 
+/// Where a broker that follows a replicated backend's primary (a Redis Sentinel master) stands,
+/// as [`crate::Broker::failover_report`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FailoverReport {
+    /// How many times the broker moved to a new primary since it connected.
+    pub failovers: u64,
+    /// `host:port` of the primary in use now, once known.
+    pub primary: Option<String>,
+}
+
 /// The schemes of a Sentinel address: plain, and TLS to the sentinels and the master.
 pub const SENTINEL_SCHEMES: [&str; 2] = ["redis+sentinel", "rediss+sentinel"];
 

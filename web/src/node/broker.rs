@@ -136,6 +136,10 @@ impl Broker for NodeBroker {
             .get()
             .map_or(BrokerCapabilities::NONE, |broker| broker.capabilities())
     }
+
+    fn failover_report(&self) -> Option<sidecast_core::broker::FailoverReport> {
+        self.bound.get().and_then(|broker| broker.failover_report())
+    }
 }
 
 #[cfg(test)]
