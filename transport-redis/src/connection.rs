@@ -213,6 +213,8 @@ impl RedisState {
             addr: addr.clone(),
             client,
         });
+        // Announced under the lock, so that two changes in a row cannot share an epoch.
+        self.epoch.send_replace(epoch);
         drop(slot);
         match old {
             Some(old) => {
@@ -227,7 +229,6 @@ impl RedisState {
                 "redis master of {} is {addr}", url.service
             ),
         }
-        self.epoch.send_replace(epoch);
         Ok(())
     }
 
