@@ -46,6 +46,8 @@ pub(crate) struct RedisState {
     failovers: AtomicU64,
     /// The master epoch the current publish connection was opened under.
     publisher_epoch: AtomicU64,
+    /// Subscriptions found silent by their probe and rebuilt.
+    silent_subscriptions: AtomicU64,
     pub(crate) options: RedisOptions,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     pub(crate) url: String,
@@ -94,6 +96,7 @@ impl RedisState {
             resolve_now: Notify::new(),
             failovers: AtomicU64::new(0),
             publisher_epoch: AtomicU64::new(0),
+            silent_subscriptions: AtomicU64::new(0),
             parts: Parts::new(
                 HealthBoard::new(AttemptCount::OldestOutage),
                 OutageLog::new(
@@ -160,6 +163,16 @@ impl RedisState {
         if epochs.wait_for(|current| *current != epoch).await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Subscriptions found silent by their probe and rebuilt since the broker connected.
+    pub(crate) fn silent_subscriptions(&self) -> u64 {
+        self.silent_subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Counts a subscription found silent.
+    pub(crate) fn count_silent(&self) {
+        self.silent_subscriptions.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Master changes seen since the broker connected.

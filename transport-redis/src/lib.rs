@@ -202,7 +202,14 @@ impl Broker for RedisBroker {
                     .to_owned(),
             });
         }
-        let specs: Arc<[ChannelSpec]> = channels.into();
+        // Each subscription also listens to a private probe channel, to notice when it stops
+        // receiving (see `subscription`).
+        let probe: Arc<str> = subscription::probe_channel().into();
+        let specs: Arc<[ChannelSpec]> = channels
+            .iter()
+            .cloned()
+            .chain([ChannelSpec::exact(probe.as_ref())])
+            .collect();
         // The first connection is made here so that the caller learns about a Redis that is down
         // or refuses the subscription; later ones are the task's business.
         let connection = match state.open_pubsub(&specs).await {
@@ -221,6 +228,7 @@ impl Broker for RedisBroker {
             Arc::clone(state),
             id,
             specs,
+            probe,
             tx,
             connection,
             self.tasks.shutdown(),
@@ -236,13 +244,12 @@ impl Broker for RedisBroker {
         Some(self.history.as_ref())
     }
 
-    fn failover_report(&self) -> Option<sidecast_core::broker::FailoverReport> {
-        self.state
-            .sentinel_url()
-            .map(|_| sidecast_core::broker::FailoverReport {
-                failovers: self.failovers(),
-                primary: self.master(),
-            })
+    fn connection_report(&self) -> Option<sidecast_core::broker::ConnectionReport> {
+        Some(sidecast_core::broker::ConnectionReport {
+            failovers: self.failovers(),
+            primary: self.master(),
+            silent_subscriptions: self.state.silent_subscriptions(),
+        })
     }
 
     async fn close(&self) {
