@@ -8,22 +8,46 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
+use sidecast_core::broker::SentinelUrl;
 use sidecast_core::supervision::{
     AttemptCount, Backoff, HealthBoard, OutageLog, PartId, Parts, Reconnect, Shutdown,
 };
 use sidecast_core::{BrokerError, ChannelSpec};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::timeout;
 
 use crate::error;
 use crate::options::RedisOptions;
+use crate::sentinel::{self, Master};
+
+/// Where connections go.
+enum Target {
+    /// One server, always the same.
+    Single(Client),
+    /// The master a set of sentinels names, `None` until first asked.
+    Sentinel {
+        url: SentinelUrl,
+        master: Mutex<Option<Master>>,
+    },
+}
 
 /// The publish connection's id on the health board; subscriptions' connections count up from 1.
 pub(crate) const PUBLISHER: PartId = 0;
 
 /// The state a [`crate::RedisBroker`]'s handles and background tasks share.
 pub(crate) struct RedisState {
-    client: Client,
+    target: Target,
+    /// The epoch of the current master (always 0 for a single server): connections record the
+    /// epoch they were opened under and leave when it changes.
+    epoch: watch::Sender<u64>,
+    /// Asks the master watcher ([`sentinel::watch`]) to ask the sentinels now.
+    pub(crate) resolve_now: Notify,
+    /// Master changes seen since the broker connected (the first resolution is not one).
+    failovers: AtomicU64,
+    /// The master epoch the current publish connection was opened under.
+    publisher_epoch: AtomicU64,
+    /// Subscriptions found silent by their probe and rebuilt.
+    silent_subscriptions: AtomicU64,
     pub(crate) options: RedisOptions,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     pub(crate) url: String,
@@ -51,9 +75,28 @@ impl RedisState {
             // application that installed another provider keeps it (the error says so, ignored).
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = Client::open(options.url.as_str()).map_err(|e| error::map(e, &url))?;
+        let target = match SentinelUrl::parse(options.url.as_str()) {
+            Ok(Some(sentinel)) => Target::Sentinel {
+                url: sentinel,
+                master: Mutex::new(None),
+            },
+            Ok(None) => {
+                Target::Single(Client::open(options.url.as_str()).map_err(|e| error::map(e, &url))?)
+            }
+            Err(why) => {
+                return Err(BrokerError::Config {
+                    backend: error::BACKEND,
+                    reason: format!("the Redis Sentinel address {url} {why}"),
+                });
+            }
+        };
         Ok(Self {
-            client,
+            target,
+            epoch: watch::Sender::new(0),
+            resolve_now: Notify::new(),
+            failovers: AtomicU64::new(0),
+            publisher_epoch: AtomicU64::new(0),
+            silent_subscriptions: AtomicU64::new(0),
             parts: Parts::new(
                 HealthBoard::new(AttemptCount::OldestOutage),
                 OutageLog::new(
@@ -78,10 +121,144 @@ impl RedisState {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Makes `connection` the publish connection.
-    pub(crate) fn install_publisher(&self, connection: MultiplexedConnection) {
+    /// Makes `connection`, opened under master epoch `epoch`, the publish connection.
+    pub(crate) fn install_publisher(&self, (epoch, connection): (u64, MultiplexedConnection)) {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        *self.publisher_slot() = Some((generation, connection));
+        let mut slot = self.publisher_slot();
+        self.publisher_epoch.store(epoch, Ordering::Relaxed);
+        *slot = Some((generation, connection));
+    }
+
+    /// The master epoch of the current publish connection.
+    pub(crate) fn publisher_epoch(&self) -> u64 {
+        self.publisher_epoch.load(Ordering::Relaxed)
+    }
+
+    /// The Sentinel address, when connections follow a Sentinel master.
+    pub(crate) fn sentinel_url(&self) -> Option<&SentinelUrl> {
+        match &self.target {
+            Target::Single(_) => None,
+            Target::Sentinel { url, .. } => Some(url),
+        }
+    }
+
+    fn master_slot(&self) -> Option<MutexGuard<'_, Option<Master>>> {
+        match &self.target {
+            Target::Single(_) => None,
+            Target::Sentinel { master, .. } => {
+                Some(master.lock().unwrap_or_else(PoisonError::into_inner))
+            }
+        }
+    }
+
+    /// The current master epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        *self.epoch.borrow()
+    }
+
+    /// Returns once the master epoch differs from `epoch`: the master a connection was opened to
+    /// is no longer the master. Never returns for a single server.
+    pub(crate) async fn master_moved(&self, epoch: u64) {
+        let mut epochs = self.epoch.subscribe();
+        if epochs.wait_for(|current| *current != epoch).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Subscriptions found silent by their probe and rebuilt since the broker connected.
+    pub(crate) fn silent_subscriptions(&self) -> u64 {
+        self.silent_subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Counts a subscription found silent.
+    pub(crate) fn count_silent(&self) {
+        self.silent_subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Master changes seen since the broker connected.
+    pub(crate) fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// `host:port` of the current master (Sentinel only, once known).
+    pub(crate) fn master_addr(&self) -> Option<String> {
+        self.master_slot()
+            .and_then(|slot| slot.as_ref().map(|m| m.addr.clone()))
+    }
+
+    /// A connection failed or a server answered `READONLY` / `MASTERDOWN`: with Sentinel, have the
+    /// master re-resolved now.
+    pub(crate) fn suspect_master(&self) {
+        if self.sentinel_url().is_some() {
+            self.resolve_now.notify_one();
+        }
+    }
+
+    /// Asks the sentinels where the master is and, if it moved, makes the new one current.
+    pub(crate) async fn refresh_master(&self) -> Result<(), BrokerError> {
+        let Some(url) = self.sentinel_url() else {
+            return Ok(());
+        };
+        let (host, port) = sentinel::resolve(url, &self.url, self.options.connect_timeout).await?;
+        self.set_master(url, &host, port)
+    }
+
+    /// Makes `host:port` the current master unless it is already: a new epoch, which drops
+    /// every connection to the old one; a failover is logged once and counted.
+    fn set_master(&self, url: &SentinelUrl, host: &str, port: u16) -> Result<(), BrokerError> {
+        let addr = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let Some(mut slot) = self.master_slot() else {
+            return Ok(());
+        };
+        let old = slot.as_ref().map(|m| m.addr.clone());
+        if old.as_deref() == Some(addr.as_str()) {
+            return Ok(());
+        }
+        let client =
+            Client::open(url.master_url(host, port)).map_err(|e| error::map(e, &self.url))?;
+        let epoch = self.epoch() + 1;
+        *slot = Some(Master {
+            epoch,
+            addr: addr.clone(),
+            client,
+        });
+        // Announced under the lock, so that two changes in a row cannot share an epoch.
+        self.epoch.send_replace(epoch);
+        drop(slot);
+        match old {
+            Some(old) => {
+                self.failovers.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    url = %self.url, service = %url.service, old = %old, new = %addr,
+                    "redis master changed from {old} to {addr} (failover); moving every connection"
+                );
+            }
+            None => tracing::info!(
+                url = %self.url, service = %url.service, master = %addr,
+                "redis master of {} is {addr}", url.service
+            ),
+        }
+        Ok(())
+    }
+
+    /// The client of the current master and its epoch; with Sentinel, asks the sentinels first
+    /// when no master is known yet.
+    async fn master(&self) -> Result<(u64, Client), BrokerError> {
+        if let Target::Single(client) = &self.target {
+            return Ok((0, client.clone()));
+        }
+        if let Some(master) = self.master_slot().and_then(|slot| slot.clone()) {
+            return Ok((master.epoch, master.client));
+        }
+        self.refresh_master().await?;
+        self.master_slot()
+            .and_then(|slot| slot.clone())
+            .map(|master| (master.epoch, master.client))
+            .ok_or_else(|| error::reconnecting(&self.url, 0))
     }
 
     /// The publish connection of `generation` failed with `error`: empty the slot (unless a newer
@@ -99,38 +276,75 @@ impl RedisState {
     }
 
     /// A new publish connection, checked with `PING`, within the connect time-out.
+    #[allow(
+        dead_code,
+        reason = "kept for callers that need no master epoch; the broker's own use the _at form"
+    )]
     pub(crate) async fn connect_publisher(&self) -> Result<MultiplexedConnection, BrokerError> {
+        self.connect_publisher_at()
+            .await
+            .map(|(_, connection)| connection)
+    }
+
+    /// [`RedisState::connect_publisher`], with the master epoch it was opened under. With
+    /// Sentinel, the server must answer `ROLE` as a master.
+    pub(crate) async fn connect_publisher_at(
+        &self,
+    ) -> Result<(u64, MultiplexedConnection), BrokerError> {
         // Time-outs are applied here, around whole operations, rather than by redis-rs, so that
         // they surface as BrokerError::Timeout with the configured duration.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(None)
             .set_response_timeout(None);
-        self.within_connect_timeout(async {
-            let mut connection = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await?;
-            redis::cmd("PING")
-                .query_async::<()>(&mut connection)
-                .await?;
-            Ok(connection)
-        })
-        .await
+        let (epoch, client) = self.master().await?;
+        let sentinel = self.sentinel_url().is_some();
+        let (connection, is_master) = self
+            .within_connect_timeout(async {
+                let mut connection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                let is_master = if sentinel {
+                    sentinel::is_master(&mut connection).await?
+                } else {
+                    redis::cmd("PING")
+                        .query_async::<()>(&mut connection)
+                        .await?;
+                    true
+                };
+                Ok((connection, is_master))
+            })
+            .await?;
+        if !is_master {
+            // The sentinels' answer is stale (a failover is under way) or this is a demoted
+            // master: ask again, and let the caller retry.
+            self.suspect_master();
+            return Err(BrokerError::unavailable(
+                error::BACKEND,
+                self.url.clone(),
+                format!(
+                    "{} is not a master (a failover is under way)",
+                    self.master_addr().unwrap_or_default()
+                ),
+            ));
+        }
+        Ok((epoch, connection))
     }
 
     /// A new pub/sub connection subscribed to `specs`, within the connect time-out. Returns once
     /// Redis confirmed every subscription, so messages published afterwards are received.
+    /// Also returns the master epoch it was opened under.
     pub(crate) async fn open_pubsub(
         &self,
         specs: &[ChannelSpec],
-    ) -> Result<(PubSubSink, PubSubStream), BrokerError> {
+    ) -> Result<(u64, (PubSubSink, PubSubStream)), BrokerError> {
         let (exact, patterns): (Vec<&ChannelSpec>, Vec<&ChannelSpec>) = specs
             .iter()
             .partition(|spec| matches!(spec, ChannelSpec::Exact(_)));
         let exact: Vec<&str> = exact.iter().map(|s| s.as_str()).collect();
         let patterns: Vec<&str> = patterns.iter().map(|s| s.as_str()).collect();
+        let (epoch, client) = self.master().await?;
         self.within_connect_timeout(async {
-            let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
+            let (mut sink, stream) = client.get_async_pubsub().await?.split();
             if !exact.is_empty() {
                 sink.subscribe(&exact).await?;
             }
@@ -140,6 +354,7 @@ impl RedisState {
             Ok((sink, stream))
         })
         .await
+        .map(|connection| (epoch, connection))
     }
 
     async fn within_connect_timeout<T>(
@@ -147,11 +362,15 @@ impl RedisState {
         operation: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, BrokerError> {
         let after = self.options.connect_timeout;
-        match timeout(after, operation).await {
+        let result = match timeout(after, operation).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(error::map(e, &self.url)),
             Err(_elapsed) => Err(error::timeout(after)),
+        };
+        if result.is_err() {
+            self.suspect_master();
         }
+        result
     }
 
     /// Reconnects connection `id` with backoff until `connect` succeeds; `None` when the broker
@@ -174,17 +393,24 @@ impl RedisState {
             min: self.options.backoff_min,
             max: self.options.backoff_max.min(cap),
         };
-        Reconnect {
-            board: self.parts.board(),
-            id,
-            backoff,
+        loop {
+            let epoch = self.epoch();
+            let reconnect = Reconnect {
+                board: self.parts.board(),
+                id,
+                backoff,
+            };
+            let attempts = reconnect.run(shutdown, &abandoned, &connect, |attempt, e| {
+                tracing::debug!(
+                    url = %self.url, connection = id, attempt, error = %e,
+                    "redis reconnect attempt failed"
+                );
+            });
+            // A new master: try it at once rather than after the backoff grown against the old.
+            tokio::select! {
+                connected = attempts => return connected,
+                () = self.master_moved(epoch) => {}
+            }
         }
-        .run(shutdown, abandoned, connect, |attempt, e| {
-            tracing::debug!(
-                url = %self.url, connection = id, attempt, error = %e,
-                "redis reconnect attempt failed"
-            );
-        })
-        .await
     }
 }

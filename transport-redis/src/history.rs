@@ -363,7 +363,7 @@ impl History for RedisHistory {
         let state = &self.state;
         // The first connection is made here, so that the caller learns about a Redis that is
         // down; later ones are the task's business.
-        let connection = state.connect_publisher().await?;
+        let connection = state.connect_publisher_at().await?;
         let (tx, subscription) = HistorySubscription::bounded(state.options.subscription_capacity);
         let reader = Reader {
             state: Arc::clone(state),
@@ -393,7 +393,8 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(mut self, mut connection: MultiplexedConnection, mut shutdown: Shutdown) {
+    /// `connection` comes with the master epoch it was opened under.
+    async fn run(mut self, mut connection: (u64, MultiplexedConnection), mut shutdown: Shutdown) {
         let state = Arc::clone(&self.state);
         // However the task ends, its connection stops counting on the health board.
         let _part = state.parts.board().part(self.id);
@@ -414,7 +415,7 @@ impl Reader {
                     RESUME_WITHIN,
                     &mut shutdown,
                     || tx.is_closed(),
-                    || state.connect_publisher(),
+                    || state.connect_publisher_at(),
                 )
                 .await;
             match reconnected {
@@ -452,7 +453,7 @@ impl Reader {
     /// Redis.
     async fn pump(
         &mut self,
-        connection: &mut MultiplexedConnection,
+        (epoch, connection): &mut (u64, MultiplexedConnection),
         shutdown: &mut Shutdown,
     ) -> PumpEnd {
         let bound = BLOCK + self.state.options.publish_timeout;
@@ -471,6 +472,10 @@ impl Reader {
                 biased;
                 () = shutdown.signalled() => return PumpEnd::Shutdown,
                 () = self.tx.closed() => return PumpEnd::ConsumerGone,
+                // A new master (with Sentinel): resume there from the last delivered id.
+                () = self.state.master_moved(*epoch) => {
+                    return PumpEnd::Lost("the master moved".to_owned());
+                }
                 reply = timeout(bound, command.query_async::<Value>(connection)) => reply,
             };
             let batch = match reply {

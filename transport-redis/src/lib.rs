@@ -25,8 +25,10 @@
 mod connection;
 mod error;
 mod history;
+mod link;
 mod options;
 mod publisher;
+mod sentinel;
 mod subscription;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use bytes::Bytes;
 use sidecast_core::supervision::Tasks;
 use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, History, Subscription};
 
+pub use link::RedisLink;
 pub use options::{DEFAULT_HISTORY_KEY_PREFIX, RedisOptions};
 
 use connection::RedisState;
@@ -86,6 +89,23 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 ///
 /// A lost and a restored connection are logged once per outage (`warn`, then `info`), however
 /// many connections the outage hit; URLs in logs and errors have their password redacted.
+///
+/// Each subscription also checks that it still receives: every
+/// [`RedisOptions::probe_interval`] it publishes a probe on a private `sidecast:probe:...`
+/// channel and expects it back before the next one. A connection that answers `PING` but
+/// delivers nothing is thus found, replaced like a broken one, logged and counted
+/// ([`Broker::connection_report`]). Messages on `sidecast:probe:` channels are never delivered.
+///
+/// # Redis Sentinel
+///
+/// With a `redis+sentinel://[user:password@]host:port[,host:port...]/db/service_name` address
+/// ([`sidecast_core::broker::SentinelUrl`]) the broker asks the sentinels where the master is
+/// and follows it: it asks again when a connection fails, when Redis answers `READONLY` or
+/// `MASTERDOWN`, when a sentinel announces `+switch-master`, and at least every 5 s. When the
+/// master moved, every connection opened to the old one (publisher, subscriptions, history
+/// readers) is closed, even if it still answers, and reopened on the new one; history readers
+/// resume after the last entry they delivered. Each change is logged once and counted
+/// ([`RedisBroker::failovers`], [`RedisBroker::master`]). See decision 0029.
 ///
 /// # History
 ///
@@ -146,11 +166,15 @@ impl RedisBroker {
     ///   permissions.
     pub async fn connect(options: RedisOptions) -> Result<Self, BrokerError> {
         let state = Arc::new(RedisState::new(options)?);
-        let connection = state.connect_publisher().await?;
+        let connection = state.connect_publisher_at().await?;
         state.install_publisher(connection);
 
         let tasks = Arc::new(Tasks::new());
         tasks.spawn(publisher::supervise(Arc::clone(&state), tasks.shutdown()));
+        if state.sentinel_url().is_some() {
+            tasks.spawn(sentinel::watch(Arc::clone(&state), tasks.shutdown()));
+            tasks.spawn(sentinel::listen(Arc::clone(&state), tasks.shutdown()));
+        }
         tracing::debug!(url = %state.url, "connected to redis");
         let history = Arc::new(RedisHistory::new(Arc::clone(&state), Arc::clone(&tasks)));
         Ok(Self {
@@ -163,6 +187,18 @@ impl RedisBroker {
     /// The Redis URL, password redacted.
     pub fn url(&self) -> &str {
         &self.state.url
+    }
+
+    /// With a `redis+sentinel://` address: how many times the master changed since this broker
+    /// connected (each change moved every connection to the new master). Always 0 otherwise.
+    pub fn failovers(&self) -> u64 {
+        self.state.failovers()
+    }
+
+    /// With a `redis+sentinel://` address: `host:port` of the master the broker uses now.
+    /// `None` for a plain `redis://` address.
+    pub fn master(&self) -> Option<String> {
+        self.state.master_addr()
     }
 }
 
@@ -183,7 +219,14 @@ impl Broker for RedisBroker {
                     .to_owned(),
             });
         }
-        let specs: Arc<[ChannelSpec]> = channels.into();
+        // Each subscription also listens to a private probe channel, to notice when it stops
+        // receiving (see `subscription`).
+        let probe: Arc<str> = subscription::probe_channel().into();
+        let specs: Arc<[ChannelSpec]> = channels
+            .iter()
+            .cloned()
+            .chain([ChannelSpec::exact(probe.as_ref())])
+            .collect();
         // The first connection is made here so that the caller learns about a Redis that is down
         // or refuses the subscription; later ones are the task's business.
         let connection = match state.open_pubsub(&specs).await {
@@ -202,6 +245,7 @@ impl Broker for RedisBroker {
             Arc::clone(state),
             id,
             specs,
+            probe,
             tx,
             connection,
             self.tasks.shutdown(),
@@ -215,6 +259,14 @@ impl Broker for RedisBroker {
 
     fn history(&self) -> Option<&dyn History> {
         Some(self.history.as_ref())
+    }
+
+    fn connection_report(&self) -> Option<sidecast_core::broker::ConnectionReport> {
+        Some(sidecast_core::broker::ConnectionReport {
+            failovers: self.failovers(),
+            primary: self.master(),
+            silent_subscriptions: self.state.silent_subscriptions(),
+        })
     }
 
     async fn close(&self) {

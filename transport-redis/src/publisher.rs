@@ -50,7 +50,12 @@ where
     match timeout(after, operation(connection)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
-            if e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped() {
+            let demoted = matches!(e.code(), Some("READONLY" | "MASTERDOWN"));
+            if demoted || e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped()
+            {
+                // With Sentinel, a READONLY or MASTERDOWN answer means this server is no longer
+                // the master (or lost it): the connection must go to the new one.
+                state.suspect_master();
                 // The connection is dead: mark it so right away, so that health says so
                 // and the next calls fail fast, and let the supervisor replace it. No
                 // retry here: the command may have reached Redis before the connection
@@ -81,10 +86,26 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
         tokio::select! {
             () = shutdown.signalled() => return,
             () = state.check_publisher.notified() => {}
+            () = state.master_moved(state.publisher_epoch()) => {}
             () = sleep(keepalive) => {}
         }
         if state.parts.board().is_closed() {
             return;
+        }
+        // A new master: the connection to the old one goes, however healthy it looks (a demoted
+        // master keeps its connections and answers PING).
+        if state.publisher_epoch() != state.epoch() {
+            let current = state
+                .publisher_slot()
+                .as_ref()
+                .map(|(generation, _)| *generation);
+            if let Some(generation) = current {
+                let moved = format!(
+                    "the master moved to {}",
+                    state.master_addr().unwrap_or_default()
+                );
+                state.publisher_lost(generation, &moved);
+            }
         }
         // A failed publish may have emptied the slot already; otherwise check the connection.
         let current = state.publisher_slot().clone();
@@ -110,7 +131,7 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
                 state.options.backoff_max,
                 &mut shutdown,
                 || false,
-                || state.connect_publisher(),
+                || state.connect_publisher_at(),
             )
             .await;
         match reconnected {

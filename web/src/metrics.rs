@@ -52,6 +52,13 @@ pub struct Status {
     pub status: &'static str,
 }
 
+/// An `address` label: `host:port`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Address {
+    /// `host:port`.
+    pub address: String,
+}
+
 /// The statuses of `sidecast_socket_recoveries_total`, exported at 0 from start-up.
 pub const RECOVERY_STATUSES: [&str; 5] = ["new", "recovered", "trimmed", "unknown", "unavailable"];
 
@@ -145,6 +152,16 @@ pub struct Metrics {
     pub delivery_lag: Histogram,
     /// Subscription overflow already counted (the broker's counter is cumulative).
     overflow_seen: AtomicU64,
+    /// Failovers the broker followed (Redis Sentinel: a new master).
+    pub broker_failovers: Counter,
+    /// The primary the broker uses now (Redis Sentinel: the master), 1 for its address.
+    pub broker_primary: Family<Address, Gauge>,
+    /// Failovers already counted (the broker's figure is cumulative).
+    failovers_seen: AtomicU64,
+    /// Broker subscriptions found silent (their liveness probe did not come back) and rebuilt.
+    pub broker_silent_subscriptions: Counter,
+    /// Silent subscriptions already counted.
+    silent_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -187,7 +204,27 @@ impl Metrics {
             delivery_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 19)),
             registry: Registry::default(),
             overflow_seen: AtomicU64::new(0),
+            broker_failovers: Counter::default(),
+            broker_primary: Family::default(),
+            failovers_seen: AtomicU64::new(0),
+            broker_silent_subscriptions: Counter::default(),
+            silent_seen: AtomicU64::new(0),
         };
+        registry.register(
+            "broker_silent_subscriptions",
+            "Broker subscriptions found silent (their probe did not come back) and rebuilt",
+            m.broker_silent_subscriptions.clone(),
+        );
+        registry.register(
+            "broker_failovers",
+            "Failovers the broker followed to a new primary (Redis Sentinel master)",
+            m.broker_failovers.clone(),
+        );
+        registry.register(
+            "broker_master",
+            "The primary the broker uses now (Redis Sentinel master): 1 for its address",
+            m.broker_primary.clone(),
+        );
         registry.register(
             "sockets_connected",
             "Socket.IO sockets connected now",
@@ -379,6 +416,37 @@ impl Metrics {
                     reason: "subscription_overflow",
                 })
                 .inc_by(total - seen);
+        }
+    }
+
+    /// Brings the failover and silent-subscription counters up to the broker's cumulative
+    /// figures and labels the primary in use.
+    pub(crate) fn broker_report(&self, report: &sidecast_core::broker::ConnectionReport) {
+        let seen = self
+            .failovers_seen
+            .swap(report.failovers, Ordering::Relaxed);
+        if report.failovers > seen {
+            self.broker_failovers.inc_by(report.failovers - seen);
+        }
+        let seen = self
+            .silent_seen
+            .swap(report.silent_subscriptions, Ordering::Relaxed);
+        if report.silent_subscriptions > seen {
+            self.broker_silent_subscriptions
+                .inc_by(report.silent_subscriptions - seen);
+        }
+        if let Some(primary) = &report.primary {
+            let current = Address {
+                address: primary.clone(),
+            };
+            if self
+                .broker_primary
+                .get(&current)
+                .is_none_or(|g| g.get() != 1)
+            {
+                self.broker_primary.clear();
+                self.broker_primary.get_or_create(&current).set(1);
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 // Everything is re-exported, so that every path is `sidecast_core::broker::Name`.
 mod error;
 mod history;
+mod sentinel;
 mod subscription;
 mod url;
 
@@ -20,6 +21,7 @@ pub use history::{
     BrokerCapabilities, History, HistoryEntry, HistoryRetention, HistorySender,
     HistorySubscription, Offset, Replay,
 };
+pub use sentinel::{ConnectionReport, DEFAULT_SENTINEL_PORT, SENTINEL_SCHEMES, SentinelUrl};
 pub use subscription::{Delivery, Subscription, SubscriptionSender};
 pub use url::{BrokerUrl, redact_url};
 
@@ -107,6 +109,13 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// methods' defaults being overridden ([`Broker::history`] returning `Some`).
     fn capabilities(&self) -> BrokerCapabilities {
         BrokerCapabilities::NONE.with_history(self.history().is_some())
+    }
+
+    /// What the broker tells of its connections for metrics: failovers it followed and the
+    /// primary it uses (Redis Sentinel), subscriptions it found silent and rebuilt. Default:
+    /// `None` (nothing to tell).
+    fn connection_report(&self) -> Option<ConnectionReport> {
+        None
     }
 }
 

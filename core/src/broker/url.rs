@@ -127,6 +127,15 @@ mod tests {
         );
         assert_eq!(redact_url("not a url"), "not a url");
         assert_eq!(redact_url("user:pw@host:1/vh"), "user:***@host:1/vh");
+        // A Sentinel address's host list is not a URL authority the url crate would parse.
+        assert_eq!(
+            redact_url("redis+sentinel://u:pw@h1:26379,h2:26379/0/mymaster"),
+            "redis+sentinel://u:***@h1:26379,h2:26379/0/mymaster"
+        );
+        assert_eq!(
+            redact_url("rediss+sentinel://:p@ss@[::1]:26379,h2/mymaster"),
+            "rediss+sentinel://:***@[::1]:26379,h2/mymaster"
+        );
     }
 
     #[test]

@@ -140,7 +140,40 @@ impl Config {
         if self.broker.subscription_capacity == 0 {
             return bad("broker.subscription_capacity", "must be at least 1");
         }
+        self.validate_sentinel_urls()?;
         self.validate_ingress()
+    }
+
+    /// `broker.url` and `session.url` when they are Sentinel addresses
+    /// (`redis+sentinel://...`): hosts, db and service name are checked here, before anything
+    /// connects. Other Redis URLs are the client library's to check at connect time.
+    fn validate_sentinel_urls(&self) -> Result<(), ConfigError> {
+        let broker_url = self.broker.url.as_deref().unwrap_or_default();
+        for (key, env, url) in [
+            ("broker.url", "SIDECAST_BROKER__URL", broker_url),
+            (
+                "session.url",
+                "SIDECAST_SESSION__URL",
+                self.session.url.as_str(),
+            ),
+        ] {
+            if !crate::broker::SentinelUrl::is_sentinel(url) {
+                continue;
+            }
+            if key == "broker.url" && self.broker.kind != BrokerKind::Redis {
+                return Err(ConfigError::Invalid(format!(
+                    "`broker.url` is a Redis Sentinel address but broker.kind is not \"redis\"; \
+                     set broker.kind = \"redis\" (or {env}) or give a URL of the chosen broker"
+                )));
+            }
+            if let Err(why) = crate::broker::SentinelUrl::parse(url) {
+                return Err(ConfigError::Invalid(format!(
+                    "`{key}` ({}) {why} (key {key}, or {env})",
+                    crate::broker::redact_url(url)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The rules of `[[broker.ingress]]`.
@@ -490,6 +523,40 @@ mod tests {
                 .to_string()
                 .contains("auth.session_rooms")
         );
+    }
+
+    #[test]
+    fn sentinel_urls_are_checked_and_name_the_key() {
+        let mut c = Config::default();
+        c.broker.url = Some("redis+sentinel://u:pw@h1:26379,h2:26379/0/mymaster".into());
+        c.session.url = "redis+sentinel://h1/mymaster".into();
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        for (broker, session, says) in [
+            (
+                "redis+sentinel://u:hunter2@h1:26379,h2:x/0/mymaster",
+                "",
+                "sentinel address",
+            ),
+            ("redis+sentinel://u:hunter2@h1:26379/0", "", "no service"),
+            ("redis+sentinel://u:hunter2@h1/zero/svc", "", "not a number"),
+            ("redis://h:1", "redis+sentinel://:hunter2@h1/", "no service"),
+        ] {
+            let mut c = Config::default();
+            c.broker.url = Some(broker.into());
+            c.session.url = session.into();
+            let e = c.validate().unwrap_err().to_string();
+            let key = if session.is_empty() {
+                "session.url"
+            } else {
+                "broker.url"
+            };
+            assert!(!e.contains(&format!("`{key}`")), "{e}");
+            assert!(
+                e.contains(says) && e.contains("redis+sentinel://[user:password@]"),
+                "{e}"
+            );
+            assert!(!e.contains("hunter2"), "{e}");
+        }
     }
 
     #[test]

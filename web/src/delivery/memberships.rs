@@ -271,7 +271,7 @@ impl MembershipStore for LocalMemberships {
 #[cfg(feature = "redis")]
 #[derive(Clone)]
 pub(crate) struct RedisMemberships {
-    connection: redis::aio::ConnectionManager,
+    connection: sidecast_transport_redis::RedisLink,
     prefix: String,
     timeout: std::time::Duration,
 }

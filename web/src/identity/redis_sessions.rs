@@ -5,27 +5,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use sidecast_transport_redis::RedisLink;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
 
 /// Keys are `sidecast:session:<id>`; each expires with its session.
 const PREFIX: &str = "sidecast:session:";
 
-/// A connection to the Redis at `url`, made lazily (a node starts even while Redis is down), whose
-/// connects and answers are bounded by `timeout` and which retries once, so that an operation
-/// fails quickly while Redis is away. Shared by the session and the membership stores.
+/// A connection to the Redis at `url` (or, for a `redis+sentinel://` address, to the current
+/// master, followed across failovers), made lazily (a node starts even while Redis is down),
+/// whose connects and answers are bounded by `timeout` and which retries once, so that an
+/// operation fails quickly while Redis is away. Shared by the session and the membership stores.
 pub(crate) fn lazy_connection(
     url: &str,
     timeout: Duration,
-) -> Result<ConnectionManager, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(timeout);
-    ConnectionManager::new_lazy_with_config(client, config)
+) -> Result<RedisLink, redis::RedisError> {
+    RedisLink::new(url, timeout)
 }
 
 /// A tower-sessions store on Redis.
@@ -34,7 +29,7 @@ pub(crate) fn lazy_connection(
 /// request is refused quickly (as logged out / 503) instead of hanging.
 #[derive(Clone)]
 pub struct RedisSessionStore {
-    connection: ConnectionManager,
+    connection: RedisLink,
     timeout: Duration,
 }
 

@@ -136,6 +136,12 @@ impl Broker for NodeBroker {
             .get()
             .map_or(BrokerCapabilities::NONE, |broker| broker.capabilities())
     }
+
+    fn connection_report(&self) -> Option<sidecast_core::broker::ConnectionReport> {
+        self.bound
+            .get()
+            .and_then(|broker| broker.connection_report())
+    }
 }
 
 #[cfg(test)]
