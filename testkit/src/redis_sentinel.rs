@@ -142,7 +142,11 @@ impl RedisSentinelSet {
         set
     }
 
-    async fn wait_until_settled(&self) {
+    /// Waits until the set is whole again: every replica in sync with the master, every
+    /// sentinel aware of the master, two replicas and the two other sentinels (after
+    /// [`RedisSentinelSet::start_node`], or a failover once the old master is back). Panics after
+    /// [`SETTLE_DEADLINE`].
+    pub async fn wait_until_settled(&self) {
         let deadline = Instant::now() + SETTLE_DEADLINE;
         loop {
             let missing = self.unsettled().await;
@@ -188,8 +192,16 @@ impl RedisSentinelSet {
                 ));
             }
         }
-        for node in &self.nodes[1..] {
-            match query(&format!("127.0.0.1:{}", node.port()), &["ROLE"]).await {
+        let master = match master_by_sentinel(self.sentinels[0].addr()).await {
+            Ok(master) => master,
+            Err(e) => return Some(format!("no master address: {e}")),
+        };
+        for node in &self.nodes {
+            let addr = format!("127.0.0.1:{}", node.port());
+            if addr == master {
+                continue;
+            }
+            match query(&addr, &["ROLE"]).await {
                 Ok(Resp::Array(parts))
                     if parts.get(3).and_then(Resp::text).as_deref() == Some("connected") => {}
                 other => return Some(format!("replica {} is not in sync: {other:?}", node.port())),

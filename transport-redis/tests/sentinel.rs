@@ -33,6 +33,29 @@ async fn conformance_on_a_sentinel_set() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_kit_stops_and_starts_a_replica() {
+    let mut set = RedisSentinelSet::start().await;
+    let master = set.master_addr().await;
+    let replica = set
+        .node_addrs()
+        .into_iter()
+        .find(|addr| *addr != master)
+        .unwrap();
+    set.stop_node(&replica).await;
+    assert!(
+        set.node(&replica).command(&["PING"]).await.is_err(),
+        "a stopped replica refuses connections"
+    );
+    set.start_node(&replica).await;
+    set.wait_until_settled().await;
+    assert_eq!(
+        set.master_addr().await,
+        master,
+        "a replica's restart moves no master"
+    );
+}
+
 /// Publishes until one publish succeeds, returning when it did.
 async fn publish_until_ok(broker: &RedisBroker, channel: &str, payload: &str) -> Instant {
     let deadline = Instant::now() + FOLLOW;
