@@ -27,6 +27,7 @@ mod error;
 mod history;
 mod options;
 mod publisher;
+mod replicas;
 mod subscription;
 
 use std::sync::Arc;

@@ -120,8 +120,11 @@ pub enum Replay {
     /// a reader that needs everything must refetch by other means. A transport whose backend
     /// cannot tell the last trimmed offset apart from older ones reports `Trimmed` for it too.
     Trimmed,
-    /// The history never assigned this offset on this channel: malformed, from another channel
-    /// or backend, or newer than its newest entry.
+    /// The history never assigned this offset on this channel (malformed, from another channel
+    /// or backend, or newer than its newest entry), or the transport found that it lost the
+    /// offset's entry or entries after it other than by trimming (a backend restarted without
+    /// persistence, a failover to a replica that lagged): entries after it may be missing, and
+    /// are never given as if the history were complete.
     Unknown,
 }
 
@@ -234,6 +237,14 @@ pub trait History: Send + Sync + fmt::Debug {
 
     /// The retention bounds this history applies.
     fn retention(&self) -> HistoryRetention;
+
+    /// How many times this history found entries missing that it had acknowledged or delivered
+    /// (a backend that restarted without persistence, a failover to a replica that lagged), so
+    /// far: cumulative, for metrics. Each finding is logged when it is made. A transport that
+    /// cannot tell reports 0 (the default).
+    fn losses_detected(&self) -> u64 {
+        0
+    }
 }
 
 /// A stream of [`HistoryEntry`]s from [`History::subscribe_from`], fed by a transport through a
