@@ -145,6 +145,11 @@ pub struct Metrics {
     pub delivery_lag: Histogram,
     /// Subscription overflow already counted (the broker's counter is cumulative).
     overflow_seen: AtomicU64,
+    /// Losses of history entries the broker's history found (a Redis without persistence
+    /// restarted, a failover to a replica that lagged), as of the last scrape.
+    pub history_losses: Counter,
+    /// History losses already counted (the history's counter is cumulative).
+    history_loss_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -187,7 +192,15 @@ impl Metrics {
             delivery_lag: Histogram::new(exponential_buckets(0.0001, 2.0, 19)),
             registry: Registry::default(),
             overflow_seen: AtomicU64::new(0),
+            history_losses: Counter::default(),
+            history_loss_seen: AtomicU64::new(0),
         };
+        registry.register(
+            "history_loss",
+            "Losses of history entries the broker's history found (entries gone other than by \
+             trimming); clients coming back from before one are told \"unknown\"",
+            m.history_losses.clone(),
+        );
         registry.register(
             "sockets_connected",
             "Socket.IO sockets connected now",
@@ -379,6 +392,14 @@ impl Metrics {
                     reason: "subscription_overflow",
                 })
                 .inc_by(total - seen);
+        }
+    }
+
+    /// Brings the history-loss counter up to the history's cumulative figure.
+    pub(crate) fn history_losses(&self, total: u64) {
+        let seen = self.history_loss_seen.swap(total, Ordering::Relaxed);
+        if total > seen {
+            self.history_losses.inc_by(total - seen);
         }
     }
 

@@ -38,6 +38,10 @@ pub(crate) async fn readyz(State(state): State<Sidecast>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
     count_rooms(&state);
+    // The history counts its losses itself: read at each scrape.
+    if let Some(history) = state.broker().history() {
+        state.metrics().history_losses(history.losses_detected());
+    }
     (
         [(
             header::CONTENT_TYPE,
