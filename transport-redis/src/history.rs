@@ -65,6 +65,28 @@ struct Losses {
     /// The last finding logged per stream key, so that every client coming back from the same
     /// lost offsets does not log (and count) it again.
     reported: Mutex<HashMap<String, String>>,
+    /// Per stream key, the ranges of entries this node's history subscriptions delivered and
+    /// then found gone from a stream that lives on (a failover to a replica that lagged): ids
+    /// after `.0` up to `.1`, in the stream of epoch `.2`. A client's offset may still be in the
+    /// stream while entries after it are in such a range.
+    gaps: Mutex<HashMap<String, Vec<Gap>>>,
+}
+
+/// Lost entries: ids after `after` up to `until`, in the stream of epoch `epoch`.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    after: StreamId,
+    until: StreamId,
+    epoch: Option<StreamId>,
+}
+
+/// The gaps kept per stream key (the oldest are forgotten first).
+const MAX_GAPS: usize = 16;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Losses {
@@ -72,10 +94,7 @@ impl Losses {
     /// counted once); `what` says what was found, for the log.
     fn report(&self, url: &str, key: &str, finding: String, what: &str) {
         {
-            let mut reported = self
-                .reported
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut reported = lock(&self.reported);
             if reported.get(key) == Some(&finding) {
                 return;
             }
@@ -89,6 +108,44 @@ impl Losses {
              replica that lagged)"
         );
     }
+
+    /// Remembers that the entries of `key` after `gap.after` up to `gap.until` were lost.
+    fn record_gap(&self, key: &str, gap: Gap) {
+        let mut gaps = lock(&self.gaps);
+        let list = gaps.entry(key.to_owned()).or_default();
+        if list.len() == MAX_GAPS {
+            list.remove(0);
+        }
+        list.push(gap);
+    }
+
+    /// The finding of a known gap among the entries after `after` in the stream of `epoch`.
+    fn gap_after(
+        &self,
+        key: &str,
+        after: StreamId,
+        epoch: Option<StreamId>,
+    ) -> Option<(String, String)> {
+        let gaps = lock(&self.gaps);
+        let gap = gaps
+            .get(key)?
+            .iter()
+            .find(|gap| gap.epoch == epoch && after < gap.until)?;
+        Some((
+            gap_finding(gap.after),
+            format!(
+                "entries after {} up to {} were lost, and a client came back from {}",
+                id_arg(gap.after),
+                id_arg(gap.until),
+                id_arg(after)
+            ),
+        ))
+    }
+}
+
+/// The finding of entries lost after `after` (the stream now ends there, or did).
+fn gap_finding(after: StreamId) -> String {
+    format!("end {}", id_arg(after))
 }
 
 impl std::fmt::Debug for RedisHistory {
@@ -151,7 +208,7 @@ fn classify(
     }
     if after > info.last_generated {
         return Found::Lost(
-            format!("end {}", id_arg(info.last_generated)),
+            gap_finding(info.last_generated),
             format!(
                 "offset {} is beyond the stream's last entry {}",
                 id_arg(after),
@@ -509,13 +566,26 @@ impl History for RedisHistory {
         read.truncate(limit);
         let next = read.first().map(|(id, _)| *id);
         let info = stream_state(&self.state, &key).await?;
-        if after.is_start() {
-            return Ok(match info {
-                Some(info) if info.trimmed_after(after_id) => Replay::Trimmed,
-                _ => Replay::Entries(read.into_iter().map(|(_, e)| e).collect()),
-            });
-        }
-        Ok(match classify(after_id, present, next, info.as_ref()) {
+        let found = if after.is_start() {
+            match &info {
+                Some(info) if info.trimmed_after(after_id) => Found::Trimmed,
+                _ => Found::Complete,
+            }
+        } else {
+            classify(after_id, present, next, info.as_ref())
+        };
+        // Entries after the offset may be complete in the stream and still be missing some that
+        // this node delivered before a failover lost them.
+        let found = match (found, &info) {
+            (Found::Complete, Some(info)) => self
+                .losses
+                .gap_after(&key, after_id, info.epoch)
+                .map_or(Found::Complete, |(finding, what)| {
+                    Found::Lost(finding, what)
+                }),
+            (found, _) => found,
+        };
+        Ok(match found {
             Found::Complete => Replay::Entries(read.into_iter().map(|(_, e)| e).collect()),
             Found::Trimmed => Replay::Trimmed,
             Found::Lost(finding, what) => {
@@ -701,10 +771,18 @@ impl Reader {
                         .epoch
                         .map_or((0, 0), |epoch| self.after.min(before(epoch)));
                 } else if info.last_generated < self.after {
+                    self.losses.record_gap(
+                        &self.key,
+                        Gap {
+                            after: info.last_generated,
+                            until: self.after,
+                            epoch: info.epoch,
+                        },
+                    );
                     self.losses.report(
                         url,
                         &self.key,
-                        format!("end {}", id_arg(info.last_generated)),
+                        gap_finding(info.last_generated),
                         &format!(
                             "the stream ends at {}, before {was}, the last entry this node \
                              delivered",

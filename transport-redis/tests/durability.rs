@@ -302,3 +302,69 @@ async fn a_history_subscription_starts_over_on_a_wiped_stream() {
     .await;
     broker.close().await;
 }
+
+/// A stream that lives on but lost its last entries, as after a failover to a replica that
+/// lagged: the node's subscription finds it when it reconnects, and a client whose offset is
+/// still in the stream but who missed the lost entries is told `Unknown` too.
+#[tokio::test]
+async fn entries_lost_after_a_client_offset_are_found() {
+    let server = RedisServer::start_local().await;
+    let broker = connect(options(server.url())).await;
+    let channel = unique_channel("shortened");
+    let first = append(&broker, &channel, "e1").await;
+    let mut subscription = history(&broker)
+        .subscribe_from(&channel, &Offset::START)
+        .await
+        .unwrap();
+    assert_eq!(next(&mut subscription).await.offset, first);
+    append(&broker, &channel, "e2").await;
+    let third = append(&broker, &channel, "e3").await;
+    next(&mut subscription).await;
+    assert_eq!(next(&mut subscription).await.offset, third);
+
+    // The stream now ends at e1, in the same epoch: what a replica that had only e1 would hold.
+    let key = format!("{DEFAULT_HISTORY_KEY_PREFIX}{channel}");
+    let (ms, seq) = first.to_pair().unwrap();
+    assert_eq!(server.command(&["DEL", &key]).await.unwrap(), ":1");
+    server
+        .command(&["XADD", &key, &format!("{ms}-{seq}"), "p", "e1"])
+        .await
+        .unwrap();
+    // Every connection drops, as in a failover.
+    let killed = server
+        .command(&["CLIENT", "KILL", "TYPE", "normal"])
+        .await
+        .unwrap();
+    assert!(killed.starts_with(':'), "{killed}");
+    eventually("the subscription finds the loss", || {
+        history(&broker).losses_detected() == 1
+    })
+    .await;
+
+    let replay = loop {
+        match history(&broker).read_after(&channel, &first, 10).await {
+            Ok(replay) => break replay,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(replay, Replay::Unknown, "e2 and e3 are gone");
+    assert_eq!(
+        history(&broker)
+            .read_after(&channel, &Offset::START, 10)
+            .await
+            .unwrap(),
+        Replay::Unknown
+    );
+    assert_eq!(
+        history(&broker).losses_detected(),
+        1,
+        "the clients found the loss the node had found"
+    );
+    // The subscription reads on from where the stream ends.
+    let fourth = append_eventually(&broker, &channel, "e4").await;
+    assert_eq!(next(&mut subscription).await.offset, fourth);
+    broker.close().await;
+}

@@ -187,7 +187,10 @@ impl Default for HistoryRetention {
 ///   backend meanwhile is lost or repeated, unless the outage outlasted the retention (then the
 ///   entries trimmed meanwhile are lost; the transport logs it).
 /// * **Durability is the backend's.** An entry is in the history once `append` returned `Ok`;
-///   whether it survives a restart of the backend itself depends on its persistence settings.
+///   whether it survives a restart of the backend itself depends on its persistence settings
+///   (and, with replicas, on how many acknowledged it: a transport may wait for them before
+///   returning `Ok`). A transport that finds entries lost reports reads across the loss as
+///   [`Replay::Unknown`], never as complete, and counts them ([`History::losses_detected`]).
 /// * **Retention** is bounded by [`HistoryRetention`], which [`History::retention`] reports.
 ///
 /// The history is separate from pub/sub: [`History::append`] does not reach
