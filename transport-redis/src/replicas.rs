@@ -120,7 +120,13 @@ async fn run(state: Arc<RedisState>, mut rx: mpsc::Receiver<Request>, mut shutdo
                 }
             }
         };
-        match send_batch(&state, &mut current, &batch).await {
+        let sent = tokio::select! {
+            biased;
+            // Closing does not wait for a WAIT: the callers get `Closed`.
+            () = shutdown.signalled() => return,
+            sent = send_batch(&state, &mut current, &batch) => sent,
+        };
+        match sent {
             Ok(replies) => {
                 connection = Some(current);
                 for (request, reply) in batch.into_iter().zip(replies) {
