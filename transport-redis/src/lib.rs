@@ -123,7 +123,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 ///
 /// With [`RedisOptions::min_replicas`] `= N > 0`, an append returns `Ok` only once `WAIT N`
 /// ([`RedisOptions::replica_timeout`]) reports `N` replicas; fewer is a transient
-/// [`BrokerError::Unavailable`] (the master holds the entry: it may still be delivered). `WAIT`
+/// [`BrokerError::Unreplicated`] (the master holds the entry: it may still be delivered). `WAIT`
 /// blocks its connection, so appends then use a connection of their own: those that arrive while
 /// a `WAIT` is pending are pipelined together and acknowledged by the next `WAIT`. Publishes are
 /// not covered (pub/sub keeps nothing).

@@ -167,16 +167,12 @@ impl Failure {
             Self::Replicas {
                 acknowledged,
                 asked,
-            } => BrokerError::unavailable(
-                error::BACKEND,
-                url,
-                format!(
-                    "only {acknowledged} of the {asked} replicas broker.min_replicas asks for \
-                     acknowledged the append within broker.replica_timeout_ms; the master holds \
-                     it, so it may still be delivered, but it could be lost if the master failed \
-                     now. Retry later; check the replicas with INFO replication"
-                ),
-            ),
+            } => BrokerError::Unreplicated {
+                backend: error::BACKEND,
+                acknowledged: u64::try_from(*acknowledged).unwrap_or(0),
+                asked: *asked,
+                after: state.options.replica_timeout,
+            },
         }
     }
 }

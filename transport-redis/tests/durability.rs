@@ -94,6 +94,17 @@ async fn appends_wait_for_a_replica_and_fail_without_one() {
     let started = Instant::now();
     let error = append_error(&broker, &channel, "replica frozen").await;
     let took = started.elapsed();
+    assert!(
+        matches!(
+            error,
+            BrokerError::Unreplicated {
+                acknowledged: 0,
+                asked: 1,
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(error.is_transient(), "{error}");
     assert!(error.to_string().contains("min_replicas"), "{error}");
     assert!(
