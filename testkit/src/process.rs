@@ -351,6 +351,11 @@ impl<P: ServerProgram> ServerProcess<P> {
         self.child.is_some()
     }
 
+    /// The process id of the running server, `None` while it is stopped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Kills the server (`SIGKILL`, like a crash: clients see their connections drop) and waits
     /// until the process is gone, so that its port refuses connections. Idempotent.
     pub async fn stop(&mut self) {

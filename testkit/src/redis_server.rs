@@ -260,6 +260,80 @@ impl RedisServer {
         exchange(&mut stream, args).await
     }
 
+    /// A private `redis-server` that replicates this one (`--replicaof`, with `--masterauth`
+    /// when this server has a password), returned once this server counts it as a connected
+    /// replica (`WAIT 1` answers 1). Stop it with [`RedisServer::stop`] or freeze it with
+    /// [`RedisServer::pause`] to take the replica away.
+    ///
+    /// Panics if the replica does not come up, or does not finish its first synchronisation
+    /// within [`crate::conformance::DEADLINE`].
+    pub async fn start_replica(&self) -> RedisServer {
+        let (host, port) = self
+            .addr
+            .rsplit_once(':')
+            .unwrap_or_else(|| panic!("the address {} has no port", self.addr));
+        let mut args = vec!["--replicaof".to_owned(), host.to_owned(), port.to_owned()];
+        if let Some(password) = &self.password {
+            args.extend(["--masterauth".to_owned(), password.clone()]);
+        }
+        let replica = Self::start_local_with_args(args).await;
+        self.await_replicas(1).await;
+        replica
+    }
+
+    /// Waits until this server has at least `count` connected replicas that acknowledged its
+    /// writes so far (`WAIT count 100` on a fresh connection answers at least `count`); panics
+    /// after [`crate::conformance::DEADLINE`].
+    pub async fn await_replicas(&self, count: u32) {
+        let deadline = tokio::time::Instant::now() + crate::conformance::DEADLINE;
+        let count_arg = count.to_string();
+        loop {
+            let reply = self.command(&["WAIT", &count_arg, "100"]).await;
+            let acknowledged = reply
+                .as_deref()
+                .ok()
+                .and_then(|r| r.strip_prefix(':'))
+                .and_then(|n| n.parse::<u32>().ok());
+            if acknowledged.is_some_and(|n| n >= count) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} did not count {count} replicas within {:?} (last WAIT reply: {reply:?})",
+                self.addr,
+                crate::conformance::DEADLINE
+            );
+        }
+    }
+
+    /// Freezes the server process (`SIGSTOP`): it keeps its connections but answers nothing, as a
+    /// server that hangs or a replica that stopped acknowledging. [`RedisServer::resume`] undoes
+    /// it. Panics for an external server or one that is stopped.
+    #[cfg(unix)]
+    pub fn pause(&mut self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a [`RedisServer::pause`]d server run again (`SIGCONT`).
+    #[cfg(unix)]
+    pub fn resume(&mut self) {
+        self.signal("CONT");
+    }
+
+    #[cfg(unix)]
+    fn signal(&mut self, signal: &str) {
+        let pid = self
+            .local_mut("signal")
+            .pid()
+            .unwrap_or_else(|| panic!("cannot send SIG{signal} to a stopped Redis server"));
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill -{signal}: {e}"));
+        assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+    }
+
     fn local_mut(&mut self, what: &str) -> &mut ServerProcess<RedisProgram> {
         match self.local.as_mut() {
             Some(local) => local,

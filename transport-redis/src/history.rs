@@ -2,7 +2,9 @@
 //! (`XADD` with trimming, `XINFO STREAM` and `XRANGE` for reads, `XREAD BLOCK` for
 //! subscriptions, on a connection of their own that resumes from its last id).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -17,6 +19,7 @@ use sidecast_core::supervision::{PartId, PumpEnd, Shutdown, Tasks};
 use tokio::time::timeout;
 
 use crate::connection::RedisState;
+use crate::replicas::Acker;
 use crate::{error, publisher};
 
 /// The stream field that holds an entry's payload.
@@ -32,10 +35,117 @@ const RESUME_WITHIN: Duration = Duration::from_secs(1);
 /// A stream id `ms-seq`.
 type StreamId = (u64, u64);
 
+/// An append: `XADD` with age trimming, `XTRIM` by count, and, when the `XADD` created the
+/// stream, the stream's epoch (the id of its first entry) in the epoch key, all in one atomic
+/// step so that a stream and its epoch never disagree (a replica or a snapshot has both or
+/// neither). KEYS: stream, epoch key. ARGV: min id, field, payload, max entries.
+const APPEND: &str = r"
+local fresh = redis.call('EXISTS', KEYS[1]) == 0
+local id = redis.call('XADD', KEYS[1], 'MINID', '~', ARGV[1], '*', ARGV[2], ARGV[3])
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[4])
+if fresh then
+  redis.call('SET', KEYS[2], id)
+end
+return id
+";
+
 /// The history of one [`crate::RedisBroker`] (shared by its clones).
 pub(crate) struct RedisHistory {
     state: Arc<RedisState>,
     tasks: Arc<Tasks>,
+    losses: Arc<Losses>,
+    /// The connection that waits for replicas, when `min_replicas > 0`.
+    acker: Option<Acker>,
+}
+
+/// The losses a history found: counted, and logged once per channel and finding.
+#[derive(Debug, Default)]
+struct Losses {
+    count: AtomicU64,
+    /// The last finding logged per stream key, so that every client coming back from the same
+    /// lost offsets does not log (and count) it again.
+    reported: Mutex<HashMap<String, String>>,
+    /// Per stream key, the ranges of entries this node's history subscriptions delivered and
+    /// then found gone from a stream that lives on (a failover to a replica that lagged): ids
+    /// after `.0` up to `.1`, in the stream of epoch `.2`. A client's offset may still be in the
+    /// stream while entries after it are in such a range.
+    gaps: Mutex<HashMap<String, Vec<Gap>>>,
+}
+
+/// Lost entries: ids after `after` up to `until`, in the stream of epoch `epoch`.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    after: StreamId,
+    until: StreamId,
+    epoch: Option<StreamId>,
+}
+
+/// The gaps kept per stream key (the oldest are forgotten first).
+const MAX_GAPS: usize = 16;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Losses {
+    /// Records that entries of `key` were lost, as `finding` (the same finding twice in a row is
+    /// counted once); `what` says what was found, for the log.
+    fn report(&self, url: &str, key: &str, finding: String, what: &str) {
+        {
+            let mut reported = lock(&self.reported);
+            if reported.get(key) == Some(&finding) {
+                return;
+            }
+            reported.insert(key.to_owned(), finding);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            url = %url, key = %key,
+            "history entries were lost: {what}; clients coming back from before the loss are \
+             told \"unknown\" (a Redis without persistence restarted, or a failover promoted a \
+             replica that lagged)"
+        );
+    }
+
+    /// Remembers that the entries of `key` after `gap.after` up to `gap.until` were lost.
+    fn record_gap(&self, key: &str, gap: Gap) {
+        let mut gaps = lock(&self.gaps);
+        let list = gaps.entry(key.to_owned()).or_default();
+        if list.len() == MAX_GAPS {
+            list.remove(0);
+        }
+        list.push(gap);
+    }
+
+    /// The finding of a known gap among the entries after `after` in the stream of `epoch`.
+    fn gap_after(
+        &self,
+        key: &str,
+        after: StreamId,
+        epoch: Option<StreamId>,
+    ) -> Option<(String, String)> {
+        let gaps = lock(&self.gaps);
+        let gap = gaps
+            .get(key)?
+            .iter()
+            .find(|gap| gap.epoch == epoch && after < gap.until)?;
+        Some((
+            gap_finding(gap.after),
+            format!(
+                "entries after {} up to {} were lost, and a client came back from {}",
+                id_arg(gap.after),
+                id_arg(gap.until),
+                id_arg(after)
+            ),
+        ))
+    }
+}
+
+/// The finding of entries lost after `after` (the stream now ends there, or did).
+fn gap_finding(after: StreamId) -> String {
+    format!("end {}", id_arg(after))
 }
 
 impl std::fmt::Debug for RedisHistory {
@@ -47,13 +157,89 @@ impl std::fmt::Debug for RedisHistory {
     }
 }
 
-/// What `XINFO STREAM` says of a stream.
-#[derive(Debug)]
+/// What `XINFO STREAM` (and the epoch key) say of a stream.
+#[derive(Debug, Clone, Copy)]
 struct StreamInfo {
     length: u64,
     entries_added: u64,
     last_generated: StreamId,
     first: Option<StreamId>,
+    /// The largest id removed by `XDEL` (trimming does not move it in Redis 7.0).
+    max_deleted: StreamId,
+    /// The id of the stream's first entry ever, which tells one life of the stream from the
+    /// next (after a wipe); `None` for a stream written before epochs were kept.
+    epoch: Option<StreamId>,
+}
+
+/// What a read after an offset found, before the entries are handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Found {
+    /// The entries read are all those after the offset.
+    Complete,
+    /// Entries after the offset may have been trimmed.
+    Trimmed,
+    /// Entries were lost other than by trimming: the finding (the same loss gives the same
+    /// finding) and what it is, for the log.
+    Lost(String, String),
+}
+
+/// What a read after `after` (not the start) finds, from whether its exact entry is `present`,
+/// the id of the `next` entry after it, and the stream's state (`None`: no stream).
+fn classify(
+    after: StreamId,
+    present: bool,
+    next: Option<StreamId>,
+    info: Option<&StreamInfo>,
+) -> Found {
+    let Some(info) = info else {
+        return Found::Lost("gone".to_owned(), "the stream no longer exists".to_owned());
+    };
+    if let Some(epoch) = info.epoch
+        && after < epoch
+    {
+        return Found::Lost(
+            format!("epoch {}", id_arg(epoch)),
+            format!(
+                "the stream was created anew at {}, after offset {}",
+                id_arg(epoch),
+                id_arg(after)
+            ),
+        );
+    }
+    if after > info.last_generated {
+        return Found::Lost(
+            gap_finding(info.last_generated),
+            format!(
+                "offset {} is beyond the stream's last entry {}",
+                id_arg(after),
+                id_arg(info.last_generated)
+            ),
+        );
+    }
+    if present || after == info.last_generated {
+        // Trimmed or deleted when it was the last one: nothing after it is missing.
+        return Found::Complete;
+    }
+    if info.trimmed_after(after) || after <= info.max_deleted {
+        return Found::Trimmed;
+    }
+    let next = next.unwrap_or(info.last_generated);
+    Found::Lost(
+        format!("gap before {}", id_arg(next)),
+        format!(
+            "the entry at offset {} is missing although nothing after it was trimmed",
+            id_arg(after)
+        ),
+    )
+}
+
+/// The id just before `id` (`0-0` stays).
+fn before((ms, seq): StreamId) -> StreamId {
+    match (ms, seq) {
+        (0, 0) => (0, 0),
+        (ms, 0) => (ms - 1, u64::MAX),
+        (ms, seq) => (ms, seq - 1),
+    }
 }
 
 impl StreamInfo {
@@ -186,17 +372,21 @@ fn read_entries(value: &Value) -> Result<Vec<(StreamId, HistoryEntry)>, BrokerEr
     Ok(all)
 }
 
-fn stream_info(value: &Value) -> Result<StreamInfo, BrokerError> {
+fn stream_info(value: &Value, epoch: Option<StreamId>) -> Result<StreamInfo, BrokerError> {
     let mut length = None;
     let mut entries_added = None;
     let mut last_generated = None;
     let mut first = None;
+    let mut max_deleted = (0, 0);
     for (key, value) in pairs(value) {
         match key.as_str() {
             "length" => length = integer(value),
             "entries-added" => entries_added = integer(value),
             "last-generated-id" => last_generated = text(value).as_deref().and_then(parse_id),
             "first-entry" => first = entry(value).map(|(id, _)| id),
+            "max-deleted-entry-id" => {
+                max_deleted = text(value).as_deref().and_then(parse_id).unwrap_or((0, 0));
+            }
             _ => {}
         }
     }
@@ -206,6 +396,8 @@ fn stream_info(value: &Value) -> Result<StreamInfo, BrokerError> {
             entries_added,
             last_generated,
             first,
+            max_deleted,
+            epoch,
         }),
         // entries-added came with Redis 7.0.
         _ => Err(protocol_error(
@@ -216,40 +408,88 @@ fn stream_info(value: &Value) -> Result<StreamInfo, BrokerError> {
 
 impl RedisHistory {
     pub(crate) fn new(state: Arc<RedisState>, tasks: Arc<Tasks>) -> Self {
-        Self { state, tasks }
+        let acker =
+            (state.options.min_replicas > 0).then(|| Acker::start(Arc::clone(&state), &tasks));
+        Self {
+            state,
+            tasks,
+            losses: Arc::default(),
+            acker,
+        }
     }
 
     fn key(&self, channel: &str) -> String {
         format!("{}{channel}", self.state.options.history_key_prefix)
     }
+
+    /// Runs one append, on the connection that waits for replicas when `min_replicas > 0`.
+    async fn run_append(&self, command: redis::Cmd) -> Result<Value, BrokerError> {
+        match &self.acker {
+            Some(acker) => acker.run(command).await,
+            None => {
+                publisher::query(&self.state, |mut connection| async move {
+                    command.query_async(&mut connection).await
+                })
+                .await
+            }
+        }
+    }
 }
 
-/// `XINFO STREAM` of `key` through the publish connection, `None` when the key does not exist.
-async fn stream_state(state: &RedisState, key: &str) -> Result<Option<StreamInfo>, BrokerError> {
-    let (exists, info): (i64, Value) = publisher::query(state, |mut connection| {
-        let key = key.to_owned();
-        async move {
-            // EXISTS first: XINFO STREAM on a missing key is an error, not an empty answer.
-            let exists: i64 = redis::cmd("EXISTS")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await?;
-            if exists == 0 {
-                return Ok((0, Value::Nil));
-            }
-            let info = redis::cmd("XINFO")
-                .arg("STREAM")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await?;
-            Ok((exists, info))
-        }
-    })
-    .await?;
+/// The key that holds the epoch of the stream `key` under `prefix`: the prefix with `-epoch`
+/// before its last `:` (`sidecast:history:c` → `sidecast:history-epoch:c`), so that it is never
+/// the stream key of another channel.
+fn epoch_key(prefix: &str, key: &str) -> String {
+    let channel = key.strip_prefix(prefix).unwrap_or(key);
+    match prefix.strip_suffix(':') {
+        Some(stem) => format!("{stem}-epoch:{channel}"),
+        None => format!("{prefix}-epoch:{channel}"),
+    }
+}
+
+/// The raw state of stream `key`: `None` when it does not exist, else `XINFO STREAM` and the
+/// epoch key's value.
+async fn raw_state(
+    connection: &mut MultiplexedConnection,
+    key: &str,
+    epoch_key: &str,
+) -> redis::RedisResult<Option<(Value, Option<String>)>> {
+    // EXISTS first: XINFO STREAM on a missing key is an error, not an empty answer.
+    let (exists, epoch): (i64, Option<String>) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(key)
+        .cmd("GET")
+        .arg(epoch_key)
+        .query_async(connection)
+        .await?;
     if exists == 0 {
         return Ok(None);
     }
-    stream_info(&info).map(Some)
+    let info = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(connection)
+        .await?;
+    Ok(Some((info, epoch)))
+}
+
+fn parse_state(raw: Option<(Value, Option<String>)>) -> Result<Option<StreamInfo>, BrokerError> {
+    match raw {
+        None => Ok(None),
+        Some((info, epoch)) => stream_info(&info, epoch.as_deref().and_then(parse_id)).map(Some),
+    }
+}
+
+/// The state of stream `key` through the publish connection, `None` when the key does not
+/// exist.
+async fn stream_state(state: &RedisState, key: &str) -> Result<Option<StreamInfo>, BrokerError> {
+    let epoch_key = epoch_key(&state.options.history_key_prefix, key);
+    let raw = publisher::query(state, |mut connection| {
+        let key = key.to_owned();
+        async move { raw_state(&mut connection, &key, &epoch_key).await }
+    })
+    .await?;
+    parse_state(raw)
 }
 
 #[async_trait]
@@ -264,30 +504,22 @@ impl History for RedisHistory {
         let min_id = now_ms.saturating_sub(retention.max_age.as_millis());
         let key = self.key(channel);
         // One command can trim by one strategy only: MINID (age) in the XADD, MAXLEN (count)
-        // right after it, in one transaction. Both approximate (`~`), which lets Redis drop
+        // right after it, in one script (APPEND). Both approximate (`~`), which lets Redis drop
         // whole nodes instead of rewriting them.
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XADD")
+        let command = redis::cmd("EVAL")
+            .arg(APPEND)
+            .arg(2)
             .arg(&key)
-            .arg("MINID")
-            .arg("~")
+            .arg(epoch_key(&self.state.options.history_key_prefix, &key))
             .arg(min_id.to_string())
-            .arg("*")
             .arg(FIELD)
             .arg(payload.as_ref())
-            .cmd("XTRIM")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
             .arg(retention.max_entries)
-            .ignore();
-        let (id,): (String,) = publisher::query(&self.state, |mut connection| async move {
-            pipe.query_async(&mut connection).await
-        })
-        .await?;
+            .to_owned();
+        let reply = self.run_append(command).await?;
+        let id = text(&reply).unwrap_or_default();
         let (ms, seq) =
-            parse_id(&id).ok_or_else(|| protocol_error(format!("XADD returned id {id:?}")))?;
+            parse_id(&id).ok_or_else(|| protocol_error(format!("XADD returned {reply:?}")))?;
         Ok(Offset::from_pair(ms, seq))
     }
 
@@ -305,41 +537,66 @@ impl History for RedisHistory {
         // The entries first, the stream's state second: trimming only ever moves the oldest
         // entry forward, so if nothing after `after` is trimmed when XINFO answers, nothing was
         // when XRANGE read either, and the entries read are complete. (The other order could
-        // miss entries trimmed between the two commands without saying so.)
-        // Nothing can follow the largest stream id, and Redis refuses an exclusive range that
-        // starts there ("invalid start ID"): such an offset (only ever forged) reads nothing
-        // and is found to be past the end below.
-        let read = if limit == 0 || after_id == (u64::MAX, u64::MAX) {
-            Vec::new()
+        // miss entries trimmed between the two commands without saying so.) The range includes
+        // `after` itself, to learn whether its entry is still there: an entry that is gone
+        // although nothing after it was trimmed means the history lost it.
+        let start = if after.is_start() {
+            "-".to_owned()
         } else {
-            let start = format!("({}", id_arg(after_id));
-            let range_key = key.clone();
-            let reply: Value = publisher::query(&self.state, |mut connection| async move {
-                redis::cmd("XRANGE")
-                    .arg(&range_key)
-                    .arg(start)
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit)
-                    .query_async(&mut connection)
-                    .await
-            })
-            .await?;
-            entries(&reply)?.into_iter().map(|(_, e)| e).collect()
+            id_arg(after_id)
         };
-        let Some(info) = stream_state(&self.state, &key).await? else {
-            return Ok(if after.is_start() {
-                Replay::Entries(Vec::new())
-            } else {
+        let count = limit.saturating_add(1);
+        let range_key = key.clone();
+        let reply: Value = publisher::query(&self.state, |mut connection| async move {
+            redis::cmd("XRANGE")
+                .arg(&range_key)
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut connection)
+                .await
+        })
+        .await?;
+        let mut read = entries(&reply)?;
+        let present = !after.is_start() && read.first().is_some_and(|(id, _)| *id == after_id);
+        if present {
+            read.remove(0);
+        }
+        read.truncate(limit);
+        let next = read.first().map(|(id, _)| *id);
+        let info = stream_state(&self.state, &key).await?;
+        let found = if after.is_start() {
+            match &info {
+                Some(info) if info.trimmed_after(after_id) => Found::Trimmed,
+                _ => Found::Complete,
+            }
+        } else {
+            classify(after_id, present, next, info.as_ref())
+        };
+        // Entries after the offset may be complete in the stream and still be missing some that
+        // this node delivered before a failover lost them.
+        let found = match (found, &info) {
+            (Found::Complete, Some(info)) => self
+                .losses
+                .gap_after(&key, after_id, info.epoch)
+                .map_or(Found::Complete, |(finding, what)| {
+                    Found::Lost(finding, what)
+                }),
+            (found, _) => found,
+        };
+        Ok(match found {
+            Found::Complete => Replay::Entries(read.into_iter().map(|(_, e)| e).collect()),
+            Found::Trimmed => Replay::Trimmed,
+            Found::Lost(finding, what) => {
+                self.losses.report(
+                    &self.state.url,
+                    &key,
+                    finding,
+                    &format!("a client's {what}"),
+                );
                 Replay::Unknown
-            });
-        };
-        Ok(if after_id > info.last_generated {
-            Replay::Unknown
-        } else if info.trimmed_after(after_id) {
-            Replay::Trimmed
-        } else {
-            Replay::Entries(read)
+            }
         })
     }
 
@@ -363,13 +620,20 @@ impl History for RedisHistory {
         let state = &self.state;
         // The first connection is made here, so that the caller learns about a Redis that is
         // down; later ones are the task's business.
-        let connection = state.connect_publisher_at().await?;
+        let mut connection = state.connect_publisher_at().await?;
+        let key = self.key(channel);
+        let epoch = fetch_state(state, &mut connection.1, &key)
+            .await?
+            .and_then(|info| info.epoch);
         let (tx, subscription) = HistorySubscription::bounded(state.options.subscription_capacity);
         let reader = Reader {
             state: Arc::clone(state),
             id: state.parts.next_id(),
-            key: self.key(channel),
+            key,
             after,
+            epoch,
+            resumed: false,
+            losses: Arc::clone(&self.losses),
             tx,
         };
         self.tasks
@@ -380,6 +644,26 @@ impl History for RedisHistory {
     fn retention(&self) -> HistoryRetention {
         self.state.options.history
     }
+
+    fn losses_detected(&self) -> u64 {
+        self.losses.count.load(Ordering::Relaxed)
+    }
+}
+
+/// The state of stream `key` on `connection` (a history subscription's own), within the
+/// publish time-out.
+async fn fetch_state(
+    state: &RedisState,
+    connection: &mut MultiplexedConnection,
+    key: &str,
+) -> Result<Option<StreamInfo>, BrokerError> {
+    let after = state.options.publish_timeout;
+    let epoch_key = epoch_key(&state.options.history_key_prefix, key);
+    match timeout(after, raw_state(connection, key, &epoch_key)).await {
+        Ok(Ok(raw)) => parse_state(raw),
+        Ok(Err(e)) => Err(error::map(e, &state.url)),
+        Err(_elapsed) => Err(error::timeout(after)),
+    }
 }
 
 /// The task behind one history subscription.
@@ -389,6 +673,11 @@ struct Reader {
     key: String,
     /// The id of the last entry delivered (or the starting point).
     after: StreamId,
+    /// The epoch of the stream when last checked.
+    epoch: Option<StreamId>,
+    /// Set when the connection was replaced: the stream is checked for losses before reading on.
+    resumed: bool,
+    losses: Arc<Losses>,
     tx: HistorySender,
 }
 
@@ -422,7 +711,7 @@ impl Reader {
                 Some(fresh) => {
                     connection = fresh;
                     state.parts.restored(self.id);
-                    self.warn_if_trimmed().await;
+                    self.resumed = true;
                     tracing::debug!(key = %self.key, after = %id_arg(self.after), "history subscription resumes");
                 }
                 None => return,
@@ -430,22 +719,89 @@ impl Reader {
         }
     }
 
-    /// Logs when entries this subscription had not delivered yet were trimmed during the outage:
-    /// they are lost to it (the outage outlasted the retention). Best effort: the publish
-    /// connection may still be reconnecting.
-    async fn warn_if_trimmed(&self) {
-        match stream_state(&self.state, &self.key).await {
-            Ok(Some(info)) if info.trimmed_after(self.after) => tracing::warn!(
-                url = %self.state.url, key = %self.key, after = %id_arg(self.after),
-                "history subscription resumed after entries it had not delivered were trimmed; \
-                 they are lost to it"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::debug!(
-                key = %self.key, error = %e,
-                "could not check whether the history was trimmed during the outage"
-            ),
+    /// Checks the stream on a fresh connection before reading on. Entries this subscription
+    /// delivered may be gone (a Redis without persistence restarted, a failover promoted a
+    /// replica that lagged): the loss is logged and counted, and the subscription moves back to
+    /// where the stream now ends (or before the new stream's first entry), so that entries
+    /// appended from now on are not skipped for having smaller ids than the lost ones. Entries it
+    /// had not delivered yet may have been trimmed during the outage: that is logged.
+    async fn check_resume(&mut self, connection: &mut MultiplexedConnection) -> Result<(), String> {
+        let info = fetch_state(&self.state, connection, &self.key)
+            .await
+            .map_err(|e| format!("could not check the stream after reconnecting: {e}"))?;
+        let url = &self.state.url;
+        let was = id_arg(self.after);
+        match info {
+            None if self.after != (0, 0) => {
+                self.losses.report(
+                    url,
+                    &self.key,
+                    "gone".to_owned(),
+                    &format!(
+                        "the stream no longer exists; this node had delivered up to {was} and \
+                         reads it again from its start"
+                    ),
+                );
+                self.after = (0, 0);
+                self.epoch = None;
+            }
+            None => {}
+            Some(info) => {
+                // A new epoch, or a first one that begins after entries this node delivered:
+                // either way the entries it delivered are not in this stream.
+                // A stream whose epoch key went away was created anew by something else than
+                // an append of this transport: its entries all count as new.
+                let renewed = match (self.epoch, info.epoch) {
+                    (Some(known), Some(now)) => known != now,
+                    (None, Some(now)) => self.after != (0, 0) && self.after < now,
+                    (Some(_), None) => true,
+                    (None, None) => false,
+                };
+                if renewed {
+                    let since = info.epoch.map_or_else(|| "(unknown)".to_owned(), id_arg);
+                    self.losses.report(
+                        url,
+                        &self.key,
+                        format!("epoch {since}"),
+                        &format!(
+                            "the stream was created anew (epoch {since}); this node had \
+                             delivered up to {was} and reads the new stream from its start"
+                        ),
+                    );
+                    self.after = info
+                        .epoch
+                        .map_or((0, 0), |epoch| self.after.min(before(epoch)));
+                } else if info.last_generated < self.after {
+                    self.losses.record_gap(
+                        &self.key,
+                        Gap {
+                            after: info.last_generated,
+                            until: self.after,
+                            epoch: info.epoch,
+                        },
+                    );
+                    self.losses.report(
+                        url,
+                        &self.key,
+                        gap_finding(info.last_generated),
+                        &format!(
+                            "the stream ends at {}, before {was}, the last entry this node \
+                             delivered",
+                            id_arg(info.last_generated)
+                        ),
+                    );
+                    self.after = info.last_generated;
+                } else if info.trimmed_after(self.after) {
+                    tracing::warn!(
+                        url = %url, key = %self.key, after = %was,
+                        "history subscription resumed after entries it had not delivered were \
+                         trimmed; they are lost to it"
+                    );
+                }
+                self.epoch = info.epoch;
+            }
         }
+        Ok(())
     }
 
     /// Reads the stream after the last delivered id until the connection breaks, the consumer
@@ -458,6 +814,12 @@ impl Reader {
     ) -> PumpEnd {
         let bound = BLOCK + self.state.options.publish_timeout;
         let block_ms = u64::try_from(BLOCK.as_millis()).unwrap_or(u64::MAX);
+        if self.resumed {
+            if let Err(failure) = self.check_resume(connection).await {
+                return PumpEnd::Lost(failure);
+            }
+            self.resumed = false;
+        }
         loop {
             let command = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -520,6 +882,8 @@ mod tests {
             entries_added: 5,
             last_generated: (5, 0),
             first: Some((4, 0)),
+            max_deleted: (0, 0),
+            epoch: None,
         };
         assert!(info.trimmed_after((2, 0)));
         assert!(
@@ -537,8 +901,73 @@ mod tests {
             entries_added: 5,
             last_generated: (5, 0),
             first: None,
+            max_deleted: (0, 0),
+            epoch: None,
         };
         assert!(emptied.trimmed_after((4, 0)));
         assert!(!emptied.trimmed_after((5, 0)));
+    }
+
+    #[test]
+    fn a_missing_entry_is_lost_unless_trimming_explains_it() {
+        let info = StreamInfo {
+            length: 3,
+            entries_added: 5,
+            last_generated: (9, 0),
+            first: Some((7, 0)),
+            max_deleted: (0, 0),
+            epoch: Some((2, 0)),
+        };
+        let lost = |found: Found| matches!(found, Found::Lost(..));
+        assert_eq!(
+            classify((8, 0), true, Some((9, 0)), Some(&info)),
+            Found::Complete
+        );
+        assert_eq!(classify((9, 0), false, None, Some(&info)), Found::Complete);
+        assert_eq!(
+            classify((5, 0), false, Some((7, 0)), Some(&info)),
+            Found::Trimmed
+        );
+        assert!(
+            lost(classify((8, 1), false, Some((9, 0)), Some(&info))),
+            "a gap"
+        );
+        assert!(
+            lost(classify((1, 0), false, Some((7, 0)), Some(&info))),
+            "before the epoch"
+        );
+        assert!(
+            lost(classify((10, 0), false, None, Some(&info))),
+            "beyond the end"
+        );
+        assert!(lost(classify((8, 0), false, None, None)), "no stream");
+        let deleted = StreamInfo {
+            max_deleted: (8, 5),
+            ..info
+        };
+        assert_eq!(
+            classify((8, 1), false, Some((9, 0)), Some(&deleted)),
+            Found::Trimmed
+        );
+        let same = classify((8, 1), false, Some((9, 0)), Some(&info));
+        let other = classify((8, 2), false, Some((9, 0)), Some(&info));
+        assert!(
+            matches!((same, other), (Found::Lost(a, _), Found::Lost(b, _)) if a == b),
+            "offsets in one gap are one finding"
+        );
+    }
+
+    #[test]
+    fn epoch_keys_never_collide_with_stream_keys() {
+        let prefix = crate::DEFAULT_HISTORY_KEY_PREFIX;
+        assert_eq!(
+            epoch_key(prefix, "sidecast:history:news"),
+            "sidecast:history-epoch:news"
+        );
+        assert!(!epoch_key(prefix, "sidecast:history:news").starts_with(prefix));
+        assert_eq!(epoch_key("h", "hnews"), "h-epoch:news");
+        assert_eq!(before((5, 0)), (4, u64::MAX));
+        assert_eq!(before((5, 3)), (5, 2));
+        assert_eq!(before((0, 0)), (0, 0));
     }
 }

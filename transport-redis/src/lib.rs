@@ -29,6 +29,7 @@ mod link;
 mod options;
 mod publisher;
 mod sentinel;
+mod replicas;
 mod subscription;
 
 use std::sync::Arc;
@@ -128,6 +129,24 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// [`sidecast_core::Replay::Trimmed`] too. Whether entries survive a Redis restart is Redis'
 /// persistence setting (`appendonly`). Needs Redis 7.0 or newer (`XINFO STREAM` reports
 /// `entries-added`).
+///
+/// Losses are found, not passed over (decision 30): each stream has an epoch (the id of its
+/// first entry, in the key `{prefix without its last ':'}-epoch:{channel}`, written by the same
+/// script as the entry that created the stream), and a read after an offset from before the
+/// epoch, beyond the last entry, whose entry is gone although trimming does not explain it, or of
+/// a stream that is gone, is [`sidecast_core::Replay::Unknown`]; a history subscription that finds
+/// its stream gone, renewed or shorter when it reconnects starts over where the stream now
+/// begins or ends. Each finding is logged once and counted
+/// ([`sidecast_core::History::losses_detected`]).
+///
+/// # Replicas
+///
+/// With [`RedisOptions::min_replicas`] `= N > 0`, an append returns `Ok` only once `WAIT N`
+/// ([`RedisOptions::replica_timeout`]) reports `N` replicas; fewer is a transient
+/// [`BrokerError::Unreplicated`] (the master holds the entry: it may still be delivered). `WAIT`
+/// blocks its connection, so appends then use a connection of their own: those that arrive while
+/// a `WAIT` is pending are pipelined together and acknowledged by the next `WAIT`. Publishes are
+/// not covered (pub/sub keeps nothing).
 ///
 /// # Lifetime
 ///

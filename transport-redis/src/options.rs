@@ -59,6 +59,12 @@ pub struct RedisOptions {
     /// Prefix of the stream key that holds a channel's history: the key of channel `c` is
     /// `{history_key_prefix}{c}`.
     pub history_key_prefix: String,
+    /// An append to the history is acknowledged only once this many replicas confirmed it
+    /// (`WAIT`); `0`: once the master holds it. See [`crate::RedisBroker`], "Replicas".
+    pub min_replicas: u32,
+    /// How long an append waits for [`RedisOptions::min_replicas`] replicas; below
+    /// [`RedisOptions::publish_timeout`], which bounds the whole append.
+    pub replica_timeout: Duration,
 }
 
 impl RedisOptions {
@@ -78,17 +84,22 @@ impl RedisOptions {
             probe_interval: Duration::from_secs(5),
             history: HistoryRetention::default(),
             history_key_prefix: DEFAULT_HISTORY_KEY_PREFIX.to_owned(),
+            min_replicas: 0,
+            replica_timeout: Duration::from_millis(500),
         }
     }
 
     /// The options of a `[broker]` configuration section: `broker.url` (or the default Redis
-    /// URL), `publish_timeout_ms`, `connect_timeout_ms` and `subscription_capacity`; the backoff
+    /// URL), `publish_timeout_ms`, `connect_timeout_ms`, `subscription_capacity`, `min_replicas`
+    /// and `replica_timeout_ms`; the backoff
     /// and keep-alive keep their defaults.
     pub fn from_config(config: &BrokerConfig) -> Self {
         Self {
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             publish_timeout: Duration::from_millis(config.publish_timeout_ms),
             subscription_capacity: config.subscription_capacity,
+            min_replicas: config.min_replicas,
+            replica_timeout: Duration::from_millis(config.replica_timeout_ms),
             ..Self::new(config.effective_url())
         }
     }
@@ -117,8 +128,23 @@ impl RedisOptions {
                 ("subscription_capacity", self.subscription_capacity == 0),
                 ("history.max_age", self.history.max_age.is_zero()),
                 ("history.max_entries", self.history.max_entries == 0),
+                (
+                    "replica_timeout",
+                    self.min_replicas > 0 && self.replica_timeout.is_zero(),
+                ),
             ],
-        )
+        )?;
+        if self.min_replicas > 0 && self.replica_timeout >= self.publish_timeout {
+            return Err(BrokerError::Config {
+                backend: error::BACKEND,
+                reason: format!(
+                    "replica_timeout ({:?}) must be below publish_timeout ({:?}), which bounds \
+                     the whole append",
+                    self.replica_timeout, self.publish_timeout
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Whether the URL asks for TLS.

@@ -162,6 +162,11 @@ pub struct Metrics {
     pub broker_silent_subscriptions: Counter,
     /// Silent subscriptions already counted.
     silent_seen: AtomicU64,
+    /// Losses of history entries the broker's history found (a Redis without persistence
+    /// restarted, a failover to a replica that lagged), as of the last scrape.
+    pub history_losses: Counter,
+    /// History losses already counted (the history's counter is cumulative).
+    history_loss_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -209,6 +214,8 @@ impl Metrics {
             failovers_seen: AtomicU64::new(0),
             broker_silent_subscriptions: Counter::default(),
             silent_seen: AtomicU64::new(0),
+            history_losses: Counter::default(),
+            history_loss_seen: AtomicU64::new(0),
         };
         registry.register(
             "broker_silent_subscriptions",
@@ -224,6 +231,12 @@ impl Metrics {
             "broker_master",
             "The primary the broker uses now (Redis Sentinel master): 1 for its address",
             m.broker_primary.clone(),
+        );
+        registry.register(
+            "history_loss",
+            "Losses of history entries the broker's history found (entries gone other than by \
+             trimming); clients coming back from before one are told \"unknown\"",
+            m.history_losses.clone(),
         );
         registry.register(
             "sockets_connected",
@@ -447,6 +460,14 @@ impl Metrics {
                 self.broker_primary.clear();
                 self.broker_primary.get_or_create(&current).set(1);
             }
+        }
+    }
+
+    /// Brings the history-loss counter up to the history's cumulative figure.
+    pub(crate) fn history_losses(&self, total: u64) {
+        let seen = self.history_loss_seen.swap(total, Ordering::Relaxed);
+        if total > seen {
+            self.history_losses.inc_by(total - seen);
         }
     }
 

@@ -21,6 +21,22 @@ pub enum BrokerError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Fewer replicas than asked acknowledged a write within the time allowed
+    /// (`broker.min_replicas`). Transient: the write is on the primary and may still be
+    /// delivered, but a failover now could lose it.
+    #[error(
+        "{backend} broker: only {acknowledged} of the {asked} replicas that broker.min_replicas asks for acknowledged the write within {after:?} (broker.replica_timeout_ms); the primary holds it, so it may still be delivered, but a failover now could lose it. The request can be retried; check the replicas"
+    )]
+    Unreplicated {
+        /// The transport.
+        backend: &'static str,
+        /// Replicas that acknowledged the write.
+        acknowledged: u64,
+        /// Replicas asked for.
+        asked: u32,
+        /// How long the transport waited for them.
+        after: Duration,
+    },
     /// The backend did not answer in time. Transient.
     #[error(
         "{backend} broker did not answer within {after:?}; it may be overloaded or unreachable, the request can be retried"
@@ -62,9 +78,12 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// Whether retrying later can succeed (outages and time-outs).
+    /// Whether retrying later can succeed (outages, time-outs, too few replicas).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::Timeout { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::Unreplicated { .. }
+        )
     }
 
     /// [`BrokerError::Unavailable`]: `backend` at `url` (its password already redacted) cannot

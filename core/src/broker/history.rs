@@ -120,8 +120,11 @@ pub enum Replay {
     /// a reader that needs everything must refetch by other means. A transport whose backend
     /// cannot tell the last trimmed offset apart from older ones reports `Trimmed` for it too.
     Trimmed,
-    /// The history never assigned this offset on this channel: malformed, from another channel
-    /// or backend, or newer than its newest entry.
+    /// The history never assigned this offset on this channel (malformed, from another channel
+    /// or backend, or newer than its newest entry), or the transport found that it lost the
+    /// offset's entry or entries after it other than by trimming (a backend restarted without
+    /// persistence, a failover to a replica that lagged): entries after it may be missing, and
+    /// are never given as if the history were complete.
     Unknown,
 }
 
@@ -184,7 +187,10 @@ impl Default for HistoryRetention {
 ///   backend meanwhile is lost or repeated, unless the outage outlasted the retention (then the
 ///   entries trimmed meanwhile are lost; the transport logs it).
 /// * **Durability is the backend's.** An entry is in the history once `append` returned `Ok`;
-///   whether it survives a restart of the backend itself depends on its persistence settings.
+///   whether it survives a restart of the backend itself depends on its persistence settings
+///   (and, with replicas, on how many acknowledged it: a transport may wait for them before
+///   returning `Ok`). A transport that finds entries lost reports reads across the loss as
+///   [`Replay::Unknown`], never as complete, and counts them ([`History::losses_detected`]).
 /// * **Retention** is bounded by [`HistoryRetention`], which [`History::retention`] reports.
 ///
 /// The history is separate from pub/sub: [`History::append`] does not reach
@@ -234,6 +240,14 @@ pub trait History: Send + Sync + fmt::Debug {
 
     /// The retention bounds this history applies.
     fn retention(&self) -> HistoryRetention;
+
+    /// How many times this history found entries missing that it had acknowledged or delivered
+    /// (a backend that restarted without persistence, a failover to a replica that lagged), so
+    /// far: cumulative, for metrics. Each finding is logged when it is made. A transport that
+    /// cannot tell reports 0 (the default).
+    fn losses_detected(&self) -> u64 {
+        0
+    }
 }
 
 /// A stream of [`HistoryEntry`]s from [`History::subscribe_from`], fed by a transport through a

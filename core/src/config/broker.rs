@@ -87,6 +87,15 @@ pub struct BrokerConfig {
     /// (kombu) declare theirs; turn it on when the exchanges already exist as durable ones
     /// (RabbitMQ refuses a declaration whose durability differs). Other brokers ignore it.
     pub durable_exchanges: bool,
+    /// Redis only: an append to the history (an event accepted with recovery on) is
+    /// acknowledged only once this many replicas of the Redis master confirmed it (`WAIT`);
+    /// fewer within `replica_timeout_ms` fails it as unavailable (503 from `/api/`). `0` (the
+    /// default): acknowledged once the master holds it. Needs `recovery.enabled` (pub/sub
+    /// keeps nothing to replicate). See docs/deploying.md and decision 30.
+    pub min_replicas: u32,
+    /// How long an append waits for `min_replicas` replicas, in milliseconds; must be below
+    /// `publish_timeout_ms`, which bounds the whole append.
+    pub replica_timeout_ms: u64,
 }
 
 /// The message-queue format of an existing emitter.
@@ -180,6 +189,8 @@ impl Default for BrokerConfig {
             ingress: Vec::new(),
             ingress_unsigned_ok: false,
             durable_exchanges: false,
+            min_replicas: 0,
+            replica_timeout_ms: 500,
         }
     }
 }

@@ -141,6 +141,7 @@ impl Config {
             return bad("broker.subscription_capacity", "must be at least 1");
         }
         self.validate_sentinel_urls()?;
+        self.validate_min_replicas()?;
         self.validate_ingress()
     }
 
@@ -361,6 +362,50 @@ impl Config {
         Ok(())
     }
 
+    /// `broker.min_replicas` and `broker.replica_timeout_ms` (decision 30): replicas are waited
+    /// for on Redis' history appends only, so the setting needs Redis and recovery on; the wait
+    /// must end before the publish time-out that bounds the whole append.
+    fn validate_min_replicas(&self) -> Result<(), ConfigError> {
+        let broker = &self.broker;
+        let bad = |key: &str, why: String| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        if broker.min_replicas == 0 {
+            return Ok(());
+        }
+        if broker.kind != BrokerKind::Redis {
+            return bad(
+                "broker.min_replicas",
+                format!(
+                    "is {} with broker.kind = \"{}\": it applies to Redis only (RabbitMQ streams \
+                     confirm once a quorum of replicas holds a message); set it to 0",
+                    broker.min_replicas, broker.kind
+                ),
+            );
+        }
+        if !self.recovery.enabled {
+            return bad(
+                "broker.min_replicas",
+                format!(
+                    "is {} with recovery.enabled = false: events then travel over pub/sub, which \
+                     keeps nothing that replicas could acknowledge; turn recovery on or set \
+                     broker.min_replicas = 0",
+                    broker.min_replicas
+                ),
+            );
+        }
+        if broker.replica_timeout_ms == 0 || broker.replica_timeout_ms >= broker.publish_timeout_ms
+        {
+            return bad(
+                "broker.replica_timeout_ms",
+                format!(
+                    "is {} but must be at least 1 and below broker.publish_timeout_ms ({}), which \
+                     bounds the whole append; for example 500 with the default publish time-out",
+                    broker.replica_timeout_ms, broker.publish_timeout_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
     fn validate_ingress(&self) -> Result<(), ConfigError> {
         let broker = &self.broker;
         let control = crate::codec::control::channel(&broker.channel);
@@ -557,6 +602,38 @@ mod tests {
             );
             assert!(!e.contains("hunter2"), "{e}");
         }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn min_replicas_needs_redis_recovery_and_a_shorter_wait() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SIDECAST_BROKER__MIN_REPLICAS", "1");
+            jail.set_env("SIDECAST_BROKER__REPLICA_TIMEOUT_MS", "250");
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                (c.broker.min_replicas, c.broker.replica_timeout_ms),
+                (1, 250)
+            );
+            jail.set_env("SIDECAST_BROKER__REPLICA_TIMEOUT_MS", "2000");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("broker.replica_timeout_ms") && e.contains("publish_timeout_ms"),
+                "{e}"
+            );
+            jail.set_env("SIDECAST_BROKER__REPLICA_TIMEOUT_MS", "250");
+            jail.set_env("SIDECAST_RECOVERY__ENABLED", "false");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(
+                e.contains("broker.min_replicas") && e.contains("recovery.enabled"),
+                "{e}"
+            );
+            jail.set_env("SIDECAST_RECOVERY__ENABLED", "true");
+            jail.set_env("SIDECAST_BROKER__KIND", "memory");
+            let e = Config::load(None).unwrap_err().to_string();
+            assert!(e.contains("Redis only"), "{e}");
+            Ok(())
+        });
     }
 
     #[test]

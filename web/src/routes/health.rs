@@ -41,6 +41,10 @@ pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
     if let Some(report) = state.inner.broker.connection_report() {
         state.metrics().broker_report(&report);
     }
+    // The history counts its losses itself: read at each scrape.
+    if let Some(history) = state.broker().history() {
+        state.metrics().history_losses(history.losses_detected());
+    }
     (
         [(
             header::CONTENT_TYPE,
