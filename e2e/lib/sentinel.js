@@ -103,6 +103,11 @@ export class SentinelSet {
     throw new Error('no sentinel answered');
   }
 
+  /** The processes of the first master's two replicas. */
+  replicas() {
+    return [...this.data].filter(([port]) => port !== this.masterPort).map(([, proc]) => proc);
+  }
+
   /** SIGKILLs the master (a crash); resolves with its port. */
   async killMaster() {
     const port = await this.currentMasterPort();
