@@ -243,7 +243,10 @@ fn config_check_reads_sentinel_addresses_and_redacts_them() {
     run_ok(&["config", "--check"], &[("SIDECAST_BROKER__URL", good)]);
     run_ok(
         &["config", "--check"],
-        &[("SIDECAST_SESSION__URL", "redis+sentinel://10.0.0.1/mymaster")],
+        &[(
+            "SIDECAST_SESSION__URL",
+            "redis+sentinel://10.0.0.1/mymaster",
+        )],
     );
     let output = run_ok(&["config"], &[("SIDECAST_BROKER__URL", good)]);
     let stdout = String::from_utf8(output.stdout).unwrap();

@@ -17,7 +17,7 @@ use crate::sentinel::{self, CHECK_EVERY};
 /// time-out given, with one retry.
 ///
 /// With Sentinel, the master is asked from the sentinels before the first command, again at
-/// most [`CHECK_EVERY`] (5 s) after the last time, and at once after a command failed on the
+/// most 5 s after the last time, and at once after a command failed on the
 /// connection or was answered `READONLY` / `MASTERDOWN`; when it moved, the connection to the
 /// old master is dropped, even though a demoted master still answers. A command whose connection
 /// broke is sent once more when the sentinels then name another master (the old one is gone or
@@ -179,11 +179,12 @@ impl RedisLink {
                 let client = Client::open(url.master_url(&host, port))?;
                 let connection =
                     ConnectionManager::new_lazy_with_config(client, manager_config(timeout))?;
+                // The broker logs the failover itself (once per failover, at warn); the stores
+                // following it are detail.
                 if let Some(old) = slot.as_ref() {
-                    tracing::warn!(
+                    tracing::debug!(
                         url = %redacted, old = %old.addr, new = %addr,
-                        "redis master changed from {} to {addr} (failover); store connection moved",
-                        old.addr
+                        "store connection moved to the new redis master"
                     );
                 }
                 *slot = Some(Current {

@@ -114,6 +114,8 @@ async fn pump(
     probe_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Whether a probe was sent and has not come back yet.
     let mut outstanding = false;
+    let moved = state.master_moved(epoch);
+    tokio::pin!(moved);
     loop {
         // Biased: shutdown first, then messages. Under steady traffic the timers may starve,
         // which is fine: traffic proves the connection alive, and a gone consumer shows up as
@@ -122,7 +124,7 @@ async fn pump(
             biased;
             () = shutdown.signalled() => return PumpEnd::Shutdown,
             // A demoted master keeps the connection open: leave it for the new one.
-            () = state.master_moved(epoch) => {
+            () = &mut moved => {
                 return PumpEnd::Lost(format!(
                     "the master moved to {}",
                     state.master_addr().unwrap_or_default()
