@@ -28,8 +28,8 @@ mod history;
 mod link;
 mod options;
 mod publisher;
-mod sentinel;
 mod replicas;
+mod sentinel;
 mod subscription;
 
 use std::sync::Arc;
