@@ -412,6 +412,15 @@ export class Harness {
     return this.redisUrl;
   }
 
+  /**
+   * Makes `url` (a Redis the test started itself, such as a `redis+sentinel://` set) the Redis of
+   * the nodes started from now on, instead of the harness' own redis-server.
+   */
+  useRedis(url) {
+    this.redisUrl = url;
+    this.redisStarting = Promise.resolve(url);
+  }
+
   /** Runs redis-server on `port` and waits until it accepts connections. */
   async spawnRedis(port) {
     const proc = this.spawn(`redis:${port}`, 'redis-server', [
@@ -550,7 +559,7 @@ export async function login(url) {
   return { cookie: cookies.join('; '), body };
 }
 
-/** `POST /api/` with a JSON body; resolves with `{status, body}`. */
+/** `POST /api/` with a JSON body; resolves with `{status, body}` (and `retryAfter`, the header). */
 export async function publish(url, payload, { cookie } = {}) {
   const headers = { 'Content-Type': 'application/json' };
   if (cookie) headers.Cookie = cookie;
@@ -566,7 +575,10 @@ export async function publish(url, payload, { cookie } = {}) {
   } catch {
     body = text;
   }
-  return { status: res.status, body };
+  const result = { status: res.status, body };
+  // Not enumerable, so that tests comparing the whole result with {status, body} keep doing so.
+  Object.defineProperty(result, 'retryAfter', { value: res.headers.get('retry-after') });
+  return result;
 }
 
 // Sidecast's offsets, as the brokers tested here write them (20 digits, two such numbers joined

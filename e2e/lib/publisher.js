@@ -9,7 +9,7 @@ export class Publisher {
    * `urls`: the nodes (or load balancer) to post to, in turn; `body(n)`: the body of event `n`
    * on `channel` (the event name).
    */
-  constructor(urls, { cookie, channel = 'count', body = (n) => ({ n }), deadline = 20_000 } = {}) {
+  constructor(urls, { cookie, channel = 'count', body = (n) => ({ n }), deadline = 20_000, interval = 5 } = {}) {
     this.urls = urls;
     this.cookie = cookie;
     this.channel = channel;
@@ -21,6 +21,10 @@ export class Publisher {
     /** The events whose POST answered something else, or nothing: `"n: why"`. */
     this.failed = [];
     this.stopped = false;
+    /** The pause after each POST, in ms: 5 (about 200 events/s at most) unless given. */
+    this.interval = interval;
+    /** Every POST: `{n, status, retryAfter, sent, answered}` (`status` 0: no answer). */
+    this.attempts = [];
   }
 
   start() {
@@ -28,17 +32,22 @@ export class Publisher {
       while (!this.stopped) {
         const n = this.next++;
         const url = this.urls[n % this.urls.length];
+        const attempt = { n, status: 0, retryAfter: null, sent: Date.now(), answered: null };
+        this.attempts.push(attempt);
         try {
           const res = await publish(url, { channel: this.channel, body: this.body(n) }, { cookie: this.cookie });
+          attempt.status = res.status;
+          attempt.retryAfter = res.retryAfter;
           if (res.status === 200) this.acked.push(n);
           else this.failed.push(`${n}: ${res.status} ${JSON.stringify(res.body)}`);
         } catch (e) {
           // No answer (the node went away mid-request): not acknowledged, may or may not arrive.
           this.failed.push(`${n}: ${e.cause?.code ?? e.message}`);
         }
-        // Pacing, not waiting for a condition: about 200 events/s at most, a load that leaves the
-        // nodes some of the machine's cores.
-        await new Promise((r) => setTimeout(r, 5));
+        attempt.answered = Date.now();
+        // Pacing, not waiting for a condition: a load that leaves the nodes some of the machine's
+        // cores.
+        await new Promise((r) => setTimeout(r, this.interval));
       }
     })();
     return this;

@@ -9,6 +9,8 @@
 //! * [`RedisSentinelSet`]: a Redis Sentinel topology (a master, two replicas, three sentinels
 //!   with fast failover settings) on free loopback ports, with helpers to kill the master and
 //!   wait for the promotion.
+//! * [`RedisCluster`]: a private Redis Cluster (three primaries with a replica each), with helpers
+//!   to kill the primary of a key's slot and wait for its replica's promotion.
 //! * [`RabbitMqServer`] (Unix): starts a private `rabbitmq-server` on free loopback ports, once
 //!   per test process or per test (or uses the one named by `SIDECAST_TEST_AMQP_URL`).
 //! * [`process`]: what those two are built on (free ports, waiting until a server answers, the
@@ -25,6 +27,7 @@ pub mod process;
 #[cfg(unix)]
 pub mod rabbitmq_server;
 pub mod redis_sentinel;
+pub mod redis_cluster;
 pub mod redis_server;
 
 use std::time::Duration;
@@ -36,6 +39,7 @@ pub use conformance::Capabilities;
 #[cfg(unix)]
 pub use rabbitmq_server::RabbitMqServer;
 pub use redis_sentinel::RedisSentinelSet;
+pub use redis_cluster::RedisCluster;
 pub use redis_server::RedisServer;
 
 /// A channel name no other test uses: `sidecast-test.<label>.<random>`.
