@@ -26,8 +26,8 @@ pub mod log;
 pub mod process;
 #[cfg(unix)]
 pub mod rabbitmq_server;
-pub mod redis_sentinel;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod redis_server;
 
 use std::time::Duration;
@@ -38,8 +38,8 @@ use tokio::time::{Instant, sleep};
 pub use conformance::Capabilities;
 #[cfg(unix)]
 pub use rabbitmq_server::RabbitMqServer;
-pub use redis_sentinel::RedisSentinelSet;
 pub use redis_cluster::RedisCluster;
+pub use redis_sentinel::RedisSentinelSet;
 pub use redis_server::RedisServer;
 
 /// A channel name no other test uses: `sidecast-test.<label>.<random>`.
