@@ -108,6 +108,25 @@ impl RedisCluster {
                 healthy(nodes)
             })
             .await;
+        // One node's CLUSTER NODES can be complete before another node has seen every slot
+        // assigned: until then that node answers CLUSTERDOWN.
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        for addr in &addrs {
+            loop {
+                let info = cluster.cli(addr, &["CLUSTER", "INFO"]).await;
+                if info
+                    .as_deref()
+                    .is_ok_and(|i| i.contains("cluster_state:ok"))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{addr} did not report cluster_state:ok within {CLUSTER_DEADLINE:?}: {info:?}"
+                );
+                sleep(POLL_INTERVAL * 10).await;
+            }
+        }
         cluster
     }
 

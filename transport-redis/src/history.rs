@@ -220,7 +220,9 @@ impl RedisHistory {
     }
 
     fn key(&self, channel: &str) -> String {
-        format!("{}{channel}", self.state.options.history_key_prefix)
+        // `{prefix}{channel}`; on a Cluster the channel is the hash tag (one slot per channel).
+        self.state
+            .channel_key(&self.state.options.history_key_prefix, channel, "")
     }
 }
 
@@ -363,12 +365,13 @@ impl History for RedisHistory {
         let state = &self.state;
         // The first connection is made here, so that the caller learns about a Redis that is
         // down; later ones are the task's business.
-        let connection = state.connect_publisher_at().await?;
+        let key = self.key(channel);
+        let connection = state.connect_reader(&key).await?;
         let (tx, subscription) = HistorySubscription::bounded(state.options.subscription_capacity);
         let reader = Reader {
             state: Arc::clone(state),
             id: state.parts.next_id(),
-            key: self.key(channel),
+            key,
             after,
             tx,
         };
@@ -408,14 +411,14 @@ impl Reader {
             }
             state.parts.lost(self.id, &failure);
             state.check_publisher.notify_one();
-            let tx = &self.tx;
+            let (tx, key) = (&self.tx, &self.key);
             let reconnected = state
                 .reconnect(
                     self.id,
                     RESUME_WITHIN,
                     &mut shutdown,
                     || tx.is_closed(),
-                    || state.connect_publisher_at(),
+                    || state.connect_reader(key),
                 )
                 .await;
             match reconnected {

@@ -22,6 +22,7 @@
 // options and their checks, `connection` the connections and their outages, `publisher` the
 // publish connection's use and supervision, `subscription` the task behind each subscription,
 // `error` the mapping of redis-rs errors, `history` the streams behind `Broker::history`.
+mod cluster;
 mod connection;
 mod error;
 mod history;
@@ -149,7 +150,7 @@ impl RedisBroker {
     ///   permissions.
     pub async fn connect(options: RedisOptions) -> Result<Self, BrokerError> {
         let state = Arc::new(RedisState::new(options)?);
-        let connection = state.connect_publisher_at().await?;
+        let connection = state.connect_command_at().await?;
         state.install_publisher(connection);
 
         let tasks = Arc::new(Tasks::new());

@@ -52,7 +52,8 @@ pub struct RedisOptions {
     /// `max_entries` and Redis' own `maxmemory`.
     pub history: HistoryRetention,
     /// Prefix of the stream key that holds a channel's history: the key of channel `c` is
-    /// `{history_key_prefix}{c}`.
+    /// `{history_key_prefix}{c}`, or `{history_key_prefix}{{c}}` on a Redis Cluster (the channel
+    /// as hash tag, so that its keys share one slot; the prefix must then not contain `{`).
     pub history_key_prefix: String,
 }
 
@@ -117,7 +118,7 @@ impl RedisOptions {
     pub(crate) fn is_tls(&self) -> bool {
         matches!(
             self.url.scheme(),
-            Some("rediss" | "valkeys" | "rediss+sentinel")
+            Some("rediss" | "valkeys" | "rediss+sentinel" | "rediss+cluster")
         )
     }
 }

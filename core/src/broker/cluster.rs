@@ -1,7 +1,7 @@
 //! [`ClusterUrl`]: the Redis Cluster address form
 //! `redis+cluster://[user:password@]host:port[,host:port...]` (seed nodes), checked without any
 //! Redis client so that configuration checks and every transport read it alike; and
-//! [`cluster_key`], the one rule by which every key of a channel lands in one slot.
+//! [`slot_key`], the one rule by which every key of a channel lands in one slot.
 
 use std::fmt;
 
@@ -122,27 +122,31 @@ impl ClusterUrl {
     }
 }
 
-/// The name of a key of `channel` whose name starts with `prefix`: on a Redis Cluster
-/// (`cluster`), `{prefix}{{channel}}`, whose hash tag (the channel between braces) puts every key
-/// of one channel (its history stream and the keys kept beside it) in one slot, so that they can
-/// be written in one transaction; elsewhere `{prefix}{channel}`, the names a single Redis and
-/// Sentinel have always used.
+/// The name of a key made of `head`, `tag` and `tail`, the one rule every Redis key builder
+/// follows: on a Redis Cluster (`cluster`), `{head}{{tag}}{tail}`, whose hash tag (the part
+/// between braces) puts every key with the same `tag` in one slot, so that they can be written
+/// in one transaction; elsewhere `{head}{tag}{tail}`, the names a single Redis and Sentinel have
+/// always used.
 ///
-/// Redis hashes the text between the first `{` and the next `}`: a `prefix` must therefore not
-/// contain `{` on a Cluster, and a channel containing `}` is hashed by its part before it (still
-/// the same slot for all of its keys).
+/// A channel's keys (its history stream, the keys kept beside it) take the channel as `tag`;
+/// keys written together across channels take what they share.
+///
+/// Redis hashes the text between the first `{` and the next `}`: `head` must therefore not
+/// contain `{` on a Cluster, and a `tag` containing `}` is hashed by its part before it (still
+/// one slot for every key with that tag).
 ///
 /// ```
-/// use sidecast_core::broker::cluster_key;
+/// use sidecast_core::broker::slot_key;
 ///
-/// assert_eq!(cluster_key("sidecast:history:", "news", true), "sidecast:history:{news}");
-/// assert_eq!(cluster_key("sidecast:history:", "news", false), "sidecast:history:news");
+/// assert_eq!(slot_key("sidecast:history:", "news", "", true), "sidecast:history:{news}");
+/// assert_eq!(slot_key("sidecast:history:", "news", "", false), "sidecast:history:news");
+/// assert_eq!(slot_key("", "sidecast:memberships", ":user:x", true), "{sidecast:memberships}:user:x");
 /// ```
-pub fn cluster_key(prefix: &str, channel: &str, cluster: bool) -> String {
+pub fn slot_key(head: &str, tag: &str, tail: &str, cluster: bool) -> String {
     if cluster {
-        format!("{prefix}{{{channel}}}")
+        format!("{head}{{{tag}}}{tail}")
     } else {
-        format!("{prefix}{channel}")
+        format!("{head}{tag}{tail}")
     }
 }
 
@@ -260,8 +264,9 @@ mod tests {
 
     #[test]
     fn keys_share_the_channel_slot_on_a_cluster_only() {
-        assert_eq!(cluster_key("p:", "a:b", true), "p:{a:b}");
-        assert_eq!(cluster_key("p:", "a:b", false), "p:a:b");
-        assert_eq!(cluster_key("", "room", true), "{room}");
+        assert_eq!(slot_key("p:", "a:b", "", true), "p:{a:b}");
+        assert_eq!(slot_key("p:", "a:b", ":epoch", true), "p:{a:b}:epoch");
+        assert_eq!(slot_key("p:", "a:b", ":epoch", false), "p:a:b:epoch");
+        assert_eq!(slot_key("", "room", "", true), "{room}");
     }
 }

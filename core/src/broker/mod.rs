@@ -17,7 +17,7 @@ mod sentinel;
 mod subscription;
 mod url;
 
-pub use cluster::{CLUSTER_SCHEMES, ClusterUrl, DEFAULT_CLUSTER_PORT, cluster_key};
+pub use cluster::{CLUSTER_SCHEMES, ClusterUrl, DEFAULT_CLUSTER_PORT, slot_key};
 pub use error::{BrokerError, Explained};
 pub use history::{
     BrokerCapabilities, History, HistoryEntry, HistoryRetention, HistorySender,
