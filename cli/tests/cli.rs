@@ -236,3 +236,51 @@ fn allow_all_refuses_a_public_bind_unless_allowed() {
     );
     assert!(stderr.contains("allow_all_public"), "{stderr}");
 }
+
+#[test]
+fn config_check_reads_sentinel_addresses_and_redacts_them() {
+    let good = "redis+sentinel://user:hunter2@10.0.0.1:26379,10.0.0.2:26379/0/mymaster";
+    run_ok(&["config", "--check"], &[("SIDECAST_BROKER__URL", good)]);
+    run_ok(
+        &["config", "--check"],
+        &[("SIDECAST_SESSION__URL", "redis+sentinel://10.0.0.1/mymaster")],
+    );
+    let output = run_ok(&["config"], &[("SIDECAST_BROKER__URL", good)]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.contains("redis+sentinel://user:***@10.0.0.1:26379,10.0.0.2:26379/0/mymaster"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    for (key, env, url, says) in [
+        (
+            "broker.url",
+            "SIDECAST_BROKER__URL",
+            "redis+sentinel://user:hunter2@10.0.0.1:26379,10.0.0.2/0",
+            "names a db but no service",
+        ),
+        (
+            "broker.url",
+            "SIDECAST_BROKER__URL",
+            "redis+sentinel://:hunter2@10.0.0.1:x/mymaster",
+            "sentinel address",
+        ),
+        (
+            "session.url",
+            "SIDECAST_SESSION__URL",
+            "redis+sentinel://:hunter2@10.0.0.1/db1/mymaster",
+            "not a number",
+        ),
+    ] {
+        let stderr = run_failing(&["config", "--check"], &[(env, url)]);
+        assert!(stderr.contains(&format!("`{key}`")), "{stderr}");
+        assert!(stderr.contains(env), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("redis+sentinel://[user:password@]host:port"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}

@@ -20,9 +20,9 @@ use crate::sentinel::{self, CHECK_EVERY};
 /// With Sentinel, the master is asked from the sentinels before the first command, again at
 /// most [`CHECK_EVERY`] (5 s) after the last time, and at once after a command failed on the
 /// connection or was answered `READONLY` / `MASTERDOWN`; when it moved, the connection to the
-/// old master is dropped, even though a demoted master still answers. A command that fails
-/// during the switch is not retried on the new master (it may have been applied): the caller
-/// sees the error.
+/// old master is dropped, even though a demoted master still answers. A command whose connection
+/// broke is sent once more when the sentinels then name another master (the old one is gone or
+/// demoted); any other failure during the switch reaches the caller.
 ///
 /// Clones share the connection. It implements redis' [`ConnectionLike`], so commands and
 /// pipelines run on it with `query_async(&mut link)`.
@@ -230,27 +230,46 @@ impl RedisLink {
         }
     }
 
-    /// After a failed command: with Sentinel, ask the sentinels before the next one when the
-    /// failure says the server may no longer be the master.
-    fn after(&self, result: &RedisResult<impl Sized>) {
-        let Err(e) = result else { return };
+    /// After a failed command: with Sentinel, when the failure says the server may no longer
+    /// be the master, ask the sentinels before the next command. Returns whether the failure
+    /// came from the connection itself (the command never got an answer).
+    fn after(&self, result: &RedisResult<impl Sized>) -> bool {
+        let Err(e) = result else { return false };
         let Inner::Sentinel { current, .. } = self.inner.as_ref() else {
-            return;
+            return false;
         };
-        if matches!(e.code(), Some("READONLY" | "MASTERDOWN"))
-            || e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_timeout()
-        {
-            if let Some(known) = current
+        let broken = e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+        if (broken || e.is_timeout() || matches!(e.code(), Some("READONLY" | "MASTERDOWN")))
+            && let Some(known) = current
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .as_mut()
-            {
-                known.checked = None;
-            }
+        {
+            known.checked = None;
         }
+        broken
+    }
+
+    /// Runs `op` on the master's connection. With Sentinel, a command whose connection broke is
+    /// sent once more if the sentinels now name another master: the old one is gone, and a
+    /// command that failed to reach it is sent where it belongs.
+    async fn run<T, Fut>(&self, op: impl Fn(ConnectionManager) -> Fut) -> RedisResult<T>
+    where
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let connection = self.connection().await?;
+        let result = op(connection).await;
+        if !self.after(&result) {
+            return result;
+        }
+        let before = self.master();
+        let fresh = self.connection().await?;
+        if self.master() == before {
+            return result;
+        }
+        let retried = op(fresh).await;
+        self.after(&retried);
+        retried
     }
 }
 
@@ -260,10 +279,8 @@ impl ConnectionLike for RedisLink {
             if let Inner::Cluster(cluster) = self.inner.as_ref() {
                 return cluster.connection().await?.req_packed_command(cmd).await;
             }
-            let mut connection = self.connection().await?;
-            let result = connection.req_packed_command(cmd).await;
-            self.after(&result);
-            result
+            self.run(|mut c| async move { c.req_packed_command(cmd).await })
+                .await
         })
     }
 
@@ -281,12 +298,8 @@ impl ConnectionLike for RedisLink {
                     .req_packed_commands(pipeline, offset, count)
                     .await;
             }
-            let mut connection = self.connection().await?;
-            let result = connection
-                .req_packed_commands(pipeline, offset, count)
-                .await;
-            self.after(&result);
-            result
+            self.run(|mut c| async move { c.req_packed_commands(pipeline, offset, count).await })
+                .await
         })
     }
 

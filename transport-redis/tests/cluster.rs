@@ -104,7 +104,7 @@ async fn publish_until_received(
         })
         .await;
         if let Ok(Some(message)) = timeout(Duration::from_millis(200), subscription.recv()).await {
-            return String::from_utf8(message.payload.to_vec()).unwrap();
+            return String::from_utf8(message.payload.to_vec()).expect("a UTF-8 payload");
         }
         assert!(
             Instant::now() < deadline,

@@ -2,6 +2,8 @@
 //! failovers (a SIGKILL of the master; a demotion that keeps the old master running) that every
 //! connection follows.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
