@@ -10,10 +10,12 @@
 use redis::aio::{ConnectionLike, MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use sidecast_core::broker::ClusterUrl;
 
+use std::hash::BuildHasher;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -25,7 +27,12 @@ pub(crate) enum CommandConnection {
     /// One server (a single Redis, or the master a set of sentinels names).
     Server(MultiplexedConnection),
     /// A Redis Cluster.
-    Cluster(ClusterConnection),
+    Cluster {
+        connection: ClusterConnection,
+        /// A key of this broker's own whose slot's primary takes every `PUBLISH` (see
+        /// [`CommandConnection::publish`]).
+        pin: Arc<str>,
+    },
 }
 
 impl CommandConnection {
@@ -35,7 +42,7 @@ impl CommandConnection {
     pub(crate) async fn ping(&mut self) -> RedisResult<()> {
         match self {
             Self::Server(connection) => redis::cmd("PING").query_async(connection).await,
-            Self::Cluster(connection) => connection
+            Self::Cluster { connection, .. } => connection
                 .route_command(
                     redis::cmd("PING"),
                     RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
@@ -44,13 +51,34 @@ impl CommandConnection {
                 .map(drop),
         }
     }
+
+    /// Runs `publish` (`PUBLISH channel payload`). On a Cluster every publish of this broker goes
+    /// to one node, the primary of its pin key's slot, rather than to the primary of each
+    /// channel's slot: the node that takes a publish passes it to the others over the cluster
+    /// bus, so publishes through several nodes could overtake each other on their way to a
+    /// subscriber, and a broker keeps its publishes in order. (Brokers pin different slots, which
+    /// spreads them over the primaries.)
+    pub(crate) async fn publish(&mut self, publish: Cmd) -> RedisResult<Value> {
+        match self {
+            Self::Server(connection) => publish.query_async(connection).await,
+            Self::Cluster { connection, pin } => {
+                let route = Route::with_key(pin.as_bytes(), SlotAddr::Master);
+                connection
+                    .route_command(
+                        publish,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+            }
+        }
+    }
 }
 
 impl ConnectionLike for CommandConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Server(connection) => connection.req_packed_command(cmd),
-            Self::Cluster(connection) => connection.req_packed_command(cmd),
+            Self::Cluster { connection, .. } => connection.req_packed_command(cmd),
         }
     }
 
@@ -62,14 +90,16 @@ impl ConnectionLike for CommandConnection {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Self::Server(connection) => connection.req_packed_commands(pipeline, offset, count),
-            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster { connection, .. } => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Self::Server(connection) => connection.get_db(),
-            Self::Cluster(connection) => connection.get_db(),
+            Self::Cluster { connection, .. } => connection.get_db(),
         }
     }
 }
@@ -81,6 +111,8 @@ pub(crate) struct Cluster {
     /// Where the next pub/sub connection starts looking for a live node, so that a subscription
     /// whose node died does not try that node first again.
     next_node: AtomicUsize,
+    /// The pin key of [`CommandConnection::publish`]: random per broker.
+    pin: Arc<str>,
 }
 
 impl Cluster {
@@ -91,16 +123,23 @@ impl Cluster {
         let client = ClusterClientBuilder::new(url.seed_urls())
             .connection_timeout(connect_timeout)
             .build()?;
+        // A random number without a dependency for it: std's hasher keys are random per process
+        // and per RandomState.
+        let random = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
         Ok(Self {
             url,
             client,
             next_node: AtomicUsize::new(0),
+            pin: format!("sidecast:publisher:{random:016x}").into(),
         })
     }
 
     /// A new cluster connection, checked with a `PING` to one node.
     pub(crate) async fn connect(&self) -> RedisResult<CommandConnection> {
-        let mut connection = CommandConnection::Cluster(self.client.get_async_connection().await?);
+        let mut connection = CommandConnection::Cluster {
+            connection: self.client.get_async_connection().await?,
+            pin: Arc::clone(&self.pin),
+        };
         connection.ping().await?;
         Ok(connection)
     }

@@ -21,8 +21,8 @@ pub(crate) async fn publish(
 ) -> Result<(), BrokerError> {
     let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
     // The number of receivers does not matter: pub/sub has no notion of "undelivered".
-    let _receivers: i64 = query(state, |mut connection| async move {
-        command.query_async(&mut connection).await
+    let _receivers = query(state, |mut connection| async move {
+        connection.publish(command).await
     })
     .await?;
     Ok(())
