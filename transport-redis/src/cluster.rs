@@ -134,6 +134,11 @@ impl Cluster {
         })
     }
 
+    /// The URL of the node at `host:port`, with the address's credentials and TLS.
+    pub(crate) fn node_url(&self, host: &str, port: u16) -> String {
+        self.url.node_url(host, port)
+    }
+
     /// A new cluster connection, checked with a `PING` to one node.
     pub(crate) async fn connect(&self) -> RedisResult<CommandConnection> {
         let mut connection = CommandConnection::Cluster {
@@ -266,15 +271,19 @@ impl LazyCluster {
 
 /// One range of `CLUSTER SLOTS`.
 #[derive(Debug, PartialEq, Eq)]
-struct SlotRange {
-    first: i64,
-    last: i64,
-    primary: (String, u16),
-    replicas: Vec<(String, u16)>,
+pub(crate) struct SlotRange {
+    /// The first slot of the range.
+    pub(crate) first: i64,
+    /// The last slot of the range (inclusive).
+    pub(crate) last: i64,
+    /// The primary that serves it.
+    pub(crate) primary: (String, u16),
+    /// Its replicas.
+    pub(crate) replicas: Vec<(String, u16)>,
 }
 
 /// `CLUSTER SLOTS` through `command` (one node's view of the slot map).
-async fn slots(command: &mut CommandConnection) -> RedisResult<Vec<SlotRange>> {
+pub(crate) async fn slots(command: &mut CommandConnection) -> RedisResult<Vec<SlotRange>> {
     let reply: Value = redis::cmd("CLUSTER")
         .arg("SLOTS")
         .query_async(command)

@@ -368,6 +368,20 @@ impl RedisState {
         .map(|connection| (epoch, connection))
     }
 
+    /// The Redis Cluster, when the address is one.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        match &self.target {
+            Target::Cluster(cluster) => Some(cluster),
+            _ => None,
+        }
+    }
+
+    /// Whether `channel` uses sharded pub/sub: on a Redis Cluster, when
+    /// [`RedisOptions::sharded_channels`] names it.
+    pub(crate) fn is_sharded(&self, channel: &str) -> bool {
+        self.is_cluster() && self.options.sharded_channels.iter().any(|c| c == channel)
+    }
+
     /// Whether keys live on a Redis Cluster (then a channel's keys carry its hash tag).
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.target, Target::Cluster(_))

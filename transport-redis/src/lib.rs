@@ -30,6 +30,7 @@ mod link;
 mod options;
 mod publisher;
 mod sentinel;
+mod sharded;
 mod subscription;
 
 use std::sync::Arc;
@@ -203,7 +204,28 @@ impl Broker for RedisBroker {
                     .to_owned(),
             });
         }
-        let specs: Arc<[ChannelSpec]> = channels.into();
+        // On a Cluster, the channels named in `sharded_channels` go to a sharded subscription
+        // of their own, feeding the same queue.
+        let (sharded, classic): (Vec<&ChannelSpec>, Vec<&ChannelSpec>) = channels
+            .iter()
+            .partition(|spec| matches!(spec, ChannelSpec::Exact(c) if state.is_sharded(c)));
+        let (tx, subscription) = Subscription::bounded(state.options.subscription_capacity);
+        if !sharded.is_empty() {
+            let names: Arc<[String]> = sharded.iter().map(|s| s.as_str().to_owned()).collect();
+            let connections = sharded::subscribe(state, &names).await?;
+            self.tasks.spawn(sharded::run(
+                Arc::clone(state),
+                state.parts.next_id(),
+                names,
+                tx.clone(),
+                connections,
+                self.tasks.shutdown(),
+            ));
+            if classic.is_empty() {
+                return Ok(subscription);
+            }
+        }
+        let specs: Arc<[ChannelSpec]> = classic.into_iter().cloned().collect();
         // The first connection is made here so that the caller learns about a Redis that is down
         // or refuses the subscription; later ones are the task's business.
         let connection = match state.open_pubsub(&specs).await {
@@ -216,7 +238,6 @@ impl Broker for RedisBroker {
                 return Err(e);
             }
         };
-        let (tx, subscription) = Subscription::bounded(state.options.subscription_capacity);
         let id = state.parts.next_id();
         self.tasks.spawn(subscription::run(
             Arc::clone(state),

@@ -55,6 +55,13 @@ pub struct RedisOptions {
     /// `{history_key_prefix}{c}`, or `{history_key_prefix}{{c}}` on a Redis Cluster (the channel
     /// as hash tag, so that its keys share one slot; the prefix must then not contain `{`).
     pub history_key_prefix: String,
+    /// On a Redis Cluster, the channels that use sharded pub/sub (`SPUBLISH`, `SSUBSCRIBE` on
+    /// the primary of the channel's slot) instead of classic pub/sub, whose messages cross every
+    /// node. Ignored elsewhere. Order is kept per channel; across sharded channels only when
+    /// they share a slot (a common hash tag). Every publisher and subscriber of such a channel
+    /// must name it here: a classic `PUBLISH` does not reach a sharded subscriber. Empty by
+    /// default.
+    pub sharded_channels: Vec<String>,
 }
 
 impl RedisOptions {
@@ -72,6 +79,7 @@ impl RedisOptions {
             keepalive_interval: Duration::from_secs(15),
             history: HistoryRetention::default(),
             history_key_prefix: DEFAULT_HISTORY_KEY_PREFIX.to_owned(),
+            sharded_channels: Vec::new(),
         }
     }
 

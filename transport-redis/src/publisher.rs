@@ -19,8 +19,17 @@ pub(crate) async fn publish(
     channel: &str,
     payload: &[u8],
 ) -> Result<(), BrokerError> {
-    let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
     // The number of receivers does not matter: pub/sub has no notion of "undelivered".
+    if state.is_sharded(channel) {
+        // To the primary of the channel's slot, where its sharded subscribers listen.
+        let command = redis::cmd("SPUBLISH").arg(channel).arg(payload).to_owned();
+        let _receivers: redis::Value = query(state, |mut connection| async move {
+            command.query_async(&mut connection).await
+        })
+        .await?;
+        return Ok(());
+    }
+    let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
     let _receivers = query(state, |mut connection| async move {
         connection.publish(command).await
     })

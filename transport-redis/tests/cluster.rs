@@ -1,7 +1,10 @@
 //! RedisBroker on a Redis Cluster (`redis+cluster://`, three primaries with a replica each): the
 //! conformance suite, the key names (a channel's hash tag), and a SIGKILLed primary that serves
 //! the channel's slot, after which publishes, the subscription and the history reader (from its
-//! last offset) resume.
+//! last offset) resume; sharded subscriptions (`SSUBSCRIBE`) across slots that follow a killed
+//! and a demoted primary.
+
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -12,7 +15,7 @@ use sidecast_core::broker::{HistoryEntry, HistorySubscription, Offset};
 use sidecast_core::{Broker, BrokerHealth, ChannelSpec, Subscription};
 use sidecast_testkit::conformance::{Capabilities, run_all};
 use sidecast_testkit::{RedisCluster, unique_channel};
-use sidecast_transport_redis::{DEFAULT_HISTORY_KEY_PREFIX, RedisBroker};
+use sidecast_transport_redis::{DEFAULT_HISTORY_KEY_PREFIX, RedisBroker, RedisOptions};
 use tokio::time::{Instant, sleep, timeout};
 
 /// How long a failover may take to be followed: promotion, then the broker's move.
@@ -209,5 +212,154 @@ async fn publishes_subscriptions_and_history_survive_a_killed_primary() {
         published.saturating_duration_since(promoted),
         delivered - promoted
     );
+    broker.close().await;
+}
+
+/// Publishes `prefix-n` on `channel` until the subscription receives one of them on `channel`
+/// (messages of other channels are skipped); returns the payload received.
+async fn publish_until_received_on(
+    broker: &RedisBroker,
+    subscription: &mut Subscription,
+    channel: &str,
+    prefix: &str,
+) -> String {
+    let deadline = Instant::now() + FOLLOW;
+    for n in 0.. {
+        let payload = format!("{prefix}-{n}");
+        until_ok("publish", || {
+            broker.publish(channel, Bytes::from(payload.clone()))
+        })
+        .await;
+        let wait = Instant::now() + Duration::from_millis(200);
+        while let Ok(Some(message)) = tokio::time::timeout_at(wait, subscription.recv()).await {
+            if message.channel == channel {
+                return String::from_utf8(message.payload.to_vec()).expect("a UTF-8 payload");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscription received nothing on {channel} within {FOLLOW:?}"
+        );
+    }
+    unreachable!()
+}
+
+/// How many shard subscribers of `channel` the node at `addr` has (`PUBSUB SHARDNUMSUB`).
+async fn shard_subscribers(cluster: &RedisCluster, addr: &str, channel: &str) -> u64 {
+    let output = cluster
+        .cli(addr, &["PUBSUB", "SHARDNUMSUB", channel])
+        .await
+        .unwrap_or_default();
+    output
+        .lines()
+        .last()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the node at `addr` has `count` shard subscribers of `channel`.
+async fn until_shard_subscribers(cluster: &RedisCluster, addr: &str, channel: &str, count: u64) {
+    let deadline = Instant::now() + FOLLOW;
+    loop {
+        let now = shard_subscribers(cluster, addr, channel).await;
+        if now == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} has {now} shard subscribers of {channel}, not {count}"
+        );
+        sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A broker with sharded `a` and `b` (on different primaries) and a subscription to both.
+async fn sharded_pair(
+    cluster: &RedisCluster,
+    label: &str,
+) -> (RedisBroker, Subscription, String, String) {
+    let a = unique_channel(&format!("{label}-a"));
+    let owner_a = cluster.primary_of(&a).await;
+    let b = loop {
+        let b = unique_channel(&format!("{label}-b"));
+        if cluster.primary_of(&b).await != owner_a {
+            break b;
+        }
+    };
+    assert_ne!(RedisCluster::slot_of(&a), RedisCluster::slot_of(&b));
+    let options = RedisOptions {
+        sharded_channels: vec![a.clone(), b.clone()],
+        ..common::options(&cluster.url())
+    };
+    let broker = common::connect(options).await;
+    let mut subscription = broker
+        .subscribe(&[ChannelSpec::exact(&a), ChannelSpec::exact(&b)])
+        .await
+        .unwrap();
+    // Sharded indeed: each channel's slot owner counts one shard subscriber, and it arrives.
+    for channel in [&a, &b] {
+        let owner = cluster.primary_of(channel).await;
+        assert_eq!(
+            shard_subscribers(cluster, &owner, channel).await,
+            1,
+            "{channel} on {owner}"
+        );
+        let got = publish_until_received_on(&broker, &mut subscription, channel, "before").await;
+        assert!(got.starts_with("before-"), "{got}");
+    }
+    (broker, subscription, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_across_slots_survive_a_killed_primary() {
+    let mut cluster = RedisCluster::start().await;
+    let (broker, mut subscription, a, b) = sharded_pair(&cluster, "sharded-kill").await;
+
+    let old = cluster.kill_primary_of(&a).await;
+    let new = cluster.wait_for_promotion(&a, &old).await;
+    for channel in [&a, &b] {
+        let got = publish_until_received_on(&broker, &mut subscription, channel, "after").await;
+        assert!(got.starts_with("after-"), "{channel}: {got}");
+    }
+    until_shard_subscribers(&cluster, &new, &a, 1).await;
+    let owner_b = cluster.primary_of(&b).await;
+    assert_eq!(shard_subscribers(&cluster, &owner_b, &b).await, 1);
+    sidecast_testkit::eventually("the broker reports itself connected", || {
+        broker.health() == BrokerHealth::Connected
+    })
+    .await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_leave_a_demoted_primary() {
+    let cluster = RedisCluster::start().await;
+    let (broker, mut subscription, a, b) = sharded_pair(&cluster, "sharded-demote").await;
+
+    // A planned failover: the replica of a's primary takes over; the old primary stays up as a
+    // replica, with its connections open.
+    let old = cluster.primary_of(&a).await;
+    let nodes = cluster.nodes().await.unwrap();
+    let old_id = nodes.iter().find(|n| n.addr == old).unwrap().id.clone();
+    let replica = nodes
+        .iter()
+        .find(|n| n.primary_id.as_deref() == Some(old_id.as_str()))
+        .unwrap()
+        .addr
+        .clone();
+    let answer = cluster
+        .cli(&replica, &["CLUSTER", "FAILOVER"])
+        .await
+        .unwrap();
+    assert!(answer.contains("OK"), "{answer}");
+    let new = cluster.wait_for_promotion(&a, &old).await;
+    assert_eq!(new, replica);
+
+    for channel in [&a, &b] {
+        let got = publish_until_received_on(&broker, &mut subscription, channel, "after").await;
+        assert!(got.starts_with("after-"), "{channel}: {got}");
+    }
+    until_shard_subscribers(&cluster, &new, &a, 1).await;
+    until_shard_subscribers(&cluster, &old, &a, 0).await;
     broker.close().await;
 }
