@@ -363,3 +363,49 @@ async fn sharded_subscriptions_leave_a_demoted_primary() {
     until_shard_subscribers(&cluster, &old, &a, 0).await;
     broker.close().await;
 }
+
+/// `CLUSTER SETSLOT slot state id` on the node at `addr`, which must answer OK.
+async fn setslot(cluster: &RedisCluster, addr: &str, slot: &str, state: &str, id: &str) {
+    let answer = cluster
+        .cli(addr, &["CLUSTER", "SETSLOT", slot, state, id])
+        .await
+        .unwrap();
+    assert!(answer.contains("OK"), "{addr}: {answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_subscriptions_follow_a_migrated_slot() {
+    let cluster = RedisCluster::start().await;
+    let (broker, mut subscription, a, b) = sharded_pair(&cluster, "sharded-migrate").await;
+
+    // Resharding: a's slot moves from its primary to another one (the slot holds no key, so
+    // there is nothing to MIGRATE), as `redis-cli --cluster reshard` does it.
+    let slot = RedisCluster::slot_of(&a).to_string();
+    let nodes = cluster.nodes().await.unwrap();
+    let old = cluster.primary_of(&a).await;
+    let source = nodes.iter().find(|n| n.addr == old).unwrap();
+    let target = nodes.iter().find(|n| n.primary && n.addr != old).unwrap();
+    setslot(&cluster, &target.addr, &slot, "IMPORTING", &source.id).await;
+    setslot(&cluster, &source.addr, &slot, "MIGRATING", &target.id).await;
+    setslot(&cluster, &target.addr, &slot, "NODE", &target.id).await;
+    setslot(&cluster, &source.addr, &slot, "NODE", &target.id).await;
+    for other in nodes
+        .iter()
+        .filter(|n| n.primary && n.addr != source.addr && n.addr != target.addr)
+    {
+        setslot(&cluster, &other.addr, &slot, "NODE", &target.id).await;
+    }
+    let deadline = Instant::now() + FOLLOW;
+    while cluster.primary_of(&a).await != target.addr {
+        assert!(Instant::now() < deadline, "the slot of {a} did not move");
+        sleep(Duration::from_millis(50)).await;
+    }
+
+    for channel in [&a, &b] {
+        let got = publish_until_received_on(&broker, &mut subscription, channel, "after").await;
+        assert!(got.starts_with("after-"), "{channel}: {got}");
+    }
+    until_shard_subscribers(&cluster, &target.addr, &a, 1).await;
+    until_shard_subscribers(&cluster, &old, &a, 0).await;
+    broker.close().await;
+}
