@@ -409,3 +409,40 @@ async fn sharded_subscriptions_follow_a_migrated_slot() {
     until_shard_subscribers(&cluster, &old, &a, 0).await;
     broker.close().await;
 }
+
+#[tokio::test]
+async fn a_malformed_cluster_address_is_refused_without_its_password() {
+    let error = RedisBroker::connect(RedisOptions::new("redis+cluster://u:hunter2@h1:7000/3"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, sidecast_core::BrokerError::Config { .. }),
+        "{error:?}"
+    );
+    let shown = error.to_string();
+    assert!(shown.contains("database 0 only"), "{shown}");
+    assert!(shown.contains("redis+cluster://u:***@h1:7000/3"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+
+    let link = sidecast_transport_redis::RedisLink::new(
+        "redis+cluster://u:hunter2@h1:x",
+        Duration::from_secs(1),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(link.contains("seed node address"), "{link}");
+    assert!(!link.contains("hunter2"), "{link}");
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_is_a_transient_error() {
+    // A port nothing listens on (the test kit's free port, unused).
+    let port = sidecast_testkit::process::free_port();
+    let error = RedisBroker::connect(common::options(&format!(
+        "redis+cluster://:hunter2@127.0.0.1:{port}"
+    )))
+    .await
+    .unwrap_err();
+    assert!(error.is_transient(), "{error:?}");
+    assert!(!error.to_string().contains("hunter2"), "{error}");
+}
