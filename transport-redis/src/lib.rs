@@ -21,7 +21,8 @@
 // The contract and the `Broker` impl are here; each other file has one job: `options` the
 // options and their checks, `connection` the connections and their outages, `publisher` the
 // publish connection's use and supervision, `subscription` the task behind each subscription,
-// `error` the mapping of redis-rs errors, `history` the streams behind `Broker::history`.
+// `error` the mapping of redis-rs errors, `history` the streams behind `Broker::history`,
+// `cluster` what differs on a Redis Cluster, `sharded` the sharded subscriptions there.
 mod cluster;
 mod connection;
 mod error;
@@ -95,7 +96,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// # History
 ///
 /// [`Broker::history`] keeps each channel's history in a Redis stream, key
-/// `{history_key_prefix}{channel}` ([`RedisOptions::history_key_prefix`]): `XADD` assigns the
+/// `{history_key_prefix}{channel}` ([`RedisOptions::history_key_prefix`]; on a Redis Cluster
+/// `{history_key_prefix}{{channel}}`, the channel as hash tag): `XADD` assigns the
 /// offsets (the stream id `ms-seq`, written `{ms:020}-{seq:020}` so that offsets compare as
 /// strings), `XINFO STREAM` and `XRANGE` serve reads, and each history subscription reads with
 /// `XREAD BLOCK` on a connection of its own, from the id of the last entry it delivered, so that
@@ -113,6 +115,16 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// [`sidecast_core::Replay::Trimmed`] too. Whether entries survive a Redis restart is Redis'
 /// persistence setting (`appendonly`). Needs Redis 7.0 or newer (`XINFO STREAM` reports
 /// `entries-added`).
+///
+/// # Redis Cluster
+///
+/// With a `redis+cluster://` address (seed nodes), commands go through the redis crate's cluster
+/// client, which follows the slot map, `MOVED`/`ASK` and promotions; every `PUBLISH` of a broker
+/// goes to one primary so that its publishes keep their order. Blocking history reads use a
+/// connection of their own to the primary of the stream's slot, found again after a failure.
+/// Subscriptions use classic pub/sub on any live node, except the channels named in
+/// [`RedisOptions::sharded_channels`]: sharded pub/sub on the primary of each channel's slot,
+/// subscribed anew when that primary fails or the slot moves.
 ///
 /// # Lifetime
 ///
