@@ -55,12 +55,15 @@ pub struct RedisSentinelSet {
     /// The data nodes; index 0 started as the master.
     nodes: Vec<RedisServer>,
     sentinels: Vec<ServerProcess<SentinelProgram>>,
+    /// The data nodes' password (`requirepass`, `masterauth`, the sentinels' `auth-pass`).
+    password: Option<String>,
 }
 
 /// `redis-server <dir>/sentinel.conf --sentinel`, monitoring the master at `master_port`.
 #[derive(Debug)]
 struct SentinelProgram {
     master_port: u16,
+    password: Option<String>,
 }
 
 impl ServerProgram for SentinelProgram {
@@ -73,9 +76,14 @@ impl ServerProgram for SentinelProgram {
         // A restart keeps the rewritten file: it must not be overwritten then.
         let file = dir.join("sentinel.conf");
         if !file.exists() {
+            let auth = self
+                .password
+                .as_ref()
+                .map(|pw| format!("sentinel auth-pass {SERVICE} {pw}\n"))
+                .unwrap_or_default();
             let text = format!(
                 "port {port}\nbind 127.0.0.1\ndir {dir}\nlogfile {log}\n\
-                 sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n\
+                 sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n{auth}\
                  sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}\n\
                  sentinel failover-timeout {SERVICE} {FAILOVER_TIMEOUT_MS}\n\
                  sentinel parallel-syncs {SERVICE} 1\n",
@@ -120,29 +128,64 @@ impl RedisSentinelSet {
     /// are in sync and every sentinel knows both replicas and the two other sentinels (so that
     /// a failover can be agreed).
     pub async fn start() -> Self {
-        let master = RedisServer::start_local().await;
+        Self::start_with(None).await
+    }
+
+    /// [`RedisSentinelSet::start`] with `password` required by the data nodes (`requirepass`,
+    /// `masterauth` for the replicas, `auth-pass` for the sentinels); the sentinels themselves
+    /// need none. [`RedisSentinelSet::url`] carries it.
+    pub async fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned())).await
+    }
+
+    async fn start_with(password: Option<String>) -> Self {
+        let auth: Vec<String> = password
+            .iter()
+            .flat_map(|pw| {
+                [
+                    "--requirepass".to_owned(),
+                    pw.clone(),
+                    "--masterauth".to_owned(),
+                    pw.clone(),
+                ]
+            })
+            .collect();
+        let master = RedisServer::start_local_with_args(auth.clone()).await;
         let master_port = master.port();
         let mut nodes = vec![master];
         for _ in 0..2 {
-            nodes.push(
-                RedisServer::start_local_with_args([
-                    "--replicaof".to_owned(),
-                    "127.0.0.1".to_owned(),
-                    master_port.to_string(),
-                ])
-                .await,
-            );
+            let mut args = auth.clone();
+            args.extend([
+                "--replicaof".to_owned(),
+                "127.0.0.1".to_owned(),
+                master_port.to_string(),
+            ]);
+            nodes.push(RedisServer::start_local_with_args(args).await);
         }
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            sentinels.push(ServerProcess::start(SentinelProgram { master_port }).await);
+            sentinels.push(
+                ServerProcess::start(SentinelProgram {
+                    master_port,
+                    password: password.clone(),
+                })
+                .await,
+            );
         }
-        let set = Self { nodes, sentinels };
+        let set = Self {
+            nodes,
+            sentinels,
+            password,
+        };
         set.wait_until_settled().await;
         set
     }
 
-    async fn wait_until_settled(&self) {
+    /// Waits until the set is whole again: every replica in sync with the master, every
+    /// sentinel aware of the master, two replicas and the two other sentinels (after
+    /// [`RedisSentinelSet::start_node`], or a failover once the old master is back). Panics after
+    /// [`SETTLE_DEADLINE`].
+    pub async fn wait_until_settled(&self) {
         let deadline = Instant::now() + SETTLE_DEADLINE;
         loop {
             let missing = self.unsettled().await;
@@ -188,8 +231,16 @@ impl RedisSentinelSet {
                 ));
             }
         }
-        for node in &self.nodes[1..] {
-            match query(&format!("127.0.0.1:{}", node.port()), &["ROLE"]).await {
+        let master = match master_by_sentinel(self.sentinels[0].addr()).await {
+            Ok(master) => master,
+            Err(e) => return Some(format!("no master address: {e}")),
+        };
+        for node in &self.nodes {
+            let addr = format!("127.0.0.1:{}", node.port());
+            if addr == master {
+                continue;
+            }
+            match query_as(&addr, self.password.as_deref(), &["ROLE"]).await {
                 Ok(Resp::Array(parts))
                     if parts.get(3).and_then(Resp::text).as_deref() == Some("connected") => {}
                 other => return Some(format!("replica {} is not in sync: {other:?}", node.port())),
@@ -198,9 +249,18 @@ impl RedisSentinelSet {
         None
     }
 
-    /// `redis+sentinel://127.0.0.1:<p1>,127.0.0.1:<p2>,127.0.0.1:<p3>/0/mymaster`.
+    /// `redis+sentinel://127.0.0.1:<p1>,127.0.0.1:<p2>,127.0.0.1:<p3>/0/mymaster`, with
+    /// `:password@` before the hosts for a set of [`RedisSentinelSet::start_with_password`].
     pub fn url(&self) -> String {
-        format!("redis+sentinel://{}/0/{SERVICE}", self.sentinel_hosts())
+        let auth = self
+            .password
+            .as_ref()
+            .map(|pw| format!(":{pw}@"))
+            .unwrap_or_default();
+        format!(
+            "redis+sentinel://{auth}{}/0/{SERVICE}",
+            self.sentinel_hosts()
+        )
     }
 
     /// The sentinels' `host:port` list, comma-separated (for URLs of other forms).
@@ -236,7 +296,7 @@ impl RedisSentinelSet {
         loop {
             if let Some(new) = self.agreed_master().await
                 && new != old
-                && role(&new).await.as_deref() == Some("master")
+                && role(&new, self.password.as_deref()).await.as_deref() == Some("master")
             {
                 return new;
             }
@@ -304,7 +364,7 @@ impl RedisSentinelSet {
 
     /// `CLIENT LIST` of the data node at `addr`, one line per connection.
     pub async fn client_list(&self, addr: &str) -> Vec<String> {
-        match query(addr, &["CLIENT", "LIST"]).await {
+        match query_as(addr, self.password.as_deref(), &["CLIENT", "LIST"]).await {
             Ok(Resp::Bulk(Some(text))) => text.lines().map(str::to_owned).collect(),
             other => panic!("CLIENT LIST at {addr} failed: {other:?}"),
         }
@@ -349,8 +409,8 @@ async fn master_by_sentinel(sentinel: &str) -> io::Result<String> {
 }
 
 /// The first element of `ROLE` at `addr` (`master`, `slave`), `None` if it does not answer.
-async fn role(addr: &str) -> Option<String> {
-    match query(addr, &["ROLE"]).await.ok()? {
+async fn role(addr: &str, password: Option<&str>) -> Option<String> {
+    match query_as(addr, password, &["ROLE"]).await.ok()? {
         Resp::Array(parts) => parts.first().and_then(Resp::text),
         _ => None,
     }
@@ -430,7 +490,20 @@ fn parse(buf: &[u8]) -> Option<(Resp, usize)> {
 
 /// Sends one command over a fresh TCP connection and reads the whole reply.
 async fn query(addr: &str, args: &[&str]) -> io::Result<Resp> {
+    query_as(addr, None, args).await
+}
+
+/// [`query`], after `AUTH password` when one is given.
+async fn query_as(addr: &str, password: Option<&str>, args: &[&str]) -> io::Result<Resp> {
     let mut stream = process::connect(addr).await?;
+    if let Some(password) = password {
+        send(&mut stream, &["AUTH", password]).await?;
+    }
+    send(&mut stream, args).await
+}
+
+/// Writes one command on `stream` and reads its whole reply.
+async fn send(stream: &mut tokio::net::TcpStream, args: &[&str]) -> io::Result<Resp> {
     let mut request = format!("*{}\r\n", args.len()).into_bytes();
     for arg in args {
         request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());

@@ -49,6 +49,8 @@ pub(crate) struct RedisState {
     failovers: AtomicU64,
     /// The master epoch the current publish connection was opened under.
     publisher_epoch: AtomicU64,
+    /// Subscriptions found silent by their probe and rebuilt.
+    silent_subscriptions: AtomicU64,
     pub(crate) options: RedisOptions,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     pub(crate) url: String,
@@ -112,6 +114,7 @@ impl RedisState {
             resolve_now: Notify::new(),
             failovers: AtomicU64::new(0),
             publisher_epoch: AtomicU64::new(0),
+            silent_subscriptions: AtomicU64::new(0),
             parts: Parts::new(
                 HealthBoard::new(AttemptCount::OldestOutage),
                 OutageLog::new(
@@ -180,6 +183,16 @@ impl RedisState {
         }
     }
 
+    /// Subscriptions found silent by their probe and rebuilt since the broker connected.
+    pub(crate) fn silent_subscriptions(&self) -> u64 {
+        self.silent_subscriptions.load(Ordering::Relaxed)
+    }
+
+    /// Counts a subscription found silent.
+    pub(crate) fn count_silent(&self) {
+        self.silent_subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Master changes seen since the broker connected.
     pub(crate) fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)
@@ -231,6 +244,8 @@ impl RedisState {
             addr: addr.clone(),
             client,
         });
+        // Announced under the lock, so that two changes in a row cannot share an epoch.
+        self.epoch.send_replace(epoch);
         drop(slot);
         match old {
             Some(old) => {
@@ -245,7 +260,6 @@ impl RedisState {
                 "redis master of {} is {addr}", url.service
             ),
         }
-        self.epoch.send_replace(epoch);
         Ok(())
     }
 

@@ -93,6 +93,23 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// A lost and a restored connection are logged once per outage (`warn`, then `info`), however
 /// many connections the outage hit; URLs in logs and errors have their password redacted.
 ///
+/// Each subscription also checks that it still receives: every
+/// [`RedisOptions::probe_interval`] it publishes a probe on a private `sidecast:probe:...`
+/// channel and expects it back before the next one. A connection that answers `PING` but
+/// delivers nothing is thus found, replaced like a broken one, logged and counted
+/// ([`Broker::connection_report`]). Messages on `sidecast:probe:` channels are never delivered.
+///
+/// # Redis Sentinel
+///
+/// With a `redis+sentinel://[user:password@]host:port[,host:port...]/db/service_name` address
+/// ([`sidecast_core::broker::SentinelUrl`]) the broker asks the sentinels where the master is
+/// and follows it: it asks again when a connection fails, when Redis answers `READONLY` or
+/// `MASTERDOWN`, when a sentinel announces `+switch-master`, and at least every 5 s. When the
+/// master moved, every connection opened to the old one (publisher, subscriptions, history
+/// readers) is closed, even if it still answers, and reopened on the new one; history readers
+/// resume after the last entry they delivered. Each change is logged once and counted
+/// ([`RedisBroker::failovers`], [`RedisBroker::master`]). See decision 0029.
+///
 /// # History
 ///
 /// [`Broker::history`] keeps each channel's history in a Redis stream, key
@@ -237,7 +254,14 @@ impl Broker for RedisBroker {
                 return Ok(subscription);
             }
         }
-        let specs: Arc<[ChannelSpec]> = classic.into_iter().cloned().collect();
+        // Each subscription also listens to a private probe channel, to notice when it stops
+        // receiving (see `subscription`).
+        let probe: Arc<str> = subscription::probe_channel().into();
+        let specs: Arc<[ChannelSpec]> = classic
+            .into_iter()
+            .cloned()
+            .chain([ChannelSpec::exact(probe.as_ref())])
+            .collect();
         // The first connection is made here so that the caller learns about a Redis that is down
         // or refuses the subscription; later ones are the task's business.
         let connection = match state.open_pubsub(&specs).await {
@@ -255,6 +279,7 @@ impl Broker for RedisBroker {
             Arc::clone(state),
             id,
             specs,
+            probe,
             tx,
             connection,
             self.tasks.shutdown(),
@@ -270,13 +295,12 @@ impl Broker for RedisBroker {
         Some(self.history.as_ref())
     }
 
-    fn failover_report(&self) -> Option<sidecast_core::broker::FailoverReport> {
-        self.state
-            .sentinel_url()
-            .map(|_| sidecast_core::broker::FailoverReport {
-                failovers: self.failovers(),
-                primary: self.master(),
-            })
+    fn connection_report(&self) -> Option<sidecast_core::broker::ConnectionReport> {
+        Some(sidecast_core::broker::ConnectionReport {
+            failovers: self.failovers(),
+            primary: self.master(),
+            silent_subscriptions: self.state.silent_subscriptions(),
+        })
     }
 
     async fn close(&self) {

@@ -213,11 +213,12 @@ impl RedisLink {
                 let client = Client::open(url.master_url(&host, port))?;
                 let connection =
                     ConnectionManager::new_lazy_with_config(client, manager_config(timeout))?;
+                // The broker logs the failover itself (once per failover, at warn); the stores
+                // following it are detail.
                 if let Some(old) = slot.as_ref() {
-                    tracing::warn!(
+                    tracing::debug!(
                         url = %redacted, old = %old.addr, new = %addr,
-                        "redis master changed from {} to {addr} (failover); store connection moved",
-                        old.addr
+                        "store connection moved to the new redis master"
                     );
                 }
                 *slot = Some(Current {

@@ -46,6 +46,11 @@ pub struct RedisOptions {
     /// Idle connections are checked with a `PING` this often, so that a connection that died
     /// silently (no `RST`, e.g. a network partition) is noticed and replaced.
     pub keepalive_interval: Duration,
+    /// Each subscription publishes a probe on a private channel (`sidecast:probe:...`) this
+    /// often and expects it back within the same time; a subscription whose probe does not come
+    /// back is silent (its connection answers `PING` but delivers nothing) and is rebuilt, logged
+    /// and counted.
+    pub probe_interval: Duration,
     /// What the history keeps per channel ([`sidecast_core::History`]): `max_age` (`MINID ~`
     /// at each append) and `max_entries` (`MAXLEN ~`), both approximate, see
     /// [`crate::RedisBroker`]. `max_bytes` is not applied by Redis: bound memory with
@@ -66,7 +71,8 @@ pub struct RedisOptions {
 
 impl RedisOptions {
     /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
-    /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, keep-alive 15 s, the
+    /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, keep-alive 15 s, a
+    /// liveness probe every 5 s, the
     /// default [`HistoryRetention`] under keys `sidecast:history:<channel>`.
     pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
@@ -77,6 +83,7 @@ impl RedisOptions {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(15),
+            probe_interval: Duration::from_secs(5),
             history: HistoryRetention::default(),
             history_key_prefix: DEFAULT_HISTORY_KEY_PREFIX.to_owned(),
             sharded_channels: Vec::new(),
@@ -115,6 +122,7 @@ impl RedisOptions {
                 ("publish_timeout", self.publish_timeout.is_zero()),
                 ("backoff_min", self.backoff_min.is_zero()),
                 ("keepalive_interval", self.keepalive_interval.is_zero()),
+                ("probe_interval", self.probe_interval.is_zero()),
                 ("subscription_capacity", self.subscription_capacity == 0),
                 ("history.max_age", self.history.max_age.is_zero()),
                 ("history.max_entries", self.history.max_entries == 0),

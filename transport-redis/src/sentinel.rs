@@ -106,11 +106,16 @@ pub(crate) async fn resolve(
     ))
 }
 
-/// Whether the server behind `connection` says it is a master (`ROLE`).
+/// Whether the server behind `connection` says it is a master (`ROLE`). An ACL user that may not
+/// run `ROLE` (it is in `@admin`) cannot check: the sentinels' word is taken then.
 pub(crate) async fn is_master(
     connection: &mut redis::aio::MultiplexedConnection,
 ) -> redis::RedisResult<bool> {
-    let role: Value = redis::cmd("ROLE").query_async(connection).await?;
+    let role: Value = match redis::cmd("ROLE").query_async(connection).await {
+        Ok(role) => role,
+        Err(e) if e.code() == Some("NOPERM") => return Ok(true),
+        Err(e) => return Err(e),
+    };
     Ok(match role {
         Value::Array(parts) => parts
             .first()
@@ -153,6 +158,9 @@ pub(crate) async fn listen(state: Arc<RedisState>, mut shutdown: Shutdown) {
         return;
     };
     let count = url.sentinels.len();
+    if count == 0 {
+        return;
+    }
     let mut index = 0;
     loop {
         if let Some(sentinel) = url.sentinel_url(index % count) {
@@ -190,9 +198,16 @@ pub(crate) async fn listen(state: Arc<RedisState>, mut shutdown: Shutdown) {
             }
         }
         index += 1;
+        // The next sentinel at once; after a whole round without one, the periodic check covers
+        // for the announcements while this waits.
+        let pause = if index % count == 0 {
+            state.options.backoff_max
+        } else {
+            state.options.backoff_min
+        };
         tokio::select! {
             () = shutdown.signalled() => return,
-            () = sleep(state.options.backoff_min) => {}
+            () = sleep(pause) => {}
         }
     }
 }

@@ -3,7 +3,8 @@
 //! whenever it breaks.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -14,6 +15,25 @@ use sidecast_core::{BrokerMessage, ChannelSpec, Delivery, SubscriptionSender};
 use tokio::time::{Instant, MissedTickBehavior, interval, interval_at, timeout};
 
 use crate::connection::RedisState;
+use crate::publisher;
+
+/// The prefix of the subscriptions' probe channels. Messages on channels with it are never
+/// delivered to consumers (a pattern subscription may match other subscriptions' probes).
+pub(crate) const PROBE_PREFIX: &str = "sidecast:probe:";
+
+/// A probe channel no other subscription uses: the prefix, the process, its start and a count.
+pub(crate) fn probe_channel() -> String {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!(
+        "{PROBE_PREFIX}{}.{started}.{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// How often a subscription task checks, while its channels are quiet, whether its consumer
 /// dropped the [`Subscription`](sidecast_core::Subscription) (then it closes its Redis
@@ -26,6 +46,7 @@ pub(crate) async fn run(
     state: Arc<RedisState>,
     id: PartId,
     specs: Arc<[ChannelSpec]>,
+    probe: Arc<str>,
     tx: SubscriptionSender,
     mut connection: (u64, (PubSubSink, PubSubStream)),
     mut shutdown: Shutdown,
@@ -35,7 +56,7 @@ pub(crate) async fn run(
     let _part = state.parts.board().part(id);
     loop {
         let (epoch, pubsub) = &mut connection;
-        let failure = match pump(&state, &tx, *epoch, pubsub, &mut shutdown).await {
+        let failure = match pump(&state, &tx, *epoch, &probe, pubsub, &mut shutdown).await {
             PumpEnd::Shutdown | PumpEnd::ConsumerGone => return,
             PumpEnd::Lost(failure) => failure,
         };
@@ -66,13 +87,19 @@ pub(crate) async fn run(
     }
 }
 
-/// Forwards messages from one pub/sub connection until it breaks, the consumer leaves or the
-/// broker shuts down. Never waits for the consumer: [`SubscriptionSender::deliver`] drops and
-/// counts what does not fit.
+/// Forwards messages from one pub/sub connection until it breaks, goes silent, the consumer
+/// leaves or the broker shuts down. Never waits for the consumer: [`SubscriptionSender::deliver`]
+/// drops and counts what does not fit.
+///
+/// Liveness: every `probe_interval` it publishes on its probe channel (through the publish
+/// connection) and expects the probe back before the next interval. A connection can answer
+/// `PING` and still deliver nothing (subscriptions lost behind a proxy that reconnected its
+/// upstream, for example); such a silent connection is given up, logged and counted.
 async fn pump(
     state: &RedisState,
     tx: &SubscriptionSender,
     epoch: u64,
+    probe: &str,
     (sink, stream): &mut (PubSubSink, PubSubStream),
     shutdown: &mut Shutdown,
 ) -> PumpEnd {
@@ -82,6 +109,11 @@ async fn pump(
     let mut consumer_check = interval(CONSUMER_CHECK);
     consumer_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let ping_timeout = state.options.publish_timeout;
+    let probe_every = state.options.probe_interval;
+    let mut probe_tick = interval_at(Instant::now() + probe_every, probe_every);
+    probe_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Whether a probe was sent and has not come back yet.
+    let mut outstanding = false;
     loop {
         // Biased: shutdown first, then messages. Under steady traffic the timers may starve,
         // which is fine: traffic proves the connection alive, and a gone consumer shows up as
@@ -98,7 +130,14 @@ async fn pump(
             }
             message = stream.next() => match message {
                 Some(message) => {
-                    if tx.deliver(to_broker_message(&message)) == Delivery::Closed {
+                    let message = to_broker_message(&message);
+                    if message.channel.starts_with(PROBE_PREFIX) {
+                        if message.channel == probe {
+                            outstanding = false;
+                        }
+                        continue;
+                    }
+                    if tx.deliver(message) == Delivery::Closed {
                         return PumpEnd::ConsumerGone;
                     }
                 }
@@ -117,6 +156,22 @@ async fn pump(
                         return PumpEnd::Lost(format!("no answer to PING within {ping_timeout:?}"));
                     }
                 }
+            }
+            _ = probe_tick.tick() => {
+                if outstanding {
+                    state.count_silent();
+                    tracing::warn!(
+                        url = %state.url, probe,
+                        "redis subscription is silent: its probe did not come back within \
+                         {probe_every:?}; rebuilding it"
+                    );
+                    return PumpEnd::Lost(format!(
+                        "silent: the probe did not come back within {probe_every:?}"
+                    ));
+                }
+                // A publish that fails (the publish connection is down) proves nothing about
+                // this connection: no probe is outstanding then.
+                outstanding = publisher::publish(state, probe, b"probe").await.is_ok();
             }
         }
     }

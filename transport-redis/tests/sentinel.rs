@@ -33,6 +33,29 @@ async fn conformance_on_a_sentinel_set() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_test_kit_stops_and_starts_a_replica() {
+    let mut set = RedisSentinelSet::start().await;
+    let master = set.master_addr().await;
+    let replica = set
+        .node_addrs()
+        .into_iter()
+        .find(|addr| *addr != master)
+        .unwrap();
+    set.stop_node(&replica).await;
+    assert!(
+        set.node(&replica).command(&["PING"]).await.is_err(),
+        "a stopped replica refuses connections"
+    );
+    set.start_node(&replica).await;
+    set.wait_until_settled().await;
+    assert_eq!(
+        set.master_addr().await,
+        master,
+        "a replica's restart moves no master"
+    );
+}
+
 /// Publishes until one publish succeeds, returning when it did.
 async fn publish_until_ok(broker: &RedisBroker, channel: &str, payload: &str) -> Instant {
     let deadline = Instant::now() + FOLLOW;
@@ -243,4 +266,40 @@ async fn application_clients(set: &RedisSentinelSet, addr: &str) -> Vec<String> 
                 && field("cmd") != "client|list"
         })
         .collect()
+}
+
+/// The password of a Sentinel address goes to the master (the data nodes require it; the
+/// sentinels do not) and never into the log, even across a failover.
+#[tokio::test]
+async fn the_password_goes_to_the_master_and_never_to_the_log() {
+    const PASSWORD: &str = "sentinel-hunter2";
+    let (captured, _guard) = sidecast_testkit::log::CapturedLog::set_default("debug");
+    let mut set = RedisSentinelSet::start_with_password(PASSWORD).await;
+    assert!(set.url().contains(PASSWORD));
+    let broker = common::connect(common::options(&set.url())).await;
+    assert!(!broker.url().contains(PASSWORD), "{}", broker.url());
+    assert!(!format!("{broker:?}").contains(PASSWORD));
+    let channel = unique_channel("sentinel-password");
+    let mut subscription = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .unwrap();
+    publish_until_received(&broker, &mut subscription, &channel, "before").await;
+
+    let old = set.kill_master().await;
+    let new = set.wait_for_promotion(&old).await;
+    publish_until_received(&broker, &mut subscription, &channel, "after").await;
+    assert_eq!(broker.failovers(), 1);
+    broker.close().await;
+
+    let log = captured.text();
+    assert_eq!(
+        captured.count(&format!(
+            "redis master changed from {old} to {new} (failover)"
+        )),
+        1,
+        "{log}"
+    );
+    assert!(log.contains(":***@"), "the URL is logged, redacted: {log}");
+    assert!(!log.contains(PASSWORD), "{log}");
 }

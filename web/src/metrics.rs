@@ -158,6 +158,10 @@ pub struct Metrics {
     pub broker_primary: Family<Address, Gauge>,
     /// Failovers already counted (the broker's figure is cumulative).
     failovers_seen: AtomicU64,
+    /// Broker subscriptions found silent (their liveness probe did not come back) and rebuilt.
+    pub broker_silent_subscriptions: Counter,
+    /// Silent subscriptions already counted.
+    silent_seen: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -203,7 +207,14 @@ impl Metrics {
             broker_failovers: Counter::default(),
             broker_primary: Family::default(),
             failovers_seen: AtomicU64::new(0),
+            broker_silent_subscriptions: Counter::default(),
+            silent_seen: AtomicU64::new(0),
         };
+        registry.register(
+            "broker_silent_subscriptions",
+            "Broker subscriptions found silent (their probe did not come back) and rebuilt",
+            m.broker_silent_subscriptions.clone(),
+        );
         registry.register(
             "broker_failovers",
             "Failovers the broker followed to a new primary (Redis Sentinel master)",
@@ -408,14 +419,21 @@ impl Metrics {
         }
     }
 
-    /// Brings the failover counter up to the broker's cumulative figure and labels the primary
-    /// in use.
-    pub(crate) fn broker_failovers(&self, report: &sidecast_core::broker::FailoverReport) {
+    /// Brings the failover and silent-subscription counters up to the broker's cumulative
+    /// figures and labels the primary in use.
+    pub(crate) fn broker_report(&self, report: &sidecast_core::broker::ConnectionReport) {
         let seen = self
             .failovers_seen
             .swap(report.failovers, Ordering::Relaxed);
         if report.failovers > seen {
             self.broker_failovers.inc_by(report.failovers - seen);
+        }
+        let seen = self
+            .silent_seen
+            .swap(report.silent_subscriptions, Ordering::Relaxed);
+        if report.silent_subscriptions > seen {
+            self.broker_silent_subscriptions
+                .inc_by(report.silent_subscriptions - seen);
         }
         if let Some(primary) = &report.primary {
             let current = Address {

@@ -23,7 +23,7 @@ pub use history::{
     BrokerCapabilities, History, HistoryEntry, HistoryRetention, HistorySender,
     HistorySubscription, Offset, Replay,
 };
-pub use sentinel::{DEFAULT_SENTINEL_PORT, FailoverReport, SENTINEL_SCHEMES, SentinelUrl};
+pub use sentinel::{ConnectionReport, DEFAULT_SENTINEL_PORT, SENTINEL_SCHEMES, SentinelUrl};
 pub use subscription::{Delivery, Subscription, SubscriptionSender};
 pub use url::{BrokerUrl, redact_url};
 
@@ -113,10 +113,10 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         BrokerCapabilities::NONE.with_history(self.history().is_some())
     }
 
-    /// For a broker that follows the primary of a replicated backend (Redis Sentinel): how
-    /// many failovers it followed and which primary it uses now, for metrics. Default: `None`
-    /// (one fixed server).
-    fn failover_report(&self) -> Option<FailoverReport> {
+    /// What the broker tells of its connections for metrics: failovers it followed and the
+    /// primary it uses (Redis Sentinel), subscriptions it found silent and rebuilt. Default:
+    /// `None` (nothing to tell).
+    fn connection_report(&self) -> Option<ConnectionReport> {
         None
     }
 }

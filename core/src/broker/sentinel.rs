@@ -5,14 +5,17 @@
 
 use std::fmt;
 
-/// Where a broker that follows a replicated backend's primary (a Redis Sentinel master) stands,
-/// as [`crate::Broker::failover_report`] reports it.
+/// What a broker tells of its connections beyond [`crate::BrokerHealth`], as
+/// [`crate::Broker::connection_report`] reports it. Figures are cumulative since the broker
+/// connected.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct FailoverReport {
-    /// How many times the broker moved to a new primary since it connected.
+pub struct ConnectionReport {
+    /// How many times the broker moved to a new primary (a Redis Sentinel master).
     pub failovers: u64,
-    /// `host:port` of the primary in use now, once known.
+    /// `host:port` of the primary in use now, when the broker follows one and knows it.
     pub primary: Option<String>,
+    /// Subscriptions found silent (their liveness probe did not come back) and rebuilt.
+    pub silent_subscriptions: u64,
 }
 
 /// The schemes of a Sentinel address: plain, and TLS to the sentinels and the master.

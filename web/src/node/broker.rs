@@ -137,8 +137,10 @@ impl Broker for NodeBroker {
             .map_or(BrokerCapabilities::NONE, |broker| broker.capabilities())
     }
 
-    fn failover_report(&self) -> Option<sidecast_core::broker::FailoverReport> {
-        self.bound.get().and_then(|broker| broker.failover_report())
+    fn connection_report(&self) -> Option<sidecast_core::broker::ConnectionReport> {
+        self.bound
+            .get()
+            .and_then(|broker| broker.connection_report())
     }
 }
 

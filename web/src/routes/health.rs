@@ -38,8 +38,8 @@ pub(crate) async fn readyz(State(state): State<Sidecast>) -> Response {
 /// `GET /metrics`: Prometheus text format.
 pub(crate) async fn metrics(State(state): State<Sidecast>) -> Response {
     count_rooms(&state);
-    if let Some(report) = state.inner.broker.failover_report() {
-        state.metrics().broker_failovers(&report);
+    if let Some(report) = state.inner.broker.connection_report() {
+        state.metrics().broker_report(&report);
     }
     (
         [(
