@@ -7,8 +7,10 @@
 //! channels of one slot only. The task therefore opens one connection per primary that owns one
 //! of its channels, sends one `SSUBSCRIBE` per slot, and starts over (on the primaries that own
 //! the slots now) when a connection breaks, when a server says it dropped a shard channel
-//! (`sunsubscribe`: the slot moved away), or when a check of the slot map every
-//! [`OWNER_CHECK`] finds another owner (a demoted primary keeps its connections). The redis
+//! (`sunsubscribe`: the slot moved away), when a check of the slot map every
+//! [`OWNER_CHECK`] finds another owner (a demoted primary keeps its connections), or when a
+//! connection's probe does not come back (a private shard channel in the slot of one of its
+//! channels, published every `probe_interval`, as classic subscriptions do). The redis
 //! crate's own cluster pub/sub replay is not used: it re-sends every shard channel in one
 //! `SSUBSCRIBE` routed by the first (decision 0031).
 
@@ -47,6 +49,22 @@ pub(crate) struct Sharded {
     pushes: UnboundedReceiver<PushInfo>,
     /// Pushes that came in while the confirmations were awaited: handled first.
     early: Vec<PushInfo>,
+    /// One probe channel per connection (in the slot of one of its channels), when one could
+    /// be made.
+    probes: Vec<String>,
+}
+
+/// The part of `key` Redis hashes: the text between the first `{` and the next `}` when that is
+/// not empty, else the whole key.
+fn hashed_part(key: &str) -> &str {
+    key.find('{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.find('}')
+                .filter(|len| *len > 0)
+                .map(|len| &rest[..len])
+        })
+        .unwrap_or(key)
 }
 
 /// Which node serves each of `channels` now, as the cluster connection sees the slot map.
@@ -105,7 +123,26 @@ pub(crate) async fn subscribe(
         }
         let (sender, mut pushes) = unbounded_channel();
         let mut connections = Vec::with_capacity(plan.len());
-        for ((host, port), slots) in &plan {
+        let mut probes = Vec::new();
+        for ((host, port), slots) in &mut plan {
+            // The connection's probe: a private channel hashed like one of its channels, so that
+            // it lands in that slot (checked: a channel with a stray `}` may not allow it).
+            if let Some((slot, channels)) = slots.iter_mut().next() {
+                let probe = format!(
+                    "{{{}}}{}",
+                    hashed_part(&channels[0]),
+                    crate::subscription::probe_channel()
+                );
+                let probe_slot: i64 = redis::cmd("CLUSTER")
+                    .arg("KEYSLOT")
+                    .arg(&probe)
+                    .query_async(&mut command)
+                    .await?;
+                if probe_slot == *slot {
+                    channels.push(probe.clone());
+                    probes.push(probe);
+                }
+            }
             // RESP3: a multiplexed connection passes pushes (messages, confirmations) to the
             // sender, and stays usable for PING.
             let url = format!("{}?protocol=resp3", cluster.node_url(host, *port));
@@ -132,7 +169,7 @@ pub(crate) async fn subscribe(
             connections.push(connection);
         }
         // Every channel confirmed (a `ssubscribe` push each) before messages count.
-        let mut unconfirmed: BTreeSet<&String> = found.keys().collect();
+        let mut unconfirmed: BTreeSet<&String> = found.keys().chain(&probes).collect();
         let mut early = Vec::new();
         while !unconfirmed.is_empty() {
             let Some(push) = pushes.recv().await else {
@@ -165,6 +202,7 @@ pub(crate) async fn subscribe(
             connections,
             pushes,
             early,
+            probes,
         })
     };
     match timeout(after, attempt).await {
@@ -239,6 +277,11 @@ async fn pump(
     let mut consumer_check = interval(Duration::from_millis(250));
     consumer_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let ping_timeout = state.options.publish_timeout;
+    let probe_every = state.options.probe_interval;
+    let mut probe_tick = interval_at(Instant::now() + probe_every, probe_every);
+    probe_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The probes sent that have not come back yet.
+    let mut outstanding: BTreeSet<String> = BTreeSet::new();
     let mut early = std::mem::take(&mut sharded.early).into_iter();
     loop {
         tokio::select! {
@@ -253,9 +296,12 @@ async fn pump(
                 };
                 match push.kind {
                     PushKind::SMessage => {
-                        if let Some(message) = to_broker_message(&push)
-                            && tx.deliver(message) == Delivery::Closed
-                        {
+                        let Some(message) = to_broker_message(&push) else { continue };
+                        if sharded.probes.contains(&message.channel) {
+                            outstanding.remove(&message.channel);
+                            continue;
+                        }
+                        if tx.deliver(message) == Delivery::Closed {
                             return PumpEnd::ConsumerGone;
                         }
                     }
@@ -290,6 +336,31 @@ async fn pump(
             _ = consumer_check.tick() => {
                 if tx.is_closed() {
                     return PumpEnd::ConsumerGone;
+                }
+            }
+            _ = probe_tick.tick() => {
+                if let Some(probe) = outstanding.first() {
+                    state.count_silent();
+                    tracing::warn!(
+                        url = %state.url, probe = %probe,
+                        "redis sharded subscription is silent: its probe did not come back \
+                         within {probe_every:?}; rebuilding it"
+                    );
+                    return PumpEnd::Lost(format!(
+                        "silent: the probe did not come back within {probe_every:?}"
+                    ));
+                }
+                for probe in &sharded.probes {
+                    let command = redis::cmd("SPUBLISH").arg(probe).arg("probe").to_owned();
+                    let sent: Result<Value, _> = crate::publisher::query(state, |mut c| async move {
+                        command.query_async(&mut c).await
+                    })
+                    .await;
+                    // A publish that fails (the cluster connection is switching) proves nothing
+                    // about this subscription: no probe is outstanding then.
+                    if sent.is_ok() {
+                        outstanding.insert(probe.clone());
+                    }
                 }
             }
             _ = keepalive.tick() => {

@@ -446,3 +446,45 @@ async fn an_unreachable_cluster_is_a_transient_error() {
     assert!(error.is_transient(), "{error:?}");
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_probes_come_back_and_are_not_delivered() {
+    let cluster = RedisCluster::start().await;
+    let channel = unique_channel("sharded-probe");
+    let probe_interval = Duration::from_millis(200);
+    let options = RedisOptions {
+        sharded_channels: vec![channel.clone()],
+        probe_interval,
+        ..common::options(&cluster.url())
+    };
+    let broker = common::connect(options).await;
+    let mut subscription = broker
+        .subscribe(&[ChannelSpec::exact(&channel)])
+        .await
+        .unwrap();
+    // The probe is a shard channel of the same slot, beside the channel, on its owner.
+    let owner = cluster.primary_of(&channel).await;
+    let shard_channels = cluster
+        .cli(&owner, &["PUBSUB", "SHARDCHANNELS"])
+        .await
+        .unwrap();
+    assert!(
+        shard_channels.contains(&format!("{{{channel}}}sidecast:probe:")),
+        "{shard_channels}"
+    );
+    // Several probe rounds: each probe comes back, so the subscription is never found silent.
+    sleep(probe_interval * 6).await;
+    let report = broker.connection_report().unwrap();
+    assert_eq!(report.silent_subscriptions, 0, "{report:?}");
+    // The probes never reach the consumer: the first message is the one published.
+    broker
+        .publish(&channel, Bytes::from_static(b"only"))
+        .await
+        .unwrap();
+    let message = timeout(FOLLOW, subscription.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        (message.channel.as_str(), &message.payload[..]),
+        (channel.as_str(), &b"only"[..])
+    );
+    broker.close().await;
+}
