@@ -287,3 +287,41 @@ fn config_check_reads_sentinel_addresses_and_redacts_them() {
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }
+
+#[test]
+fn config_check_reads_cluster_addresses_and_redacts_them() {
+    let good = "redis+cluster://user:hunter2@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3";
+    run_ok(&["config", "--check"], &[("SIDECAST_BROKER__URL", good)]);
+    let output = run_ok(&["config"], &[("SIDECAST_BROKER__URL", good)]);
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+    assert!(
+        stdout.contains("redis+cluster://user:***@10.0.0.1:7000,10.0.0.2:7000,10.0.0.3"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+
+    for (key, env, url, says) in [
+        (
+            "broker.url",
+            "SIDECAST_BROKER__URL",
+            "redis+cluster://user:hunter2@10.0.0.1:7000/2",
+            "database 0 only",
+        ),
+        (
+            "session.url",
+            "SIDECAST_SESSION__URL",
+            "rediss+cluster://:hunter2@10.0.0.1:x",
+            "seed node address",
+        ),
+    ] {
+        let stderr = run_failing(&["config", "--check"], &[(env, url)]);
+        assert!(stderr.contains(&format!("`{key}`")), "{stderr}");
+        assert!(stderr.contains(env), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(
+            stderr.contains("redis+cluster://[user:password@]host:port"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}

@@ -86,6 +86,10 @@ impl RedisCluster {
                 timeout.as_str(),
                 "--cluster-port",
                 bus.as_str(),
+                // A replica starts its first sync at once rather than after the default 5 s:
+                // until it has synced, it refuses to take over from a failed primary.
+                "--repl-diskless-sync-delay",
+                "0",
             ];
             nodes.push(RedisServer::start_local_with_args(args).await);
         }
@@ -108,6 +112,34 @@ impl RedisCluster {
                 healthy(nodes)
             })
             .await;
+        // One node's CLUSTER NODES can be complete before another node has seen every slot
+        // assigned: until then that node answers CLUSTERDOWN. And a replica that has not
+        // finished its first sync does not take over when its primary fails.
+        let deadline = Instant::now() + CLUSTER_DEADLINE;
+        for addr in &addrs {
+            for (command, ready) in [
+                (["CLUSTER", "INFO"], &["cluster_state:ok"][..]),
+                (
+                    ["INFO", "replication"],
+                    &["role:master", "master_link_status:up"][..],
+                ),
+            ] {
+                loop {
+                    let info = cluster.cli(addr, &command).await;
+                    if info
+                        .as_deref()
+                        .is_ok_and(|i| ready.iter().any(|r| i.contains(r)))
+                    {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "{addr} did not report {ready:?} within {CLUSTER_DEADLINE:?}: {info:?}"
+                    );
+                    sleep(POLL_INTERVAL * 10).await;
+                }
+            }
+        }
         cluster
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
-use sidecast_core::broker::SentinelUrl;
+use sidecast_core::broker::{ClusterUrl, SentinelUrl};
 use sidecast_core::supervision::{
     AttemptCount, Backoff, HealthBoard, OutageLog, PartId, Parts, Reconnect, Shutdown,
 };
@@ -16,6 +16,7 @@ use sidecast_core::{BrokerError, ChannelSpec};
 use tokio::sync::{Notify, watch};
 use tokio::time::timeout;
 
+use crate::cluster::{Cluster, CommandConnection};
 use crate::error;
 use crate::options::RedisOptions;
 use crate::sentinel::{self, Master};
@@ -29,6 +30,8 @@ enum Target {
         url: SentinelUrl,
         master: Mutex<Option<Master>>,
     },
+    /// A Redis Cluster, reached through its seed nodes.
+    Cluster(Box<Cluster>),
 }
 
 /// The publish connection's id on the health board; subscriptions' connections count up from 1.
@@ -57,7 +60,7 @@ pub(crate) struct RedisState {
     /// The publish connection and its generation; `None` while it is down (or after close).
     /// The generation tells whether the connection a failed publish used is still the current
     /// one, so that a late failure never discards a newer, healthy connection.
-    publisher: Mutex<Option<(u64, MultiplexedConnection)>>,
+    publisher: Mutex<Option<(u64, CommandConnection)>>,
     /// The generation of the next publish connection.
     next_generation: AtomicU64,
     /// Asks the publisher's supervisor to check its connection now, because a publish failed or
@@ -75,20 +78,35 @@ impl RedisState {
             // application that installed another provider keeps it (the error says so, ignored).
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let target = match SentinelUrl::parse(options.url.as_str()) {
-            Ok(Some(sentinel)) => Target::Sentinel {
-                url: sentinel,
-                master: Mutex::new(None),
-            },
-            Ok(None) => {
-                Target::Single(Client::open(options.url.as_str()).map_err(|e| error::map(e, &url))?)
-            }
+        let target = match ClusterUrl::parse(options.url.as_str()) {
+            Ok(Some(cluster)) => Some(Target::Cluster(Box::new(
+                Cluster::new(cluster, options.connect_timeout).map_err(|e| error::map(e, &url))?,
+            ))),
+            Ok(None) => None,
             Err(why) => {
                 return Err(BrokerError::Config {
                     backend: error::BACKEND,
-                    reason: format!("the Redis Sentinel address {url} {why}"),
+                    reason: format!("the Redis Cluster address {url} {why}"),
                 });
             }
+        };
+        let target = match target {
+            Some(cluster) => cluster,
+            None => match SentinelUrl::parse(options.url.as_str()) {
+                Ok(Some(sentinel)) => Target::Sentinel {
+                    url: sentinel,
+                    master: Mutex::new(None),
+                },
+                Ok(None) => Target::Single(
+                    Client::open(options.url.as_str()).map_err(|e| error::map(e, &url))?,
+                ),
+                Err(why) => {
+                    return Err(BrokerError::Config {
+                        backend: error::BACKEND,
+                        reason: format!("the Redis Sentinel address {url} {why}"),
+                    });
+                }
+            },
         };
         Ok(Self {
             target,
@@ -114,7 +132,7 @@ impl RedisState {
         })
     }
 
-    pub(crate) fn publisher_slot(&self) -> MutexGuard<'_, Option<(u64, MultiplexedConnection)>> {
+    pub(crate) fn publisher_slot(&self) -> MutexGuard<'_, Option<(u64, CommandConnection)>> {
         // A poisoned lock only means a panic elsewhere while holding it; the slot stays valid.
         self.publisher
             .lock()
@@ -122,7 +140,7 @@ impl RedisState {
     }
 
     /// Makes `connection`, opened under master epoch `epoch`, the publish connection.
-    pub(crate) fn install_publisher(&self, (epoch, connection): (u64, MultiplexedConnection)) {
+    pub(crate) fn install_publisher(&self, (epoch, connection): (u64, CommandConnection)) {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let mut slot = self.publisher_slot();
         self.publisher_epoch.store(epoch, Ordering::Relaxed);
@@ -137,14 +155,14 @@ impl RedisState {
     /// The Sentinel address, when connections follow a Sentinel master.
     pub(crate) fn sentinel_url(&self) -> Option<&SentinelUrl> {
         match &self.target {
-            Target::Single(_) => None,
+            Target::Single(_) | Target::Cluster(_) => None,
             Target::Sentinel { url, .. } => Some(url),
         }
     }
 
     fn master_slot(&self) -> Option<MutexGuard<'_, Option<Master>>> {
         match &self.target {
-            Target::Single(_) => None,
+            Target::Single(_) | Target::Cluster(_) => None,
             Target::Sentinel { master, .. } => {
                 Some(master.lock().unwrap_or_else(PoisonError::into_inner))
             }
@@ -342,6 +360,13 @@ impl RedisState {
             .partition(|spec| matches!(spec, ChannelSpec::Exact(_)));
         let exact: Vec<&str> = exact.iter().map(|s| s.as_str()).collect();
         let patterns: Vec<&str> = patterns.iter().map(|s| s.as_str()).collect();
+        if let Target::Cluster(cluster) = &self.target {
+            let mut command = self.publisher_slot().clone().map(|(_, c)| c);
+            return self
+                .within_connect_timeout(cluster.open_pubsub(command.as_mut(), &exact, &patterns))
+                .await
+                .map(|connection| (0, connection));
+        }
         let (epoch, client) = self.master().await?;
         self.within_connect_timeout(async {
             let (mut sink, stream) = client.get_async_pubsub().await?.split();
@@ -355,6 +380,68 @@ impl RedisState {
         })
         .await
         .map(|connection| (epoch, connection))
+    }
+
+    /// The Redis Cluster, when the address is one.
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        match &self.target {
+            Target::Cluster(cluster) => Some(cluster),
+            _ => None,
+        }
+    }
+
+    /// Whether `channel` uses sharded pub/sub: on a Redis Cluster, when
+    /// [`RedisOptions::sharded_channels`] names it.
+    pub(crate) fn is_sharded(&self, channel: &str) -> bool {
+        self.is_cluster() && self.options.sharded_channels.iter().any(|c| c == channel)
+    }
+
+    /// Whether keys live on a Redis Cluster (then a channel's keys carry its hash tag).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    /// The name of a key of `channel`: `{head}{channel}{tail}`, with the channel as hash tag on a
+    /// Cluster ([`sidecast_core::broker::slot_key`]), so that a channel's keys share one slot.
+    pub(crate) fn channel_key(&self, head: &str, channel: &str, tail: &str) -> String {
+        sidecast_core::broker::slot_key(head, channel, tail, self.is_cluster())
+    }
+
+    /// A new command connection (publishes, appends, history reads) with the master epoch it was
+    /// opened under: [`RedisState::connect_publisher_at`], or on a Cluster the cluster client's.
+    pub(crate) async fn connect_command_at(&self) -> Result<(u64, CommandConnection), BrokerError> {
+        match &self.target {
+            Target::Cluster(cluster) => self
+                .within_connect_timeout(cluster.connect())
+                .await
+                .map(|connection| (0, connection)),
+            _ => self
+                .connect_publisher_at()
+                .await
+                .map(|(epoch, connection)| (epoch, CommandConnection::Server(connection))),
+        }
+    }
+
+    /// A connection of its own for blocking reads of `key` (`XREAD BLOCK`), with the master
+    /// epoch it was opened under: to the server (the master), or on a Cluster to the primary
+    /// that serves `key`'s slot now, found through the command connection. Either has no
+    /// response time-out of the crate's: the reader bounds each read by more than its BLOCK.
+    pub(crate) async fn connect_reader(
+        &self,
+        key: &str,
+    ) -> Result<(u64, MultiplexedConnection), BrokerError> {
+        let Target::Cluster(cluster) = &self.target else {
+            return self.connect_publisher_at().await;
+        };
+        let Some((_, mut command)) = self.publisher_slot().clone() else {
+            return Err(error::reconnecting(
+                &self.url,
+                self.parts.board().reconnect_attempt(),
+            ));
+        };
+        self.within_connect_timeout(cluster.connect_primary_of(&mut command, key))
+            .await
+            .map(|connection| (0, connection))
     }
 
     async fn within_connect_timeout<T>(

@@ -18,7 +18,17 @@ fn is_auth_failure(error: &RedisError) -> bool {
 /// Whether the server (or, in a transaction, any command of it) answered that it refuses writes
 /// until an operator or a fail-over acts: over `maxmemory`, unable to persist, a replica.
 fn refuses_writes_for_now(error: &RedisError) -> bool {
-    const CODES: [&str; 3] = ["OOM", "MISCONF", "READONLY"];
+    // And on a Redis Cluster, a slot without a serving primary yet (during a failover) or one
+    // that moved while the transaction was queued.
+    const CODES: [&str; 7] = [
+        "OOM",
+        "MISCONF",
+        "READONLY",
+        "CLUSTERDOWN",
+        "TRYAGAIN",
+        "MOVED",
+        "ASK",
+    ];
     // A MULTI/EXEC transaction reports EXECABORT with the commands' own errors inside.
     error.clone().into_server_errors().is_some_and(|errors| {
         errors
@@ -69,6 +79,14 @@ pub(crate) fn map(error: RedisError, url: &str) -> BrokerError {
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::MasterDown
             )
+        )
+        // A Redis Cluster moving a slot or promoting a replica: the slot is served again soon.
+        || matches!(
+            error.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::ClusterDown | ServerErrorKind::Moved | ServerErrorKind::Ask
+                )
         )
         || refuses_writes_for_now(&error);
     BrokerError::classified(transient, BACKEND, url, error)

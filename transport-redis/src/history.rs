@@ -408,8 +408,8 @@ fn stream_info(value: &Value, epoch: Option<StreamId>) -> Result<StreamInfo, Bro
 
 impl RedisHistory {
     pub(crate) fn new(state: Arc<RedisState>, tasks: Arc<Tasks>) -> Self {
-        let acker =
-            (state.options.min_replicas > 0).then(|| Acker::start(Arc::clone(&state), &tasks));
+        let acker = (state.options.min_replicas > 0)
+            .then(|| Acker::new(Arc::clone(&state), Arc::clone(&tasks)));
         Self {
             state,
             tasks,
@@ -419,13 +419,15 @@ impl RedisHistory {
     }
 
     fn key(&self, channel: &str) -> String {
-        format!("{}{channel}", self.state.options.history_key_prefix)
+        // `{prefix}{channel}`; on a Cluster the channel is the hash tag (one slot per channel).
+        self.state
+            .channel_key(&self.state.options.history_key_prefix, channel, "")
     }
 
     /// Runs one append, on the connection that waits for replicas when `min_replicas > 0`.
-    async fn run_append(&self, command: redis::Cmd) -> Result<Value, BrokerError> {
+    async fn run_append(&self, key: &str, command: redis::Cmd) -> Result<Value, BrokerError> {
         match &self.acker {
-            Some(acker) => acker.run(command).await,
+            Some(acker) => acker.run(key, command).await,
             None => {
                 publisher::query(&self.state, |mut connection| async move {
                     command.query_async(&mut connection).await
@@ -450,7 +452,7 @@ fn epoch_key(prefix: &str, key: &str) -> String {
 /// The raw state of stream `key`: `None` when it does not exist, else `XINFO STREAM` and the
 /// epoch key's value.
 async fn raw_state(
-    connection: &mut MultiplexedConnection,
+    connection: &mut (impl redis::aio::ConnectionLike + Send),
     key: &str,
     epoch_key: &str,
 ) -> redis::RedisResult<Option<(Value, Option<String>)>> {
@@ -516,7 +518,7 @@ impl History for RedisHistory {
             .arg(payload.as_ref())
             .arg(retention.max_entries)
             .to_owned();
-        let reply = self.run_append(command).await?;
+        let reply = self.run_append(&key, command).await?;
         let id = text(&reply).unwrap_or_default();
         let (ms, seq) =
             parse_id(&id).ok_or_else(|| protocol_error(format!("XADD returned {reply:?}")))?;
@@ -620,8 +622,8 @@ impl History for RedisHistory {
         let state = &self.state;
         // The first connection is made here, so that the caller learns about a Redis that is
         // down; later ones are the task's business.
-        let mut connection = state.connect_publisher_at().await?;
         let key = self.key(channel);
+        let mut connection = state.connect_reader(&key).await?;
         let epoch = fetch_state(state, &mut connection.1, &key)
             .await?
             .and_then(|info| info.epoch);
@@ -697,14 +699,14 @@ impl Reader {
             }
             state.parts.lost(self.id, &failure);
             state.check_publisher.notify_one();
-            let tx = &self.tx;
+            let (tx, key) = (&self.tx, &self.key);
             let reconnected = state
                 .reconnect(
                     self.id,
                     RESUME_WITHIN,
                     &mut shutdown,
                     || tx.is_closed(),
-                    || state.connect_publisher_at(),
+                    || state.connect_reader(key),
                 )
                 .await;
             match reconnected {

@@ -21,7 +21,9 @@
 // The contract and the `Broker` impl are here; each other file has one job: `options` the
 // options and their checks, `connection` the connections and their outages, `publisher` the
 // publish connection's use and supervision, `subscription` the task behind each subscription,
-// `error` the mapping of redis-rs errors, `history` the streams behind `Broker::history`.
+// `error` the mapping of redis-rs errors, `history` the streams behind `Broker::history`,
+// `cluster` what differs on a Redis Cluster, `sharded` the sharded subscriptions there.
+mod cluster;
 mod connection;
 mod error;
 mod history;
@@ -30,6 +32,7 @@ mod options;
 mod publisher;
 mod replicas;
 mod sentinel;
+mod sharded;
 mod subscription;
 
 use std::sync::Arc;
@@ -111,7 +114,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// # History
 ///
 /// [`Broker::history`] keeps each channel's history in a Redis stream, key
-/// `{history_key_prefix}{channel}` ([`RedisOptions::history_key_prefix`]): `XADD` assigns the
+/// `{history_key_prefix}{channel}` ([`RedisOptions::history_key_prefix`]; on a Redis Cluster
+/// `{history_key_prefix}{{channel}}`, the channel as hash tag): `XADD` assigns the
 /// offsets (the stream id `ms-seq`, written `{ms:020}-{seq:020}` so that offsets compare as
 /// strings), `XINFO STREAM` and `XRANGE` serve reads, and each history subscription reads with
 /// `XREAD BLOCK` on a connection of its own, from the id of the last entry it delivered, so that
@@ -147,6 +151,16 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// blocks its connection, so appends then use a connection of their own: those that arrive while
 /// a `WAIT` is pending are pipelined together and acknowledged by the next `WAIT`. Publishes are
 /// not covered (pub/sub keeps nothing).
+///
+/// # Redis Cluster
+///
+/// With a `redis+cluster://` address (seed nodes), commands go through the redis crate's cluster
+/// client, which follows the slot map, `MOVED`/`ASK` and promotions; every `PUBLISH` of a broker
+/// goes to one primary so that its publishes keep their order. Blocking history reads use a
+/// connection of their own to the primary of the stream's slot, found again after a failure.
+/// Subscriptions use classic pub/sub on any live node, except the channels named in
+/// [`RedisOptions::sharded_channels`]: sharded pub/sub on the primary of each channel's slot,
+/// subscribed anew when that primary fails or the slot moves.
 ///
 /// # Lifetime
 ///
@@ -185,7 +199,7 @@ impl RedisBroker {
     ///   permissions.
     pub async fn connect(options: RedisOptions) -> Result<Self, BrokerError> {
         let state = Arc::new(RedisState::new(options)?);
-        let connection = state.connect_publisher_at().await?;
+        let connection = state.connect_command_at().await?;
         state.install_publisher(connection);
 
         let tasks = Arc::new(Tasks::new());
@@ -238,11 +252,32 @@ impl Broker for RedisBroker {
                     .to_owned(),
             });
         }
+        // On a Cluster, the channels named in `sharded_channels` go to a sharded subscription
+        // of their own, feeding the same queue.
+        let (sharded, classic): (Vec<&ChannelSpec>, Vec<&ChannelSpec>) = channels
+            .iter()
+            .partition(|spec| matches!(spec, ChannelSpec::Exact(c) if state.is_sharded(c)));
+        let (tx, subscription) = Subscription::bounded(state.options.subscription_capacity);
+        if !sharded.is_empty() {
+            let names: Arc<[String]> = sharded.iter().map(|s| s.as_str().to_owned()).collect();
+            let connections = sharded::subscribe(state, &names).await?;
+            self.tasks.spawn(sharded::run(
+                Arc::clone(state),
+                state.parts.next_id(),
+                names,
+                tx.clone(),
+                connections,
+                self.tasks.shutdown(),
+            ));
+            if classic.is_empty() {
+                return Ok(subscription);
+            }
+        }
         // Each subscription also listens to a private probe channel, to notice when it stops
         // receiving (see `subscription`).
         let probe: Arc<str> = subscription::probe_channel().into();
-        let specs: Arc<[ChannelSpec]> = channels
-            .iter()
+        let specs: Arc<[ChannelSpec]> = classic
+            .into_iter()
             .cloned()
             .chain([ChannelSpec::exact(probe.as_ref())])
             .collect();
@@ -258,7 +293,6 @@ impl Broker for RedisBroker {
                 return Err(e);
             }
         };
-        let (tx, subscription) = Subscription::bounded(state.options.subscription_capacity);
         let id = state.parts.next_id();
         self.tasks.spawn(subscription::run(
             Arc::clone(state),

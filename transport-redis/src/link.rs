@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
-use sidecast_core::broker::{SentinelUrl, redact_url};
+use sidecast_core::broker::{ClusterUrl, SentinelUrl, redact_url};
 use tokio::time::Instant;
 
+use crate::cluster::LazyCluster;
 use crate::sentinel::{self, CHECK_EVERY};
 
 /// A command connection to one Redis server or, for a `redis+sentinel://` address, to the
@@ -25,6 +26,10 @@ use crate::sentinel::{self, CHECK_EVERY};
 ///
 /// Clones share the connection. It implements redis' [`ConnectionLike`], so commands and
 /// pipelines run on it with `query_async(&mut link)`.
+///
+/// With a `redis+cluster://` address the redis crate's cluster client is used (made at the
+/// first command): it routes each command by its key and follows the slot map. A pipeline's
+/// keys must then share one slot (see [`sidecast_core::broker::slot_key`]).
 #[derive(Clone)]
 pub struct RedisLink {
     inner: Arc<Inner>,
@@ -33,6 +38,8 @@ pub struct RedisLink {
 
 enum Inner {
     Single(ConnectionManager),
+    /// A Redis Cluster: the cluster client routes each command by its key.
+    Cluster(Box<LazyCluster>),
     Sentinel {
         url: SentinelUrl,
         redacted: String,
@@ -83,6 +90,27 @@ impl RedisLink {
     ///
     /// The URL is malformed (the message says how the form goes; the password is redacted).
     pub fn new(url: &str, timeout: Duration) -> Result<Self, RedisError> {
+        match ClusterUrl::parse(url) {
+            Ok(Some(cluster)) => {
+                if cluster.tls {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                }
+                return Ok(Self {
+                    db: 0,
+                    inner: Arc::new(Inner::Cluster(Box::new(LazyCluster::new(
+                        &cluster, timeout,
+                    )?))),
+                });
+            }
+            Ok(None) => {}
+            Err(why) => {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "invalid Redis Cluster address",
+                    format!("{} {why}", redact_url(url)),
+                )));
+            }
+        }
         match SentinelUrl::parse(url) {
             Ok(Some(sentinel)) => {
                 if sentinel.tls {
@@ -119,7 +147,7 @@ impl RedisLink {
     /// `host:port` of the master in use (Sentinel only, once asked).
     pub fn master(&self) -> Option<String> {
         match self.inner.as_ref() {
-            Inner::Single(_) => None,
+            Inner::Single(_) | Inner::Cluster(_) => None,
             Inner::Sentinel { current, .. } => current
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -132,6 +160,12 @@ impl RedisLink {
     async fn connection(&self) -> RedisResult<ConnectionManager> {
         let (url, redacted, timeout, current) = match self.inner.as_ref() {
             Inner::Single(connection) => return Ok(connection.clone()),
+            Inner::Cluster(_) => {
+                return Err(RedisError::from((
+                    ErrorKind::Client,
+                    "a cluster link has no single-server connection",
+                )));
+            }
             Inner::Sentinel {
                 url,
                 redacted,
@@ -243,6 +277,9 @@ impl RedisLink {
 impl ConnectionLike for RedisLink {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
+            if let Inner::Cluster(cluster) = self.inner.as_ref() {
+                return cluster.connection().await?.req_packed_command(cmd).await;
+            }
             self.run(|mut c| async move { c.req_packed_command(cmd).await })
                 .await
         })
@@ -255,6 +292,13 @@ impl ConnectionLike for RedisLink {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
+            if let Inner::Cluster(cluster) = self.inner.as_ref() {
+                return cluster
+                    .connection()
+                    .await?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+            }
             self.run(|mut c| async move { c.req_packed_commands(pipeline, offset, count).await })
                 .await
         })

@@ -57,7 +57,8 @@ pub struct RedisOptions {
     /// `max_entries` and Redis' own `maxmemory`.
     pub history: HistoryRetention,
     /// Prefix of the stream key that holds a channel's history: the key of channel `c` is
-    /// `{history_key_prefix}{c}`.
+    /// `{history_key_prefix}{c}`, or `{history_key_prefix}{{c}}` on a Redis Cluster (the channel
+    /// as hash tag, so that its keys share one slot; the prefix must then not contain `{`).
     pub history_key_prefix: String,
     /// An append to the history is acknowledged only once this many replicas confirmed it
     /// (`WAIT`); `0`: once the master holds it. See [`crate::RedisBroker`], "Replicas".
@@ -65,6 +66,13 @@ pub struct RedisOptions {
     /// How long an append waits for [`RedisOptions::min_replicas`] replicas; below
     /// [`RedisOptions::publish_timeout`], which bounds the whole append.
     pub replica_timeout: Duration,
+    /// On a Redis Cluster, the channels that use sharded pub/sub (`SPUBLISH`, `SSUBSCRIBE` on
+    /// the primary of the channel's slot) instead of classic pub/sub, whose messages cross every
+    /// node. Ignored elsewhere. Order is kept per channel; across sharded channels only when
+    /// they share a slot (a common hash tag). Every publisher and subscriber of such a channel
+    /// must name it here: a classic `PUBLISH` does not reach a sharded subscriber. Empty by
+    /// default.
+    pub sharded_channels: Vec<String>,
 }
 
 impl RedisOptions {
@@ -86,6 +94,7 @@ impl RedisOptions {
             history_key_prefix: DEFAULT_HISTORY_KEY_PREFIX.to_owned(),
             min_replicas: 0,
             replica_timeout: Duration::from_millis(500),
+            sharded_channels: Vec::new(),
         }
     }
 
@@ -151,7 +160,7 @@ impl RedisOptions {
     pub(crate) fn is_tls(&self) -> bool {
         matches!(
             self.url.scheme(),
-            Some("rediss" | "valkeys" | "rediss+sentinel")
+            Some("rediss" | "valkeys" | "rediss+sentinel" | "rediss+cluster")
         )
     }
 }

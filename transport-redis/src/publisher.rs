@@ -4,12 +4,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use redis::aio::MultiplexedConnection;
-
 use sidecast_core::BrokerError;
 use sidecast_core::supervision::Shutdown;
 use tokio::time::{sleep, timeout};
 
+use crate::cluster::CommandConnection;
 use crate::connection::{PUBLISHER, RedisState};
 use crate::error;
 
@@ -20,10 +19,19 @@ pub(crate) async fn publish(
     channel: &str,
     payload: &[u8],
 ) -> Result<(), BrokerError> {
-    let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
     // The number of receivers does not matter: pub/sub has no notion of "undelivered".
-    let _receivers: i64 = query(state, |mut connection| async move {
-        command.query_async(&mut connection).await
+    if state.is_sharded(channel) {
+        // To the primary of the channel's slot, where its sharded subscribers listen.
+        let command = redis::cmd("SPUBLISH").arg(channel).arg(payload).to_owned();
+        let _receivers: redis::Value = query(state, |mut connection| async move {
+            command.query_async(&mut connection).await
+        })
+        .await?;
+        return Ok(());
+    }
+    let command = redis::cmd("PUBLISH").arg(channel).arg(payload).to_owned();
+    let _receivers = query(state, |mut connection| async move {
+        connection.publish(command).await
     })
     .await?;
     Ok(())
@@ -34,7 +42,7 @@ pub(crate) async fn publish(
 /// history's commands (`XADD`, `XRANGE`, ...) share it.
 pub(crate) async fn query<T, Fut>(
     state: &RedisState,
-    operation: impl FnOnce(MultiplexedConnection) -> Fut,
+    operation: impl FnOnce(CommandConnection) -> Fut,
 ) -> Result<T, BrokerError>
 where
     Fut: Future<Output = redis::RedisResult<T>>,
@@ -51,7 +59,15 @@ where
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => {
             let demoted = matches!(e.code(), Some("READONLY" | "MASTERDOWN"));
-            if demoted || e.is_unrecoverable_error() || e.is_io_error() || e.is_connection_dropped()
+            if state.is_cluster() {
+                // The cluster client reconnects to each node and follows the slot map itself:
+                // one primary down is no reason to drop the connection to all the others. The
+                // supervisor checks that the cluster still answers at all.
+                state.check_publisher.notify_one();
+            } else if demoted
+                || e.is_unrecoverable_error()
+                || e.is_io_error()
+                || e.is_connection_dropped()
             {
                 // With Sentinel, a READONLY or MASTERDOWN answer means this server is no longer
                 // the master (or lost it): the connection must go to the new one.
@@ -110,12 +126,7 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
         // A failed publish may have emptied the slot already; otherwise check the connection.
         let current = state.publisher_slot().clone();
         if let Some((generation, mut connection)) = current {
-            let failure = match timeout(
-                ping_timeout,
-                redis::cmd("PING").query_async::<()>(&mut connection),
-            )
-            .await
-            {
+            let failure = match timeout(ping_timeout, connection.ping()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => error::map(e, &state.url).to_string(),
                 Err(_elapsed) => format!("no answer to PING within {ping_timeout:?}"),
@@ -131,7 +142,7 @@ pub(crate) async fn supervise(state: Arc<RedisState>, mut shutdown: Shutdown) {
                 state.options.backoff_max,
                 &mut shutdown,
                 || false,
-                || state.connect_publisher_at(),
+                || state.connect_command_at(),
             )
             .await;
         match reconnected {

@@ -7,8 +7,13 @@
 //! stall). Appends that arrive while a `WAIT` is pending queue up and go out together in the next
 //! batch, so one `WAIT` serves many appends and throughput does not fall to one append per
 //! replica round trip.
+//!
+//! `WAIT` counts the replicas of the server it is sent to, so on a Redis Cluster each stream's
+//! appends go through a connection of their own to the primary of the stream's slot (found again
+//! after a failure); elsewhere one connection to the server (the master) serves every stream.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use redis::Value;
 use redis::aio::MultiplexedConnection;
@@ -31,28 +36,52 @@ struct Request {
     reply: oneshot::Sender<Result<Value, BrokerError>>,
 }
 
-/// The sending side of the replica-acknowledged append connection.
+/// The sending side of the replica-acknowledged append connections: one task per server the
+/// appends go to (one in all, or one per stream on a Cluster), started at its first append.
 pub(crate) struct Acker {
     state: Arc<RedisState>,
-    tx: mpsc::Sender<Request>,
+    tasks: Arc<Tasks>,
+    /// The queue of each task, by stream key on a Cluster (`None` elsewhere: one for all).
+    queues: Mutex<HashMap<Option<String>, mpsc::Sender<Request>>>,
 }
 
 impl Acker {
-    /// Starts the task that owns the connection (connected at the first append).
-    pub(crate) fn start(state: Arc<RedisState>, tasks: &Tasks) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tasks.spawn(run(Arc::clone(&state), rx, tasks.shutdown()));
-        Self { state, tx }
+    /// An acker whose tasks run on `tasks` (each connects at its first append).
+    pub(crate) fn new(state: Arc<RedisState>, tasks: Arc<Tasks>) -> Self {
+        Self {
+            state,
+            tasks,
+            queues: Mutex::default(),
+        }
     }
 
-    /// Runs `command` (one append) in the next batch and returns its reply once
-    /// [`crate::RedisOptions::min_replicas`] replicas acknowledged it; the whole call is bounded
-    /// by the publish time-out.
-    pub(crate) async fn run(&self, command: redis::Cmd) -> Result<Value, BrokerError> {
+    /// The queue of the task that serves the stream `key`, started now if it is not running.
+    fn queue(&self, key: &str) -> mpsc::Sender<Request> {
+        let route = self.state.is_cluster().then(|| key.to_owned());
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = queues.get(&route).filter(|q| !q.is_closed()) {
+            return queue.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.tasks.spawn(run(
+            Arc::clone(&self.state),
+            route.clone(),
+            rx,
+            self.tasks.shutdown(),
+        ));
+        queues.insert(route, tx.clone());
+        tx
+    }
+
+    /// Runs `command` (one append to the stream `key`) in the next batch and returns its reply
+    /// once [`crate::RedisOptions::min_replicas`] replicas acknowledged it; the whole call is
+    /// bounded by the publish time-out.
+    pub(crate) async fn run(&self, key: &str, command: redis::Cmd) -> Result<Value, BrokerError> {
         let after = self.state.options.publish_timeout;
         let (reply, answer) = oneshot::channel();
+        let queue = self.queue(key);
         let queued = async {
-            self.tx
+            queue
                 .send(Request { command, reply })
                 .await
                 .map_err(|_| BrokerError::Closed)?;
@@ -66,8 +95,13 @@ impl Acker {
 }
 
 /// The task: takes every append waiting, sends them in one pipeline followed by `WAIT`, and
-/// answers each.
-async fn run(state: Arc<RedisState>, mut rx: mpsc::Receiver<Request>, mut shutdown: Shutdown) {
+/// answers each. `route`: the stream whose slot's primary it connects to on a Cluster.
+async fn run(
+    state: Arc<RedisState>,
+    route: Option<String>,
+    mut rx: mpsc::Receiver<Request>,
+    mut shutdown: Shutdown,
+) {
     let mut connection: Option<MultiplexedConnection> = None;
     loop {
         let first = tokio::select! {
@@ -103,7 +137,11 @@ async fn run(state: Arc<RedisState>, mut rx: mpsc::Receiver<Request>, mut shutdo
                     }
                     continue;
                 }
-                match state.connect_publisher().await {
+                let fresh = match &route {
+                    Some(key) => state.connect_reader(key).await.map(|(_, c)| c),
+                    None => state.connect_publisher().await,
+                };
+                match fresh {
                     Ok(fresh) => fresh,
                     Err(e) => {
                         let (transient, text) = (e.is_transient(), e.to_string());

@@ -10,12 +10,14 @@ use bytes::Bytes;
 // The contract (the trait and the types it speaks of) is here; `error` holds `BrokerError` and
 // `Explained`, `subscription` the bounded queue a transport feeds, `url` the URL type that redacts its password.
 // Everything is re-exported, so that every path is `sidecast_core::broker::Name`.
+mod cluster;
 mod error;
 mod history;
 mod sentinel;
 mod subscription;
 mod url;
 
+pub use cluster::{CLUSTER_SCHEMES, ClusterUrl, DEFAULT_CLUSTER_PORT, slot_key};
 pub use error::{BrokerError, Explained};
 pub use history::{
     BrokerCapabilities, History, HistoryEntry, HistoryRetention, HistorySender,

@@ -136,6 +136,14 @@ mod tests {
             redact_url("rediss+sentinel://:p@ss@[::1]:26379,h2/mymaster"),
             "rediss+sentinel://:***@[::1]:26379,h2/mymaster"
         );
+        assert_eq!(
+            redact_url("redis+cluster://u:pw@h1:7000,h2:7001,[::1]:7002"),
+            "redis+cluster://u:***@h1:7000,h2:7001,[::1]:7002"
+        );
+        assert_eq!(
+            redact_url("rediss+cluster://:hunter2@h1"),
+            "rediss+cluster://:***@h1"
+        );
     }
 
     #[test]

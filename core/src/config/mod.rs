@@ -135,6 +135,23 @@ mod tests {
         assert!(!shown.contains("tok\""));
         assert!(shown.contains("***"));
     }
+
+    #[test]
+    fn redaction_hides_cluster_passwords() {
+        let mut c = Config::default();
+        c.broker.url = Some("redis+cluster://u:hunter2@h1:7000,h2:7000".into());
+        c.session.url = "rediss+cluster://:hunter3@h1:7000".into();
+        let shown = c.redacted().to_toml();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("redis+cluster://u:***@h1:7000,h2:7000"),
+            "{shown}"
+        );
+        assert!(!c.redacted_broker_url().contains("hunter2"));
+    }
 }
 
 #[cfg(test)]

@@ -142,6 +142,7 @@ impl Config {
         }
         self.validate_sentinel_urls()?;
         self.validate_min_replicas()?;
+        self.validate_cluster_urls()?;
         self.validate_ingress()
     }
 
@@ -168,6 +169,38 @@ impl Config {
                 )));
             }
             if let Err(why) = crate::broker::SentinelUrl::parse(url) {
+                return Err(ConfigError::Invalid(format!(
+                    "`{key}` ({}) {why} (key {key}, or {env})",
+                    crate::broker::redact_url(url)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `broker.url` and `session.url` when they are Redis Cluster addresses
+    /// (`redis+cluster://...`): the seed nodes and the path are checked here, before anything
+    /// connects.
+    fn validate_cluster_urls(&self) -> Result<(), ConfigError> {
+        let broker_url = self.broker.url.as_deref().unwrap_or_default();
+        for (key, env, url) in [
+            ("broker.url", "SIDECAST_BROKER__URL", broker_url),
+            (
+                "session.url",
+                "SIDECAST_SESSION__URL",
+                self.session.url.as_str(),
+            ),
+        ] {
+            if !crate::broker::ClusterUrl::is_cluster(url) {
+                continue;
+            }
+            if key == "broker.url" && self.broker.kind != BrokerKind::Redis {
+                return Err(ConfigError::Invalid(format!(
+                    "`broker.url` is a Redis Cluster address but broker.kind is not \"redis\"; \
+                     set broker.kind = \"redis\" (or {env}) or give a URL of the chosen broker"
+                )));
+            }
+            if let Err(why) = crate::broker::ClusterUrl::parse(url) {
                 return Err(ConfigError::Invalid(format!(
                     "`{key}` ({}) {why} (key {key}, or {env})",
                     crate::broker::redact_url(url)
@@ -634,6 +667,51 @@ mod tests {
             assert!(e.contains("Redis only"), "{e}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn cluster_urls_are_checked_and_name_the_key() {
+        let mut c = Config::default();
+        c.broker.url = Some("redis+cluster://u:pw@h1:7000,h2:7000,h3".into());
+        c.session.url = "rediss+cluster://h1:7000".into();
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        for (broker, session, says) in [
+            (
+                "redis+cluster://u:hunter2@h1:7000,h2:x",
+                "",
+                "seed node address",
+            ),
+            ("redis+cluster://u:hunter2@h1:7000/3", "", "database 0 only"),
+            ("redis+cluster://:hunter2@", "", "no seed node"),
+            (
+                "redis://h:1",
+                "redis+cluster://:hunter2@h1/1",
+                "database 0 only",
+            ),
+        ] {
+            let mut c = Config::default();
+            c.broker.url = Some(broker.into());
+            if !session.is_empty() {
+                c.session.url = session.into();
+            }
+            let e = c.validate().unwrap_err().to_string();
+            let key = if session.is_empty() {
+                "broker.url"
+            } else {
+                "session.url"
+            };
+            assert!(e.contains(&format!("`{key}`")), "{e}");
+            assert!(
+                e.contains(says) && e.contains("redis+cluster://[user:password@]"),
+                "{e}"
+            );
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let mut c = Config::default();
+        c.broker.kind = BrokerKind::Amqp;
+        c.broker.url = Some("redis+cluster://h1:7000".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("broker.kind"), "{e}");
     }
 
     #[test]

@@ -265,14 +265,19 @@ impl MembershipStore for LocalMemberships {
 
 /// Memberships in Redis, shared by every node: per user a set of rooms
 /// (`<channel>:memberships:user:["<namespace>","<user>"]`), and per room a set of users
-/// (`<channel>:memberships:room:["<namespace>","<room>"]`) for `close_room`. Every node applies
+/// (`<channel>:memberships:room:["<namespace>","<room>"]`) for `close_room`; on a Redis Cluster
+/// `{<channel>:memberships}:user:...` and `{<channel>:memberships}:room:...`, one slot for all,
+/// because one atomic pipeline writes a user's set and its rooms' sets. Every node applies
 /// every operation, so each write happens once per node; they are idempotent, and each node
 /// writes in bus order, so the last write is that of the last operation.
 #[cfg(feature = "redis")]
 #[derive(Clone)]
 pub(crate) struct RedisMemberships {
     connection: sidecast_transport_redis::RedisLink,
-    prefix: String,
+    /// `<channel>:memberships`: the hash tag of every key on a Cluster.
+    tag: String,
+    /// Whether the store is a Redis Cluster.
+    cluster: bool,
     timeout: std::time::Duration,
 }
 
@@ -287,7 +292,8 @@ impl RedisMemberships {
     ) -> Result<Self, redis::RedisError> {
         Ok(Self {
             connection: crate::identity::redis_sessions::lazy_connection(url, timeout)?,
-            prefix: format!("{channel}:memberships:"),
+            tag: format!("{channel}:memberships"),
+            cluster: sidecast_core::broker::ClusterUrl::is_cluster(url),
             timeout,
         })
     }
@@ -295,7 +301,7 @@ impl RedisMemberships {
     /// A key whose parts cannot run into each other (JSON quoting).
     fn key(&self, kind: &str, namespace: &str, name: &str) -> String {
         let parts = serde_json::to_string(&(namespace, name)).unwrap_or_default();
-        format!("{}{kind}:{parts}", self.prefix)
+        sidecast_core::broker::slot_key("", &self.tag, &format!(":{kind}:{parts}"), self.cluster)
     }
 
     /// One atomic pipeline that applies the set command `command` (`SADD` or `SREM`) to both
@@ -431,6 +437,61 @@ mod tests {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Adds, removes, closes and reads through `store`, as the relay does.
+    #[cfg(feature = "redis")]
+    async fn exercise(store: &RedisMemberships) {
+        store
+            .add("/", "alice", &strings(&["g1", "g2", "g3"]))
+            .await
+            .unwrap();
+        store.add("/", "bob", &strings(&["g2"])).await.unwrap();
+        store.remove("/", "alice", &strings(&["g1"])).await.unwrap();
+        let mut rooms = store.rooms_of("/", "alice").await.unwrap();
+        rooms.sort();
+        assert_eq!(rooms, ["g2", "g3"]);
+        store.close("/", &strings(&["g2"])).await.unwrap();
+        assert_eq!(store.rooms_of("/", "alice").await.unwrap(), ["g3"]);
+        assert!(store.rooms_of("/", "bob").await.unwrap().is_empty());
+    }
+
+    /// On a single Redis the key names are unchanged.
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn redis_memberships_keep_their_key_names_on_a_single_redis() {
+        let server = sidecast_testkit::RedisServer::start().await;
+        let timeout = std::time::Duration::from_secs(2);
+        let store = RedisMemberships::new(server.url(), "sidecast", timeout).unwrap();
+        exercise(&store).await;
+        assert_eq!(
+            server
+                .command(&["EXISTS", r#"sidecast:memberships:user:["/","alice"]"#])
+                .await
+                .unwrap(),
+            ":1"
+        );
+    }
+
+    /// On a Redis Cluster every membership key shares one slot (the atomic pipelines span a
+    /// user's set and its rooms' sets) through the hash tag `{<channel>:memberships}`.
+    #[cfg(feature = "redis")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_memberships_work_on_a_cluster_in_one_slot() {
+        let cluster = sidecast_testkit::RedisCluster::start().await;
+        let timeout = std::time::Duration::from_secs(2);
+        let store = RedisMemberships::new(&cluster.url(), "sidecast", timeout).unwrap();
+        exercise(&store).await;
+        let key = r#"{sidecast:memberships}:user:["/","alice"]"#;
+        let primary = cluster.primary_of(key).await;
+        assert_eq!(
+            cluster
+                .cli(&primary, &["EXISTS", key])
+                .await
+                .unwrap()
+                .trim(),
+            "1"
+        );
     }
 
     /// A node that starts applies what it journaled since it subscribed over the snapshot of a

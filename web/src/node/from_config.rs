@@ -157,6 +157,13 @@ pub(crate) async fn open_broker(config: &Config) -> Result<SharedBroker, Attempt
         BrokerKind::Redis => {
             let mut options = sidecast_transport_redis::RedisOptions::from_config(&config.broker);
             options.history = config.recovery.retention();
+            // On a Redis Cluster, with recovery off Sidecast's own channel is sharded pub/sub:
+            // its messages stay on the channel's slot instead of crossing every node (decision
+            // 31). Ignored on a single Redis and on Sentinel. Ingress and control channels stay
+            // classic: unchanged emitters and tools PUBLISH there.
+            if !config.recovery.enabled {
+                options.sharded_channels = vec![config.broker.channel.clone()];
+            }
             connected(sidecast_transport_redis::RedisBroker::connect(options).await)
         }
         #[cfg(feature = "amqp")]
