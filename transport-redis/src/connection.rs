@@ -43,7 +43,7 @@ pub(crate) struct RedisState {
     /// The epoch of the current master (always 0 for a single server): connections record the
     /// epoch they were opened under and leave when it changes.
     epoch: watch::Sender<u64>,
-    /// Asks the master watcher ([`sentinel::watch`]) to ask the sentinels now.
+    /// Asks the master watcher ([`crate::failover::watch`]) to ask the sentinels now.
     pub(crate) resolve_now: Notify,
     /// Master changes seen since the broker connected (the first resolution is not one).
     failovers: AtomicU64,

@@ -22,10 +22,13 @@
 // options and their checks, `connection` the connections and their outages, `publisher` the
 // publish connection's use and supervision, `subscription` the task behind each subscription,
 // `error` the mapping of redis-rs errors, `history` the streams behind `Broker::history`,
-// `cluster` what differs on a Redis Cluster, `sharded` the sharded subscriptions there.
+// `cluster` what differs on a Redis Cluster, `sharded` the sharded subscriptions there,
+// `sentinel` asking a Sentinel set for the master and `failover` the tasks that follow it,
+// `replicas` appends that wait for replicas, `link` the session and membership stores' connection.
 mod cluster;
 mod connection;
 mod error;
+mod failover;
 mod history;
 mod link;
 mod options;
@@ -205,8 +208,8 @@ impl RedisBroker {
         let tasks = Arc::new(Tasks::new());
         tasks.spawn(publisher::supervise(Arc::clone(&state), tasks.shutdown()));
         if state.sentinel_url().is_some() {
-            tasks.spawn(sentinel::watch(Arc::clone(&state), tasks.shutdown()));
-            tasks.spawn(sentinel::listen(Arc::clone(&state), tasks.shutdown()));
+            tasks.spawn(failover::watch(Arc::clone(&state), tasks.shutdown()));
+            tasks.spawn(failover::listen(Arc::clone(&state), tasks.shutdown()));
         }
         tracing::debug!(url = %state.url, "connected to redis");
         let history = Arc::new(RedisHistory::new(Arc::clone(&state), Arc::clone(&tasks)));
