@@ -6,22 +6,16 @@
 
 mod common;
 
+use common::sentinel::{FOLLOW, RETRY, publish_until_ok, publish_until_received};
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use sidecast_core::broker::{HistoryEntry, Offset};
-use sidecast_core::{Broker, BrokerHealth, ChannelSpec, Subscription};
+use sidecast_core::{Broker, BrokerHealth, ChannelSpec};
 use sidecast_testkit::conformance::{Capabilities, run_all};
 use sidecast_testkit::{RedisSentinelSet, unique_channel};
-use sidecast_transport_redis::RedisBroker;
 use tokio::time::{Instant, sleep, timeout};
-
-/// How long a failover may take to be followed: promotion, then the broker's move.
-const FOLLOW: Duration = Duration::from_secs(20);
-
-/// Between two tries of a publish that failed during the switch (no event tells when the new
-/// master is reachable: the broker is polled).
-const RETRY: Duration = Duration::from_millis(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_on_a_sentinel_set() {
@@ -54,50 +48,6 @@ async fn the_test_kit_stops_and_starts_a_replica() {
         master,
         "a replica's restart moves no master"
     );
-}
-
-/// Publishes until one publish succeeds, returning when it did.
-async fn publish_until_ok(broker: &RedisBroker, channel: &str, payload: &str) -> Instant {
-    let deadline = Instant::now() + FOLLOW;
-    loop {
-        match broker
-            .publish(channel, Bytes::from(payload.to_owned()))
-            .await
-        {
-            Ok(()) => return Instant::now(),
-            Err(e) => {
-                assert!(e.is_transient(), "a failover error must be transient: {e}");
-                assert!(
-                    Instant::now() < deadline,
-                    "no publish succeeded within {FOLLOW:?}: {e}"
-                );
-                sleep(RETRY).await;
-            }
-        }
-    }
-}
-
-/// Publishes `prefix-n` (n = 0, 1, ...) until the subscription receives one of them; returns the
-/// message received.
-async fn publish_until_received(
-    broker: &RedisBroker,
-    subscription: &mut Subscription,
-    channel: &str,
-    prefix: &str,
-) -> String {
-    let deadline = Instant::now() + FOLLOW;
-    for n in 0.. {
-        let payload = format!("{prefix}-{n}");
-        publish_until_ok(broker, channel, &payload).await;
-        if let Ok(Some(message)) = timeout(Duration::from_millis(200), subscription.recv()).await {
-            return String::from_utf8(message.payload.to_vec()).unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the subscription received nothing within {FOLLOW:?}"
-        );
-    }
-    unreachable!()
 }
 
 async fn next_entry(history: &mut sidecast_core::broker::HistorySubscription) -> HistoryEntry {
@@ -266,42 +216,4 @@ async fn application_clients(set: &RedisSentinelSet, addr: &str) -> Vec<String> 
                 && field("cmd") != "client|list"
         })
         .collect()
-}
-
-/// The password of a Sentinel address goes to the master (the data nodes require it; the
-/// sentinels do not) and never into the log, even across a failover.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_password_goes_to_the_master_and_never_to_the_log() {
-    const PASSWORD: &str = "sentinel-hunter2";
-    // The process-wide log (the other tests of this file log into it too; none has a password,
-    // and the failover line names this set's own addresses).
-    let captured = sidecast_testkit::log::CapturedLog::global("debug");
-    let mut set = RedisSentinelSet::start_with_password(PASSWORD).await;
-    assert!(set.url().contains(PASSWORD));
-    let broker = common::connect(common::options(&set.url())).await;
-    assert!(!broker.url().contains(PASSWORD), "{}", broker.url());
-    assert!(!format!("{broker:?}").contains(PASSWORD));
-    let channel = unique_channel("sentinel-password");
-    let mut subscription = broker
-        .subscribe(&[ChannelSpec::exact(&channel)])
-        .await
-        .unwrap();
-    publish_until_received(&broker, &mut subscription, &channel, "before").await;
-
-    let old = set.kill_master().await;
-    let new = set.wait_for_promotion(&old).await;
-    publish_until_received(&broker, &mut subscription, &channel, "after").await;
-    assert_eq!(broker.failovers(), 1);
-    broker.close().await;
-
-    let log = captured.text();
-    assert_eq!(
-        captured.count(&format!(
-            "redis master changed from {old} to {new} (failover)"
-        )),
-        1,
-        "{log}"
-    );
-    assert!(log.contains(":***@"), "the URL is logged, redacted: {log}");
-    assert!(!log.contains(PASSWORD), "{log}");
 }

@@ -2,6 +2,8 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub(crate) mod sentinel;
+
 use std::time::Duration;
 
 use sidecast_core::HistoryRetention;
