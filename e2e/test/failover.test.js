@@ -1,9 +1,10 @@
-// Redis Sentinel failover under load: two nodes on a Sentinel set (a master, two replicas, three
-// sentinels) with `broker.min_replicas = 1`, official socket.io clients on each (default transport
-// and websocket-only) and the page in Chromium, a publisher at 50 events/s through `POST /api/`
-// alternating between the nodes. The master is SIGKILLed mid-stream: every acknowledged event
-// reaches every client exactly once and in order, and meanwhile `POST /api/` answers 503 with
-// Retry-After, never 200 for an event that is then lost, and never hangs.
+// Redis failover under load, on a Sentinel set (a master, two replicas, three sentinels: the
+// master is killed) and on a Redis Cluster (three primaries with two replicas each: the primary of
+// the channel's slot is killed): two nodes with `broker.min_replicas = 1`, official socket.io
+// clients on each (default transport and websocket-only) and the page in Chromium, a publisher at
+// 50 events/s through `POST /api/` alternating between the nodes, the kill mid-stream: every
+// acknowledged event reaches every client exactly once and in order, and meanwhile `POST /api/`
+// answers 503 with Retry-After, never 200 for an event that is then lost, and never hangs.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -11,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { CLIENTS, Harness, NEEDS_REDIS, login, nextEvent, publish, record, waitUntil } from '../lib/harness.js';
 import { launchChromium } from '../lib/browser.js';
 import { Publisher } from '../lib/publisher.js';
+import { RedisClusterSet } from '../lib/redis-cluster.js';
 import { SentinelSet, redisCli } from '../lib/sentinel.js';
 
 const h = new Harness('failover');
@@ -46,10 +48,11 @@ function numbers(socket) {
 
 /**
  * Two nodes on `topology` (started by `startTopology()`, which resolves with `{url, kill}`:
- * `kill()` SIGKILLs the server that holds the channel's history and resolves with the time the
- * replacement was seen), four official clients and a Chromium page; a publisher at 50 events/s
- * alternating between the nodes; `kill()` mid-stream. Every acknowledged event must reach every
- * client exactly once and in order.
+ * `kill()` SIGKILLs the server that holds the channel's history and resolves with the time of
+ * the kill and the time the replacement was seen, `{killedAt, promotedAt}`), four official
+ * clients and a Chromium page; a publisher at 50 events/s alternating between the nodes;
+ * `kill()` mid-stream. Every acknowledged event must reach every client exactly once and in
+ * order.
  */
 function failoverUnderLoad(name, startTopology) {
   describe(`${name} failover, min_replicas = 1`, { skip: NEEDS_REDIS, concurrency: 1 }, () => {
@@ -102,8 +105,7 @@ function failoverUnderLoad(name, startTopology) {
       }).start();
       await publisher.acknowledged(50);
 
-      const killedAt = Date.now();
-      const promotedAt = await topology.kill();
+      const { killedAt, promotedAt } = await topology.kill();
       await publisher.acknowledged(50);
       await publisher.stop();
 
@@ -161,8 +163,25 @@ failoverUnderLoad('Sentinel', async () => {
   return {
     url: set.url(),
     kill: async () => {
-      const old = await set.killMaster();
-      return (await set.waitForPromotion(old)).at;
+      const port = await set.currentMasterPort();
+      const killedAt = Date.now();
+      await set.data.get(port).stop({ signal: 'SIGKILL' });
+      return { killedAt, promotedAt: (await set.waitForPromotion(port)).at };
+    },
+  };
+});
+
+failoverUnderLoad('Cluster', async () => {
+  // Two replicas per primary: the promoted one keeps a replica, so min_replicas = 1 holds again.
+  const cluster = await new RedisClusterSet(h).start({ replicas: 2 });
+  return {
+    url: cluster.url(),
+    // The primary of the slot of the channel's history (its keys share the channel's hash tag).
+    kill: async () => {
+      const { port, key } = await cluster.primaryHolding('*history*e2e-failover-cluster*');
+      const killedAt = Date.now();
+      await cluster.kill(port);
+      return { killedAt, promotedAt: (await cluster.waitForPromotion(key, port)).at };
     },
   };
 });
