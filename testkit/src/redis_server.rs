@@ -250,6 +250,13 @@ impl RedisServer {
     /// with `--requirepass`) and returns the first line of the reply, such as `+OK`, `:1` or
     /// `-ERR ...`. Enough for administrative commands like `ACL SETUSER`.
     pub async fn command(&self, args: &[&str]) -> io::Result<String> {
+        self.commands(&[args]).await
+    }
+
+    /// Sends `commands` one after the other over one fresh raw TCP connection (after `AUTH` as in
+    /// [`RedisServer::command`]) and returns the first line of the last reply. For commands that
+    /// depend on the connection's own earlier ones, such as `WAIT` after a write.
+    pub async fn commands(&self, commands: &[&[&str]]) -> io::Result<String> {
         let mut stream = process::connect(&self.addr).await?;
         if let Some(password) = &self.password {
             let reply = exchange(&mut stream, &["AUTH", password]).await?;
@@ -257,7 +264,11 @@ impl RedisServer {
                 return Err(io::Error::other(format!("AUTH refused: {reply}")));
             }
         }
-        exchange(&mut stream, args).await
+        let mut last = String::new();
+        for args in commands {
+            last = exchange(&mut stream, args).await?;
+        }
+        Ok(last)
     }
 
     /// A private `redis-server` that replicates this one (`--replicaof`, with `--masterauth`
@@ -281,14 +292,22 @@ impl RedisServer {
         replica
     }
 
-    /// Waits until this server has at least `count` connected replicas that acknowledged its
-    /// writes so far (`WAIT count 100` on a fresh connection answers at least `count`); panics
-    /// after [`crate::conformance::DEADLINE`].
+    /// Waits until this server has at least `count` replicas that acknowledged a write made now
+    /// (a write, then `WAIT count 100` on the same connection, answers at least `count`), so that
+    /// their first synchronisation is over; panics after [`crate::conformance::DEADLINE`].
     pub async fn await_replicas(&self, count: u32) {
         let deadline = tokio::time::Instant::now() + crate::conformance::DEADLINE;
         let count_arg = count.to_string();
         loop {
-            let reply = self.command(&["WAIT", &count_arg, "100"]).await;
+            // WAIT on a connection that wrote nothing counts the replicas merely connected, even
+            // one still loading its first copy of the data, which may then take seconds to
+            // acknowledge the next write.
+            let reply = self
+                .commands(&[
+                    &["INCR", "sidecast-testkit:replication-probe"],
+                    &["WAIT", &count_arg, "100"],
+                ])
+                .await;
             let acknowledged = reply
                 .as_deref()
                 .ok()
