@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::host_list::{self, Form};
+
 /// The schemes of a Cluster address: plain, and TLS to every node.
 pub const CLUSTER_SCHEMES: [&str; 2] = ["redis+cluster", "rediss+cluster"];
 
@@ -52,65 +54,45 @@ impl fmt::Debug for ClusterUrl {
 const FORM: &str = "redis+cluster://[user:password@]host:port[,host:port...] (seed nodes), e.g. \
                     redis+cluster://10.0.0.1:7000,10.0.0.2:7000,10.0.0.3:7000";
 
+/// The Cluster form, for [`host_list`].
+const CLUSTER: Form = Form {
+    schemes: CLUSTER_SCHEMES,
+    name: "a Cluster address",
+    host: "seed node",
+    default_port: DEFAULT_CLUSTER_PORT,
+    written: FORM,
+};
+
 impl ClusterUrl {
     /// Whether `url` has a Cluster scheme (whether or not the rest is valid).
     pub fn is_cluster(url: &str) -> bool {
-        url.split_once("://").is_some_and(|(scheme, _)| {
-            CLUSTER_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
-        })
+        CLUSTER.matches(url)
     }
 
     /// Parses `url`: `Ok(None)` when it is not a Cluster address (another scheme), an error
     /// saying what is wrong and how the form goes when it is one but malformed. The error never
     /// contains the password.
     pub fn parse(url: &str) -> Result<Option<Self>, String> {
-        let Some((scheme, rest)) = url.split_once("://") else {
+        let Some(list) = CLUSTER.split(url)? else {
             return Ok(None);
         };
-        let scheme = scheme.to_ascii_lowercase();
-        if !CLUSTER_SCHEMES.contains(&scheme.as_str()) {
-            return Ok(None);
-        }
-        let tls = scheme == "rediss+cluster";
-        if rest.contains('?') || rest.contains('#') {
+        if !matches!(list.path, "" | "/" | "/0") {
             return Err(format!(
-                "has a query or fragment, which a Cluster address does not take; write {FORM}"
+                "has the path {:?}, but a Redis Cluster has database 0 only; write {FORM}",
+                list.path
             ));
         }
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        if !matches!(path, "" | "/" | "/0") {
-            return Err(format!(
-                "has the path {path:?}, but a Redis Cluster has database 0 only; write {FORM}"
-            ));
-        }
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo.to_owned()), hosts),
-            None => (None, authority),
-        };
-        if hosts.is_empty() {
-            return Err(format!("names no seed node; write {FORM}"));
-        }
-        let seeds = hosts
-            .split(',')
-            .map(parse_host_port)
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(Self {
-            tls,
-            seeds,
-            userinfo: userinfo.filter(|u| !u.is_empty()),
+            tls: list.tls,
+            seeds: list.hosts,
+            userinfo: list.userinfo,
         }))
     }
 
     /// The URL of the node at `host:port` with this address's credentials (`redis://`, or
     /// `rediss://` for TLS). Contains the password: for the client library, never for a log.
     pub fn node_url(&self, host: &str, port: u16) -> String {
-        let userinfo = self
-            .userinfo
-            .as_deref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://{userinfo}{}:{port}", bracket(host))
+        host_list::node_url(self.tls, self.userinfo.as_deref(), host, port, "")
     }
 
     /// [`ClusterUrl::node_url`] of every seed, in the order written.
@@ -147,43 +129,6 @@ pub fn slot_key(head: &str, tag: &str, tail: &str, cluster: bool) -> String {
         format!("{head}{{{tag}}}{tail}")
     } else {
         format!("{head}{tag}{tail}")
-    }
-}
-
-/// `host:port`, `host` (port 6379) or `[v6]:port`.
-fn parse_host_port(text: &str) -> Result<(String, u16), String> {
-    let bad = || format!("has the seed node address {text:?}; each is host:port; write {FORM}");
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
-        }
-    } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    if host.is_empty() || host.contains([':', '@', ' ']) && !text.starts_with('[') {
-        return Err(bad());
-    }
-    let port = match port {
-        None => DEFAULT_CLUSTER_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(bad)?,
-    };
-    Ok((host.to_owned(), port))
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
     }
 }
 

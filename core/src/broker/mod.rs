@@ -13,6 +13,7 @@ use bytes::Bytes;
 mod cluster;
 mod error;
 mod history;
+mod host_list;
 mod sentinel;
 mod subscription;
 mod url;

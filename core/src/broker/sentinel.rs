@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use super::host_list::{self, Form};
+
 /// What a broker tells of its connections beyond [`crate::BrokerHealth`], as
 /// [`crate::Broker::connection_report`] reports it. Figures are cumulative since the broker
 /// connected.
@@ -74,43 +76,29 @@ const FORM: &str = "redis+sentinel://[user:password@]host:port[,host:port...]/db
                     (or /service_name alone for db 0), e.g. \
                     redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/0/mymaster";
 
+/// The Sentinel form, for [`host_list`].
+const SENTINEL: Form = Form {
+    schemes: SENTINEL_SCHEMES,
+    name: "a Sentinel address",
+    host: "sentinel",
+    default_port: DEFAULT_SENTINEL_PORT,
+    written: FORM,
+};
+
 impl SentinelUrl {
     /// Whether `url` has a Sentinel scheme (whether or not the rest is valid).
     pub fn is_sentinel(url: &str) -> bool {
-        url.split_once("://").is_some_and(|(scheme, _)| {
-            SENTINEL_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
-        })
+        SENTINEL.matches(url)
     }
 
     /// Parses `url`: `Ok(None)` when it is not a Sentinel address (another scheme), an error
     /// saying what is wrong and how the form goes when it is one but malformed. The error never
     /// contains the password.
     pub fn parse(url: &str) -> Result<Option<Self>, String> {
-        let Some((scheme, rest)) = url.split_once("://") else {
+        let Some(list) = SENTINEL.split(url)? else {
             return Ok(None);
         };
-        let scheme = scheme.to_ascii_lowercase();
-        if !SENTINEL_SCHEMES.contains(&scheme.as_str()) {
-            return Ok(None);
-        }
-        let tls = scheme == "rediss+sentinel";
-        if rest.contains('?') || rest.contains('#') {
-            return Err(format!(
-                "has a query or fragment, which a Sentinel address does not take; write {FORM}"
-            ));
-        }
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((userinfo, hosts)) => (Some(userinfo.to_owned()), hosts),
-            None => (None, authority),
-        };
-        if hosts.is_empty() {
-            return Err(format!("names no sentinel; write {FORM}"));
-        }
-        let sentinels = hosts
-            .split(',')
-            .map(parse_host_port)
-            .collect::<Result<Vec<_>, _>>()?;
+        let path = list.path;
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let (db, service) = match parts.as_slice() {
             [""] => return Err(format!("names no service (master name); write {FORM}")),
@@ -142,79 +130,25 @@ impl SentinelUrl {
             }
         };
         Ok(Some(Self {
-            tls,
-            sentinels,
+            tls: list.tls,
+            sentinels: list.hosts,
             db,
             service: service.to_owned(),
-            userinfo: userinfo.filter(|u| !u.is_empty()),
+            userinfo: list.userinfo,
         }))
     }
 
     /// The URL of one sentinel (`redis://host:port`, `rediss://` for TLS), without credentials.
     pub fn sentinel_url(&self, index: usize) -> Option<String> {
         let (host, port) = self.sentinels.get(index)?;
-        Some(format!(
-            "{}://{}:{port}",
-            self.plain_scheme(),
-            bracket(host)
-        ))
+        Some(host_list::node_url(self.tls, None, host, *port, ""))
     }
 
     /// The URL of the master found at `host:port`: the credentials and db of this address.
     /// Contains the password: for the client library, never for a log.
     pub fn master_url(&self, host: &str, port: u16) -> String {
-        let userinfo = self
-            .userinfo
-            .as_deref()
-            .map(|u| format!("{u}@"))
-            .unwrap_or_default();
-        format!(
-            "{}://{userinfo}{}:{port}/{}",
-            self.plain_scheme(),
-            bracket(host),
-            self.db
-        )
-    }
-
-    fn plain_scheme(&self) -> &'static str {
-        if self.tls { "rediss" } else { "redis" }
-    }
-}
-
-/// `host:port`, `host` (port 26379) or `[v6]:port`.
-fn parse_host_port(text: &str) -> Result<(String, u16), String> {
-    let bad = || format!("has the sentinel address {text:?}; each is host:port; write {FORM}");
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
-        }
-    } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    if host.is_empty() || host.contains([':', '@', ' ']) && !text.starts_with('[') {
-        return Err(bad());
-    }
-    let port = match port {
-        None => DEFAULT_SENTINEL_PORT,
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(bad)?,
-    };
-    Ok((host.to_owned(), port))
-}
-
-fn bracket(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_owned()
+        let db = format!("/{}", self.db);
+        host_list::node_url(self.tls, self.userinfo.as_deref(), host, port, &db)
     }
 }
 
