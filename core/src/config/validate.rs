@@ -150,38 +150,33 @@ impl Config {
     /// (`redis+sentinel://...`): hosts, db and service name are checked here, before anything
     /// connects. Other Redis URLs are the client library's to check at connect time.
     fn validate_sentinel_urls(&self) -> Result<(), ConfigError> {
-        let broker_url = self.broker.url.as_deref().unwrap_or_default();
-        for (key, env, url) in [
-            ("broker.url", "SIDECAST_BROKER__URL", broker_url),
-            (
-                "session.url",
-                "SIDECAST_SESSION__URL",
-                self.session.url.as_str(),
-            ),
-        ] {
-            if !crate::broker::SentinelUrl::is_sentinel(url) {
-                continue;
-            }
-            if key == "broker.url" && self.broker.kind != BrokerKind::Redis {
-                return Err(ConfigError::Invalid(format!(
-                    "`broker.url` is a Redis Sentinel address but broker.kind is not \"redis\"; \
-                     set broker.kind = \"redis\" (or {env}) or give a URL of the chosen broker"
-                )));
-            }
-            if let Err(why) = crate::broker::SentinelUrl::parse(url) {
-                return Err(ConfigError::Invalid(format!(
-                    "`{key}` ({}) {why} (key {key}, or {env})",
-                    crate::broker::redact_url(url)
-                )));
-            }
-        }
-        Ok(())
+        self.validate_redis_urls(
+            "a Redis Sentinel address",
+            crate::broker::SentinelUrl::is_sentinel,
+            |url| crate::broker::SentinelUrl::parse(url).map(|_| ()),
+        )
     }
 
     /// `broker.url` and `session.url` when they are Redis Cluster addresses
     /// (`redis+cluster://...`): the seed nodes and the path are checked here, before anything
     /// connects.
     fn validate_cluster_urls(&self) -> Result<(), ConfigError> {
+        self.validate_redis_urls(
+            "a Redis Cluster address",
+            crate::broker::ClusterUrl::is_cluster,
+            |url| crate::broker::ClusterUrl::parse(url).map(|_| ()),
+        )
+    }
+
+    /// `broker.url` and `session.url` where `is_form` says they are of one Redis address form
+    /// (`what`): `broker.kind` must be Redis, and `parse` must accept them. The error names the
+    /// key, its environment variable and the fix, with the URL's password redacted.
+    fn validate_redis_urls(
+        &self,
+        what: &str,
+        is_form: fn(&str) -> bool,
+        parse: fn(&str) -> Result<(), String>,
+    ) -> Result<(), ConfigError> {
         let broker_url = self.broker.url.as_deref().unwrap_or_default();
         for (key, env, url) in [
             ("broker.url", "SIDECAST_BROKER__URL", broker_url),
@@ -191,16 +186,16 @@ impl Config {
                 self.session.url.as_str(),
             ),
         ] {
-            if !crate::broker::ClusterUrl::is_cluster(url) {
+            if !is_form(url) {
                 continue;
             }
             if key == "broker.url" && self.broker.kind != BrokerKind::Redis {
                 return Err(ConfigError::Invalid(format!(
-                    "`broker.url` is a Redis Cluster address but broker.kind is not \"redis\"; \
-                     set broker.kind = \"redis\" (or {env}) or give a URL of the chosen broker"
+                    "`broker.url` is {what} but broker.kind is not \"redis\"; set broker.kind = \
+                     \"redis\" (or SIDECAST_BROKER__KIND) or give a URL of the chosen broker"
                 )));
             }
-            if let Err(why) = crate::broker::ClusterUrl::parse(url) {
+            if let Err(why) = parse(url) {
                 return Err(ConfigError::Invalid(format!(
                     "`{key}` ({}) {why} (key {key}, or {env})",
                     crate::broker::redact_url(url)
