@@ -317,8 +317,11 @@ async fn jwks_cached_refreshed_on_unknown_kid_at_a_bounded_rate_and_served_stale
         "fetched once, then cached"
     );
 
-    // An unknown kid: one fetch at most per second, however many tokens come.
+    // An unknown kid: one fetch at most per second, however many tokens come. Five connects
+    // usually take well under a second; on a loaded machine they may not, so the bound is
+    // checked against the time they took rather than assumed.
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    let started = std::time::Instant::now();
     for _ in 0..5 {
         assert!(
             refused_with(&server, token(&m, "rs256_k2"))
@@ -326,10 +329,12 @@ async fn jwks_cached_refreshed_on_unknown_kid_at_a_bounded_rate_and_served_stale
                 .contains("unknown key")
         );
     }
-    assert_eq!(
-        endpoint.hits.load(Ordering::SeqCst),
-        2,
-        "one refresh for five unknown kids"
+    let refreshes = endpoint.hits.load(Ordering::SeqCst) - 1;
+    let allowed = 1 + usize::try_from(started.elapsed().as_secs()).unwrap();
+    assert!(
+        (1..=allowed).contains(&refreshes),
+        "{refreshes} refreshes for five unknown kids in {:?} (at most one per second)",
+        started.elapsed()
     );
     // The issuer rotates: k2 is published; after the interval the next token finds it.
     endpoint.keys.lock().await.as_object_mut().unwrap()["keys"] =
