@@ -536,13 +536,16 @@ impl History for RedisHistory {
             return Ok(Replay::Unknown);
         };
         let key = self.key(channel);
+        // `0-0` is never assigned (Redis' first id is 0-1): after it is the whole history, in
+        // every life of the stream, as after the start "0".
+        let from_start = after.is_start() || after_id == (0, 0);
         // The entries first, the stream's state second: trimming only ever moves the oldest
         // entry forward, so if nothing after `after` is trimmed when XINFO answers, nothing was
         // when XRANGE read either, and the entries read are complete. (The other order could
         // miss entries trimmed between the two commands without saying so.) The range includes
         // `after` itself, to learn whether its entry is still there: an entry that is gone
         // although nothing after it was trimmed means the history lost it.
-        let start = if after.is_start() {
+        let start = if from_start {
             "-".to_owned()
         } else {
             id_arg(after_id)
@@ -561,14 +564,14 @@ impl History for RedisHistory {
         })
         .await?;
         let mut read = entries(&reply)?;
-        let present = !after.is_start() && read.first().is_some_and(|(id, _)| *id == after_id);
+        let present = !from_start && read.first().is_some_and(|(id, _)| *id == after_id);
         if present {
             read.remove(0);
         }
         read.truncate(limit);
         let next = read.first().map(|(id, _)| *id);
         let info = stream_state(&self.state, &key).await?;
-        let found = if after.is_start() {
+        let found = if from_start {
             match &info {
                 Some(info) if info.trimmed_after(after_id) => Found::Trimmed,
                 _ => Found::Complete,

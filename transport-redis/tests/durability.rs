@@ -225,6 +225,19 @@ async fn an_offset_from_before_a_wipe_is_unknown() {
             .unwrap(),
         Replay::Unknown
     );
+    // The zero id is before every entry of every life of the stream: the whole history, as
+    // after the start "0" (here trimmed, by the XTRIM above), never taken for an offset of an
+    // earlier life.
+    let zero = history(&broker)
+        .read_after(&channel, &Offset::from_pair(0, 0), 10)
+        .await
+        .unwrap();
+    let start = history(&broker)
+        .read_after(&channel, &Offset::START, 10)
+        .await
+        .unwrap();
+    assert_eq!(zero, Replay::Trimmed);
+    assert_eq!(zero, start);
     broker.close().await;
 }
 
