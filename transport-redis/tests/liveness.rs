@@ -114,6 +114,13 @@ async fn a_silent_subscription_is_rebuilt_logged_and_counted() {
         captured.text()
     );
 
+    // Meanwhile the broker reports the connection lost (the health /readyz answers from: 503
+    // "reconnecting"), once, and restored once the subscription is rebuilt.
+    eventually("the outage is reported", || {
+        captured.count("redis connection lost, reconnecting") == 1
+    })
+    .await;
+
     // Rebuilt: it receives again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -131,5 +138,10 @@ async fn a_silent_subscription_is_rebuilt_logged_and_counted() {
         );
     }
     assert_eq!(report(), 1);
+    eventually("the connection is reported restored", || {
+        captured.count("redis connection restored") == 1
+    })
+    .await;
+    assert_eq!(broker.health(), sidecast_core::BrokerHealth::Connected);
     broker.close().await;
 }
