@@ -1,0 +1,260 @@
+//! Room operations in the history (decision 34): with recovery on, a join, a leave or a closed
+//! room is appended to the channel's history next to the events, so every node applies it in
+//! order with them, a node that was cut off applies it when it resumes, and a recovering socket's
+//! replay sees the memberships it gained or lost after its offset before the events that follow.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{ClientOptions, TestServer, broker_config, connect, memory_config, with_cookie};
+use serde_json::{Value, json};
+use sidecast_core::config::{BrokerKind, Config, PolicyKind, PolicyList};
+use sidecast_testkit::RedisServer;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The service token that may operate rooms in these tests.
+const TOKEN: &str = "s3cret";
+
+/// `config` with sessions and the service token [`TOKEN`], and a session secret every node
+/// shares (a cookie issued by one node is accepted by the others).
+fn with_token(mut config: Config) -> Config {
+    config.auth.policy = PolicyList::Any(vec![PolicyKind::Session, PolicyKind::Token]);
+    config.auth.tokens.insert("cron".into(), TOKEN.into());
+    config.session.secret = "0123456789abcdef0123456789abcdef".into();
+    config
+}
+
+/// `POST /api/rooms` with the service token, which must succeed.
+async fn rooms(node: &TestServer, body: Value) {
+    assert_eq!(
+        node.post_rooms(None, Some(TOKEN), body).await,
+        (200, json!({"status": true}))
+    );
+}
+
+/// The bodies of the events before `done`, which must all be named `event`.
+async fn bodies_until_done(client: &mut common::SioClient, event: &str) -> Vec<Value> {
+    client
+        .events_until("done")
+        .await
+        .into_iter()
+        .map(|(name, args)| {
+            assert_eq!(name, event, "only {event} arrives: {args:?}");
+            args[0].clone()
+        })
+        .collect()
+}
+
+/// A TCP proxy on loopback in front of one address, whose link can be cut (every connection
+/// closed, new ones refused) and restored: a node's broker link cut while the broker and the
+/// other nodes keep running.
+struct Proxy {
+    port: u16,
+    open: Arc<AtomicBool>,
+    /// Bumped on every cut: connections of an older generation close.
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (open_in, generation_in) = (open.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !open_in.load(Ordering::SeqCst) {
+                    continue; // dropped: the link is cut
+                }
+                let target = target.clone();
+                let mut cut = generation_in.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            generation,
+            task,
+        }
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// The `host:port` of a `redis://host:port` URL.
+fn address(url: &str) -> String {
+    url.trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// A join through one node and an emit to the joined room through another reach a client of a
+/// third in that order, every time: both travel through the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_then_an_emit_through_different_nodes_arrive_in_order_on_a_third() {
+    let redis = RedisServer::start().await;
+    let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
+    let a = TestServer::start(config.clone()).await;
+    let b = TestServer::start(config.clone()).await;
+    let c = TestServer::start(config).await;
+    let cookie = c.login().await;
+    let mut client = c.client(&cookie).await;
+    for n in 0..100 {
+        let room = format!("game:{n}");
+        rooms(
+            &a,
+            json!({"op": "join", "to": "user:Gonzalo", "rooms": room}),
+        )
+        .await;
+        b.publish(
+            &cookie,
+            json!({"channel": "move", "body": n.to_string(), "to": room}),
+        )
+        .await;
+    }
+    b.publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    let expected: Vec<Value> = (0..100).map(|n| json!(n.to_string())).collect();
+    assert_eq!(bodies_until_done(&mut client, "move").await, expected);
+    for node in [a, b, c] {
+        node.stop().await;
+    }
+}
+
+/// A node whose broker link is cut misses the joins made meanwhile through another node, and
+/// applies them when it resumes, before the events that follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_the_broker_applies_the_joins_it_missed_on_resuming() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(address(redis.url())).await;
+    let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
+    let mut behind = config.clone();
+    behind.broker.url = Some(format!("redis://127.0.0.1:{}", proxy.port));
+    let a = TestServer::start(config).await;
+    let b = TestServer::start(behind).await;
+    let cookie = b.login().await;
+    let mut on_b = b.client(&cookie).await;
+    // Node b delivers, so its history subscription is running.
+    a.publish(&cookie, json!({"channel": "move", "body": "first"}))
+        .await;
+    assert_eq!(on_b.next_event().await.1[0], "first");
+
+    proxy.cut();
+    rooms(
+        &a,
+        json!({"op": "join", "to": "user:Gonzalo", "rooms": "game:1"}),
+    )
+    .await;
+    a.publish(
+        &cookie,
+        json!({"channel": "move", "body": "in game:1", "to": "game:1"}),
+    )
+    .await;
+    proxy.restore();
+    a.publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    assert_eq!(
+        bodies_until_done(&mut on_b, "move").await,
+        vec![json!("in game:1")]
+    );
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A socket that recovers from an offset is taken to be in the rooms it was in at that offset:
+/// events to a room it joined later reach it only from the join on, events to a room it left
+/// later only up to the leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovering_socket_gets_the_memberships_after_its_offset_before_the_events() {
+    let server = TestServer::start(with_token(memory_config())).await;
+    let cookie = server.login().await;
+    let options = |offset: &str| ClientOptions {
+        auth: Some(json!({ "offset": offset })),
+        ..with_cookie(&cookie)
+    };
+    let mut client = connect(&server.socket_url(), options("")).await.accepted();
+    assert_eq!(client.recovery_report().await["status"], "new");
+    rooms(
+        &server,
+        json!({"op": "join", "to": "user:Gonzalo", "rooms": "game:1"}),
+    )
+    .await;
+    let to = |room: &str, body: &str| json!({"channel": "move", "body": body, "to": room});
+    server.publish(&cookie, to("game:1", "in game:1")).await;
+    assert_eq!(client.next_event().await.1[0], "in game:1");
+    let (_, seen) = client.disconnect_and_drain().await;
+
+    // While away: game:2 joined between two events to it, game:1 left between two events.
+    server
+        .publish(&cookie, to("game:2", "before the join"))
+        .await;
+    rooms(
+        &server,
+        json!({"op": "join", "to": "user:Gonzalo", "rooms": "game:2"}),
+    )
+    .await;
+    server
+        .publish(&cookie, to("game:2", "after the join"))
+        .await;
+    server
+        .publish(&cookie, to("game:1", "before the leave"))
+        .await;
+    rooms(
+        &server,
+        json!({"op": "leave", "to": "user:Gonzalo", "rooms": "game:1"}),
+    )
+    .await;
+    server
+        .publish(&cookie, to("game:1", "after the leave"))
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+
+    let mut back = connect(&server.socket_url(), options(&seen.unwrap()))
+        .await
+        .accepted();
+    assert_eq!(
+        bodies_until_done(&mut back, "move").await,
+        vec![json!("after the join"), json!("before the leave")]
+    );
+    assert_eq!(
+        back.recovery_report().await,
+        json!({"status": "recovered", "recovered": 3})
+    );
+    back.disconnect().await;
+    server.stop().await;
+}
