@@ -258,3 +258,133 @@ async fn a_recovering_socket_gets_the_memberships_after_its_offset_before_the_ev
     back.disconnect().await;
     server.stop().await;
 }
+
+/// `POST /api/` with the service token; the response.
+async fn post(node: &TestServer, body: Value) -> reqwest::Response {
+    let authorization = format!("Bearer {TOKEN}");
+    common::post_api_with(&node.base, &[("authorization", &authorization)], body).await
+}
+
+/// Users of the load test, each with one socket; the first half on one node, the rest on the
+/// other.
+const USERS: usize = 6;
+/// Rooms of the load test.
+const ROOMS: usize = 4;
+/// How long the load test cuts a node's broker link.
+const CUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Joins, leaves and emits to rooms interleaved, through two nodes, at about 50 a second, while
+/// one node's broker link is cut for two seconds: afterwards every event addressed to a room
+/// reached exactly the sockets that were in it at that point of the history, and every socket is
+/// in exactly the rooms the operations say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_load_with_a_link_cut_every_room_event_reaches_exactly_its_members() {
+    let redis = RedisServer::start().await;
+    let proxy = Proxy::start(address(redis.url())).await;
+    let mut config = with_token(broker_config(BrokerKind::Redis, redis.url()));
+    for user in 0..USERS {
+        config
+            .auth
+            .tokens
+            .insert(format!("u{user}"), format!("token-{user}").as_str().into());
+    }
+    let mut behind = config.clone();
+    behind.broker.url = Some(format!("redis://127.0.0.1:{}", proxy.port));
+    let nodes = [
+        TestServer::start(config).await,
+        TestServer::start(behind).await,
+    ];
+    let mut clients = Vec::new();
+    for user in 0..USERS {
+        let node = &nodes[usize::from(user >= USERS / 2)];
+        let options = ClientOptions {
+            auth: Some(json!({ "token": format!("token-{user}"), "offset": "" })),
+            ..Default::default()
+        };
+        let mut client = node.connect(options).await.accepted();
+        // The report comes once the socket is live and in its rooms.
+        client.recovery_report().await;
+        clients.push(client);
+    }
+
+    // What the operations say: who is in which room, and who must receive each event.
+    let mut members = [[false; ROOMS]; USERS];
+    let mut expected: Vec<Vec<Value>> = vec![Vec::new(); USERS];
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    // At most 50 operations a second (fewer on a busy machine: each is acknowledged before the
+    // next, so that the order of the acknowledgements is the order of the history).
+    let mut pace = tokio::time::interval(std::time::Duration::from_millis(20));
+    let mut cut_at = None;
+    for step in 0..300u64 {
+        pace.tick().await;
+        if step == 100 {
+            proxy.cut();
+            cut_at = Some(std::time::Instant::now());
+        }
+        if cut_at.is_some_and(|at| at.elapsed() >= CUT) {
+            proxy.restore();
+            cut_at = None;
+        }
+        // While node b is cut it answers 503: everything goes through node a.
+        let cut = cut_at.is_some();
+        let node = &nodes[usize::from(!cut && step % 2 == 1)];
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let (user, room, kind) = (
+            (seed % USERS as u64) as usize,
+            ((seed >> 8) % ROOMS as u64) as usize,
+            (seed >> 16) % 10,
+        );
+        if kind < 6 {
+            let op = if kind < 4 { "join" } else { "leave" };
+            let body =
+                json!({"op": op, "to": format!("user:u{user}"), "rooms": format!("game:{room}")});
+            // Node b may still be reconnecting after the cut: refused (503), so through node a.
+            if node.post_rooms(None, Some(TOKEN), body.clone()).await.0 != 200 {
+                rooms(&nodes[0], body).await;
+            }
+            members[user][room] = op == "join";
+        } else {
+            let body = format!("{step}");
+            let event = json!({"channel": "move", "body": body, "to": format!("game:{room}")});
+            let mut response = post(node, event.clone()).await;
+            if response.status() == 503 {
+                response = post(&nodes[0], event).await;
+            }
+            assert_eq!(response.status(), 200, "step {step}");
+            for (user, rooms) in members.iter().enumerate() {
+                if rooms[room] {
+                    expected[user].push(json!(body));
+                }
+            }
+        }
+    }
+    // Where everyone stands now: one event to each room, then the end.
+    for room in 0..ROOMS {
+        let body = format!("final game:{room}");
+        let response = post(
+            &nodes[0],
+            json!({"channel": "move", "body": body, "to": format!("game:{room}")}),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        for (user, rooms) in members.iter().enumerate() {
+            if rooms[room] {
+                expected[user].push(json!(body));
+            }
+        }
+    }
+    let done = post(&nodes[0], json!({"channel": "done", "body": "0"})).await;
+    assert_eq!(done.status(), 200);
+    for (user, client) in clients.iter_mut().enumerate() {
+        assert_eq!(
+            bodies_until_done(client, "move").await,
+            expected[user],
+            "user u{user}"
+        );
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
