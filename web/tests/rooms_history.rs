@@ -114,11 +114,26 @@ impl Drop for Proxy {
     }
 }
 
-/// The `host:port` of a `redis://host:port` URL.
-fn address(url: &str) -> String {
-    url.trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned()
+/// The broker URL `url` (of a server on 127.0.0.1) through `proxy`, and the address the proxy
+/// must forward to.
+fn through(url: &str, proxy_port: u16) -> (String, String) {
+    let at = url
+        .find("127.0.0.1:")
+        .expect("a broker on 127.0.0.1 (an external broker cannot be cut by these tests)")
+        + "127.0.0.1:".len();
+    let end = url[at..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(url.len(), |n| at + n);
+    let target = format!("127.0.0.1:{}", &url[at..end]);
+    (format!("{}{proxy_port}{}", &url[..at], &url[end..]), target)
+}
+
+/// A proxy in front of the broker at `url`, and the URL that goes through it.
+async fn proxy_for(url: &str) -> (Proxy, String) {
+    let (_, target) = through(url, 0);
+    let proxy = Proxy::start(target).await;
+    let (proxied, _) = through(url, proxy.port);
+    (proxy, proxied)
 }
 
 /// A join through one node and an emit to the joined room through another reach a client of a
@@ -126,7 +141,23 @@ fn address(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_then_an_emit_through_different_nodes_arrive_in_order_on_a_third() {
     let redis = RedisServer::start().await;
-    let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
+    join_then_emit_in_order(broker_config(BrokerKind::Redis, redis.url())).await;
+}
+
+/// The same on RabbitMQ (one server).
+#[cfg(feature = "amqp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_a_join_then_an_emit_through_different_nodes_arrive_in_order() {
+    let rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
+    let mut config = broker_config(BrokerKind::Amqp, rabbit.url());
+    config.broker.channel = sidecast_testkit::unique_channel("rooms");
+    join_then_emit_in_order(config).await;
+}
+
+/// Three nodes of `config`: joins through the first, emits through the second, one client of
+/// the third receives every emit.
+async fn join_then_emit_in_order(config: Config) {
+    let config = with_token(config);
     let a = TestServer::start(config.clone()).await;
     let b = TestServer::start(config.clone()).await;
     let c = TestServer::start(config).await;
@@ -159,10 +190,10 @@ async fn a_join_then_an_emit_through_different_nodes_arrive_in_order_on_a_third(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_the_broker_applies_the_joins_it_missed_on_resuming() {
     let redis = RedisServer::start().await;
-    let proxy = Proxy::start(address(redis.url())).await;
+    let (proxy, proxied) = proxy_for(redis.url()).await;
     let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
     let mut behind = config.clone();
-    behind.broker.url = Some(format!("redis://127.0.0.1:{}", proxy.port));
+    behind.broker.url = Some(proxied);
     let a = TestServer::start(config).await;
     let b = TestServer::start(behind).await;
     let cookie = b.login().await;
@@ -280,8 +311,24 @@ const CUT: std::time::Duration = std::time::Duration::from_secs(2);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_load_with_a_link_cut_every_room_event_reaches_exactly_its_members() {
     let redis = RedisServer::start().await;
-    let proxy = Proxy::start(address(redis.url())).await;
-    let mut config = with_token(broker_config(BrokerKind::Redis, redis.url()));
+    load_with_a_cut(broker_config(BrokerKind::Redis, redis.url())).await;
+}
+
+/// The same on RabbitMQ (one server).
+#[cfg(feature = "amqp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rabbitmq_under_load_with_a_link_cut_every_room_event_reaches_exactly_its_members() {
+    let rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
+    let mut config = broker_config(BrokerKind::Amqp, rabbit.url());
+    config.broker.channel = sidecast_testkit::unique_channel("rooms");
+    load_with_a_cut(config).await;
+}
+
+/// The load test on two nodes of `config`, the second one's broker link through a proxy.
+async fn load_with_a_cut(config: Config) {
+    let url = config.broker.url.clone().unwrap();
+    let (proxy, proxied) = proxy_for(&url).await;
+    let mut config = with_token(config);
     for user in 0..USERS {
         config
             .auth
@@ -289,7 +336,7 @@ async fn under_load_with_a_link_cut_every_room_event_reaches_exactly_its_members
             .insert(format!("u{user}"), format!("token-{user}").as_str().into());
     }
     let mut behind = config.clone();
-    behind.broker.url = Some(format!("redis://127.0.0.1:{}", proxy.port));
+    behind.broker.url = Some(proxied);
     let nodes = [
         TestServer::start(config).await,
         TestServer::start(behind).await,
