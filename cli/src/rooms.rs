@@ -102,7 +102,9 @@ pub(crate) async fn run(command: RoomsCommand, figment: Figment) -> anyhow::Resu
     let broker = sidecast_web::connect_broker(&config).await?;
     let emitter = signed(
         &config,
-        Emitter::new(broker.clone(), config.broker.channel.clone()).with_origin("sidecast-rooms"),
+        Emitter::new(broker.clone(), config.broker.channel.clone())
+            .with_origin("sidecast-rooms")
+            .with_history(config.recovery.enabled),
     );
     let result = match command {
         RoomsCommand::Join { rooms, target } => target.emitter(emitter).join_all(rooms).await,

@@ -37,7 +37,9 @@ use crate::signing::Signer;
 /// are appended to it (they get an offset, nodes catch up on them after an outage and clients
 /// recover them) instead of being published over pub/sub: `Ok` then means the history holds the
 /// event. Nodes run with `recovery.enabled = false` read pub/sub only: an emitter for them is
-/// made with [`Emitter::with_history`]`(false)`. Room operations always travel over pub/sub.
+/// made with [`Emitter::with_history`]`(false)`. Room operations go the same way as events: into
+/// the history when events do (as control entries, see [`control::is_control`]), so that every
+/// node applies them in order with the events around them; over pub/sub otherwise.
 #[derive(Debug, Clone)]
 pub struct Emitter {
     broker: SharedBroker,
@@ -288,19 +290,35 @@ impl Emitter {
         .await
     }
 
-    /// Publishes a room operation on the control channel that goes with this emitter's channel
-    /// ([`control::channel`]), after the checks every node applies.
+    /// Publishes a room operation, after the checks every node applies: appended to the history
+    /// of this emitter's channel when its events are (a control entry), published on the
+    /// control channel that goes with it ([`control::channel`]) otherwise.
     pub async fn control(&self, operation: Control) -> Result<(), EmitError> {
+        self.control_for_offset(operation).await.map(drop)
+    }
+
+    /// Publishes a room operation as [`Emitter::control`] does, and returns the offset the
+    /// broker's history assigned to it (`None` when it travelled over pub/sub).
+    pub async fn control_for_offset(
+        &self,
+        operation: Control,
+    ) -> Result<Option<Offset>, EmitError> {
         if !matches!(self.format, Format::Native) {
             return Err(EmitError::ControlUnsupported);
         }
         operation.validate()?;
+        if self.history
+            && let Some(history) = self.broker.history()
+        {
+            let payload = self.sealed(control::encode(&operation));
+            return Ok(Some(history.append(&self.channel, payload).await?));
+        }
         self.publish_raw(
             &control::channel(&self.channel),
             control::encode(&operation),
         )
         .await?;
-        Ok(())
+        Ok(None)
     }
 
     /// Publishes an already encoded message on `channel`, signed when this emitter signs. Only
@@ -407,9 +425,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn appends_room_operations_to_the_history_with_the_events() {
+        let (broker, mut sub) = listening("sidecast:control").await;
+        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast").to("user:alice");
+        let join = emitter.control_for_offset(Control::Join {
+            rooms: vec!["user:alice".into()],
+            namespace: "/".into(),
+            except: vec![],
+            join: vec!["game:1".into()],
+        });
+        let joined = join.await.unwrap().unwrap();
+        emitter.emit("move", 1).await.unwrap();
+        let history = broker.history().unwrap();
+        let crate::Replay::Entries(entries) = history
+            .read_after("sidecast", &Offset::START, 10)
+            .await
+            .unwrap()
+        else {
+            panic!("no entries");
+        };
+        assert_eq!(entries.len(), 2, "the join, then the event");
+        assert_eq!(entries[0].offset, joined);
+        assert!(control::is_control(&entries[0].payload));
+        assert!(matches!(
+            control::decode(&entries[0].payload).unwrap(),
+            Control::Join { .. }
+        ));
+        assert!(!control::is_control(&entries[1].payload));
+        // Not published as well: a node would apply it twice.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(50), sub.recv())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
     async fn publishes_room_operations_on_the_control_channel() {
         let (broker, mut sub) = listening("sidecast:control").await;
-        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast");
+        let emitter = Emitter::new(Arc::new(broker.clone()), "sidecast").with_history(false);
         let alice = emitter.to("user:alice");
         alice.join("game:1").await.unwrap();
         alice

@@ -226,6 +226,21 @@ pub fn encode(control: &Control) -> Vec<u8> {
     serde_json::to_vec(&Versioned { v: 1, control }).unwrap_or_default()
 }
 
+/// Whether `payload` (unsigned) is a control message rather than an event: it has a `"control"`
+/// field. With recovery on, room operations are appended to the channel's history next to the
+/// events as control messages; the readers of the history tell the two apart with this, and
+/// never deliver a control entry to sockets as an event.
+pub fn is_control(payload: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Probe {
+        control: Option<serde::de::IgnoredAny>,
+    }
+    matches!(
+        serde_json::from_slice::<Probe>(payload),
+        Ok(Probe { control: Some(_) })
+    )
+}
+
 /// Decodes a control message and checks it ([`Control::validate`]); a disconnect must name at
 /// least one room, so that a malformed message can never disconnect everybody.
 pub fn decode(payload: &[u8]) -> Result<Control, DecodeError> {
@@ -268,6 +283,23 @@ mod tests {
         assert!(control::decode(br#"{"control":"disconnect","rooms":[]}"#).is_err());
         assert!(control::decode(br#"{"control":"explode"}"#).is_err());
         assert_eq!(control::channel("sidecast"), "sidecast:control");
+    }
+
+    #[test]
+    fn control_entries_are_told_from_events() {
+        let join = Control::Join {
+            rooms: vec!["user:a".into()],
+            namespace: "/".into(),
+            except: Vec::new(),
+            join: vec!["game:1".into()],
+        };
+        assert!(control::is_control(&control::encode(&join)));
+        assert!(!control::is_control(br#"{"v":1,"event":"move","data":1}"#));
+        // An event whose data has a "control" key is still an event.
+        assert!(!control::is_control(
+            br#"{"event":"move","data":{"control":"join"}}"#
+        ));
+        assert!(!control::is_control(b"not json"));
     }
 
     #[test]

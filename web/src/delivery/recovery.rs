@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sidecast_core::codec::control::{self, Control};
 use sidecast_core::codec::native;
 use sidecast_core::config::{RecoveryConfig, SlowClientPolicy};
 use sidecast_core::envelope::now_millis;
@@ -37,7 +38,16 @@ use tokio::sync::{Mutex, MutexGuard, watch};
 use tokio::task::JoinHandle;
 
 use crate::delivery::emit::{self, Delivery, OFFSETS_ROOM, PLAIN_ROOM, RECOVERING_ROOM};
+use crate::delivery::memberships::SharedMemberships;
 use crate::metrics::Metrics;
+
+/// A history entry once opened: an event for sockets, or a room operation (a control entry,
+/// decision 34) that every node applies in history order and no socket receives.
+#[derive(Debug)]
+enum Opened {
+    Event(Envelope),
+    Control(Control),
+}
 
 /// The reserved event every socket that asked for offsets receives once it is live: `{"status", "recovered"}` and, as
 /// the last argument, the offset the socket starts from.
@@ -227,26 +237,45 @@ impl Recovery {
         mut subscription: HistorySubscription,
         io: SocketIo,
         slow_client: SlowClientPolicy,
+        memberships: SharedMemberships,
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut lagging = std::collections::HashSet::new();
             while let Some(entry) = subscription.recv().await {
+                let opened = self.open(&entry);
+                let source = match opened {
+                    Some(Opened::Control(_)) => "control",
+                    _ => "native",
+                };
                 self.metrics
                     .bus_received
-                    .get_or_create(&crate::metrics::Source { source: "native" })
+                    .get_or_create(&crate::metrics::Source { source })
                     .inc();
-                let envelope = self.open(&entry);
                 let mut position = self.position.lock().await;
-                if let Some(envelope) = envelope {
-                    emit::deliver_emit(
-                        &io,
-                        &self.metrics,
-                        slow_client,
-                        &mut lagging,
-                        &envelope,
-                        Some(self.delivery(&entry.offset)),
-                    )
-                    .await;
+                match opened {
+                    Some(Opened::Event(envelope)) => {
+                        emit::deliver_emit(
+                            &io,
+                            &self.metrics,
+                            slow_client,
+                            &mut lagging,
+                            &envelope,
+                            Some(self.delivery(&entry.offset)),
+                        )
+                        .await;
+                    }
+                    // Applied under the position's lock, like an event is delivered: the
+                    // events after it in the history reach the sockets it changed.
+                    Some(Opened::Control(operation)) => {
+                        crate::delivery::relay::apply_operation(
+                            &io,
+                            &self.metrics,
+                            &*memberships,
+                            &operation,
+                        )
+                        .await;
+                    }
+                    None => {}
                 }
                 position.clone_from(&entry.offset);
                 self.advanced.send_replace(entry.offset);
@@ -255,9 +284,9 @@ impl Recovery {
         })
     }
 
-    /// The envelope of a history entry, verified when the bus is signed; `None` (counted and
-    /// logged) when it cannot be delivered.
-    fn open(&self, entry: &HistoryEntry) -> Option<Envelope> {
+    /// The event or room operation of a history entry, verified when the bus is signed; `None`
+    /// (counted and logged) when it cannot be delivered or applied.
+    fn open(&self, entry: &HistoryEntry) -> Option<Opened> {
         let verified;
         let payload: &[u8] = match &self.signer {
             None => &entry.payload,
@@ -278,8 +307,18 @@ impl Recovery {
                 }
             }
         };
+        if control::is_control(payload) {
+            return match control::decode(payload) {
+                Ok(operation) => Some(Opened::Control(operation)),
+                Err(e) => {
+                    self.metrics.dropped("undecodable");
+                    tracing::warn!(offset = %entry.offset, error = %e, "undecodable room operation in the history dropped");
+                    None
+                }
+            };
+        }
         match native::decode(payload) {
-            Ok(envelope) => Some(envelope),
+            Ok(envelope) => Some(Opened::Event(envelope)),
             Err(e) => {
                 self.metrics.dropped("undecodable");
                 tracing::warn!(offset = %entry.offset, error = %e, "undecodable history entry dropped");
@@ -419,6 +458,12 @@ impl Recovery {
         let mut advanced = self.advanced.subscribe();
         let mut replayed = 0u64;
         let mut checked = false;
+        // The rooms the socket was in at `cursor`, as far as the room operations since then
+        // tell: the replay applies them in order, so that each event reaches it only if it
+        // was in the room at that point of the history.
+        let start_target = advanced.borrow().clone();
+        let mut view =
+            RoomView::at(history, &self.channel, &cursor, &start_target, socket, self).await?;
         loop {
             // The node's position before reading: entries up to it are replayed here, later
             // ones come live once the socket has switched.
@@ -437,9 +482,19 @@ impl Recovery {
                         reached = true;
                         break;
                     }
-                    if let Some(envelope) = self.open(&entry)
-                        && addressed(socket, &envelope)
-                    {
+                    let envelope = match self.open(&entry) {
+                        Some(Opened::Event(envelope)) => envelope,
+                        Some(Opened::Control(operation)) => {
+                            view.apply(socket, &operation);
+                            cursor = entry.offset;
+                            continue;
+                        }
+                        None => {
+                            cursor = entry.offset;
+                            continue;
+                        }
+                    };
+                    if view.addressed(socket, &envelope) {
                         if replayed == self.max_replay as u64 {
                             return Ok((Status::Trimmed, replayed));
                         }
@@ -511,6 +566,129 @@ impl Recovery {
             tracing::debug!(sid = %socket.id, error = %e, "recovery report not sent");
         }
         tracing::debug!(sid = %socket.id, status = status.as_str(), replayed, offset = %position, "socket live");
+    }
+}
+
+/// The rooms a recovering socket is taken to be in while its replay runs: its rooms now, except
+/// where a room operation since its offset changed them. The state at the offset is that before
+/// the first operation on each room (in before a first leave, out before a first join); each
+/// operation the replay meets then sets it, before the events that follow it.
+#[derive(Debug, Default)]
+struct RoomView {
+    changed: std::collections::HashMap<String, bool>,
+}
+
+impl RoomView {
+    /// The view at `from`, from the room operations between it and `target` that address
+    /// `socket` (read once before the replay).
+    async fn at(
+        history: &dyn sidecast_core::History,
+        channel: &str,
+        from: &Offset,
+        target: &Offset,
+        socket: &SocketRef,
+        recovery: &Recovery,
+    ) -> Result<Self, ReplayError> {
+        let mut cursor = from.clone();
+        let mut first = std::collections::HashMap::new();
+        while cursor < *target {
+            let page = match history.read_after(channel, &cursor, PAGE).await? {
+                Replay::Entries(entries) => entries,
+                // The replay reads the same range and reports it.
+                Replay::Trimmed | Replay::Unknown => break,
+            };
+            let complete = page.len() < PAGE;
+            for entry in page {
+                if entry.offset > *target {
+                    return Ok(Self { changed: first });
+                }
+                if let Some(Opened::Control(operation)) = recovery.open(&entry) {
+                    // Addressed by the socket's rooms now: what it was in before is what is
+                    // being worked out.
+                    let mut after = Self::default();
+                    after.apply_with(socket, &operation, &Self::default());
+                    for (room, joined) in after.changed {
+                        first.entry(room).or_insert(!joined);
+                    }
+                }
+                cursor = entry.offset;
+            }
+            if complete {
+                break;
+            }
+        }
+        Ok(Self { changed: first })
+    }
+
+    /// Whether the socket is in `room` in this view.
+    fn is_in(&self, rooms: &[std::borrow::Cow<'static, str>], room: &str) -> bool {
+        match self.changed.get(room) {
+            Some(joined) => *joined,
+            None => rooms.iter().any(|r| r == room),
+        }
+    }
+
+    /// Applies `operation` to the view when it addresses the socket.
+    fn apply(&mut self, socket: &SocketRef, operation: &Control) {
+        let before = Self {
+            changed: self.changed.clone(),
+        };
+        self.apply_with(socket, operation, &before);
+    }
+
+    /// Applies `operation` to `self` when it addresses the socket in the view `by`.
+    fn apply_with(&mut self, socket: &SocketRef, operation: &Control, by: &Self) {
+        let rooms = socket.rooms();
+        let addressed = |namespace: &str, to: &[String], except: &[String]| {
+            socket.ns() == namespace
+                && (to.is_empty() || to.iter().any(|r| by.is_in(&rooms, r)))
+                && !except.iter().any(|r| by.is_in(&rooms, r))
+        };
+        match operation {
+            Control::Join {
+                rooms: to,
+                namespace,
+                except,
+                join,
+            } if addressed(namespace, to, except) => {
+                for room in join {
+                    self.changed.insert(room.clone(), true);
+                }
+            }
+            Control::Leave {
+                rooms: to,
+                namespace,
+                except,
+                leave,
+            } if addressed(namespace, to, except) => {
+                for room in leave {
+                    self.changed.insert(room.clone(), false);
+                }
+            }
+            Control::CloseRoom {
+                rooms: closed,
+                namespace,
+            } if socket.ns() == namespace => {
+                for room in closed {
+                    self.changed.insert(room.clone(), false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `envelope` is addressed to `socket` in this view: its namespace, one of its rooms
+    /// (or everyone), and none of the rooms it excludes.
+    fn addressed(&self, socket: &SocketRef, envelope: &Envelope) -> bool {
+        if socket.ns() != envelope.namespace {
+            return false;
+        }
+        if envelope.rooms.is_empty() && envelope.except.is_empty() {
+            return true;
+        }
+        let rooms = socket.rooms();
+        let is_in = |list: &[String]| list.iter().any(|r| self.is_in(&rooms, r));
+        (envelope.rooms.is_empty() || is_in(&envelope.rooms)) && !is_in(&envelope.except)
     }
 }
 
