@@ -7,8 +7,8 @@
 //! `HOME`, where `rabbitmqctl` run with the node's environment reads it too). The second and
 //! third nodes then `join_cluster` the first (`stop_app`, `join_cluster`, `start_app`).
 //!
-//! Starting takes seconds (three Erlang VMs and six `rabbitmqctl` calls, each of which boots a
-//! VM): start one cluster per test binary and share it where the tests allow.
+//! Starting takes tens of seconds (three Erlang VMs booted side by side, then six `rabbitmqctl`
+//! calls, each of which boots a VM): start one cluster per test binary.
 
 use std::path::Path;
 use std::process::Child;
@@ -76,14 +76,24 @@ impl RabbitMqCluster {
             .unwrap_or_else(|why| panic!("the cluster's epmd did not start: {why}"));
         let watchdog = spawn_watchdog(epmd.id(), dir.path());
         let cookie = format!("SIDECAST{}", uuid::Uuid::new_v4().simple()).to_uppercase();
+        // The nodes boot side by side (each boot is mostly waiting); they join afterwards.
+        let starting: Vec<_> = (0..NODES)
+            .map(|i| {
+                let member = Membership {
+                    epmd_port: Some(epmd_port),
+                    cookie: Some(cookie.clone()),
+                    label: Some(format!("-c{i}")),
+                };
+                tokio::spawn(async move { LocalServer::start_member(&[], &member).await })
+            })
+            .collect();
         let mut nodes = Vec::with_capacity(NODES);
-        for i in 0..NODES {
-            let member = Membership {
-                epmd_port: Some(epmd_port),
-                cookie: Some(cookie.clone()),
-                label: Some(format!("-c{i}")),
+        for started in starting {
+            let (local, port) = match started.await {
+                Ok(started) => started,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => panic!("a RabbitMQ node's start was cancelled: {e}"),
             };
-            let (local, port) = LocalServer::start_member(&[], &member).await;
             nodes.push(Node {
                 local,
                 port,

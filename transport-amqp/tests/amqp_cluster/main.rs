@@ -1,15 +1,13 @@
-//! AmqpBroker against a three-node RabbitMQ cluster ([`sidecast_testkit::RabbitMqCluster`]),
-//! given every node's URL: the conformance suite, and a broker that keeps publishing and
-//! receiving when the node it is connected to is SIGKILLed.
+//! The broker conformance suite against a three-node RabbitMQ cluster
+//! ([`sidecast_testkit::RabbitMqCluster`]), the broker given every node's URL.
 //!
-//! One cluster per test binary (starting one takes seconds), shared by the conformance checks;
-//! the kill test starts its own.
+//! One cluster per test binary (starting one takes tens of seconds), shared by the checks;
+//! the node kills are in `amqp_cluster_kill`, with a cluster of their own.
 
 #[path = "../amqp/common.rs"]
 #[allow(dead_code)]
 mod common;
 mod conformance;
-mod failover;
 
 use sidecast_testkit::RabbitMqCluster;
 use tokio::sync::OnceCell;
@@ -23,7 +21,7 @@ pub(crate) async fn shared_cluster() -> &'static RabbitMqCluster {
 }
 
 /// Starts a cluster and prints how long that took.
-pub(crate) async fn start_cluster() -> RabbitMqCluster {
+async fn start_cluster() -> RabbitMqCluster {
     let started = Instant::now();
     let cluster = RabbitMqCluster::start().await;
     eprintln!(
