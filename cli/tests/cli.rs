@@ -126,6 +126,39 @@ fn config_check_names_key_file_and_fix() {
 }
 
 #[test]
+fn config_takes_several_amqp_urls_redacted_and_checks_each() {
+    let urls = "amqp://node:hunter2@10.0.0.1:5672/%2f,amqp://node:hunter2@10.0.0.2:5672/%2f";
+    let env = [
+        ("SIDECAST_BROKER__KIND", "amqp"),
+        ("SIDECAST_BROKER__URL", urls),
+        ("SIDECAST_BROKER__URL_ORDER", "shuffle"),
+    ];
+    run_ok(&["config", "--check"], &env);
+    let stdout = String::from_utf8(run_ok(&["config"], &env).stdout).unwrap();
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout.contains("amqp://node:***@10.0.0.1:5672/%2f,amqp://node:***@10.0.0.2:5672/%2f"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("url_order = \"shuffle\""), "{stdout}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(
+        &file,
+        "[broker]\nkind = \"amqp\"\nurl = [\"amqp://node:hunter2@a\", \"amqp://node:hunter2@b:56x2\"]\n",
+    )
+    .unwrap();
+    let stderr = run_failing(
+        &["config", "--check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert!(stderr.contains("entry 2 of 2 of `broker.url`"), "{stderr}");
+    assert!(stderr.contains("port"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
 fn config_check_refuses_a_misspelled_variable() {
     let stderr = run_failing(
         &["config", "--check"],

@@ -25,6 +25,8 @@ pub mod conformance;
 pub mod log;
 pub mod process;
 #[cfg(unix)]
+pub mod rabbitmq_cluster;
+#[cfg(unix)]
 pub mod rabbitmq_server;
 pub mod redis_cluster;
 pub mod redis_sentinel;
@@ -36,6 +38,8 @@ use sidecast_core::{Broker, BrokerHealth};
 use tokio::time::{Instant, sleep};
 
 pub use conformance::Capabilities;
+#[cfg(unix)]
+pub use rabbitmq_cluster::RabbitMqCluster;
 #[cfg(unix)]
 pub use rabbitmq_server::RabbitMqServer;
 pub use redis_cluster::RedisCluster;

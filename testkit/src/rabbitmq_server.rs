@@ -28,7 +28,7 @@
 //! the Ctrl-C that ends the tests does not end it before it has cleaned up.
 
 // This file is the test's view of a server; `node` runs a private one's processes.
-mod node;
+pub(crate) mod node;
 
 use std::io;
 use std::path::Path;

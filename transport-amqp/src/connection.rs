@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties, Event};
 use sidecast_core::BrokerError;
 use sidecast_core::supervision::{
@@ -22,7 +21,8 @@ use crate::error::{self, Doing};
 use crate::options::AmqpOptions;
 use crate::publisher::{Failures, Publishing};
 use crate::resume::resume_backoff;
-use crate::uri::parse_uri;
+use crate::uri::{Endpoint, parse_uris};
+use sidecast_core::config::UrlOrder;
 
 /// The AMQP connection's id on the health board; subscriptions count up from 1.
 const CONNECTION: PartId = 0;
@@ -37,8 +37,12 @@ const LIVENESS_CHECK: Duration = Duration::from_secs(1);
 /// and outage log.
 pub(crate) struct AmqpState {
     pub(crate) options: AmqpOptions,
-    /// `options.url`, parsed, with the heartbeat and TCP connect time-out filled in.
-    uri: AMQPUri,
+    /// `options.url`, parsed (one entry per node of a cluster), with the heartbeat and TCP
+    /// connect time-out filled in.
+    endpoints: Vec<Endpoint>,
+    /// In order: the endpoint the next connection attempt starts at (the one after the endpoint
+    /// last connected to, since that one was just lost).
+    next_endpoint: AtomicUsize,
     /// `options.url` with the password redacted: the only form that reaches logs and errors.
     pub(crate) url: String,
     /// The connection (id [`CONNECTION`]) and the subscriptions, their health and outages.
@@ -63,6 +67,8 @@ pub(crate) struct AmqpConnection {
     pub(crate) connection: Connection,
     /// The publishing channel, in confirm mode.
     pub(crate) publishing: Publishing,
+    /// The URL (redacted) of the node this connection went to.
+    pub(crate) endpoint: String,
     /// History stream queues declared on this connection: declaring is a round trip, so it is
     /// done once per queue and connection, not per append.
     pub(crate) history_queues: std::sync::Mutex<HashSet<String>>,
@@ -73,7 +79,7 @@ impl AmqpState {
     pub(crate) fn new(options: AmqpOptions) -> Result<Self, BrokerError> {
         let url = options.url.redacted();
         options.validate()?;
-        let uri = parse_uri(&options, &url)?;
+        let endpoints = parse_uris(&options)?;
         Ok(Self {
             parts: Parts::new(
                 HealthBoard::new(AttemptCount::Highest),
@@ -85,7 +91,8 @@ impl AmqpState {
                 CONNECTION + 1,
             ),
             url,
-            uri,
+            endpoints,
+            next_endpoint: AtomicUsize::new(0),
             options,
             connection: watch::Sender::new(None),
             check: Notify::new(),
@@ -127,8 +134,53 @@ impl AmqpState {
         }
     }
 
-    /// A new connection with its publishing channel, within the connect time-out.
+    /// The order in which this round of connection attempts tries the endpoints (indexes).
+    fn endpoint_order(&self) -> Vec<usize> {
+        let count = self.endpoints.len();
+        let mut order: Vec<usize> = match self.options.url_order {
+            UrlOrder::InOrder => {
+                let start = self.next_endpoint.load(Ordering::Relaxed) % count;
+                (0..count).map(|i| (start + i) % count).collect()
+            }
+            UrlOrder::Shuffle => (0..count).collect(),
+        };
+        if self.options.url_order == UrlOrder::Shuffle {
+            use rand::seq::SliceRandom;
+            order.shuffle(&mut rand::rng());
+        }
+        order
+    }
+
+    /// A new connection with its publishing channel: one round over the endpoints, in the
+    /// order of [`AmqpOptions::url_order`], each attempt within the connect time-out. The first
+    /// that answers wins; when none does, the last error (the backoff between rounds is the
+    /// caller's).
     pub(crate) async fn open_connection(&self) -> Result<Arc<AmqpConnection>, BrokerError> {
+        let order = self.endpoint_order();
+        let mut last_error = None;
+        for index in order {
+            let endpoint = &self.endpoints[index];
+            match self.open_endpoint(endpoint).await {
+                Ok(connection) => {
+                    self.next_endpoint.store(index + 1, Ordering::Relaxed);
+                    return Ok(connection);
+                }
+                Err(e) => {
+                    if self.endpoints.len() > 1 {
+                        tracing::debug!(
+                            url = %endpoint.shown, error = %e,
+                            "amqp node did not answer; trying the next"
+                        );
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| error::config("broker.url names no AMQP URL".to_owned())))
+    }
+
+    /// A new connection to `endpoint` with its publishing channel, within the connect time-out.
+    async fn open_endpoint(&self, endpoint: &Endpoint) -> Result<Arc<AmqpConnection>, BrokerError> {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         // Shown in RabbitMQ's management UI and `rabbitmqctl list_connections`.
         let properties = ConnectionProperties::default().with_connection_name(
@@ -136,9 +188,9 @@ impl AmqpState {
         );
         let after = self.options.connect_timeout;
         let open = async {
-            let connection = Connection::connect_uri(self.uri.clone(), properties)
+            let connection = Connection::connect_uri(endpoint.uri.clone(), properties)
                 .await
-                .map_err(|e| error::map(e, &self.url, Doing::Connecting))?;
+                .map_err(|e| error::map(e, &endpoint.shown, Doing::Connecting))?;
             // Opened right away: the first publish does not pay for it, and a user who may not
             // even open a channel is refused here.
             let publishing =
@@ -146,13 +198,14 @@ impl AmqpState {
                     Ok(publishing) => publishing,
                     Err(e) => {
                         let _ = connection.close(200, "setup failed".into()).await;
-                        return Err(error::map(e, &self.url, Doing::Connecting));
+                        return Err(error::map(e, &endpoint.shown, Doing::Connecting));
                     }
                 };
             Ok(AmqpConnection {
                 generation,
                 connection,
                 publishing,
+                endpoint: endpoint.shown.clone(),
                 history_queues: std::sync::Mutex::new(HashSet::new()),
             })
         };
@@ -222,6 +275,9 @@ pub(crate) async fn supervise(state: Arc<AmqpState>, mut shutdown: Shutdown) {
         drop(link);
         match state.reconnect(&mut shutdown).await {
             Some(link) => {
+                if state.endpoints.len() > 1 {
+                    tracing::info!(url = %link.endpoint, "amqp reconnected to a node of the cluster");
+                }
                 state.connection.send_replace(Some(link));
                 state.parts.restored(CONNECTION);
             }
@@ -266,5 +322,50 @@ async fn watch_connection(
             };
             return Some(last_error.unwrap_or_else(|| format!("the connection {state}")));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(url: &str, order: UrlOrder) -> AmqpState {
+        AmqpState::new(AmqpOptions {
+            url_order: order,
+            ..AmqpOptions::new(url)
+        })
+        .expect("valid options")
+    }
+
+    #[test]
+    fn in_order_starts_after_the_node_last_connected_to() {
+        let state = state("amqp://a,amqp://b,amqp://c", UrlOrder::InOrder);
+        assert_eq!(state.endpoint_order(), [0, 1, 2]);
+        // As after a connection to `b`: its loss makes the next round start at `c`.
+        state.next_endpoint.store(2, Ordering::Relaxed);
+        assert_eq!(state.endpoint_order(), [2, 0, 1]);
+        state.next_endpoint.store(3, Ordering::Relaxed);
+        assert_eq!(state.endpoint_order(), [0, 1, 2]);
+    }
+
+    #[test]
+    fn shuffle_tries_every_node_once_in_varying_orders() {
+        let state = state("amqp://a,amqp://b,amqp://c,amqp://d", UrlOrder::Shuffle);
+        let mut seen = HashSet::new();
+        for _ in 0..200 {
+            let mut order = state.endpoint_order();
+            seen.insert(order.clone());
+            order.sort_unstable();
+            assert_eq!(order, [0, 1, 2, 3]);
+        }
+        // 24 orders; 200 draws all giving one would be a broken shuffle.
+        assert!(seen.len() > 1, "{seen:?}");
+    }
+
+    #[test]
+    fn one_url_is_one_endpoint() {
+        let state = state("amqp://u:hunter2@h/%2f", UrlOrder::Shuffle);
+        assert_eq!(state.endpoint_order(), [0]);
+        assert!(!state.url.contains("hunter2"));
     }
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use sidecast_core::broker::HistoryRetention;
-use sidecast_core::config::{BrokerConfig, BrokerKind};
+use sidecast_core::config::{BrokerConfig, BrokerKind, UrlOrder};
 use sidecast_core::{BrokerError, BrokerUrl};
 
 use crate::error;
@@ -42,7 +42,14 @@ pub struct AmqpOptions {
     /// (`heartbeat`, `frame_max`, `channel_max`, `connection_timeout`) are honoured; a
     /// `heartbeat` there takes precedence over [`AmqpOptions::heartbeat`]. The password shows
     /// redacted.
+    ///
+    /// Several URLs separated by commas name the nodes of a RabbitMQ cluster: the broker
+    /// connects to one at a time and, when that connection fails or is lost, to the next, in
+    /// the order of [`AmqpOptions::url_order`].
     pub url: BrokerUrl,
+    /// With several URLs: tried as listed (each reconnect starting after the node last
+    /// connected to) or in a new random order on each reconnect.
+    pub url_order: UrlOrder,
     /// Bound on establishing the connection (TCP, TLS, AMQP handshake, login, first channel),
     /// and on setting up a subscription's queue.
     pub connect_timeout: Duration,
@@ -96,6 +103,7 @@ impl AmqpOptions {
     pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
             url: url.into(),
+            url_order: UrlOrder::InOrder,
             connect_timeout: Duration::from_secs(3),
             publish_timeout: Duration::from_secs(2),
             subscription_capacity: sidecast_core::memory::DEFAULT_CAPACITY,
@@ -111,7 +119,7 @@ impl AmqpOptions {
 
     /// The options of a `[broker]` configuration section: `broker.url` (or the default AMQP URL
     /// when `kind = "amqp"`), `publish_timeout_ms`, `connect_timeout_ms` and
-    /// `subscription_capacity` and `durable_exchanges`; the backoff and heartbeat keep their
+    /// `subscription_capacity`, `durable_exchanges` and `url_order`; the backoff and heartbeat keep their
     /// defaults (the heartbeat can be set in the URL: `?heartbeat=5`).
     pub fn from_config(config: &BrokerConfig) -> Self {
         // Whatever `kind` says, this is the AMQP transport: an unset URL means the AMQP default,
@@ -125,6 +133,7 @@ impl AmqpOptions {
             publish_timeout: Duration::from_millis(config.publish_timeout_ms),
             subscription_capacity: config.subscription_capacity,
             durable_exchanges: config.durable_exchanges,
+            url_order: config.url_order,
             ..Self::new(url)
         }
     }
@@ -190,9 +199,11 @@ mod tests {
             connect_timeout_ms: 750,
             subscription_capacity: 16,
             durable_exchanges: true,
+            url_order: UrlOrder::Shuffle,
             ..BrokerConfig::default()
         };
         let options = AmqpOptions::from_config(&config);
+        assert_eq!(options.url_order, UrlOrder::Shuffle);
         assert_eq!(options.url, "amqp://u:pw@example:7000/v");
         assert_eq!(options.publish_timeout, Duration::from_millis(250));
         assert_eq!(options.connect_timeout, Duration::from_millis(750));

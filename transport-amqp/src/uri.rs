@@ -7,10 +7,42 @@ use sidecast_core::BrokerError;
 use crate::error;
 use crate::options::AmqpOptions;
 
+/// One node's address: the parsed URI and its redacted form, the only one logged.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub(crate) uri: AMQPUri,
+    pub(crate) shown: String,
+}
+
+/// Parses every URL of [`AmqpOptions::url`] (one, or several separated by commas: the nodes of
+/// a cluster), completed as [`parse_uri`] does. An error names the entry at fault.
+pub(crate) fn parse_uris(options: &AmqpOptions) -> Result<Vec<Endpoint>, BrokerError> {
+    let urls = sidecast_core::broker::url_list(options.url.as_str());
+    let several = urls.len() > 1;
+    urls.iter()
+        .enumerate()
+        .map(|(index, url)| {
+            let shown = sidecast_core::broker::redact_url(url);
+            let described = if several {
+                format!("{shown:?} (entry {} of {})", index + 1, urls.len())
+            } else {
+                format!("{shown:?}")
+            };
+            let uri = parse_one(options, url, &described)?;
+            Ok(Endpoint { uri, shown })
+        })
+        .collect()
+}
+
 /// Parses the URL and fills in what the options say: the heartbeat (unless the URL has one) and
 /// lapin's TCP connect time-out.
+#[cfg(test)]
 pub(crate) fn parse_uri(options: &AmqpOptions, redacted: &str) -> Result<AMQPUri, BrokerError> {
-    let shown = format!("{redacted:?}");
+    parse_one(options, options.url.as_str(), &format!("{redacted:?}"))
+}
+
+/// Parses `url`, shown in errors as `shown`, and completes it from `options`.
+fn parse_one(options: &AmqpOptions, url: &str, shown: &str) -> Result<AMQPUri, BrokerError> {
     let bad = |why: &str| {
         error::config(format!(
             "the URL {shown} is not a valid AMQP URL ({why}); it must look like \
@@ -18,11 +50,11 @@ pub(crate) fn parse_uri(options: &AmqpOptions, redacted: &str) -> Result<AMQPUri
              amqps://... for TLS"
         ))
     };
-    let scheme = options.url.scheme();
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     if !matches!(scheme, Some("amqp" | "amqps")) {
         return Err(bad("the scheme must be amqp or amqps"));
     }
-    let mut uri: AMQPUri = options.url.as_str().parse().map_err(|e: String| bad(&e))?;
+    let mut uri: AMQPUri = url.parse().map_err(|e: String| bad(&e))?;
     debug_assert!(matches!(uri.scheme, AMQPScheme::AMQP | AMQPScheme::AMQPS));
     if uri.query.heartbeat.is_none() {
         // Whole seconds, rounded up so that a sub-second heartbeat is not turned off.
@@ -64,6 +96,31 @@ mod tests {
             parse_uri(&sub_second, "").expect("valid").query.heartbeat,
             Some(1)
         );
+    }
+
+    #[test]
+    fn several_urls_are_parsed_each_and_an_error_names_the_entry() {
+        let options = AmqpOptions::new("amqp://u:hunter2@a:5672/%2f, amqps://u:hunter2@b/v");
+        let endpoints = parse_uris(&options).expect("valid");
+        assert_eq!(endpoints.len(), 2);
+        assert_eq!(endpoints[0].uri.authority.host, "a");
+        assert_eq!(endpoints[1].uri.authority.port, 5671);
+        assert_eq!(endpoints[1].uri.vhost, "v");
+        assert_eq!(
+            endpoints[1].uri.query.heartbeat,
+            Some(10),
+            "each is completed"
+        );
+        assert_eq!(endpoints[0].shown, "amqp://u:***@a:5672/%2f");
+
+        let error = parse_uris(&AmqpOptions::new("amqp://u:hunter2@a,amqp://u:hunter2@b:x"))
+            .expect_err("a bad port");
+        let shown = error.to_string();
+        assert!(shown.contains("(entry 2 of 2)"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+
+        let one = parse_uris(&AmqpOptions::new("amqp://h")).expect("valid");
+        assert_eq!(one.len(), 1);
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use history::{
 };
 pub use sentinel::{ConnectionReport, DEFAULT_SENTINEL_PORT, SENTINEL_SCHEMES, SentinelUrl};
 pub use subscription::{Delivery, Subscription, SubscriptionSender};
-pub use url::{BrokerUrl, redact_url};
+pub use url::{BrokerUrl, redact_url, url_list};
 
 /// A message bus that carries opaque payloads on named channels.
 ///

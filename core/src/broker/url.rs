@@ -84,10 +84,48 @@ impl PartialEq<&str> for BrokerUrl {
     }
 }
 
-/// Removes the password from a broker URL so that it can be logged and shown.
+/// The URLs of a list of several (`amqp://a,amqp://b`, the form `broker.url` takes for several
+/// AMQP nodes): split at each comma that starts a new URL (one with a scheme), trimmed. A single
+/// URL, including a Sentinel or Cluster address whose host list has commas
+/// (`redis+sentinel://h1,h2/mymaster`), is one entry; empty entries are kept so that a check can
+/// name them.
+///
+/// ```
+/// use sidecast_core::broker::url_list;
+///
+/// assert_eq!(url_list("amqp://a, amqps://b"), ["amqp://a", "amqps://b"]);
+/// assert_eq!(url_list("redis+sentinel://h1,h2/m"), ["redis+sentinel://h1,h2/m"]);
+/// assert_eq!(url_list("amqp://a,,amqp://b"), ["amqp://a", "", "amqp://b"]);
+/// ```
+pub fn url_list(url: &str) -> Vec<&str> {
+    let parts: Vec<&str> = url.split(',').map(str::trim).collect();
+    // Several URLs only when every part after the first is a URL of its own (or empty, a
+    // mistake to report); otherwise the commas belong to one URL's host list.
+    let several = parts.len() > 1
+        && parts[1..]
+            .iter()
+            .all(|part| part.is_empty() || part.contains("://"))
+        && parts.iter().any(|part| part.contains("://"));
+    if several { parts } else { vec![url.trim()] }
+}
+
+/// Removes the password from a broker URL so that it can be logged and shown; a list of several
+/// URLs ([`url_list`]) has each one redacted.
 ///
 /// `redis://user:secret@host:6379` becomes `redis://user:***@host:6379`.
 pub fn redact_url(url: &str) -> String {
+    let urls = url_list(url);
+    if urls.len() > 1 {
+        return urls
+            .into_iter()
+            .map(redact_one)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
+    redact_one(url)
+}
+
+fn redact_one(url: &str) -> String {
     // Without a scheme (`user:pw@host`) the authority starts the string: redact it all the same.
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
@@ -144,6 +182,26 @@ mod tests {
             redact_url("rediss+cluster://:hunter2@h1"),
             "rediss+cluster://:***@h1"
         );
+    }
+
+    #[test]
+    fn lists_of_urls_are_split_and_each_one_redacted() {
+        assert_eq!(url_list("amqp://h"), ["amqp://h"]);
+        assert_eq!(
+            url_list(" amqp://u:p@a:5672/%2f ,amqp://u:p@b "),
+            ["amqp://u:p@a:5672/%2f", "amqp://u:p@b"]
+        );
+        assert_eq!(url_list("amqp://a,"), ["amqp://a", ""]);
+        assert_eq!(
+            url_list("redis+cluster://h1:7000,h2:7001"),
+            ["redis+cluster://h1:7000,h2:7001"]
+        );
+        assert_eq!(
+            redact_url("amqp://u:hunter2@a/%2f,amqps://v:s3cret@b:5671"),
+            "amqp://u:***@a/%2f,amqps://v:***@b:5671"
+        );
+        let shown = BrokerUrl::new("amqp://u:hunter2@a, amqp://u:hunter2@b").to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -53,8 +53,17 @@ pub struct BrokerConfig {
     /// `"redis"`, `"amqp"` or `"memory"`.
     pub kind: BrokerKind,
     /// The broker's URL; when not set, the default of `kind` (`redis://127.0.0.1:6379`,
-    /// `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    /// `amqp://guest:guest@127.0.0.1:5672/%2f`). For `kind = "amqp"` it may name several nodes
+    /// of a RabbitMQ cluster: a TOML list, or one string with the URLs separated by commas (the
+    /// form of the environment variable); a list is kept in the comma form
+    /// ([`crate::broker::url_list`] splits it). See `url_order` and decision 32.
+    #[serde(deserialize_with = "url_or_list")]
     pub url: Option<String>,
+    /// AMQP with several URLs: the order in which they are tried on every (re)connect,
+    /// `"in-order"` (the default: the first that answers, then on to the next when it is
+    /// lost) or `"shuffle"` (a new random order each time, so that nodes spread over the
+    /// cluster). Other brokers ignore it.
+    pub url_order: UrlOrder,
     /// The channel (Redis) or fanout exchange (AMQP) carrying Sidecast's own messages.
     pub channel: String,
     /// How long a publish may take before it fails, in milliseconds.
@@ -96,6 +105,61 @@ pub struct BrokerConfig {
     /// How long an append waits for `min_replicas` replicas, in milliseconds; must be below
     /// `publish_timeout_ms`, which bounds the whole append.
     pub replica_timeout_ms: u64,
+}
+
+/// The order in which several broker URLs are tried (`broker.url_order`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UrlOrder {
+    /// As listed: each (re)connect starts at the URL after the one last connected to.
+    #[default]
+    InOrder,
+    /// In a new random order on each round of attempts.
+    Shuffle,
+}
+
+impl UrlOrder {
+    /// The name used in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InOrder => "in-order",
+            Self::Shuffle => "shuffle",
+        }
+    }
+}
+
+impl fmt::Display for UrlOrder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `broker.url` as one string or a list of strings; a list is joined with commas, the form
+/// the environment variable takes, so that the rest of the configuration sees one string.
+fn url_or_list<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match Option::<OneOrMany>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(OneOrMany::One(url)) => Ok(Some(url)),
+        Some(OneOrMany::Many(urls)) => {
+            if let Some(url) = urls.iter().find(|url| url.contains(',')) {
+                return Err(serde::de::Error::custom(format!(
+                    "a URL in the list has a comma ({}); give one URL per entry, and write a \
+                     comma inside a password as %2C",
+                    crate::broker::redact_url(url)
+                )));
+            }
+            Ok(Some(urls.join(",")))
+        }
+    }
 }
 
 /// The message-queue format of an existing emitter.
@@ -179,6 +243,7 @@ impl Default for BrokerConfig {
         Self {
             kind: BrokerKind::default(),
             url: None,
+            url_order: UrlOrder::default(),
             channel: "sidecast".to_owned(),
             publish_timeout_ms: 2_000,
             connect_timeout_ms: 3_000,
@@ -337,5 +402,130 @@ mod ingress_tests {
         assert!(err.contains("broker.ingress_unsigned_ok = true"), "{err}");
         c.broker.ingress_unsigned_ok = true;
         c.validate().unwrap();
+    }
+}
+
+#[cfg(test)]
+// figment::Jail's closures return figment's large error type; that is its API.
+#[allow(clippy::result_large_err)]
+mod url_list_tests {
+    use super::*;
+    use crate::broker::url_list;
+    use crate::config::Config;
+    use crate::config::load_refusal;
+    use figment::Jail;
+
+    #[test]
+    fn several_amqp_urls_as_a_toml_list() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sidecast.toml",
+                r#"
+                [broker]
+                kind = "amqp"
+                url = ["amqp://u:hunter2@a:5672/%2f", "amqp://u:hunter2@b:5673/%2f"]
+                url_order = "shuffle"
+                "#,
+            )?;
+            let c = Config::load(None).unwrap();
+            let url = c.broker.url.as_deref().unwrap();
+            assert_eq!(
+                url_list(url),
+                ["amqp://u:hunter2@a:5672/%2f", "amqp://u:hunter2@b:5673/%2f"]
+            );
+            assert_eq!(c.broker.url_order, UrlOrder::Shuffle);
+            let shown = c.redacted().to_toml();
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("amqp://u:***@b:5673/%2f"), "{shown}");
+            assert!(!c.redacted_broker_url().contains("hunter2"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn several_amqp_urls_from_the_environment_separated_by_commas() {
+        Jail::expect_with(|jail| {
+            jail.set_env("SIDECAST_BROKER__KIND", "amqp");
+            jail.set_env(
+                "SIDECAST_BROKER__URL",
+                "amqp://u:pw@a:5672/%2f, amqp://u:pw@b:5673/%2f,amqps://c",
+            );
+            let c = Config::load(None).unwrap();
+            assert_eq!(url_list(c.broker.url.as_deref().unwrap()).len(), 3);
+            assert_eq!(c.broker.url_order, UrlOrder::InOrder, "the default");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn one_url_is_unchanged() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sidecast.toml",
+                "[broker]\nkind = \"amqp\"\nurl = \"amqp://u:p@h:5672/%2f\"\n",
+            )?;
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.broker.url.as_deref(), Some("amqp://u:p@h:5672/%2f"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_entry_is_named_by_its_place_with_the_password_redacted() {
+        let err = load_refusal(
+            "sidecast.toml",
+            "[broker]\nkind = \"amqp\"\nurl = [\"amqp://u:hunter2@a\", \"redis://u:hunter2@b\", \"amqp://c\"]\n",
+        );
+        assert!(err.contains("entry 2 of 3 of `broker.url`"), "{err}");
+        assert!(err.contains("scheme must be amqp"), "{err}");
+        assert!(err.contains("SIDECAST_BROKER__URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+
+        for (url, why) in [
+            ("amqp://a,", "is empty"),
+            ("amqp://a,amqp://:1", "has no host"),
+            (
+                "amqp://a,amqp://u:hunter2@b:port",
+                "port that is not a number",
+            ),
+            ("amqp://u:hunter2@[::1", "unclosed"),
+        ] {
+            let err = load_refusal(
+                "sidecast.toml",
+                &format!("[broker]\nkind = \"amqp\"\nurl = \"{url}\"\n"),
+            );
+            assert!(err.contains(why), "{url}: {err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = load_refusal(
+            "sidecast.toml",
+            "[broker]\nkind = \"amqp\"\nurl = [\"amqp://a,amqp://b\"]\n",
+        );
+        assert!(err.contains("one URL per entry"), "{err}");
+        let err = load_refusal(
+            "sidecast.toml",
+            "[broker]\nkind = \"amqp\"\nurl_order = \"random\"\n",
+        );
+        assert!(err.contains("shuffle"), "{err}");
+    }
+
+    #[test]
+    fn several_urls_are_for_amqp_only_and_redis_urls_are_unchanged() {
+        let err = load_refusal(
+            "sidecast.toml",
+            "[broker]\nurl = [\"redis://a:6379\", \"redis://b:6379\"]\n",
+        );
+        assert!(
+            err.contains("has 2 URLs") && err.contains("kind = \"amqp\""),
+            "{err}"
+        );
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "sidecast.toml",
+                "[broker]\nurl = \"redis+sentinel://h1:26379,h2:26379/mymaster\"\n",
+            )?;
+            Config::load(None).unwrap();
+            Ok(())
+        });
     }
 }

@@ -27,7 +27,7 @@ pub use auth::{
     AuthConfig, FLASK_SESSION_LIFETIME_SECS, FlaskSessionConfig, HttpAuthConfig, JwtConfig,
     PolicyKind, PolicyList,
 };
-pub use broker::{BrokerConfig, BrokerKind, IngressConfig, IngressFormat};
+pub use broker::{BrokerConfig, BrokerKind, IngressConfig, IngressFormat, UrlOrder};
 pub use load::{DEFAULT_FILE, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat};
 pub use recovery::RecoveryConfig;

@@ -143,7 +143,51 @@ impl Config {
         self.validate_sentinel_urls()?;
         self.validate_min_replicas()?;
         self.validate_cluster_urls()?;
+        // After the Sentinel and Cluster checks, whose errors say more about a Redis URL given
+        // with kind = "amqp".
+        self.validate_amqp_urls()?;
         self.validate_ingress()
+    }
+
+    /// `broker.url` with several URLs (a list, or commas): only for `kind = "amqp"`, and each
+    /// entry an `amqp://` or `amqps://` URL with a host and a numeric port if any. The entry is
+    /// named by its place; the URL is shown redacted. The rest of an AMQP URL (vhost, query) is
+    /// the transport's to check when it starts.
+    fn validate_amqp_urls(&self) -> Result<(), ConfigError> {
+        let Some(url) = self.broker.url.as_deref() else {
+            return Ok(());
+        };
+        let urls = crate::broker::url_list(url);
+        let fix = "give amqp://user:password@host:port/vhost or amqps://..., one per list entry \
+                   (broker.url = [\"amqp://...\", \"amqp://...\"]) or separated by commas \
+                   (SIDECAST_BROKER__URL)";
+        if urls.len() > 1 && self.broker.kind != BrokerKind::Amqp {
+            return Err(ConfigError::Invalid(format!(
+                "`broker.url` has {} URLs but broker.kind is \"{}\": several URLs are for \
+                 kind = \"amqp\" (the nodes of a RabbitMQ cluster); a Redis Sentinel or \
+                 Cluster takes its hosts in one URL (redis+sentinel://h1,h2/name, \
+                 redis+cluster://h1,h2)",
+                urls.len(),
+                self.broker.kind
+            )));
+        }
+        if self.broker.kind != BrokerKind::Amqp {
+            return Ok(());
+        }
+        for (index, entry) in urls.iter().enumerate() {
+            let which = if urls.len() > 1 {
+                format!("entry {} of {} of `broker.url`", index + 1, urls.len())
+            } else {
+                "`broker.url`".to_owned()
+            };
+            if let Err(why) = check_amqp_url(entry) {
+                return Err(ConfigError::Invalid(format!(
+                    "{which} ({:?}) {why}; {fix} (key broker.url, or SIDECAST_BROKER__URL)",
+                    crate::broker::redact_url(entry)
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `broker.url` and `session.url` when they are Sentinel addresses
@@ -485,6 +529,39 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What is wrong with one AMQP URL, if anything this side of connecting can tell.
+fn check_amqp_url(url: &str) -> Result<(), &'static str> {
+    if url.is_empty() {
+        return Err("is empty");
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("has no scheme");
+    };
+    if !matches!(scheme, "amqp" | "amqps") {
+        return Err("is not an AMQP URL (the scheme must be amqp or amqps)");
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    // `[::1]:5672`: the port follows the bracket.
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, tail)) => (host, tail.strip_prefix(':')),
+            None => return Err("has an unclosed `[` in its host"),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if host.is_empty() {
+        return Err("has no host");
+    }
+    if port.is_some_and(|port| port.parse::<u16>().is_err()) {
+        return Err("has a port that is not a number from 0 to 65535");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

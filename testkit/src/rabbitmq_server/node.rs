@@ -46,11 +46,25 @@ rm -rf "$3"
 /// Distinguishes the servers one test process starts.
 static SERVERS_STARTED: AtomicU32 = AtomicU32::new(0);
 
+/// How a node of a cluster differs from a lone private node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Membership {
+    /// The port of an `epmd` the cluster shares (nodes find each other through it); `None`:
+    /// the node starts its own.
+    pub(crate) epmd_port: Option<u16>,
+    /// The Erlang cookie every node of the cluster shares (written to the node's `HOME`).
+    pub(crate) cookie: Option<String>,
+    /// A part of the node's name that tells the cluster's nodes apart in logs.
+    pub(crate) label: Option<String>,
+}
+
 /// A private `rabbitmq-server` node, running or stopped.
 #[derive(Debug)]
-pub(super) struct LocalServer {
+pub(crate) struct LocalServer {
     node: String,
     epmd_port: u16,
+    /// Whether `epmd_port` is an epmd of a cluster's, which this node neither starts nor stops.
+    shared_epmd: bool,
     dist_port: u16,
     /// Where the `rabbitmq-server` and `rabbitmqctl` scripts are.
     bin_dir: PathBuf,
@@ -63,8 +77,9 @@ pub(super) struct LocalServer {
 /// The processes of one run of the server.
 #[derive(Debug)]
 struct Processes {
-    /// The private `epmd`, leader of the process group (its PID is the group id).
-    epmd: Child,
+    /// The private `epmd`, leader of the process group (its PID is the group id); `None` on a
+    /// cluster's shared epmd, when the server script leads the group.
+    epmd: Option<Child>,
     /// The `rabbitmq-server` script, in the same group; the Erlang VM is its child.
     server: Child,
     /// The cleanup watchdog (own process group), ended when the server is stopped normally.
@@ -73,7 +88,7 @@ struct Processes {
 
 impl Processes {
     fn group(&self) -> u32 {
-        self.epmd.id()
+        self.epmd.as_ref().map_or(self.server.id(), Child::id)
     }
 }
 
@@ -81,6 +96,11 @@ impl LocalServer {
     /// Starts a private node on free loopback ports, with extra lines for its `rabbitmq.conf`,
     /// and returns it with its AMQP port once it accepts AMQP connections.
     pub(super) async fn start(config_lines: &[&str]) -> (Self, u16) {
+        Self::start_member(config_lines, &Membership::default()).await
+    }
+
+    /// [`LocalServer::start`] for a node of a cluster: on the cluster's epmd, with its cookie.
+    pub(crate) async fn start_member(config_lines: &[&str], member: &Membership) -> (Self, u16) {
         let bin_dir = find_bin_dir();
         let dir = tempfile::Builder::new()
             .prefix("sidecast-rabbitmq-")
@@ -89,10 +109,14 @@ impl LocalServer {
                 panic!("cannot create a temporary directory for rabbitmq-server: {e}")
             });
         write_config(dir.path(), config_lines);
+        if let Some(cookie) = &member.cookie {
+            write_cookie(dir.path(), cookie);
+        }
         let mut dir = dir;
         let n = SERVERS_STARTED.fetch_add(1, Ordering::Relaxed);
+        let label = member.label.as_deref().unwrap_or("");
         let node = format!(
-            "sidecast-{}-{n}-{}@localhost",
+            "sidecast-{}-{n}{label}-{}@localhost",
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
@@ -101,10 +125,11 @@ impl LocalServer {
         // one before RabbitMQ binds it; the node then fails to start and new ports are tried.
         let mut failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
-            let [port, dist_port, epmd_port] = process::free_ports();
+            let [port, dist_port, own_epmd_port] = process::free_ports();
             let mut local = LocalServer {
                 node: node.clone(),
-                epmd_port,
+                epmd_port: member.epmd_port.unwrap_or(own_epmd_port),
+                shared_epmd: member.epmd_port.is_some(),
                 dist_port,
                 bin_dir: bin_dir.clone(),
                 processes: None,
@@ -124,23 +149,23 @@ impl LocalServer {
     }
 
     /// The Erlang node name (`sidecast-…@localhost`).
-    pub(super) fn node(&self) -> &str {
+    pub(crate) fn node(&self) -> &str {
         &self.node
     }
 
     /// The temporary directory (data, logs, configuration).
-    pub(super) fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// Whether the node runs.
-    pub(super) fn is_running(&self) -> bool {
+    pub(crate) fn is_running(&self) -> bool {
         self.processes.is_some()
     }
 
     /// Stops the node in order (`SIGTERM`, `SIGKILL` after [`SHUTDOWN_DEADLINE`]) and waits
     /// until `addr` refuses connections. Idempotent.
-    pub(super) async fn stop(&mut self, addr: &str) {
+    pub(crate) async fn stop(&mut self, addr: &str) {
         let Some(mut processes) = self.processes.take() else {
             return;
         };
@@ -156,7 +181,7 @@ impl LocalServer {
     }
 
     /// Kills every process of the node and waits until `addr` refuses connections. Idempotent.
-    pub(super) async fn kill(&mut self, addr: &str) {
+    pub(crate) async fn kill(&mut self, addr: &str) {
         self.kill_processes();
         wait_until_refused(addr).await;
     }
@@ -171,7 +196,7 @@ impl LocalServer {
     }
 
     /// Starts the stopped node again on AMQP port `port` (`addr`), with the same data.
-    pub(super) async fn restart(&mut self, port: u16, addr: &str) {
+    pub(crate) async fn restart(&mut self, port: u16, addr: &str) {
         if let Err(why) = self.run(port, addr).await {
             self.kill_processes();
             panic!("rabbitmq-server did not start again on port {port}: {why}");
@@ -179,7 +204,7 @@ impl LocalServer {
     }
 
     /// Runs `rabbitmqctl -n <node> <args>` against the node of AMQP port `port`.
-    pub(super) async fn ctl(&self, port: u16, args: &[&str]) -> Result<String, String> {
+    pub(crate) async fn ctl(&self, port: u16, args: &[&str]) -> Result<String, String> {
         let mut command = tokio::process::Command::new(self.bin_dir.join("rabbitmqctl"));
         self.environment(command.as_std_mut(), port);
         command
@@ -242,30 +267,23 @@ impl LocalServer {
     /// connections on `addr`.
     async fn run(&mut self, port: u16, addr: &str) -> Result<(), String> {
         let dir = self.dir.path().to_owned();
-        let mut epmd = spawn_epmd(self.epmd_port, &dir)?;
-        let group = epmd.id();
-        // epmd must listen before the node starts, or the node starts a daemonized epmd of its
-        // own, outside the process group (and outlives every stop).
-        let epmd_addr = format!("127.0.0.1:{}", self.epmd_port);
-        let deadline = Instant::now() + STARTUP_DEADLINE;
-        while connect(&epmd_addr).await.is_err() {
-            if Instant::now() >= deadline || !matches!(epmd.try_wait(), Ok(None)) {
-                reap(epmd);
-                return Err(format!(
-                    "epmd did not listen on {epmd_addr}; its output:\n{}",
-                    std::fs::read_to_string(dir.join("epmd.log")).unwrap_or_default()
-                ));
-            }
-            sleep(POLL_INTERVAL / 5).await;
-        }
-
+        let epmd = if self.shared_epmd {
+            None
+        } else {
+            Some(start_epmd(self.epmd_port, &dir).await?)
+        };
+        // 0: the server leads a new group of its own (on a cluster's epmd).
+        let group = epmd.as_ref().map_or(0, Child::id);
         let server = match self.spawn_server(port, group) {
             Ok(server) => server,
             Err(e) => {
-                reap(epmd);
+                if let Some(epmd) = epmd {
+                    reap(epmd);
+                }
                 return Err(e);
             }
         };
+        let group = epmd.as_ref().map_or(server.id(), Child::id);
         let mut processes = Processes {
             epmd,
             server,
@@ -310,7 +328,7 @@ impl LocalServer {
 
     /// Kills every process of the node, if it runs (`SIGKILL`: for `Drop`, which cannot wait,
     /// and for a node that failed to start).
-    pub(super) fn kill_processes(&mut self) {
+    pub(crate) fn kill_processes(&mut self) {
         if let Some(mut processes) = self.processes.take() {
             end_processes(&mut processes);
         }
@@ -373,6 +391,36 @@ fn write_config(dir: &Path, extra: &[&str]) {
     }
 }
 
+/// Starts an epmd on `port` (see [`spawn_epmd`]) and waits until it listens: it must before a
+/// node starts, or the node starts a daemonized epmd of its own, outside the process group (and
+/// outlives every stop).
+pub(crate) async fn start_epmd(port: u16, dir: &Path) -> Result<Child, String> {
+    let mut epmd = spawn_epmd(port, dir)?;
+    let epmd_addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    while connect(&epmd_addr).await.is_err() {
+        if Instant::now() >= deadline || !matches!(epmd.try_wait(), Ok(None)) {
+            reap(epmd);
+            return Err(format!(
+                "epmd did not listen on {epmd_addr}; its output:\n{}",
+                std::fs::read_to_string(dir.join("epmd.log")).unwrap_or_default()
+            ));
+        }
+        sleep(POLL_INTERVAL / 5).await;
+    }
+    Ok(epmd)
+}
+
+/// Writes the Erlang cookie where the node (and `rabbitmqctl`, with the same `HOME`) reads it,
+/// readable by its owner only, as Erlang requires.
+fn write_cookie(dir: &Path, cookie: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(".erlang.cookie");
+    std::fs::write(&path, cookie)
+        .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)))
+        .unwrap_or_else(|e| panic!("cannot write the Erlang cookie for rabbitmq-server: {e}"));
+}
+
 fn spawn_epmd(port: u16, dir: &Path) -> Result<Child, String> {
     let output = std::fs::File::create(dir.join("epmd.log"))
         .map_err(|e| format!("cannot create epmd's output file: {e}"))?;
@@ -395,7 +443,7 @@ fn spawn_epmd(port: u16, dir: &Path) -> Result<Child, String> {
         })
 }
 
-fn spawn_watchdog(group: u32, dir: &Path) -> Option<Child> {
+pub(crate) fn spawn_watchdog(group: u32, dir: &Path) -> Option<Child> {
     let spawned = Command::new("sh")
         .arg("-c")
         .arg(WATCHDOG)
@@ -438,8 +486,10 @@ fn end_processes(processes: &mut Processes) {
     }
     let _ = processes.server.kill();
     let _ = processes.server.wait();
-    let _ = processes.epmd.kill();
-    let _ = processes.epmd.wait();
+    if let Some(epmd) = processes.epmd.as_mut() {
+        let _ = epmd.kill();
+        let _ = epmd.wait();
+    }
 }
 
 fn reap(mut child: Child) {

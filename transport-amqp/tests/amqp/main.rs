@@ -10,6 +10,7 @@
 //! * [`exchanges`]: sharing exchanges with kombu, durability, deleted queues, slow consumers.
 //! * [`history`]: the history's stream queues through a RabbitMQ crash, a slow consumer, and
 //!   a node configured with another retention.
+//! * [`nodes`]: several URLs (a cluster's nodes): a dead one skipped, a killed one replaced.
 //! * [`availability`]: RabbitMQ restarts, crashes and freezes under subscribed nodes, and what
 //!   is logged. (Named so that it sorts first: libtest starts tests in name order, and these are
 //!   the slow ones, so starting them first shortens the run.)
@@ -20,3 +21,4 @@ mod conformance;
 mod connect;
 mod exchanges;
 mod history;
+mod nodes;
