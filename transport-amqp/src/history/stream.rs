@@ -116,6 +116,8 @@ pub(super) struct Reader {
 /// Where a reader attaches.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Attach {
+    /// At the oldest message the stream still holds.
+    First,
     /// After the last message: only what is appended from now on.
     Next,
     /// At this stream offset (or the oldest one left, if it was trimmed).
@@ -125,6 +127,7 @@ pub(super) enum Attach {
 impl Attach {
     fn argument(self) -> AMQPValue {
         match self {
+            Self::First => AMQPValue::LongString("first".into()),
             Self::Next => AMQPValue::LongString("next".into()),
             // first_wanted() checked that the offset fits.
             Self::Offset(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
@@ -301,6 +304,55 @@ pub(super) async fn append_to(
     }
 }
 
+/// What tells one life of a stream queue from the next (decision 33): the offset and message id
+/// of the oldest message it holds. A queue deleted and declared again restarts its offsets at 0
+/// with other messages; trimming only moves the oldest offset up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Identity {
+    /// The stream offset of the oldest message held.
+    pub(super) first: u64,
+    /// Its `message_id` (empty for a message without one, written by another client).
+    pub(super) id: String,
+}
+
+impl Identity {
+    /// Whether `now` is another stream than the one `self` was read from: its oldest message
+    /// is older than ours was (offsets started again), or at the same offset but another
+    /// message. A stream whose oldest offset moved up was trimmed; so is a new stream that was
+    /// itself trimmed beyond our oldest offset, which this cannot tell (decision 33).
+    pub(super) fn renewed_by(&self, now: &Identity) -> bool {
+        now.first < self.first || (now.first == self.first && now.id != self.id)
+    }
+}
+
+/// The [`Identity`] of the stream in `queue` (declared if missing). A marker is appended first,
+/// so that an empty stream has an oldest message too.
+pub(super) async fn identity(
+    state: &AmqpState,
+    link: &AmqpConnection,
+    queue: &str,
+) -> Result<Identity, BrokerError> {
+    let mut reader = open_declared_reader(state, link, queue, Attach::First, 1).await?;
+    link.publishing
+        .publish_to_queue(
+            &link.connection,
+            state,
+            queue,
+            b"",
+            properties(&new_id(), true),
+        )
+        .await?;
+    let within = state.options.publish_timeout;
+    let (delivery, first) = next_delivery(state, &mut reader, queue, within).await?;
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    Ok(Identity { first, id })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +362,17 @@ mod tests {
         assert_eq!(max_age_argument(Duration::from_secs(120)), "120s");
         assert_eq!(max_age_argument(Duration::from_millis(1500)), "2s");
         assert_eq!(max_age_argument(Duration::from_millis(1)), "1s");
+    }
+
+    #[test]
+    fn a_stream_is_renewed_when_its_oldest_message_changes_or_its_offsets_start_again() {
+        let at = |first, id: &str| Identity {
+            first,
+            id: id.to_owned(),
+        };
+        assert!(!at(0, "a").renewed_by(&at(0, "a")), "the same stream");
+        assert!(at(0, "a").renewed_by(&at(0, "b")), "another message at 0");
+        assert!(at(7, "a").renewed_by(&at(0, "b")), "offsets started again");
+        assert!(!at(0, "a").renewed_by(&at(7, "b")), "trimmed");
     }
 }

@@ -172,3 +172,86 @@ async fn other_retention_is_refused_naming_the_setting() {
         "{error}"
     );
 }
+
+/// A channel's stream queue deleted and declared again (the documented way out of a stuck
+/// single-node stream) starts its offsets at 0 again. A node whose history subscription was
+/// 20 entries into the old stream recognises the new one, reads it from its start (all 40 new
+/// entries, in order, none skipped), and counts the loss; a client's offset from the old
+/// stream reads `Replay::Unknown`, never entries of the new stream after that number.
+#[tokio::test]
+async fn a_stream_declared_again_is_read_from_its_start_and_old_offsets_are_unknown() {
+    let server = RabbitMqServer::shared().await;
+    let writer = connect(options(server.url())).await;
+    let reader = connect(options(server.url())).await;
+    let channel = unique_channel("history-redeclared");
+    let mut subscription = within_deadline(
+        "subscribe",
+        history_of(&reader).subscribe_from(&channel, &Offset::START),
+    )
+    .await
+    .expect("subscribe");
+    let mut last_old = None;
+    for i in 0..20 {
+        within_deadline(
+            "append",
+            history_of(&writer).append(&channel, format!("old-{i}").into()),
+        )
+        .await
+        .expect("append to the first stream");
+        let entry = within_deadline("delivery", subscription.recv())
+            .await
+            .expect("the subscription delivers");
+        assert_eq!(entry.payload, format!("old-{i}").as_bytes());
+        last_old = Some(entry.offset);
+    }
+    let last_old = last_old.expect("20 entries");
+    assert_eq!(history_of(&reader).losses_detected(), 0);
+
+    // The operator's fix: the queue deleted, then declared again by the next append.
+    let admin = Connection::connect(server.url(), ConnectionProperties::default())
+        .await
+        .expect("connect to delete the queue");
+    let admin_channel = admin.create_channel().await.expect("channel");
+    let queue = format!(
+        "{}{channel}",
+        AmqpOptions::new(server.url()).history_queue_prefix
+    );
+    admin_channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .expect("delete the stream queue");
+
+    for i in 0..40 {
+        within_deadline(
+            "append",
+            history_of(&writer).append(&channel, format!("new-{i}").into()),
+        )
+        .await
+        .expect("append to the new stream");
+    }
+    for i in 0..40 {
+        let entry = within_deadline("delivery", subscription.recv())
+            .await
+            .expect("the subscription delivers the new stream");
+        assert_eq!(
+            String::from_utf8_lossy(&entry.payload),
+            format!("new-{i}"),
+            "the new stream is read from its start"
+        );
+    }
+    assert!(
+        history_of(&reader).losses_detected() >= 1,
+        "the renewed stream is counted as a loss"
+    );
+    let replay = within_deadline(
+        "read_after",
+        history_of(&reader).read_after(&channel, &last_old, 100),
+    )
+    .await
+    .expect("read after an offset of the old stream");
+    assert!(
+        matches!(replay, sidecast_core::Replay::Unknown),
+        "an offset of the old stream must be unknown, got {replay:?}"
+    );
+    admin.close(200, "done".into()).await.expect("close");
+}
