@@ -26,8 +26,29 @@ pub(super) const OFFSET_HEADER: &str = "x-stream-offset";
 /// Unacknowledged deliveries a read or an append's read-back lets RabbitMQ send ahead.
 pub(super) const READ_PREFETCH: u16 = 256;
 
+/// The argument of the replica count, which RabbitMQ compares like the others.
+const REPLICAS_ARGUMENT: &str = "x-initial-cluster-size";
+
+/// The replica count the existing queue has, read from RabbitMQ's refusal of another one
+/// (`inequivalent arg 'x-initial-cluster-size' ... received '1' but current is '3'`):
+/// `Some(None)` for a queue declared without one, `None` for any other refusal.
+fn existing_replicas(error: &lapin::Error) -> Option<Option<i64>> {
+    let lapin::ErrorKind::ProtocolError(refusal) = error.kind() else {
+        return None;
+    };
+    let message = refusal.get_message().as_str();
+    if !message.contains(&format!("inequivalent arg '{REPLICAS_ARGUMENT}'")) {
+        return None;
+    }
+    let (_, current) = message.rsplit_once("but current is ")?;
+    if current.trim() == "none" {
+        return Some(None);
+    }
+    current.trim().trim_matches('\'').parse().ok().map(Some)
+}
+
 /// The arguments of every history stream queue; RabbitMQ refuses to redeclare a queue with
-/// others ([`crate::HistoryMismatch`]).
+/// others ([`crate::HistoryMismatch`]), which [`declare`] avoids for the replica count alone.
 fn queue_arguments(options: &AmqpOptions) -> FieldTable {
     let long = |n: usize| AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX));
     let mut arguments = FieldTable::default();
@@ -44,6 +65,10 @@ fn queue_arguments(options: &AmqpOptions) -> FieldTable {
         .insert(
             "x-stream-max-segment-size-bytes".into(),
             long(options.history_segment_bytes),
+        )
+        .insert(
+            REPLICAS_ARGUMENT.into(),
+            AMQPValue::LongLongInt(i64::from(options.stream_replicas)),
         );
     arguments
 }
@@ -147,8 +172,46 @@ async fn declare(state: &AmqpState, link: &AmqpConnection, queue: &str) -> Resul
         return Ok(());
     }
     let failed = |e| state.failed(e, Doing::History(queue));
-    // A channel of its own: RabbitMQ closes the channel of a refused declaration.
-    let channel = link.connection.create_channel().await.map_err(failed)?;
+    let arguments = queue_arguments(&state.options);
+    let refused = match declare_with(link, queue, arguments.clone()).await {
+        Ok(()) => None,
+        Err(e) => match existing_replicas(&e) {
+            None => return Err(failed(e)),
+            Some(current) => Some(current),
+        },
+    };
+    if let Some(current) = refused {
+        // The replica count only matters when the queue is created (decision 33): declare
+        // again with the queue's own, so that the retention is still compared.
+        let mut arguments = arguments;
+        let mut inner = arguments.inner().clone();
+        match current {
+            Some(n) => {
+                inner.insert(REPLICAS_ARGUMENT.into(), AMQPValue::LongLongInt(n));
+            }
+            None => {
+                inner.remove(REPLICAS_ARGUMENT);
+            }
+        }
+        arguments = FieldTable::from(inner);
+        tracing::debug!(
+            queue, existing = ?current, wanted = state.options.stream_replicas,
+            "history stream queue exists with another replica count; kept"
+        );
+        declare_with(link, queue, arguments).await.map_err(failed)?;
+    }
+    declared(link).insert(queue.to_owned());
+    Ok(())
+}
+
+/// Declares `queue` as a durable stream queue with `arguments`, on a channel of its own:
+/// RabbitMQ closes the channel of a refused declaration.
+async fn declare_with(
+    link: &AmqpConnection,
+    queue: &str,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    let channel = link.connection.create_channel().await?;
     channel
         .queue_declare(
             queue.into(),
@@ -156,11 +219,9 @@ async fn declare(state: &AmqpState, link: &AmqpConnection, queue: &str) -> Resul
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            queue_arguments(&state.options),
+            arguments,
         )
-        .await
-        .map_err(failed)?;
-    declared(link).insert(queue.to_owned());
+        .await?;
     Ok(())
 }
 

@@ -255,3 +255,74 @@ async fn a_stream_declared_again_is_read_from_its_start_and_old_offsets_are_unkn
     );
     admin.close(200, "done".into()).await.expect("close");
 }
+
+/// `stream_replicas` (`x-initial-cluster-size`) is applied at the first declaration only:
+/// RabbitMQ places no more replicas than the cluster has (3, the default, works on one node),
+/// and a queue declared without it (by an earlier version) or with another count is still
+/// accepted, so that nodes can be upgraded or reconfigured one by one.
+#[tokio::test]
+async fn stream_replicas_are_capped_and_not_compared_with_an_existing_queue() {
+    let server = RabbitMqServer::shared().await;
+    let base = options(server.url());
+    assert_eq!(base.stream_replicas, 3, "the default");
+    let first = connect(base.clone()).await;
+    let channel = unique_channel("history-replicas");
+    within_deadline("append", history_of(&first).append(&channel, "one".into()))
+        .await
+        .expect("3 replicas asked on a single node: RabbitMQ places one");
+
+    let other = connect(AmqpOptions {
+        stream_replicas: 1,
+        ..base.clone()
+    })
+    .await;
+    within_deadline("append", history_of(&other).append(&channel, "two".into()))
+        .await
+        .expect("another replica count is not compared");
+
+    // A queue declared as before this setting existed: the same arguments without it.
+    let admin = Connection::connect(server.url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let admin_channel = admin.create_channel().await.expect("channel");
+    let older = unique_channel("history-replicas-older");
+    let mut arguments = FieldTable::default();
+    arguments
+        .insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("stream".into()),
+        )
+        .insert(
+            "x-max-age".into(),
+            lapin::types::AMQPValue::LongString(
+                format!("{}s", base.history.max_age.as_secs()).into(),
+            ),
+        )
+        .insert(
+            "x-max-length-bytes".into(),
+            lapin::types::AMQPValue::LongLongInt(i64::try_from(base.history.max_bytes).unwrap()),
+        )
+        .insert(
+            "x-stream-max-segment-size-bytes".into(),
+            lapin::types::AMQPValue::LongLongInt(
+                i64::try_from(base.history_segment_bytes).unwrap(),
+            ),
+        );
+    admin_channel
+        .queue_declare(
+            format!("{}{older}", base.history_queue_prefix)
+                .as_str()
+                .into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("declare the queue as an earlier version did");
+    within_deadline("append", history_of(&first).append(&older, "three".into()))
+        .await
+        .expect("a queue declared without x-initial-cluster-size is accepted");
+    admin.close(200, "done".into()).await.expect("close");
+}
