@@ -326,3 +326,145 @@ async fn stream_replicas_are_capped_and_not_compared_with_an_existing_queue() {
         .expect("a queue declared without x-initial-cluster-size is accepted");
     admin.close(200, "done".into()).await.expect("close");
 }
+
+/// Appends in flight when RabbitMQ closes every connection (the node a Sidecast node was
+/// connected to went away): each append either returns `Ok`, and then its entry is in the
+/// history and reaches a history subscription exactly once, or fails; none returns `Ok` for an
+/// entry that is missing, and nothing is appended twice (an append is never retried by the
+/// transport: an `Ok` is its own message read back from the stream).
+#[tokio::test]
+async fn appends_in_flight_when_connections_are_closed_are_confirmed_or_failed_never_doubled() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::{Arc, Mutex};
+
+    let server = RabbitMqServer::start_local().await;
+    // A history large enough that nothing is trimmed: the test reads all of it.
+    let roomy = AmqpOptions {
+        history: HistoryRetention {
+            max_bytes: 64 << 20,
+            ..options(server.url()).history
+        },
+        history_segment_bytes: 8 << 20,
+        ..options(server.url())
+    };
+    let writer = Arc::new(connect(roomy.clone()).await);
+    let reader = connect(roomy).await;
+    let channel = unique_channel("history-in-flight");
+    let mut subscription = within_deadline(
+        "subscribe",
+        history_of(&reader).subscribe_from(&channel, &Offset::START),
+    )
+    .await
+    .expect("subscribe");
+
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(Mutex::new(0_usize));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let (writer, channel) = (Arc::clone(&writer), channel.clone());
+        let (acknowledged, failed) = (Arc::clone(&acknowledged), Arc::clone(&failed));
+        let stop = Arc::clone(&stop);
+        workers.push(tokio::spawn(async move {
+            let mut i = 0_u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let payload = format!("w{worker}-{i}");
+                match history_of(writer.as_ref())
+                    .append(&channel, payload.clone().into())
+                    .await
+                {
+                    Ok(_) => acknowledged.lock().unwrap().push(payload),
+                    Err(_) => {
+                        *failed.lock().unwrap() += 1;
+                        // A failure comes fast while the connection is down: do not spin.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    // Cut while appends are in flight: after some were acknowledged.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while acknowledged.lock().unwrap().len() < 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no appends acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let closed = server
+        .ctl(&["close_all_connections", "-p", "/", "cut under test"])
+        .await
+        .expect("close every connection");
+    eprintln!("rabbitmqctl: {closed}");
+    // Appends go on after the cut until some more were acknowledged on the new connection.
+    let before = acknowledged.lock().unwrap().len();
+    while acknowledged.lock().unwrap().len() < before + 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no appends acknowledged after the cut"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for worker in workers {
+        within_deadline("appends", worker).await.expect("worker");
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let failed = *failed.lock().unwrap();
+    assert!(
+        failed > 0,
+        "the cut must have failed some appends ({} acknowledged)",
+        acknowledged.len()
+    );
+
+    // Every acknowledged entry is in the history, and no entry is there twice.
+    let replay = within_deadline(
+        "read_after",
+        history_of(&reader).read_after(&channel, &Offset::START, 10_000),
+    )
+    .await
+    .expect("read the history");
+    let sidecast_core::Replay::Entries(entries) = replay else {
+        panic!("the whole history, got {replay:?}");
+    };
+    let mut stored: HashMap<String, usize> = HashMap::new();
+    for entry in &entries {
+        *stored
+            .entry(String::from_utf8_lossy(&entry.payload).into_owned())
+            .or_default() += 1;
+    }
+    for payload in &acknowledged {
+        assert_eq!(
+            stored.get(payload),
+            Some(&1),
+            "{payload} was acknowledged: it must be in the history once"
+        );
+    }
+    assert!(
+        stored.values().all(|&n| n == 1),
+        "nothing appended twice: {stored:?}"
+    );
+
+    // The subscription, cut as well, delivers each acknowledged entry once.
+    let mut missing: HashSet<String> = acknowledged.iter().cloned().collect();
+    let mut delivered = HashSet::new();
+    while !missing.is_empty() {
+        let entry = within_deadline("delivery", subscription.recv())
+            .await
+            .expect("the subscription resumes");
+        let payload = String::from_utf8_lossy(&entry.payload).into_owned();
+        assert!(
+            delivered.insert(payload.clone()),
+            "{payload} delivered twice"
+        );
+        missing.remove(&payload);
+    }
+    eprintln!(
+        "{} acknowledged, {failed} failed, {} stored",
+        acknowledged.len(),
+        entries.len()
+    );
+}
