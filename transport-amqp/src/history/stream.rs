@@ -36,7 +36,12 @@ fn existing_replicas(error: &lapin::Error) -> Option<Option<i64>> {
     let lapin::ErrorKind::ProtocolError(refusal) = error.kind() else {
         return None;
     };
-    let message = refusal.get_message().as_str();
+    replicas_in_refusal(refusal.get_message().as_str())
+}
+
+/// [`existing_replicas`] from the refusal's text: the first quoted value after
+/// `but current is` (`'3'`, or `the value '3' of type 'long'`), or `none`.
+fn replicas_in_refusal(message: &str) -> Option<Option<i64>> {
     if !message.contains(&format!("inequivalent arg '{REPLICAS_ARGUMENT}'")) {
         return None;
     }
@@ -44,7 +49,9 @@ fn existing_replicas(error: &lapin::Error) -> Option<Option<i64>> {
     if current.trim() == "none" {
         return Some(None);
     }
-    current.trim().trim_matches('\'').parse().ok().map(Some)
+    let (_, quoted) = current.split_once('\'')?;
+    let (value, _) = quoted.split_once('\'')?;
+    value.parse().ok().map(Some)
 }
 
 /// The arguments of every history stream queue; RabbitMQ refuses to redeclare a queue with
@@ -423,6 +430,30 @@ mod tests {
         assert_eq!(max_age_argument(Duration::from_secs(120)), "120s");
         assert_eq!(max_age_argument(Duration::from_millis(1500)), "2s");
         assert_eq!(max_age_argument(Duration::from_millis(1)), "1s");
+    }
+
+    #[test]
+    fn the_existing_replica_count_is_read_from_the_refusal() {
+        let refusal = |current: &str| {
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-initial-cluster-size' for queue 'q' \
+                 in vhost '/': received '1' but current is {current}"
+            )
+        };
+        assert_eq!(replicas_in_refusal(&refusal("'3'")), Some(Some(3)));
+        assert_eq!(
+            replicas_in_refusal(&refusal("the value '5' of type 'long'")),
+            Some(Some(5))
+        );
+        assert_eq!(replicas_in_refusal(&refusal("none")), Some(None));
+        assert_eq!(
+            replicas_in_refusal(
+                "PRECONDITION_FAILED - inequivalent arg 'x-max-age' for queue 'q' in vhost '/': \
+                 received '1s' but current is '2s'"
+            ),
+            None,
+            "another argument is a mismatch"
+        );
     }
 
     #[test]
