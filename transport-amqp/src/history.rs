@@ -8,8 +8,10 @@
 mod follower;
 mod stream;
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +26,7 @@ use crate::MAX_NAME_BYTES;
 use crate::connection::{AmqpConnection, AmqpState};
 use crate::error::{self, Doing};
 use stream::{
-    Attach, READ_PREFETCH, append_to, exists, has_id, is_marker, new_id, next_delivery,
+    Attach, READ_PREFETCH, append_to, exists, has_id, identity, is_marker, new_id, next_delivery,
     open_declared_reader, open_reader, properties,
 };
 
@@ -40,10 +42,43 @@ fn first_wanted(offset: &Offset) -> Option<u64> {
     i64::try_from(wanted).is_ok().then_some(wanted)
 }
 
+/// The renewed streams this node found (decision 33): a stream queue deleted and declared again
+/// restarts its offsets at 0, so an offset of its earlier life names another entry of the new
+/// one. Shared by the history and its subscriptions, which find them.
+#[derive(Debug, Default)]
+pub(crate) struct Renewals {
+    /// Findings so far ([`History::losses_detected`]).
+    losses: AtomicU64,
+    /// Per queue, the stream offset below which a client's offset may be from an earlier life
+    /// of the stream: the position its subscription had reached in the old one.
+    before: Mutex<HashMap<String, u64>>,
+}
+
+impl Renewals {
+    /// Records that `queue` was found renewed while this node was at stream offset `reached`
+    /// of its earlier life.
+    fn found(&self, queue: &str, reached: u64) {
+        self.losses.fetch_add(1, Ordering::Relaxed);
+        let mut before = self.before.lock().unwrap_or_else(PoisonError::into_inner);
+        let bound = before.entry(queue.to_owned()).or_insert(0);
+        *bound = (*bound).max(reached);
+    }
+
+    /// Whether a client's stream offset `offset` of `queue` may be from an earlier life of it.
+    fn may_be_old(&self, queue: &str, offset: u64) -> bool {
+        self.before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(queue)
+            .is_some_and(|&bound| offset < bound)
+    }
+}
+
 /// The history of one [`crate::AmqpBroker`] (shared by its clones).
 pub(crate) struct AmqpHistory {
     state: Arc<AmqpState>,
     tasks: Arc<Tasks>,
+    renewals: Arc<Renewals>,
 }
 
 impl std::fmt::Debug for AmqpHistory {
@@ -57,7 +92,11 @@ impl std::fmt::Debug for AmqpHistory {
 
 impl AmqpHistory {
     pub(crate) fn new(state: Arc<AmqpState>, tasks: Arc<Tasks>) -> Self {
-        Self { state, tasks }
+        Self {
+            state,
+            tasks,
+            renewals: Arc::default(),
+        }
     }
 
     /// The stream queue of `channel`, or why it cannot have one.
@@ -126,6 +165,11 @@ impl History for AmqpHistory {
         let Some(wanted) = first_wanted(after) else {
             return Ok(Replay::Unknown);
         };
+        if !after.is_start() && self.renewals.may_be_old(&queue, wanted - 1) {
+            // Perhaps an entry of the stream before it was declared again: never replay the
+            // new stream from that number.
+            return Ok(Replay::Unknown);
+        }
         let state = &self.state;
         let within = state.options.publish_timeout;
         let setup = async {
@@ -224,18 +268,26 @@ impl History for AmqpHistory {
         let state = &self.state;
         let prefetch = follower::follow_prefetch(state);
         // The first reader is opened here, so that the caller learns about a RabbitMQ that is
-        // down or refuses the queue; later ones are the task's business.
-        let reader = self
-            .bounded(
-                state.options.connect_timeout,
-                open_declared_reader(state, &link, &queue, Attach::Offset(wanted), prefetch),
-            )
+        // down or refuses the queue; later ones are the task's business. The stream's identity
+        // first, so that a stream declared again later is told from this one.
+        let (known, reader) = self
+            .bounded(state.options.connect_timeout, async {
+                let known = identity(state, &link, &queue).await?;
+                let reader =
+                    open_declared_reader(state, &link, &queue, Attach::Offset(wanted), prefetch)
+                        .await?;
+                Ok((known, reader))
+            })
             .await?;
         Ok(follower::start(
             state,
             &self.tasks,
-            queue,
-            wanted,
+            follower::Position {
+                queue,
+                wanted,
+                identity: known,
+            },
+            Arc::clone(&self.renewals),
             prefetch,
             reader,
         ))
@@ -243,6 +295,10 @@ impl History for AmqpHistory {
 
     fn retention(&self) -> HistoryRetention {
         self.state.options.history
+    }
+
+    fn losses_detected(&self) -> u64 {
+        self.renewals.losses.load(Ordering::Relaxed)
     }
 }
 

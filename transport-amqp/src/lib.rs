@@ -59,7 +59,10 @@ use sidecast_core::{Broker, BrokerError, BrokerHealth, ChannelSpec, History, Sub
 use tokio::time::timeout;
 
 pub use error::{ExchangeMismatch, HistoryMismatch};
-pub use options::{AmqpOptions, DEFAULT_HISTORY_QUEUE_PREFIX, DEFAULT_HISTORY_SEGMENT_BYTES};
+pub use options::{
+    AmqpOptions, DEFAULT_HISTORY_QUEUE_PREFIX, DEFAULT_HISTORY_SEGMENT_BYTES,
+    DEFAULT_STREAM_REPLICAS,
+};
 
 use connection::AmqpState;
 use history::AmqpHistory;

@@ -12,6 +12,9 @@ use crate::error;
 /// The default [`AmqpOptions::history_queue_prefix`].
 pub const DEFAULT_HISTORY_QUEUE_PREFIX: &str = "sidecast.history.";
 
+/// The default [`AmqpOptions::stream_replicas`]: a quorum of 2 survives one node.
+pub const DEFAULT_STREAM_REPLICAS: u16 = 3;
+
 /// The default [`AmqpOptions::history_segment_bytes`]: 1 MiB.
 pub const DEFAULT_HISTORY_SEGMENT_BYTES: usize = 1 << 20;
 
@@ -93,13 +96,20 @@ pub struct AmqpOptions {
     /// segment is full. RabbitMQ's own default (500 MB) would never trim at Sidecast's volumes.
     /// Like the retention, fixed when the queue is first declared.
     pub history_segment_bytes: usize,
+    /// How many RabbitMQ nodes hold a replica of each history stream queue
+    /// (`x-initial-cluster-size`): publisher confirms come once a quorum of them holds a message.
+    /// Applied when a queue is first declared (later replicas are added or removed with
+    /// `rabbitmq-streams add_replica` / `delete_replica`); RabbitMQ places no more than the
+    /// cluster has nodes, so 3 on one node is one replica. Unlike the retention, not compared
+    /// with an existing queue's (decision 33).
+    pub stream_replicas: u16,
 }
 
 impl AmqpOptions {
     /// The default options for `url`: connect time-out 3 s, publish time-out 2 s, 4096 buffered
     /// messages per subscription, reconnect backoff 100 ms doubling to 5 s, heartbeat 10 s,
     /// non-durable exchanges, the default [`HistoryRetention`] in stream queues
-    /// `sidecast.history.<channel>` of 1 MiB segments.
+    /// `sidecast.history.<channel>` of 1 MiB segments with 3 replicas.
     pub fn new(url: impl Into<BrokerUrl>) -> Self {
         Self {
             url: url.into(),
@@ -114,12 +124,14 @@ impl AmqpOptions {
             history: HistoryRetention::default(),
             history_queue_prefix: DEFAULT_HISTORY_QUEUE_PREFIX.to_owned(),
             history_segment_bytes: DEFAULT_HISTORY_SEGMENT_BYTES,
+            stream_replicas: DEFAULT_STREAM_REPLICAS,
         }
     }
 
     /// The options of a `[broker]` configuration section: `broker.url` (or the default AMQP URL
     /// when `kind = "amqp"`), `publish_timeout_ms`, `connect_timeout_ms` and
-    /// `subscription_capacity`, `durable_exchanges` and `url_order`; the backoff and heartbeat keep their
+    /// `subscription_capacity`, `durable_exchanges`, `url_order` and `stream_replicas`; the backoff
+    /// and heartbeat keep their
     /// defaults (the heartbeat can be set in the URL: `?heartbeat=5`).
     pub fn from_config(config: &BrokerConfig) -> Self {
         // Whatever `kind` says, this is the AMQP transport: an unset URL means the AMQP default,
@@ -134,6 +146,7 @@ impl AmqpOptions {
             subscription_capacity: config.subscription_capacity,
             durable_exchanges: config.durable_exchanges,
             url_order: config.url_order,
+            stream_replicas: config.stream_replicas,
             ..Self::new(url)
         }
     }
@@ -161,6 +174,7 @@ impl AmqpOptions {
                 ("history.max_age", self.history.max_age.is_zero()),
                 ("history.max_bytes", self.history.max_bytes == 0),
                 ("history_segment_bytes", self.history_segment_bytes == 0),
+                ("stream_replicas", self.stream_replicas == 0),
             ],
         )?;
         if self.history_segment_bytes > MAX_SEGMENT_BYTES {

@@ -105,6 +105,10 @@ pub struct BrokerConfig {
     /// How long an append waits for `min_replicas` replicas, in milliseconds; must be below
     /// `publish_timeout_ms`, which bounds the whole append.
     pub replica_timeout_ms: u64,
+    /// AMQP only: how many RabbitMQ nodes hold a replica of each history stream queue
+    /// (`x-initial-cluster-size`, applied when the queue is first declared; RabbitMQ places no
+    /// more than the cluster has). Default 3. See decision 33.
+    pub stream_replicas: u16,
 }
 
 /// The order in which several broker URLs are tried (`broker.url_order`).
@@ -256,6 +260,7 @@ impl Default for BrokerConfig {
             durable_exchanges: false,
             min_replicas: 0,
             replica_timeout_ms: 500,
+            stream_replicas: 3,
         }
     }
 }

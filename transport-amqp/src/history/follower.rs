@@ -13,8 +13,10 @@ use sidecast_core::supervision::{PartId, PumpEnd, Shutdown, Tasks};
 use tokio::sync::watch;
 use tokio::time::{sleep, timeout};
 
+use super::Renewals;
 use super::stream::{
-    Attach, OFFSET_HEADER, Reader, is_marker, open_declared_reader, stream_offset,
+    Attach, Identity, OFFSET_HEADER, Reader, identity, is_marker, open_declared_reader,
+    stream_offset,
 };
 use crate::CLOSE_WAIT;
 use crate::connection::{AmqpConnection, AmqpState};
@@ -25,14 +27,24 @@ use crate::subscription::wait_for_connection;
 /// when its queue is smaller): beyond them, the entries wait in the stream.
 const MAX_FOLLOW_PREFETCH: usize = 1_000;
 
-/// Starts the task behind a new history subscription of `queue`, delivering from stream offset
-/// `wanted` on, with `reader` (attached there by the caller with `prefetch`) as its first
-/// reader.
+/// Where a new history subscription starts.
+pub(super) struct Position {
+    /// The stream queue.
+    pub(super) queue: String,
+    /// The stream offset of the first entry to deliver.
+    pub(super) wanted: u64,
+    /// The stream's identity when the subscription started.
+    pub(super) identity: Identity,
+}
+
+/// Starts the task behind a new history subscription at `from`, with `reader` (attached there
+/// by the caller with `prefetch`) as its first reader; renewed streams it finds go to
+/// `renewals`.
 pub(super) fn start(
     state: &Arc<AmqpState>,
     tasks: &Tasks,
-    queue: String,
-    wanted: u64,
+    from: Position,
+    renewals: Arc<Renewals>,
     prefetch: u16,
     reader: Reader,
 ) -> HistorySubscription {
@@ -40,8 +52,10 @@ pub(super) fn start(
     let follower = Follower {
         state: Arc::clone(state),
         id: state.parts.next_id(),
-        queue,
-        wanted,
+        queue: from.queue,
+        wanted: from.wanted,
+        identity: from.identity,
+        renewals,
         prefetch,
         tx,
     };
@@ -64,6 +78,9 @@ struct Follower {
     /// The offset of the next entry to deliver: one after the last delivered (or skipped
     /// marker), or the starting point.
     wanted: u64,
+    /// The identity of the stream `wanted` is an offset of, checked again at each reconnect.
+    identity: Identity,
+    renewals: Arc<Renewals>,
     prefetch: u16,
     tx: HistorySender,
 }
@@ -122,10 +139,11 @@ impl Follower {
     }
 
     /// A new reader from the next offset wanted, waiting for a live connection and retrying
-    /// with backoff (capped at [`crate::resume::RESUME_WITHIN`]). `None` when the broker shuts down or the
-    /// consumer left.
+    /// with backoff (capped at [`crate::resume::RESUME_WITHIN`]). `None` when the broker shuts
+    /// down or the consumer left. A stream declared again meanwhile (its offsets started again)
+    /// is read from its start, and the loss is logged and counted.
     async fn reopen(
-        &self,
+        &mut self,
         shutdown: &mut Shutdown,
         links: &mut watch::Receiver<Option<Arc<AmqpConnection>>>,
     ) -> Option<Reader> {
@@ -137,15 +155,35 @@ impl Follower {
             state.parts.board().attempt(self.id, attempt);
             let link = wait_for_connection(state, || self.tx.closed(), shutdown, links).await?;
             let within = state.options.connect_timeout;
-            let opening = open_declared_reader(
-                state,
-                &link,
-                &self.queue,
-                Attach::Offset(self.wanted),
-                self.prefetch,
-            );
+            let opening = async {
+                let now = identity(state, &link, &self.queue).await?;
+                let renewed = self.identity.renewed_by(&now);
+                let from = if renewed { now.first } else { self.wanted };
+                let reader = open_declared_reader(
+                    state,
+                    &link,
+                    &self.queue,
+                    Attach::Offset(from),
+                    self.prefetch,
+                )
+                .await?;
+                Ok::<_, sidecast_core::broker::BrokerError>((now, renewed, reader))
+            };
             match timeout(within, opening).await {
-                Ok(Ok(reader)) => return Some(reader),
+                Ok(Ok((now, renewed, reader))) => {
+                    if renewed {
+                        tracing::warn!(
+                            url = %state.url, queue = %self.queue, reached = self.wanted,
+                            "the history stream queue was deleted and declared again: what it \
+                             held is lost; reading the new stream from its start, and offsets \
+                             of the old one are unknown to clients (see decision 33)"
+                        );
+                        self.renewals.found(&self.queue, self.wanted);
+                        self.wanted = now.first;
+                    }
+                    self.identity = now;
+                    return Some(reader);
+                }
                 Ok(Err(e)) => tracing::debug!(
                     url = %state.url, queue = %self.queue, attempt, error = %e,
                     "amqp history subscription setup failed"

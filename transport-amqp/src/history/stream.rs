@@ -26,8 +26,36 @@ pub(super) const OFFSET_HEADER: &str = "x-stream-offset";
 /// Unacknowledged deliveries a read or an append's read-back lets RabbitMQ send ahead.
 pub(super) const READ_PREFETCH: u16 = 256;
 
+/// The argument of the replica count, which RabbitMQ compares like the others.
+const REPLICAS_ARGUMENT: &str = "x-initial-cluster-size";
+
+/// The replica count the existing queue has, read from RabbitMQ's refusal of another one
+/// (`inequivalent arg 'x-initial-cluster-size' ... received '1' but current is '3'`):
+/// `Some(None)` for a queue declared without one, `None` for any other refusal.
+fn existing_replicas(error: &lapin::Error) -> Option<Option<i64>> {
+    let lapin::ErrorKind::ProtocolError(refusal) = error.kind() else {
+        return None;
+    };
+    replicas_in_refusal(refusal.get_message().as_str())
+}
+
+/// [`existing_replicas`] from the refusal's text: the first quoted value after
+/// `but current is` (`'3'`, or `the value '3' of type 'long'`), or `none`.
+fn replicas_in_refusal(message: &str) -> Option<Option<i64>> {
+    if !message.contains(&format!("inequivalent arg '{REPLICAS_ARGUMENT}'")) {
+        return None;
+    }
+    let (_, current) = message.rsplit_once("but current is ")?;
+    if current.trim() == "none" {
+        return Some(None);
+    }
+    let (_, quoted) = current.split_once('\'')?;
+    let (value, _) = quoted.split_once('\'')?;
+    value.parse().ok().map(Some)
+}
+
 /// The arguments of every history stream queue; RabbitMQ refuses to redeclare a queue with
-/// others ([`crate::HistoryMismatch`]).
+/// others ([`crate::HistoryMismatch`]), which [`declare`] avoids for the replica count alone.
 fn queue_arguments(options: &AmqpOptions) -> FieldTable {
     let long = |n: usize| AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX));
     let mut arguments = FieldTable::default();
@@ -44,6 +72,10 @@ fn queue_arguments(options: &AmqpOptions) -> FieldTable {
         .insert(
             "x-stream-max-segment-size-bytes".into(),
             long(options.history_segment_bytes),
+        )
+        .insert(
+            REPLICAS_ARGUMENT.into(),
+            AMQPValue::LongLongInt(i64::from(options.stream_replicas)),
         );
     arguments
 }
@@ -116,6 +148,8 @@ pub(super) struct Reader {
 /// Where a reader attaches.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Attach {
+    /// At the oldest message the stream still holds.
+    First,
     /// After the last message: only what is appended from now on.
     Next,
     /// At this stream offset (or the oldest one left, if it was trimmed).
@@ -125,6 +159,7 @@ pub(super) enum Attach {
 impl Attach {
     fn argument(self) -> AMQPValue {
         match self {
+            Self::First => AMQPValue::LongString("first".into()),
             Self::Next => AMQPValue::LongString("next".into()),
             // first_wanted() checked that the offset fits.
             Self::Offset(n) => AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
@@ -144,8 +179,46 @@ async fn declare(state: &AmqpState, link: &AmqpConnection, queue: &str) -> Resul
         return Ok(());
     }
     let failed = |e| state.failed(e, Doing::History(queue));
-    // A channel of its own: RabbitMQ closes the channel of a refused declaration.
-    let channel = link.connection.create_channel().await.map_err(failed)?;
+    let arguments = queue_arguments(&state.options);
+    let refused = match declare_with(link, queue, arguments.clone()).await {
+        Ok(()) => None,
+        Err(e) => match existing_replicas(&e) {
+            None => return Err(failed(e)),
+            Some(current) => Some(current),
+        },
+    };
+    if let Some(current) = refused {
+        // The replica count only matters when the queue is created (decision 33): declare
+        // again with the queue's own, so that the retention is still compared.
+        let mut arguments = arguments;
+        let mut inner = arguments.inner().clone();
+        match current {
+            Some(n) => {
+                inner.insert(REPLICAS_ARGUMENT.into(), AMQPValue::LongLongInt(n));
+            }
+            None => {
+                inner.remove(REPLICAS_ARGUMENT);
+            }
+        }
+        arguments = FieldTable::from(inner);
+        tracing::debug!(
+            queue, existing = ?current, wanted = state.options.stream_replicas,
+            "history stream queue exists with another replica count; kept"
+        );
+        declare_with(link, queue, arguments).await.map_err(failed)?;
+    }
+    declared(link).insert(queue.to_owned());
+    Ok(())
+}
+
+/// Declares `queue` as a durable stream queue with `arguments`, on a channel of its own:
+/// RabbitMQ closes the channel of a refused declaration.
+async fn declare_with(
+    link: &AmqpConnection,
+    queue: &str,
+    arguments: FieldTable,
+) -> lapin::Result<()> {
+    let channel = link.connection.create_channel().await?;
     channel
         .queue_declare(
             queue.into(),
@@ -153,11 +226,9 @@ async fn declare(state: &AmqpState, link: &AmqpConnection, queue: &str) -> Resul
                 durable: true,
                 ..QueueDeclareOptions::default()
             },
-            queue_arguments(&state.options),
+            arguments,
         )
-        .await
-        .map_err(failed)?;
-    declared(link).insert(queue.to_owned());
+        .await?;
     Ok(())
 }
 
@@ -301,6 +372,55 @@ pub(super) async fn append_to(
     }
 }
 
+/// What tells one life of a stream queue from the next (decision 33): the offset and message id
+/// of the oldest message it holds. A queue deleted and declared again restarts its offsets at 0
+/// with other messages; trimming only moves the oldest offset up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Identity {
+    /// The stream offset of the oldest message held.
+    pub(super) first: u64,
+    /// Its `message_id` (empty for a message without one, written by another client).
+    pub(super) id: String,
+}
+
+impl Identity {
+    /// Whether `now` is another stream than the one `self` was read from: its oldest message
+    /// is older than ours was (offsets started again), or at the same offset but another
+    /// message. A stream whose oldest offset moved up was trimmed; so is a new stream that was
+    /// itself trimmed beyond our oldest offset, which this cannot tell (decision 33).
+    pub(super) fn renewed_by(&self, now: &Identity) -> bool {
+        now.first < self.first || (now.first == self.first && now.id != self.id)
+    }
+}
+
+/// The [`Identity`] of the stream in `queue` (declared if missing). A marker is appended first,
+/// so that an empty stream has an oldest message too.
+pub(super) async fn identity(
+    state: &AmqpState,
+    link: &AmqpConnection,
+    queue: &str,
+) -> Result<Identity, BrokerError> {
+    let mut reader = open_declared_reader(state, link, queue, Attach::First, 1).await?;
+    link.publishing
+        .publish_to_queue(
+            &link.connection,
+            state,
+            queue,
+            b"",
+            properties(&new_id(), true),
+        )
+        .await?;
+    let within = state.options.publish_timeout;
+    let (delivery, first) = next_delivery(state, &mut reader, queue, within).await?;
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.as_str().to_owned())
+        .unwrap_or_default();
+    Ok(Identity { first, id })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +430,41 @@ mod tests {
         assert_eq!(max_age_argument(Duration::from_secs(120)), "120s");
         assert_eq!(max_age_argument(Duration::from_millis(1500)), "2s");
         assert_eq!(max_age_argument(Duration::from_millis(1)), "1s");
+    }
+
+    #[test]
+    fn the_existing_replica_count_is_read_from_the_refusal() {
+        let refusal = |current: &str| {
+            format!(
+                "PRECONDITION_FAILED - inequivalent arg 'x-initial-cluster-size' for queue 'q' \
+                 in vhost '/': received '1' but current is {current}"
+            )
+        };
+        assert_eq!(replicas_in_refusal(&refusal("'3'")), Some(Some(3)));
+        assert_eq!(
+            replicas_in_refusal(&refusal("the value '5' of type 'long'")),
+            Some(Some(5))
+        );
+        assert_eq!(replicas_in_refusal(&refusal("none")), Some(None));
+        assert_eq!(
+            replicas_in_refusal(
+                "PRECONDITION_FAILED - inequivalent arg 'x-max-age' for queue 'q' in vhost '/': \
+                 received '1s' but current is '2s'"
+            ),
+            None,
+            "another argument is a mismatch"
+        );
+    }
+
+    #[test]
+    fn a_stream_is_renewed_when_its_oldest_message_changes_or_its_offsets_start_again() {
+        let at = |first, id: &str| Identity {
+            first,
+            id: id.to_owned(),
+        };
+        assert!(!at(0, "a").renewed_by(&at(0, "a")), "the same stream");
+        assert!(at(0, "a").renewed_by(&at(0, "b")), "another message at 0");
+        assert!(at(7, "a").renewed_by(&at(0, "b")), "offsets started again");
+        assert!(!at(0, "a").renewed_by(&at(7, "b")), "trimmed");
     }
 }
