@@ -4,16 +4,23 @@
 //! under the room operations it received meanwhile ([`LocalMemberships::synced`]). A node that
 //! nobody answers within [`ANSWER_WAIT`] starts with what it learnt (it is probably the first
 //! one; an answer slower than that, from a busy peer, is missed and logged).
+//!
+//! With recovery on, room operations travel through the history (decision 34), and an answer
+//! carries the answering node's history position, read under the same lock as its memberships.
+//! The starting node applies the history's room operations between that position and its own
+//! start position over the answer: an operation the answering node had not applied yet when it
+//! answered is not missed. Operations after the starting node's own position are in its journal.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sidecast_core::envelope::now_millis;
-use sidecast_core::{BrokerError, ChannelSpec, SharedBroker, Signer, Subscription};
+use sidecast_core::{BrokerError, ChannelSpec, Offset, SharedBroker, Signer, Subscription};
 use tokio::task::JoinHandle;
 
-use crate::delivery::memberships::{ANSWER_WAIT, LocalMemberships, Membership};
+use crate::delivery::memberships::{self, ANSWER_WAIT, LocalMemberships, Membership};
+use crate::delivery::recovery::Recovery;
 
 /// The channel nodes exchange memberships on.
 pub(crate) fn channel(base: &str) -> String {
@@ -31,6 +38,10 @@ enum Message {
         to: String,
         from: String,
         memberships: Vec<Membership>,
+        /// The answering node's history position when it read `memberships` (recovery on);
+        /// absent from nodes without a history (and from older nodes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position: Option<String>,
     },
 }
 
@@ -41,6 +52,8 @@ pub(crate) struct Sync {
     pub(crate) node_id: String,
     pub(crate) store: Arc<LocalMemberships>,
     pub(crate) signer: Option<Arc<Signer>>,
+    /// The node's recovery (history position), when recovery is on.
+    pub(crate) recovery: Option<Arc<Recovery>>,
 }
 
 impl Sync {
@@ -89,18 +102,30 @@ impl Sync {
                     to,
                     from,
                     memberships,
+                    position,
                 }) if waiting && to == self.node_id => {
                     waiting = false;
                     tracing::info!(from = %from, users = memberships.len(), "remembered memberships received from a running node");
+                    let memberships = self.catch_up(memberships, position).await;
                     self.store.synced(Some(memberships));
                 }
                 Some(Message::Request { node }) if node != self.node_id => {
+                    // Read under the position's lock: the relay records the history's room
+                    // operations while it holds it, so the snapshot is the state at `position`.
+                    let (snapshot, position) = match &self.recovery {
+                        Some(recovery) => {
+                            let position = recovery.position().await;
+                            (self.store.snapshot(), Some(position.as_str().to_owned()))
+                        }
+                        None => (self.store.snapshot(), None),
+                    };
                     // Only a node that has its own answers: an empty answer would win the race.
-                    if let Some(memberships) = self.store.snapshot() {
+                    if let Some(memberships) = snapshot {
                         let answer = Message::Answer {
                             to: node,
                             from: self.node_id.clone(),
                             memberships,
+                            position,
                         };
                         if let Err(e) = self.publish(&answer).await {
                             tracing::warn!(error = %e, "could not answer a starting node with the remembered memberships");
@@ -111,6 +136,45 @@ impl Sync {
                 None => {
                     tracing::debug!(channel = %self.channel, "memberships message dropped (unreadable or badly signed)");
                 }
+            }
+        }
+    }
+
+    /// `memberships` as of the answering node's `position`, brought up to this node's start
+    /// position with the history's room operations in between (those after it are in the
+    /// store's journal). When the answering node was ahead, the journal repeats operations the
+    /// snapshot holds; replayed in history order over it they end where the history did.
+    async fn catch_up(
+        &self,
+        memberships: Vec<Membership>,
+        position: Option<String>,
+    ) -> Vec<Membership> {
+        let (Some(recovery), Some(position)) = (&self.recovery, position) else {
+            return memberships;
+        };
+        let answered_at = Offset::new(position);
+        if answered_at >= *recovery.started_at() {
+            return memberships;
+        }
+        match recovery
+            .operations_between(&answered_at, recovery.started_at())
+            .await
+        {
+            Ok(operations) => {
+                let caught_up = LocalMemberships::from_snapshot(memberships);
+                for operation in &operations {
+                    // A local store does not fail.
+                    let _ = memberships::record(&caught_up, operation).await;
+                }
+                tracing::debug!(
+                    operations = operations.len(),
+                    "room operations between the answer's history position and this node's applied"
+                );
+                caught_up.snapshot().unwrap_or_default()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, after = %answered_at, "could not read the room operations between the remembered memberships' history position and this node's; starting with the memberships as they were answered");
+                memberships
             }
         }
     }
@@ -135,5 +199,104 @@ impl Sync {
                 serde_json::from_slice(&inner).ok()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sidecast_core::MemoryBroker;
+    use sidecast_core::codec::control::{self, Control};
+    use sidecast_core::config::RecoveryConfig;
+
+    use super::*;
+    use crate::delivery::memberships::MembershipStore;
+    use crate::metrics::Metrics;
+
+    const CHANNEL: &str = "sidecast";
+
+    async fn recovery(broker: &SharedBroker) -> Arc<Recovery> {
+        let (recovery, _subscription) = Recovery::start(
+            broker,
+            CHANNEL,
+            None,
+            Duration::from_secs(60),
+            &RecoveryConfig::default(),
+            Arc::new(Metrics::new()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        recovery
+    }
+
+    fn sync(
+        broker: &SharedBroker,
+        node: &str,
+        store: &Arc<LocalMemberships>,
+        recovery: Arc<Recovery>,
+    ) -> Sync {
+        Sync {
+            broker: broker.clone(),
+            channel: channel(CHANNEL),
+            node_id: node.to_owned(),
+            store: store.clone(),
+            signer: None,
+            recovery: Some(recovery),
+        }
+    }
+
+    fn join(user: &str, room: &str) -> Bytes {
+        Bytes::from(control::encode(&Control::Join {
+            rooms: vec![format!("user:{user}")],
+            namespace: "/".to_owned(),
+            except: Vec::new(),
+            join: vec![room.to_owned()],
+        }))
+    }
+
+    /// The window decision 34 left: a join appended before node B started (so B's relay starts
+    /// after it) that node A had not applied yet when it answered B. B reads it from the history
+    /// between A's position and its own.
+    #[tokio::test]
+    async fn a_starting_node_applies_the_operations_between_the_answer_and_its_start() {
+        let broker: SharedBroker = Arc::new(MemoryBroker::new(64));
+        let history = broker.history().unwrap();
+        history.append(CHANNEL, join("bob", "lobby")).await.unwrap();
+        // Node A's relay is not running: its position stays where it started, before the join
+        // below, as a node's that lags behind the history.
+        let a_store = Arc::new(LocalMemberships::default());
+        a_store
+            .add("/", "bob", &["lobby".to_owned()])
+            .await
+            .unwrap();
+        let _a = sync(&broker, "a", &a_store, recovery(&broker).await)
+            .start()
+            .await
+            .unwrap();
+        history
+            .append(CHANNEL, join("alice", "game:1"))
+            .await
+            .unwrap();
+
+        let b_store = Arc::new(LocalMemberships::syncing());
+        let _b = sync(&broker, "b", &b_store, recovery(&broker).await)
+            .start()
+            .await
+            .unwrap();
+
+        assert!(b_store.wait_synced().await);
+        assert_eq!(
+            b_store.rooms_of("/", "alice").await.unwrap(),
+            vec!["game:1".to_owned()]
+        );
+        assert_eq!(
+            b_store.rooms_of("/", "bob").await.unwrap(),
+            vec!["lobby".to_owned()]
+        );
+        // A still lacks it (its relay is not running): the operation reached B from the history,
+        // not through A's answer.
+        assert!(a_store.rooms_of("/", "alice").await.unwrap().is_empty());
     }
 }

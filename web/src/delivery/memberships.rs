@@ -117,6 +117,14 @@ impl Change {
 /// The memberships of one `(namespace, user)`, as one node tells another.
 pub(crate) type Membership = (String, String, Vec<String>);
 
+fn users_of(snapshot: Vec<Membership>) -> Users {
+    snapshot
+        .into_iter()
+        .filter(|(_, _, rooms)| !rooms.is_empty())
+        .map(|(ns, user, rooms)| ((ns, user), rooms.into_iter().collect()))
+        .collect()
+}
+
 #[derive(Debug, Default)]
 struct LocalState {
     users: Users,
@@ -183,11 +191,7 @@ impl LocalMemberships {
         };
         self.synced.send_replace(true);
         if let Some(snapshot) = snapshot {
-            let mut users: Users = snapshot
-                .into_iter()
-                .filter(|(_, _, rooms)| !rooms.is_empty())
-                .map(|(ns, user, rooms)| ((ns, user), rooms.into_iter().collect()))
-                .collect();
+            let mut users = users_of(snapshot);
             for change in &journal {
                 change.apply(&mut users);
             }
@@ -204,6 +208,14 @@ impl LocalMemberships {
             tokio::time::timeout(within, synced.wait_for(|synced| *synced)).await,
             Ok(Ok(_))
         )
+    }
+
+    /// A store that holds `snapshot`, synced: where a starting node applies the history's room
+    /// operations that another node's snapshot lacks before it takes that snapshot.
+    pub(crate) fn from_snapshot(snapshot: Vec<Membership>) -> Self {
+        let store = Self::default();
+        store.state().users = users_of(snapshot);
+        store
     }
 
     /// What this node remembers, to hand to a node that starts; `None` while it waits for its

@@ -146,6 +146,8 @@ pub(crate) struct Recovery {
     /// The offset of the newest history entry this node delivered (or the history's end when
     /// the node started); held while an event is delivered.
     position: Mutex<Offset>,
+    /// The position when the node started: it applied every history entry after it itself.
+    started_at: Offset,
     /// The position, for recovering sockets that wait for the relay to reach an offset.
     advanced: watch::Sender<Offset>,
     /// Connected sockets without offsets and with them: a kind nobody is is not encoded for.
@@ -215,6 +217,7 @@ impl Recovery {
             signer,
             entry_max_age: config.retention().max_age + signing_max_age,
             max_replay: config.max_replay,
+            started_at: position.clone(),
             position: Mutex::new(position),
             advanced,
             plain_sockets: AtomicUsize::new(0),
@@ -228,6 +231,49 @@ impl Recovery {
     /// switches of recovering sockets to live.
     pub(crate) async fn position(&self) -> MutexGuard<'_, Offset> {
         self.position.lock().await
+    }
+
+    /// The node's position when it started: it applies every history entry after it itself.
+    pub(crate) fn started_at(&self) -> &Offset {
+        &self.started_at
+    }
+
+    /// The room operations in the history after `after` up to `through` (included), in history
+    /// order: what a starting node applies between another node's memberships and its own
+    /// position. Events are skipped; an entry that cannot be opened is counted and logged as
+    /// the relay does. `Err` names why they cannot be read completely.
+    pub(crate) async fn operations_between(
+        &self,
+        after: &Offset,
+        through: &Offset,
+    ) -> Result<Vec<Control>, String> {
+        let history = self
+            .broker
+            .history()
+            .ok_or_else(|| "the broker has no history".to_owned())?;
+        let mut operations = Vec::new();
+        let mut cursor = after.clone();
+        while cursor < *through {
+            let entries = match history
+                .read_after(&self.channel, &cursor, PAGE)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                Replay::Entries(entries) => entries,
+                Replay::Trimmed => return Err(format!("entries after {cursor} were trimmed")),
+                Replay::Unknown => return Err(format!("the history does not know {cursor}")),
+            };
+            let Some(last) = entries.last() else {
+                break;
+            };
+            cursor = last.offset.clone();
+            for entry in entries.iter().filter(|e| e.offset <= *through) {
+                if let Some(Opened::Control(operation)) = self.open(entry) {
+                    operations.push(operation);
+                }
+            }
+        }
+        Ok(operations)
     }
 
     /// Delivers the history's entries to this node's sockets, each with its offset, until the

@@ -333,6 +333,7 @@ async fn subscribe(
             node_id: plan.node_id.clone(),
             store: store.clone(),
             signer: plan.signer.clone(),
+            recovery: bus.recovery.clone(),
         }
         .start()
         .await?;
