@@ -127,7 +127,6 @@ struct Inner {
     io: SocketIo,
     layer: SocketIoLayer,
     emitter: Emitter,
-    control_channel: String,
     origins: Arc<identity::origin::OriginPolicy>,
     limiter: Option<identity::rate_limit::RateLimiter>,
     node_id: String,

@@ -225,6 +225,31 @@ async fn a_node_cut_from_the_broker_applies_the_joins_it_missed_on_resuming() {
     b.stop().await;
 }
 
+/// `/logout` disconnects the user's sockets through the history too: a node cut from the broker
+/// while the user logs out on another node disconnects them when it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_through_another_node_reaches_a_node_that_was_cut_off_on_resuming() {
+    let redis = RedisServer::start().await;
+    let (proxy, proxied) = proxy_for(redis.url()).await;
+    let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
+    let mut behind = config.clone();
+    behind.broker.url = Some(proxied);
+    let a = TestServer::start(config).await;
+    let b = TestServer::start(behind).await;
+    let cookie = b.login().await;
+    let mut on_b = b.client(&cookie).await;
+    a.publish(&cookie, json!({"channel": "move", "body": "first"}))
+        .await;
+    assert_eq!(on_b.next_event().await.1[0], "first");
+
+    proxy.cut();
+    assert_eq!(common::logout_at(&a.base, &cookie).await.status(), 200);
+    proxy.restore();
+    assert_eq!(on_b.next_event().await.0, common::CLOSED);
+    a.stop().await;
+    b.stop().await;
+}
+
 /// A socket that recovers from an offset is taken to be in the rooms it was in at that offset:
 /// events to a room it joined later reach it only from the join on, events to a room it left
 /// later only up to the leave.

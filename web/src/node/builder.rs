@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use sidecast_core::codec::control;
 use sidecast_core::{AuthPolicy, Config, Emitter, SharedBroker};
 use socketioxide::SocketIo;
 
@@ -165,8 +164,6 @@ impl SidecastBuilder {
         }
         let broker: SharedBroker = startup.broker.clone();
         let watcher = serve::watch_broker(broker.clone(), metrics.clone());
-        let control_channel = control::channel(&config.broker.channel);
-
         let mut emitter = Emitter::new(broker.clone(), config.broker.channel.clone())
             .with_origin(node_id.clone())
             // Appends go to the history only when the broker turns out to have one.
@@ -189,7 +186,6 @@ impl SidecastBuilder {
                 io,
                 layer,
                 emitter,
-                control_channel,
                 origins,
                 limiter,
                 node_id,

@@ -50,22 +50,28 @@ pub(crate) async fn logout(
     Ok(Json(json!({ "status": true })))
 }
 
-/// Asks every node (this one included, through its subscription) to disconnect the sockets of
-/// `user`, in every namespace served. Only the broker can fail here: a 503 while it is
-/// unavailable, as for `POST /api/`.
+/// Asks every node (this one included) to disconnect the sockets of `user`, in every namespace
+/// served, through the emitter's room operations: with recovery on the operation is in the
+/// history, ordered with the events around it and applied by a node that resumes after an
+/// outage (decision 34). Only the broker can fail here: a 503 while it is unavailable, as for
+/// `POST /api/`.
 async fn disconnect_user(state: &Sidecast, user: &str) -> Result<(), ApiError> {
     for namespace in &state.inner.config.server.namespaces {
-        let message = control::encode(&control::Control::Disconnect {
+        let operation = control::Control::Disconnect {
             rooms: vec![sidecast_core::auth::user_room(user)],
             namespace: namespace.clone(),
             except: Vec::new(),
             reason: None,
-        });
-        state
-            .inner
-            .emitter
-            .publish_raw(&state.inner.control_channel, message)
-            .await?;
+        };
+        match state.inner.emitter.control(operation).await {
+            Ok(()) => {}
+            Err(sidecast_core::EmitError::Broker(e)) => return Err(ApiError::Broker(e)),
+            // A user name no room can carry (every node would refuse the operation): the
+            // session is gone all the same.
+            Err(e) => {
+                tracing::warn!(error = %e, "the logged-out user's sockets could not be addressed")
+            }
+        }
     }
     Ok(())
 }
