@@ -134,9 +134,6 @@ pub(crate) fn watch_broker(broker: SharedBroker, metrics: Arc<Metrics>) -> JoinH
             }
             let up = health.is_connected();
             metrics.broker_up.set(i64::from(up));
-            if let Some(report) = broker.connection_report() {
-                metrics.broker_report(&report);
-            }
             if was_up && !up {
                 metrics.broker_reconnects.inc();
             }
