@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::failover::{FOLLOW, publish_until_received, until_ok};
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,13 +19,6 @@ use sidecast_testkit::conformance::{Capabilities, run_all};
 use sidecast_testkit::{RedisCluster, unique_channel};
 use sidecast_transport_redis::{DEFAULT_HISTORY_KEY_PREFIX, RedisBroker, RedisOptions};
 use tokio::time::{Instant, sleep, timeout};
-
-/// How long a failover may take to be followed: promotion, then the broker's move.
-const FOLLOW: Duration = Duration::from_secs(30);
-
-/// Between two tries of an operation that failed during the switch (no event tells when the
-/// new primary serves the slot: the broker is polled).
-const RETRY: Duration = Duration::from_millis(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_on_a_cluster() {
@@ -64,57 +59,6 @@ async fn a_channels_history_is_one_hash_tagged_key() {
         "no key without the hash tag"
     );
     broker.close().await;
-}
-
-/// Retries `operation` until it succeeds, asserting that every failure meanwhile is transient.
-async fn until_ok<T, F, Fut>(what: &str, operation: F) -> (T, Instant)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<T, sidecast_core::BrokerError>>,
-{
-    let deadline = Instant::now() + FOLLOW;
-    loop {
-        match operation().await {
-            Ok(value) => return (value, Instant::now()),
-            Err(e) => {
-                assert!(
-                    e.is_transient(),
-                    "{what}: a failover error must be transient: {e}"
-                );
-                assert!(
-                    Instant::now() < deadline,
-                    "{what}: nothing succeeded within {FOLLOW:?}: {e}"
-                );
-                sleep(RETRY).await;
-            }
-        }
-    }
-}
-
-/// Publishes `prefix-n` (n = 0, 1, ...) until the subscription receives one of them; returns the
-/// message received.
-async fn publish_until_received(
-    broker: &RedisBroker,
-    subscription: &mut Subscription,
-    channel: &str,
-    prefix: &str,
-) -> String {
-    let deadline = Instant::now() + FOLLOW;
-    for n in 0.. {
-        let payload = format!("{prefix}-{n}");
-        until_ok("publish", || {
-            broker.publish(channel, Bytes::from(payload.clone()))
-        })
-        .await;
-        if let Ok(Some(message)) = timeout(Duration::from_millis(200), subscription.recv()).await {
-            return String::from_utf8(message.payload.to_vec()).expect("a UTF-8 payload");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the subscription received nothing within {FOLLOW:?}"
-        );
-    }
-    unreachable!()
 }
 
 async fn next_entry(history: &mut HistorySubscription) -> HistoryEntry {
@@ -215,35 +159,6 @@ async fn publishes_subscriptions_and_history_survive_a_killed_primary() {
     broker.close().await;
 }
 
-/// Publishes `prefix-n` on `channel` until the subscription receives one of them on `channel`
-/// (messages of other channels are skipped); returns the payload received.
-async fn publish_until_received_on(
-    broker: &RedisBroker,
-    subscription: &mut Subscription,
-    channel: &str,
-    prefix: &str,
-) -> String {
-    let deadline = Instant::now() + FOLLOW;
-    for n in 0.. {
-        let payload = format!("{prefix}-{n}");
-        until_ok("publish", || {
-            broker.publish(channel, Bytes::from(payload.clone()))
-        })
-        .await;
-        let wait = Instant::now() + Duration::from_millis(200);
-        while let Ok(Some(message)) = tokio::time::timeout_at(wait, subscription.recv()).await {
-            if message.channel == channel {
-                return String::from_utf8(message.payload.to_vec()).expect("a UTF-8 payload");
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the subscription received nothing on {channel} within {FOLLOW:?}"
-        );
-    }
-    unreachable!()
-}
-
 /// How many shard subscribers of `channel` the node at `addr` has (`PUBSUB SHARDNUMSUB`).
 async fn shard_subscribers(cluster: &RedisCluster, addr: &str, channel: &str) -> u64 {
     let output = cluster
@@ -304,7 +219,7 @@ async fn sharded_pair(
             1,
             "{channel} on {owner}"
         );
-        let got = publish_until_received_on(&broker, &mut subscription, channel, "before").await;
+        let got = publish_until_received(&broker, &mut subscription, channel, "before").await;
         assert!(got.starts_with("before-"), "{got}");
     }
     (broker, subscription, a, b)
@@ -318,7 +233,7 @@ async fn sharded_subscriptions_across_slots_survive_a_killed_primary() {
     let old = cluster.kill_primary_of(&a).await;
     let new = cluster.wait_for_promotion(&a, &old).await;
     for channel in [&a, &b] {
-        let got = publish_until_received_on(&broker, &mut subscription, channel, "after").await;
+        let got = publish_until_received(&broker, &mut subscription, channel, "after").await;
         assert!(got.starts_with("after-"), "{channel}: {got}");
     }
     until_shard_subscribers(&cluster, &new, &a, 1).await;
@@ -356,7 +271,7 @@ async fn sharded_subscriptions_leave_a_demoted_primary() {
     assert_eq!(new, replica);
 
     for channel in [&a, &b] {
-        let got = publish_until_received_on(&broker, &mut subscription, channel, "after").await;
+        let got = publish_until_received(&broker, &mut subscription, channel, "after").await;
         assert!(got.starts_with("after-"), "{channel}: {got}");
     }
     until_shard_subscribers(&cluster, &new, &a, 1).await;
@@ -402,7 +317,7 @@ async fn sharded_subscriptions_follow_a_migrated_slot() {
     }
 
     for channel in [&a, &b] {
-        let got = publish_until_received_on(&broker, &mut subscription, channel, "after").await;
+        let got = publish_until_received(&broker, &mut subscription, channel, "after").await;
         assert!(got.starts_with("after-"), "{channel}: {got}");
     }
     until_shard_subscribers(&cluster, &target.addr, &a, 1).await;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::sentinel::{FOLLOW, RETRY, publish_until_ok, publish_until_received};
+use common::failover::{FOLLOW, publish_until_ok, publish_until_received, until_ok};
 
 use std::time::Duration;
 
@@ -116,19 +116,10 @@ async fn every_connection_follows_a_killed_master() {
     // The history reader continues from its last offset on the new master.
     let mut appended = Vec::new();
     for n in 0..3 {
-        let deadline = Instant::now() + FOLLOW;
-        let offset = loop {
-            match history
-                .append(&stream, Bytes::from(format!("after-{n}")))
-                .await
-            {
-                Ok(offset) => break offset,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "append failed: {e}");
-                    sleep(RETRY).await;
-                }
-            }
-        };
+        let (offset, _) = until_ok("append", || {
+            history.append(&stream, Bytes::from(format!("after-{n}")))
+        })
+        .await;
         assert!(offset.as_str() > last.as_str(), "{offset:?} after {last:?}");
         appended.push(offset);
     }

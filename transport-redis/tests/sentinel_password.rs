@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::sentinel::publish_until_received;
+use common::failover::publish_until_received;
 use sidecast_core::{Broker, ChannelSpec};
 use sidecast_testkit::{RedisSentinelSet, unique_channel};
 

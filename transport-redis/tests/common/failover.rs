@@ -1,37 +1,40 @@
-//! Following a Sentinel failover in tests: publishing until the broker is back.
+//! Following a failover (Sentinel or Cluster) in tests: retrying an operation, and publishing,
+//! until the broker is back.
 
+use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sidecast_core::{Broker, Subscription};
+use sidecast_core::{Broker, BrokerError, Subscription};
 use sidecast_transport_redis::RedisBroker;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep};
 
 /// How long a failover may take to be followed: promotion, then the broker's move.
-pub(crate) const FOLLOW: Duration = Duration::from_secs(20);
+pub(crate) const FOLLOW: Duration = Duration::from_secs(30);
 
-/// Between two tries of a publish that failed during the switch (no event tells when the new
-/// master is reachable: the broker is polled).
+/// Between two tries of an operation that failed during the switch (no event tells when the new
+/// master serves: the broker is polled).
 pub(crate) const RETRY: Duration = Duration::from_millis(20);
 
-/// Publishes until one publish succeeds, returning when it did.
-pub(crate) async fn publish_until_ok(
-    broker: &RedisBroker,
-    channel: &str,
-    payload: &str,
-) -> Instant {
+/// Retries `operation` until it succeeds, asserting that every failure meanwhile is transient;
+/// returns its value and when it succeeded.
+pub(crate) async fn until_ok<T, F, Fut>(what: &str, operation: F) -> (T, Instant)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, BrokerError>>,
+{
     let deadline = Instant::now() + FOLLOW;
     loop {
-        match broker
-            .publish(channel, Bytes::from(payload.to_owned()))
-            .await
-        {
-            Ok(()) => return Instant::now(),
+        match operation().await {
+            Ok(value) => return (value, Instant::now()),
             Err(e) => {
-                assert!(e.is_transient(), "a failover error must be transient: {e}");
+                assert!(
+                    e.is_transient(),
+                    "{what}: a failover error must be transient: {e}"
+                );
                 assert!(
                     Instant::now() < deadline,
-                    "no publish succeeded within {FOLLOW:?}: {e}"
+                    "{what}: nothing succeeded within {FOLLOW:?}: {e}"
                 );
                 sleep(RETRY).await;
             }
@@ -39,8 +42,21 @@ pub(crate) async fn publish_until_ok(
     }
 }
 
-/// Publishes `prefix-n` (n = 0, 1, ...) until the subscription receives one of them; returns the
-/// message received.
+/// Publishes until one publish succeeds, returning when it did.
+pub(crate) async fn publish_until_ok(
+    broker: &RedisBroker,
+    channel: &str,
+    payload: &str,
+) -> Instant {
+    until_ok("publish", || {
+        broker.publish(channel, Bytes::from(payload.to_owned()))
+    })
+    .await
+    .1
+}
+
+/// Publishes `prefix-n` (n = 0, 1, ...) on `channel` until the subscription receives one of them
+/// on `channel` (messages of other channels are skipped); returns the payload received.
 pub(crate) async fn publish_until_received(
     broker: &RedisBroker,
     subscription: &mut Subscription,
@@ -49,14 +65,16 @@ pub(crate) async fn publish_until_received(
 ) -> String {
     let deadline = Instant::now() + FOLLOW;
     for n in 0.. {
-        let payload = format!("{prefix}-{n}");
-        publish_until_ok(broker, channel, &payload).await;
-        if let Ok(Some(message)) = timeout(Duration::from_millis(200), subscription.recv()).await {
-            return String::from_utf8(message.payload.to_vec()).expect("a UTF-8 payload");
+        publish_until_ok(broker, channel, &format!("{prefix}-{n}")).await;
+        let wait = Instant::now() + Duration::from_millis(200);
+        while let Ok(Some(message)) = tokio::time::timeout_at(wait, subscription.recv()).await {
+            if message.channel == channel {
+                return String::from_utf8(message.payload.to_vec()).expect("a UTF-8 payload");
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "the subscription received nothing within {FOLLOW:?}"
+            "the subscription received nothing on {channel} within {FOLLOW:?}"
         );
     }
     unreachable!()

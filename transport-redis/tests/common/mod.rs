@@ -2,7 +2,7 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
-pub(crate) mod sentinel;
+pub(crate) mod failover;
 
 use std::time::Duration;
 
