@@ -31,6 +31,7 @@ pub mod rabbitmq_server;
 pub mod redis_cluster;
 pub mod redis_sentinel;
 pub mod redis_server;
+mod resp;
 
 use std::time::Duration;
 

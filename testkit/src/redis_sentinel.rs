@@ -9,12 +9,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::time::{Instant, sleep};
 
 use crate::RedisServer;
-use crate::process::{self, POLL_INTERVAL, ServerProcess, ServerProgram, within_io_timeout};
+use crate::process::{self, POLL_INTERVAL, ServerProcess, ServerProgram};
+use crate::resp::{Resp, send};
 
 /// The name the sentinels monitor the master under.
 pub const SERVICE: &str = "mymaster";
@@ -416,78 +416,6 @@ async fn role(addr: &str, password: Option<&str>) -> Option<String> {
     }
 }
 
-/// A RESP reply, as much of it as the kit needs.
-#[derive(Debug, Clone, PartialEq)]
-enum Resp {
-    Simple(String),
-    Error(String),
-    Integer(i64),
-    Bulk(Option<String>),
-    Array(Vec<Resp>),
-}
-
-impl Resp {
-    fn text(&self) -> Option<String> {
-        match self {
-            Self::Simple(s) | Self::Bulk(Some(s)) => Some(s.clone()),
-            Self::Integer(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
-
-    /// A flat array of field/value pairs as pairs of texts.
-    fn pairs(&self) -> Vec<(String, String)> {
-        match self {
-            Self::Array(items) => items
-                .chunks_exact(2)
-                .filter_map(|pair| Some((pair[0].text()?, pair[1].text()?)))
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-}
-
-/// Parses one reply from the start of `buf`: the reply and the bytes it took, `None` if `buf`
-/// does not hold a whole reply yet.
-fn parse(buf: &[u8]) -> Option<(Resp, usize)> {
-    let line_end = buf.windows(2).position(|w| w == b"\r\n")?;
-    let line = String::from_utf8_lossy(&buf[1..line_end]).into_owned();
-    let after = line_end + 2;
-    match buf.first()? {
-        b'+' => Some((Resp::Simple(line), after)),
-        b'-' => Some((Resp::Error(line), after)),
-        b':' => Some((Resp::Integer(line.parse().ok()?), after)),
-        b'$' => {
-            let len: i64 = line.parse().ok()?;
-            if len < 0 {
-                return Some((Resp::Bulk(None), after));
-            }
-            let end = after + usize::try_from(len).ok()?;
-            (buf.len() >= end + 2).then(|| {
-                (
-                    Resp::Bulk(Some(String::from_utf8_lossy(&buf[after..end]).into_owned())),
-                    end + 2,
-                )
-            })
-        }
-        b'*' => {
-            let len: i64 = line.parse().ok()?;
-            if len < 0 {
-                return Some((Resp::Bulk(None), after));
-            }
-            let mut items = Vec::new();
-            let mut at = after;
-            for _ in 0..len {
-                let (item, used) = parse(&buf[at..])?;
-                items.push(item);
-                at += used;
-            }
-            Some((Resp::Array(items), at))
-        }
-        _ => Some((Resp::Error(format!("unknown reply type: {line}")), after)),
-    }
-}
-
 /// Sends one command over a fresh TCP connection and reads the whole reply.
 async fn query(addr: &str, args: &[&str]) -> io::Result<Resp> {
     query_as(addr, None, args).await
@@ -500,51 +428,4 @@ async fn query_as(addr: &str, password: Option<&str>, args: &[&str]) -> io::Resu
         send(&mut stream, &["AUTH", password]).await?;
     }
     send(&mut stream, args).await
-}
-
-/// Writes one command on `stream` and reads its whole reply.
-async fn send(stream: &mut tokio::net::TcpStream, args: &[&str]) -> io::Result<Resp> {
-    let mut request = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        request.extend_from_slice(arg.as_bytes());
-        request.extend_from_slice(b"\r\n");
-    }
-    within_io_timeout("write timed out", stream.write_all(&request)).await?;
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some((resp, _)) = parse(&reply) {
-            return match resp {
-                Resp::Error(e) => Err(io::Error::other(e)),
-                resp => Ok(resp),
-            };
-        }
-        let n = within_io_timeout("no reply", stream.read(&mut buf)).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a whole reply",
-            ));
-        }
-        reply.extend_from_slice(&buf[..n]);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_nested_replies() {
-        let (reply, used) =
-            parse(b"*3\r\n$6\r\nmaster\r\n:42\r\n*1\r\n*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6380\r\n")
-                .unwrap();
-        assert_eq!(used, 54);
-        let Resp::Array(parts) = reply else { panic!() };
-        assert_eq!(parts[0].text().as_deref(), Some("master"));
-        assert_eq!(parts[1], Resp::Integer(42));
-        assert!(parse(b"*2\r\n$6\r\nmaster\r\n").is_none(), "incomplete");
-        assert_eq!(parse(b"$-1\r\n").unwrap().0, Resp::Bulk(None));
-    }
 }

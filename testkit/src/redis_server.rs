@@ -7,11 +7,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::process::{self, ServerProcess, ServerProgram, within_io_timeout};
+use crate::process::{self, ServerProcess, ServerProgram};
+use crate::resp;
 
 /// When set, [`RedisServer::start`] uses the Redis server at this URL instead of starting one
 /// (for example `redis://127.0.0.1:6379` in a CI job that provides Redis as a service).
@@ -378,30 +378,10 @@ async fn ping(addr: &str) -> io::Result<()> {
     }
 }
 
-/// Writes one command as a RESP array of bulk strings and reads the first line of the reply.
+/// Writes one command and reads its whole reply; returns the reply's first line (`+OK`, `:1`,
+/// `-ERR ...`).
 async fn exchange(stream: &mut TcpStream, args: &[&str]) -> io::Result<String> {
-    let mut request = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        request.extend_from_slice(arg.as_bytes());
-        request.extend_from_slice(b"\r\n");
-    }
-    within_io_timeout("write timed out", stream.write_all(&request)).await?;
-
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 512];
-    while !reply.windows(2).any(|w| w == b"\r\n") {
-        let n = within_io_timeout("no reply", stream.read(&mut buf)).await?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed before a reply",
-            ));
-        }
-        reply.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&reply);
-    Ok(text.lines().next().unwrap_or_default().to_owned())
+    Ok(resp::exchange(stream, args).await?.first_line())
 }
 
 /// `host:port` and the port of a `redis://` or `rediss://` URL (port 6379 when omitted, as in
