@@ -8,27 +8,18 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, await_ready, post_api_with};
+use common::failover::{self, FOLLOW};
+use common::{TestServer, await_ready};
 use serde_json::json;
-use sidecast_core::config::{BrokerKind, PolicyKind, PolicyList, SessionStoreKind};
 use sidecast_testkit::RedisCluster;
-
-/// How long the switch may take: the cluster's detection and promotion, then the node's move.
-const FOLLOW: Duration = Duration::from_secs(30);
-
-/// The publishing service's token.
-const TOKEN: &str = "s3cret";
 
 /// Starts a node on `cluster`, checks a round trip, kills the primary that serves `key`, and
 /// checks that `POST /api/` answers 503 with `Retry-After` or 200 (never anything else) until it
 /// answers 200, that the client receives again and that a new session works.
 async fn node_survives_a_killed_primary(recovery: bool, key: &str) {
     let mut cluster = RedisCluster::start().await;
-    let mut config = common::broker_config(BrokerKind::Redis, &cluster.url());
+    let mut config = failover::config(&cluster.url());
     config.recovery.enabled = recovery;
-    config.session.store = SessionStoreKind::Redis;
-    config.auth.policy = PolicyList::Any(vec![PolicyKind::Session, PolicyKind::Token]);
-    config.auth.tokens.insert("cron".into(), TOKEN.into());
     let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     server.round_trip(&cookie, &mut client, "before").await;
     await_ready(&server.base, 200, FOLLOW).await;
@@ -51,26 +42,7 @@ async fn node_survives_a_killed_primary(recovery: bool, key: &str) {
     cluster.wait_for_promotion(key, &old).await;
     let promoted = Instant::now();
 
-    let mut n = 0;
-    let accepted = loop {
-        let response = post_api_with(
-            &server.base,
-            &[("authorization", &format!("Bearer {TOKEN}"))],
-            json!({"channel": "message", "body": format!("switch-{n}")}),
-        )
-        .await;
-        match response.status().as_u16() {
-            200 => break Instant::now(),
-            503 => assert!(response.headers().contains_key("retry-after")),
-            status => panic!("POST /api/ answered {status} during the switch"),
-        }
-        assert!(
-            promoted.elapsed() < FOLLOW,
-            "no 200 within {FOLLOW:?} of the promotion"
-        );
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let accepted = failover::post_until_accepted(&server, promoted).await;
     // The client receives again: a marker published after the switch arrives (events published
     // during the switch may come first; with recovery off some may be lost).
     let marker = "after-failover";

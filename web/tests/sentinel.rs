@@ -7,30 +7,19 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use common::{TestServer, await_ready, post_api_with};
+use common::failover::{self, FOLLOW};
+use common::{TestServer, await_ready};
 use serde_json::json;
-use sidecast_core::config::{BrokerKind, PolicyKind, PolicyList, SessionStoreKind};
 use sidecast_testkit::RedisSentinelSet;
 use sidecast_testkit::log::CapturedLog;
-
-/// How long the switch may take: the sentinels' detection and promotion, then the node's move.
-const FOLLOW: Duration = Duration::from_secs(30);
-
-/// The publishing service's token.
-const TOKEN: &str = "s3cret";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_follows_a_sentinel_failover() {
     let captured = CapturedLog::global("info");
     let mut set = RedisSentinelSet::start().await;
-    let mut config = common::broker_config(BrokerKind::Redis, &set.url());
-    config.session.store = SessionStoreKind::Redis;
-    // The publisher is a service with a token: its requests do not depend on the session store,
-    // which, like the broker, is unreachable until the new master is known.
-    config.auth.policy = PolicyList::Any(vec![PolicyKind::Session, PolicyKind::Token]);
-    config.auth.tokens.insert("cron".into(), TOKEN.into());
+    let config = failover::config(&set.url());
     let (server, cookie, mut client) = TestServer::start_signed_in(config).await;
     server.round_trip(&cookie, &mut client, "before").await;
     await_ready(&server.base, 200, FOLLOW).await;
@@ -51,26 +40,7 @@ async fn a_node_follows_a_sentinel_failover() {
     );
 
     // POST /api/: 503 with Retry-After until the new master is reached, then 200; never a 500.
-    let mut n = 0;
-    let accepted = loop {
-        let response = post_api_with(
-            &server.base,
-            &[("authorization", &format!("Bearer {TOKEN}"))],
-            json!({"channel": "message", "body": format!("switch-{n}")}),
-        )
-        .await;
-        match response.status().as_u16() {
-            200 => break Instant::now(),
-            503 => assert!(response.headers().contains_key("retry-after")),
-            status => panic!("POST /api/ answered {status} during the switch"),
-        }
-        assert!(
-            promoted.elapsed() < FOLLOW,
-            "no 200 within {FOLLOW:?} of the promotion"
-        );
-        n += 1;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let accepted = failover::post_until_accepted(&server, promoted).await;
     // Once every connection is on the new master, the client receives again.
     await_ready(&server.base, 200, FOLLOW).await;
     let marker = "after-failover";

@@ -2,6 +2,7 @@
 //! (rust_socketio, a third-party implementation of the protocol).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod failover;
 pub mod python;
 pub mod stall;
 
