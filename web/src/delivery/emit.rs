@@ -16,6 +16,7 @@ use socketioxide::operators::BroadcastOperators;
 use socketioxide::socket::Sid;
 use socketioxide::{BroadcastError, SendError, SocketError, SocketIo};
 
+use crate::delivery::memberships;
 use crate::metrics::Metrics;
 
 /// The room of sockets that are recovering: live events skip them. Its name has a control
@@ -290,4 +291,27 @@ pub(crate) async fn apply(io: &SocketIo, operation: &Control) -> Result<(), Emit
         }
     }
     Ok(())
+}
+
+/// Applies a decoded room operation (of the control channel, an ingress format or the history)
+/// to this node's sockets and records what it changes in the remembered memberships.
+pub(crate) async fn apply_operation(
+    io: &SocketIo,
+    metrics: &Metrics,
+    memberships: &dyn memberships::MembershipStore,
+    operation: &Control,
+) {
+    match apply(io, operation).await {
+        Ok(()) => {
+            metrics.room_operation(operation.name());
+            if let Err(e) = memberships::record(memberships, operation).await {
+                tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");
+            }
+            tracing::debug!(op = operation.name(), ?operation, "room operation applied");
+        }
+        Err(e) => {
+            metrics.dropped("unknown_namespace");
+            tracing::warn!(op = operation.name(), namespace = operation.namespace(), error = %e, "room operation dropped");
+        }
+    }
 }

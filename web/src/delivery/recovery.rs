@@ -313,13 +313,7 @@ impl Recovery {
                     // Applied under the position's lock, like an event is delivered: the
                     // events after it in the history reach the sockets it changed.
                     Some(Opened::Control(operation)) => {
-                        crate::delivery::relay::apply_operation(
-                            &io,
-                            &self.metrics,
-                            &*memberships,
-                            &operation,
-                        )
-                        .await;
+                        emit::apply_operation(&io, &self.metrics, &*memberships, &operation).await;
                     }
                     None => {}
                 }

@@ -317,29 +317,6 @@ impl Relay<'_> {
 
     /// Applies a decoded room operation (native or ingress) to this node's sockets.
     async fn apply_operation(&self, operation: &control::Control) {
-        apply_operation(self.io, self.metrics, self.memberships, operation).await;
-    }
-}
-
-/// Applies a decoded room operation (of the control channel, an ingress format or the history)
-/// to this node's sockets and records what it changes in the remembered memberships.
-pub(crate) async fn apply_operation(
-    io: &SocketIo,
-    metrics: &Metrics,
-    memberships: &dyn MembershipStore,
-    operation: &control::Control,
-) {
-    match emit::apply(io, operation).await {
-        Ok(()) => {
-            metrics.room_operation(operation.name());
-            if let Err(e) = crate::delivery::memberships::record(memberships, operation).await {
-                tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");
-            }
-            tracing::debug!(op = operation.name(), ?operation, "room operation applied");
-        }
-        Err(e) => {
-            metrics.dropped("unknown_namespace");
-            tracing::warn!(op = operation.name(), namespace = operation.namespace(), error = %e, "room operation dropped");
-        }
+        emit::apply_operation(self.io, self.metrics, self.memberships, operation).await;
     }
 }
