@@ -108,6 +108,11 @@ impl AmqpState {
         })
     }
 
+    /// Whether `broker.url` names several nodes (a cluster).
+    pub(crate) fn has_several_endpoints(&self) -> bool {
+        self.endpoints.len() > 1
+    }
+
     /// The current connection if it is up. A connection that went down without the supervisor
     /// having noticed yet is not returned, and the supervisor is told.
     pub(crate) fn live_connection(&self) -> Option<Arc<AmqpConnection>> {

@@ -160,6 +160,10 @@ impl AmqpBroker {
     pub async fn connect(options: AmqpOptions) -> Result<Self, BrokerError> {
         let state = Arc::new(AmqpState::new(options)?);
         let connection = state.open_connection().await?;
+        if state.has_several_endpoints() {
+            // Which node of the cluster, as after each reconnect.
+            tracing::info!(url = %connection.endpoint, "amqp connected to a node of the cluster");
+        }
         state.connection.send_replace(Some(connection));
 
         let tasks = Arc::new(Tasks::new());
