@@ -107,7 +107,7 @@ describe('RabbitMQ cluster failover under load', { skip: NEEDS_REDIS, concurrenc
     a.label = 'A';
     b.label = 'B';
     ({ cookie } = await login(a.url));
-  });
+  }, { timeout: 240_000 }); // the cluster's start: ~20 s here, far more on a busy machine
 
   /**
    * Four clients, the publisher at 50 events/s alternating between A and B, `kill()` (resolves
@@ -190,7 +190,8 @@ describe('RabbitMQ cluster failover under load', { skip: NEEDS_REDIS, concurrenc
     for (const socket of clients) socket.close();
   }
 
-  test('SIGKILL of the RabbitMQ node a Sidecast node is connected to', h.withLogs(async () => {
+  // Each with the killed node's restart (seconds, more on a busy machine).
+  test('SIGKILL of the RabbitMQ node a Sidecast node is connected to', { timeout: 180_000 }, h.withLogs(async () => {
     const killed = rabbitOf(a);
     await underLoad('connected-node', async () => {
       const victims = [a, b].filter((n) => rabbitOf(n) === killed);
@@ -200,7 +201,7 @@ describe('RabbitMQ cluster failover under load', { skip: NEEDS_REDIS, concurrenc
     await cluster.restart(killed);
   }));
 
-  test('SIGKILL of the RabbitMQ node that leads the stream', h.withLogs(async () => {
+  test('SIGKILL of the RabbitMQ node that leads the stream', { timeout: 180_000 }, h.withLogs(async () => {
     const { leader } = await waitUntil(async () => {
       const node = await cluster.leader(QUEUE);
       return node === null ? false : { leader: node };

@@ -66,7 +66,7 @@ async fn next_entries(sub: &mut HistorySubscription, count: usize) -> Vec<String
             .await
             .unwrap_or_else(|_| panic!("no entry within {DEADLINE:?} after {got:?}"))
             .expect("the history subscription ended");
-        got.push(String::from_utf8(entry.payload.to_vec()).unwrap());
+        got.push(String::from_utf8(entry.payload.to_vec()).expect("text"));
     }
     got
 }
@@ -91,7 +91,9 @@ async fn a_broker_whose_first_node_has_no_replica_reads_through_one_that_has() {
     let writer = connect(from_node(cluster, 0, 2)).await;
     append(&writer, &channel, "event 0".to_owned()).await;
     let holders = members(cluster, &queue, 2).await;
-    let without = (0..3).find(|i| !holders.contains(i)).unwrap();
+    let without = (0..3)
+        .find(|i| !holders.contains(i))
+        .expect("a node without a replica");
     eprintln!("{queue}: replicas on nodes {holders:?}; a broker starts at node {without}");
 
     let reader = connect(from_node(cluster, without, 2)).await;
