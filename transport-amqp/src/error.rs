@@ -272,7 +272,7 @@ pub(crate) fn home_node_down(error: &lapin::Error) -> bool {
 }
 
 /// Whether RabbitMQ refused a stream consumer because the node the connection is on holds no
-/// replica of the stream (3.10: PRECONDITION_FAILED, "queue '...' does not a have a replica on
+/// replica of the stream (3.10.8: PRECONDITION_FAILED, "queue '...' does not have a replica on
 /// the local node"), rather than because of the queue's arguments.
 pub(crate) fn no_local_replica(error: &lapin::Error) -> bool {
     match error.kind() {
