@@ -115,14 +115,14 @@ export function nextEvent(emitter, event, { ms = DEFAULT_DEADLINE_MS } = {}) {
  * group of its own and is signalled as a group (for scripts whose real server is a child).
  */
 class Proc {
-  constructor(label, command, args, options, logs, { group = false } = {}) {
+  constructor(label, command, args, options, logs, { group = false, stdin = 'ignore' } = {}) {
     this.label = label;
     this.logs = logs;
     this.lines = [];
     this.waiters = new Set();
     this.exited = false;
     this.stopSignal = 'SIGTERM';
-    this.child = spawn(command, args, { ...options, detached: group, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.child = spawn(command, args, { ...options, detached: group, stdio: [stdin, 'pipe', 'pipe'] });
     this.child.group = group;
     liveChildren.add(this.child);
     this.exitPromise = new Promise((resolve) => {
@@ -421,6 +421,15 @@ export class Harness {
     this.redisStarting = Promise.resolve(url);
   }
 
+  /**
+   * Makes `url` (a RabbitMQ the test started itself, such as a cluster's URL list) the RabbitMQ
+   * of the nodes started from now on with `broker: 'amqp'`, instead of the harness' own.
+   */
+  useAmqp(url) {
+    this.amqpUrl = url;
+    this.rabbitStarting = Promise.resolve(url);
+  }
+
   /** Runs redis-server on `port` and waits until it accepts connections. */
   async spawnRedis(port) {
     const proc = this.spawn(`redis:${port}`, 'redis-server', [
@@ -457,12 +466,13 @@ export class Harness {
     };
     delete env.RUST_LOG;
     if (broker === 'redis') env.SIDECAST_BROKER__URL = this.redisUrl;
-    if (broker === 'amqp') env.SIDECAST_BROKER__URL = this.amqpUrl;
+    // A node of a RabbitMQ cluster may be given its own list of the cluster's URLs.
+    if (broker === 'amqp' && !extra.SIDECAST_BROKER__URL) env.SIDECAST_BROKER__URL = this.amqpUrl;
     return env;
   }
 
-  spawn(label, command, args, env = process.env, { group = false } = {}) {
-    const proc = new Proc(label, command, args, { cwd: this.dir, env }, this.logs, { group });
+  spawn(label, command, args, env = process.env, { group = false, stdin = 'ignore' } = {}) {
+    const proc = new Proc(label, command, args, { cwd: this.dir, env }, this.logs, { group, stdin });
     this.procs.push(proc);
     return proc;
   }

@@ -23,7 +23,7 @@ export class Publisher {
     this.stopped = false;
     /** The pause after each POST, in ms: 5 (about 200 events/s at most) unless given. */
     this.interval = interval;
-    /** Every POST: `{n, status, retryAfter, sent, answered}` (`status` 0: no answer). */
+    /** Every POST: `{n, url, status, retryAfter, sent, answered}` (`status` 0: no answer). */
     this.attempts = [];
   }
 
@@ -32,7 +32,7 @@ export class Publisher {
       while (!this.stopped) {
         const n = this.next++;
         const url = this.urls[n % this.urls.length];
-        const attempt = { n, status: 0, retryAfter: null, sent: Date.now(), answered: null };
+        const attempt = { n, url, status: 0, retryAfter: null, sent: Date.now(), answered: null };
         this.attempts.push(attempt);
         try {
           const res = await publish(url, { channel: this.channel, body: this.body(n) }, { cookie: this.cookie });

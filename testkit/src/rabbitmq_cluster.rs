@@ -187,6 +187,45 @@ impl RabbitMqCluster {
         node.local.ctl(node.port, args).await
     }
 
+    /// Runs `rabbitmq-streams -n <node i> <args>` with node `i`'s environment (for example
+    /// `delete_replica <queue> <node name>`).
+    pub async fn streams(&self, i: usize, args: &[&str]) -> Result<String, String> {
+        let node = &self.nodes[i];
+        node.local.tool("rabbitmq-streams", node.port, args).await
+    }
+
+    /// The nodes (indexes, ascending) that hold a replica of stream or quorum queue `queue` on
+    /// the default virtual host, from `rabbitmqctl list_queues name members`; empty when the
+    /// queue does not exist or no node answers.
+    pub async fn members(&self, queue: &str) -> Vec<usize> {
+        let Ok(out) = self
+            .ctl_any(&[
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "members",
+            ])
+            .await
+        else {
+            return Vec::new();
+        };
+        let Some(line) = out
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(queue))
+        else {
+            return Vec::new();
+        };
+        // `<queue>\t[sidecast-…@localhost,sidecast-…@localhost]` (or with spaces and quotes).
+        let mut members: Vec<usize> = line[queue.len()..]
+            .split(|c: char| matches!(c, '[' | ']' | ',' | '\'' | '"') || c.is_whitespace())
+            .filter_map(|name| self.index_of(name))
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        members
+    }
+
     /// Runs `rabbitmqctl` through the first running node.
     async fn ctl_any(&self, args: &[&str]) -> Result<String, String> {
         let mut failure = String::from("no node runs");

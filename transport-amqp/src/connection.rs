@@ -19,6 +19,7 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 
 use crate::error::{self, Doing};
 use crate::options::AmqpOptions;
+use crate::placement::Placement;
 use crate::publisher::{Failures, Publishing};
 use crate::resume::resume_backoff;
 use crate::uri::{Endpoint, parse_uris};
@@ -58,6 +59,9 @@ pub(crate) struct AmqpState {
     /// every [`crate::resume::RESUME_WITHIN`], so that they resume that soon after RabbitMQ
     /// answers again.
     pub(crate) history_readers: AtomicUsize,
+    /// Which URLs' nodes hold no replica of a history stream queue: the connection leaves them
+    /// and tries them last.
+    pub(crate) placement: Placement,
 }
 
 /// One AMQP connection and its publishing channel.
@@ -69,6 +73,8 @@ pub(crate) struct AmqpConnection {
     pub(crate) publishing: Publishing,
     /// The URL (redacted) of the node this connection went to.
     pub(crate) endpoint: String,
+    /// That URL's index in the configured list.
+    pub(crate) endpoint_index: usize,
     /// History stream queues declared on this connection: declaring is a round trip, so it is
     /// done once per queue and connection, not per append.
     pub(crate) history_queues: std::sync::Mutex<HashSet<String>>,
@@ -81,6 +87,7 @@ impl AmqpState {
         options.validate()?;
         let endpoints = parse_uris(&options)?;
         Ok(Self {
+            placement: Placement::new(endpoints.len()),
             parts: Parts::new(
                 HealthBoard::new(AttemptCount::Highest),
                 OutageLog::new(
@@ -99,6 +106,11 @@ impl AmqpState {
             next_generation: AtomicU64::new(0),
             history_readers: AtomicUsize::new(0),
         })
+    }
+
+    /// Whether `broker.url` names several nodes (a cluster).
+    pub(crate) fn has_several_endpoints(&self) -> bool {
+        self.endpoints.len() > 1
     }
 
     /// The current connection if it is up. A connection that went down without the supervisor
@@ -148,6 +160,8 @@ impl AmqpState {
             use rand::seq::SliceRandom;
             order.shuffle(&mut rand::rng());
         }
+        // Nodes found without a replica of a history stream last, whatever the order.
+        self.placement.order(&mut order);
         order
     }
 
@@ -159,8 +173,7 @@ impl AmqpState {
         let order = self.endpoint_order();
         let mut last_error = None;
         for index in order {
-            let endpoint = &self.endpoints[index];
-            match self.open_endpoint(endpoint).await {
+            match self.open_endpoint(index).await {
                 Ok(connection) => {
                     self.next_endpoint.store(index + 1, Ordering::Relaxed);
                     return Ok(connection);
@@ -168,7 +181,7 @@ impl AmqpState {
                 Err(e) => {
                     if self.endpoints.len() > 1 {
                         tracing::debug!(
-                            url = %endpoint.shown, error = %e,
+                            url = %self.endpoints[index].shown, error = %e,
                             "amqp node did not answer; trying the next"
                         );
                     }
@@ -179,8 +192,10 @@ impl AmqpState {
         Err(last_error.unwrap_or_else(|| error::config("broker.url names no AMQP URL".to_owned())))
     }
 
-    /// A new connection to `endpoint` with its publishing channel, within the connect time-out.
-    async fn open_endpoint(&self, endpoint: &Endpoint) -> Result<Arc<AmqpConnection>, BrokerError> {
+    /// A new connection to endpoint `index` with its publishing channel, within the connect
+    /// time-out.
+    async fn open_endpoint(&self, index: usize) -> Result<Arc<AmqpConnection>, BrokerError> {
+        let endpoint: &Endpoint = &self.endpoints[index];
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         // Shown in RabbitMQ's management UI and `rabbitmqctl list_connections`.
         let properties = ConnectionProperties::default().with_connection_name(
@@ -206,6 +221,7 @@ impl AmqpState {
                 connection,
                 publishing,
                 endpoint: endpoint.shown.clone(),
+                endpoint_index: index,
                 history_queues: std::sync::Mutex::new(HashSet::new()),
             })
         };

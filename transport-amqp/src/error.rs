@@ -271,6 +271,19 @@ pub(crate) fn home_node_down(error: &lapin::Error) -> bool {
     }
 }
 
+/// Whether RabbitMQ refused a stream consumer because the node the connection is on holds no
+/// replica of the stream (3.10.8: PRECONDITION_FAILED, "queue '...' does not have a replica on
+/// the local node"), rather than because of the queue's arguments.
+pub(crate) fn no_local_replica(error: &lapin::Error) -> bool {
+    match error.kind() {
+        ErrorKind::ProtocolError(e) => {
+            let message = e.get_message().as_str();
+            e.get_id() == 406 && message.contains("replica") && message.contains("local node")
+        }
+        _ => false,
+    }
+}
+
 /// The connection is down and the transport is reconnecting.
 pub(crate) fn reconnecting(url: &str, attempt: u32) -> BrokerError {
     BrokerError::reconnecting(BACKEND, url, attempt)

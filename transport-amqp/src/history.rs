@@ -24,11 +24,15 @@ use tokio::time::timeout;
 
 use crate::MAX_NAME_BYTES;
 use crate::connection::{AmqpConnection, AmqpState};
-use crate::error::{self, Doing};
+use crate::error;
 use stream::{
     Attach, READ_PREFETCH, append_to, exists, has_id, identity, is_marker, new_id, next_delivery,
-    open_declared_reader, open_reader, properties,
+    open_declared_reader, open_reader, placed, properties,
 };
+
+/// How many times one operation follows the connection to another node for a replica of its
+/// stream: a cluster of three or five nodes needs no more.
+const MAX_MOVES: usize = 4;
 
 /// The first stream offset a reader after `offset` wants: 0 after [`Offset::START`], `n + 1`
 /// after `Offset::from_number(n)`. `None` for a string this history never makes.
@@ -123,6 +127,40 @@ impl AmqpHistory {
             .ok_or_else(|| self.state.down_error())
     }
 
+    /// After `error` from an operation on `link`: the next connection if the error is the
+    /// connection leaving a node that holds no replica of the stream (the operation was refused
+    /// before it wrote anything, so running it again writes nothing twice), awaited within the
+    /// connect time-out; otherwise, or after [`MAX_MOVES`] moves, `error`.
+    async fn after_move(
+        &self,
+        link: &AmqpConnection,
+        error: BrokerError,
+        moves: &mut usize,
+    ) -> Result<Arc<AmqpConnection>, BrokerError> {
+        if !stream::is_moving(&error) || *moves >= MAX_MOVES {
+            return Err(error);
+        }
+        *moves += 1;
+        let mut links = self.state.connection.subscribe();
+        let next = async {
+            loop {
+                let current = links.borrow_and_update().clone();
+                if let Some(next) = current
+                    && next.generation != link.generation
+                {
+                    return Some(next);
+                }
+                if links.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        match timeout(self.state.options.connect_timeout, next).await {
+            Ok(Some(next)) => Ok(next),
+            Ok(None) | Err(_) => Err(error),
+        }
+    }
+
     /// Runs `operation` within `within`; a time-out has the connection checked.
     async fn bounded<T>(
         &self,
@@ -143,15 +181,21 @@ impl AmqpHistory {
 impl History for AmqpHistory {
     async fn append(&self, channel: &str, payload: Bytes) -> Result<Offset, BrokerError> {
         let queue = self.queue(channel)?;
-        let link = self.link()?;
+        let mut link = self.link()?;
         let state = &self.state;
-        let offset = self
-            .bounded(
-                state.options.publish_timeout,
-                append_to(state, &link, &queue, &payload, false),
-            )
-            .await?;
-        Ok(Offset::from_number(offset))
+        let mut moves = 0;
+        loop {
+            let appended = self
+                .bounded(
+                    state.options.publish_timeout,
+                    append_to(state, &link, &queue, &payload, false),
+                )
+                .await;
+            match appended {
+                Ok(offset) => return Ok(Offset::from_number(offset)),
+                Err(e) => link = self.after_move(&link, e, &mut moves).await?,
+            }
+        }
     }
 
     async fn read_after(
@@ -161,7 +205,7 @@ impl History for AmqpHistory {
         limit: usize,
     ) -> Result<Replay, BrokerError> {
         let queue = self.queue(channel)?;
-        let link = self.link()?;
+        let mut link = self.link()?;
         let Some(wanted) = first_wanted(after) else {
             return Ok(Replay::Unknown);
         };
@@ -172,28 +216,35 @@ impl History for AmqpHistory {
         }
         let state = &self.state;
         let within = state.options.publish_timeout;
-        let setup = async {
-            if !exists(state, &link, &queue).await? {
-                return Ok(None);
+        let mut moves = 0;
+        let set_up = loop {
+            let setup = async {
+                if !exists(state, &link, &queue).await? {
+                    return Ok(None);
+                }
+                let opened =
+                    open_reader(&link, &queue, Attach::Offset(wanted), READ_PREFETCH).await;
+                let reader = placed(state, &link, &queue, opened).await?;
+                // Everything appended before the marker is before it in the stream: reading up to
+                // the marker reads all of it.
+                let marker = new_id();
+                link.publishing
+                    .publish_to_queue(
+                        &link.connection,
+                        state.as_ref(),
+                        &queue,
+                        b"",
+                        properties(&marker, true),
+                    )
+                    .await?;
+                Ok(Some((reader, marker)))
+            };
+            match self.bounded(within, setup).await {
+                Ok(set_up) => break set_up,
+                Err(e) => link = self.after_move(&link, e, &mut moves).await?,
             }
-            let reader = open_reader(&link, &queue, Attach::Offset(wanted), READ_PREFETCH)
-                .await
-                .map_err(|e| state.failed(e, Doing::History(&queue)))?;
-            // Everything appended before the marker is before it in the stream: reading up to
-            // the marker reads all of it.
-            let marker = new_id();
-            link.publishing
-                .publish_to_queue(
-                    &link.connection,
-                    state.as_ref(),
-                    &queue,
-                    b"",
-                    properties(&marker, true),
-                )
-                .await?;
-            Ok(Some((reader, marker)))
         };
-        let Some((mut reader, marker)) = self.bounded(within, setup).await? else {
+        let Some((mut reader, marker)) = set_up else {
             return Ok(if after.is_start() {
                 Replay::Entries(Vec::new())
             } else {
@@ -241,18 +292,23 @@ impl History for AmqpHistory {
 
     async fn last_offset(&self, channel: &str) -> Result<Option<Offset>, BrokerError> {
         let queue = self.queue(channel)?;
-        let link = self.link()?;
+        let mut link = self.link()?;
         let state = &self.state;
-        let read = async {
-            if !exists(state, &link, &queue).await? {
-                return Ok(None);
+        let mut moves = 0;
+        loop {
+            let read = async {
+                if !exists(state, &link, &queue).await? {
+                    return Ok(None);
+                }
+                // The offset just before a new marker: the newest entry, or a later marker.
+                let marker = append_to(state, &link, &queue, b"", true).await?;
+                Ok(marker.checked_sub(1))
+            };
+            match self.bounded(state.options.publish_timeout, read).await {
+                Ok(last) => return Ok(last.map(Offset::from_number)),
+                Err(e) => link = self.after_move(&link, e, &mut moves).await?,
             }
-            // The offset just before a new marker: the newest entry, or a later marker.
-            let marker = append_to(state, &link, &queue, b"", true).await?;
-            Ok(marker.checked_sub(1))
-        };
-        let last = self.bounded(state.options.publish_timeout, read).await?;
-        Ok(last.map(Offset::from_number))
+        }
     }
 
     async fn subscribe_from(
@@ -264,21 +320,33 @@ impl History for AmqpHistory {
         let Some(wanted) = first_wanted(after) else {
             return Err(BrokerError::unknown_offset(error::BACKEND, after));
         };
-        let link = self.link()?;
+        let mut link = self.link()?;
         let state = &self.state;
         let prefetch = follower::follow_prefetch(state);
         // The first reader is opened here, so that the caller learns about a RabbitMQ that is
         // down or refuses the queue; later ones are the task's business. The stream's identity
         // first, so that a stream declared again later is told from this one.
-        let (known, reader) = self
-            .bounded(state.options.connect_timeout, async {
-                let known = identity(state, &link, &queue).await?;
-                let reader =
-                    open_declared_reader(state, &link, &queue, Attach::Offset(wanted), prefetch)
-                        .await?;
-                Ok((known, reader))
-            })
-            .await?;
+        let mut moves = 0;
+        let (known, reader) = loop {
+            let opened = self
+                .bounded(state.options.connect_timeout, async {
+                    let known = identity(state, &link, &queue).await?;
+                    let reader = open_declared_reader(
+                        state,
+                        &link,
+                        &queue,
+                        Attach::Offset(wanted),
+                        prefetch,
+                    )
+                    .await?;
+                    Ok((known, reader))
+                })
+                .await;
+            match opened {
+                Ok(opened) => break opened,
+                Err(e) => link = self.after_move(&link, e, &mut moves).await?,
+            }
+        };
         Ok(follower::start(
             state,
             &self.tasks,

@@ -37,13 +37,15 @@
 // options and their checks, `uri` the URL's parsing, `connection` the connection and its
 // supervision, `publisher` the publishing channel, `exchange` how an exchange is declared,
 // `subscription` the queue and task behind each subscription, `error` the mapping of lapin
-// errors, `history` the stream queues behind `Broker::history`, `resume` how soon history
-// subscriptions resume after an outage.
+// errors, `history` the stream queues behind `Broker::history`, `placement` which node of a
+// cluster the connection should be on for them, `resume` how soon history subscriptions resume
+// after an outage.
 mod connection;
 mod error;
 mod exchange;
 mod history;
 mod options;
+mod placement;
 mod publisher;
 mod resume;
 mod subscription;
@@ -158,6 +160,10 @@ impl AmqpBroker {
     pub async fn connect(options: AmqpOptions) -> Result<Self, BrokerError> {
         let state = Arc::new(AmqpState::new(options)?);
         let connection = state.open_connection().await?;
+        if state.has_several_endpoints() {
+            // Which node of the cluster, as after each reconnect.
+            tracing::info!(url = %connection.endpoint, "amqp connected to a node of the cluster");
+        }
         state.connection.send_replace(Some(connection));
 
         let tasks = Arc::new(Tasks::new());

@@ -136,6 +136,37 @@ async fn proxy_for(url: &str) -> (Proxy, String) {
     (proxy, proxied)
 }
 
+/// Proxies in front of every URL of `urls` (one URL, or a RabbitMQ cluster's comma-separated
+/// list), and the list through them: a node given it has its whole broker link cut at once.
+struct Link {
+    proxies: Vec<Proxy>,
+    url: String,
+}
+
+impl Link {
+    async fn start(urls: &str) -> Self {
+        let mut proxies = Vec::new();
+        let mut proxied = Vec::new();
+        for url in sidecast_core::broker::url_list(urls) {
+            let (proxy, through) = proxy_for(url).await;
+            proxies.push(proxy);
+            proxied.push(through);
+        }
+        Self {
+            proxies,
+            url: proxied.join(","),
+        }
+    }
+
+    fn cut(&self) {
+        self.proxies.iter().for_each(Proxy::cut);
+    }
+
+    fn restore(&self) {
+        self.proxies.iter().for_each(Proxy::restore);
+    }
+}
+
 /// A join through one node and an emit to the joined room through another reach a client of a
 /// third in that order, every time: both travel through the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,10 +380,38 @@ async fn on_rabbitmq_under_load_with_a_link_cut_every_room_event_reaches_exactly
     load_with_a_cut(config).await;
 }
 
-/// The load test on two nodes of `config`, the second one's broker link through a proxy.
+/// The same on a three-node RabbitMQ cluster, the history a stream with a replica on each
+/// node: the two nodes are connected to different RabbitMQ nodes (each given every URL, the
+/// second starting at the second node), and the second one's link to all three is cut.
+#[cfg(feature = "amqp")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_rabbitmq_cluster_under_load_with_a_link_cut_every_room_event_reaches_exactly_its_members()
+ {
+    let started = std::time::Instant::now();
+    let cluster = sidecast_testkit::RabbitMqCluster::start().await;
+    eprintln!(
+        "three-node RabbitMQ cluster started in {:?}",
+        started.elapsed()
+    );
+    let mut config = broker_config(BrokerKind::Amqp, &cluster.url_list());
+    config.broker.channel = sidecast_testkit::unique_channel("rooms");
+    load_with_a_cut(config).await;
+}
+
+/// The URLs of `list` starting at the second one (the first last): a node given it connects to
+/// another RabbitMQ node of a cluster than one given `list`. One URL stays as it is.
+fn from_the_second(list: &str) -> String {
+    let mut urls = sidecast_core::broker::url_list(list);
+    let by = 1.min(urls.len());
+    urls.rotate_left(by);
+    urls.join(",")
+}
+
+/// The load test on two nodes of `config`, the second one's broker link through proxies (and
+/// on another node of a cluster).
 async fn load_with_a_cut(config: Config) {
     let url = config.broker.url.clone().unwrap();
-    let (proxy, proxied) = proxy_for(&url).await;
+    let link = Link::start(&from_the_second(&url)).await;
     let mut config = with_token(config);
     for user in 0..USERS {
         config
@@ -361,7 +420,7 @@ async fn load_with_a_cut(config: Config) {
             .insert(format!("u{user}"), format!("token-{user}").as_str().into());
     }
     let mut behind = config.clone();
-    behind.broker.url = Some(proxied);
+    behind.broker.url = Some(link.url.clone());
     let nodes = [
         TestServer::start(config).await,
         TestServer::start(behind).await,
@@ -390,11 +449,11 @@ async fn load_with_a_cut(config: Config) {
     for step in 0..300u64 {
         pace.tick().await;
         if step == 100 {
-            proxy.cut();
+            link.cut();
             cut_at = Some(std::time::Instant::now());
         }
         if cut_at.is_some_and(|at| at.elapsed() >= CUT) {
-            proxy.restore();
+            link.restore();
             cut_at = None;
         }
         // While node b is cut it answers 503: everything goes through node a.

@@ -205,7 +205,18 @@ impl LocalServer {
 
     /// Runs `rabbitmqctl -n <node> <args>` against the node of AMQP port `port`.
     pub(crate) async fn ctl(&self, port: u16, args: &[&str]) -> Result<String, String> {
-        let mut command = tokio::process::Command::new(self.bin_dir.join("rabbitmqctl"));
+        self.tool("rabbitmqctl", port, args).await
+    }
+
+    /// Runs RabbitMQ's command-line tool `tool` (`rabbitmqctl`, `rabbitmq-streams`, ...) with
+    /// `-n <node> <args>` against the node of AMQP port `port`.
+    pub(crate) async fn tool(
+        &self,
+        tool: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Result<String, String> {
+        let mut command = tokio::process::Command::new(self.bin_dir.join(tool));
         self.environment(command.as_std_mut(), port);
         command
             .arg("-n")
@@ -215,11 +226,9 @@ impl LocalServer {
             .kill_on_drop(true);
         let output = match timeout(CTL_TIMEOUT, command.output()).await {
             Ok(Ok(output)) => output,
-            Ok(Err(e)) => return Err(format!("cannot run rabbitmqctl: {e}")),
+            Ok(Err(e)) => return Err(format!("cannot run {tool}: {e}")),
             Err(_) => {
-                return Err(format!(
-                    "rabbitmqctl {args:?} took more than {CTL_TIMEOUT:?}"
-                ));
+                return Err(format!("{tool} {args:?} took more than {CTL_TIMEOUT:?}"));
             }
         };
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -227,7 +236,7 @@ impl LocalServer {
             Ok(stdout)
         } else {
             Err(format!(
-                "rabbitmqctl {args:?} failed with {}: {stdout}{}",
+                "{tool} {args:?} failed with {}: {stdout}{}",
                 output.status,
                 String::from_utf8_lossy(&output.stderr)
             ))

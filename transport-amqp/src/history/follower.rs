@@ -11,21 +11,27 @@ use lapin::options::BasicAckOptions;
 use sidecast_core::broker::{HistoryEntry, HistorySender, HistorySubscription, Offset};
 use sidecast_core::supervision::{PartId, PumpEnd, Shutdown, Tasks};
 use tokio::sync::watch;
-use tokio::time::{sleep, timeout};
+use tokio::time::{Duration, Instant, sleep, timeout};
 
 use super::Renewals;
 use super::stream::{
     Attach, Identity, OFFSET_HEADER, Reader, identity, is_marker, open_declared_reader,
-    stream_offset,
+    open_reader, stream_offset,
 };
 use crate::CLOSE_WAIT;
 use crate::connection::{AmqpConnection, AmqpState};
+use crate::error;
 use crate::resume::resume_backoff;
 use crate::subscription::wait_for_connection;
 
 /// The most unacknowledged deliveries a history subscription lets RabbitMQ send ahead (fewer
 /// when its queue is smaller): beyond them, the entries wait in the stream.
 const MAX_FOLLOW_PREFETCH: usize = 1_000;
+
+/// After this long without a delivery, a history subscription checks that its node still holds
+/// a replica of the stream: RabbitMQ 3.10 neither cancels nor closes a consumer whose local
+/// replica is deleted (`rabbitmq-streams delete_replica`); the consumer just stays silent.
+const IDLE_CHECK: Duration = Duration::from_secs(3);
 
 /// Where a new history subscription starts.
 pub(super) struct Position {
@@ -202,6 +208,32 @@ impl Follower {
         }
     }
 
+    /// Whether the node of `reader`'s connection refuses a new consumer of the stream because
+    /// it holds no replica any more: then `reader`'s consumer is dead without having been told.
+    /// Any other outcome (the probe works, fails otherwise, or the connection changed) is left
+    /// to the usual paths.
+    async fn replica_gone(&self, reader: &Reader) -> bool {
+        let Some(link) = self.state.live_connection() else {
+            return false;
+        };
+        if link.generation != reader.generation {
+            return false;
+        }
+        match timeout(
+            self.state.options.connect_timeout,
+            open_reader(&link, &self.queue, Attach::Next, 1),
+        )
+        .await
+        {
+            Ok(Ok(probe)) => {
+                let _ = timeout(CLOSE_WAIT, probe.channel.close(200, "replica check".into())).await;
+                false
+            }
+            Ok(Err(e)) => error::no_local_replica(&e),
+            Err(_elapsed) => false,
+        }
+    }
+
     /// Forwards entries from `reader` until it breaks, the consumer leaves, the connection is
     /// replaced or the broker shuts down. Waits for a consumer that lags: unacknowledged
     /// deliveries hold RabbitMQ back (the prefetch), and the entries wait in the stream.
@@ -213,11 +245,24 @@ impl Follower {
         resumed: bool,
     ) -> PumpEnd {
         let mut first = true;
+        let idle = sleep(IDLE_CHECK);
+        tokio::pin!(idle);
         loop {
             let delivery = tokio::select! {
                 biased;
                 () = shutdown.signalled() => return PumpEnd::Shutdown,
                 delivery = reader.consumer.next() => delivery,
+                () = &mut idle => {
+                    if self.replica_gone(reader).await {
+                        return PumpEnd::Lost(
+                            "the RabbitMQ node no longer holds a replica of the stream (its \
+                             consumer gets nothing more)"
+                                .to_owned(),
+                        );
+                    }
+                    idle.as_mut().reset(Instant::now() + IDLE_CHECK);
+                    continue;
+                }
                 changed = links.changed() => {
                     let replaced = changed.is_err()
                         || links
@@ -242,6 +287,7 @@ impl Follower {
                     );
                 }
             };
+            idle.as_mut().reset(Instant::now() + IDLE_CHECK);
             let Some(offset) = stream_offset(&delivery) else {
                 return PumpEnd::Lost(format!(
                     "a delivery from {:?} has no {OFFSET_HEADER} header",

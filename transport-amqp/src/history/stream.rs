@@ -14,9 +14,11 @@ use lapin::{BasicProperties, Channel, Consumer};
 use sidecast_core::broker::BrokerError;
 use tokio::time::timeout;
 
+use crate::CLOSE_WAIT;
 use crate::connection::{AmqpConnection, AmqpState};
 use crate::error::{self, Doing};
 use crate::options::AmqpOptions;
+use crate::placement::Refused;
 
 /// The header that makes a message a marker: written by reads to learn where a stream ends,
 /// skipped by every reader.
@@ -294,15 +296,102 @@ pub(super) async fn open_declared_reader(
     prefetch: u16,
 ) -> Result<Reader, BrokerError> {
     declare(state, link, queue).await?;
-    match open_reader(link, queue, from, prefetch).await {
+    let opened = match open_reader(link, queue, from, prefetch).await {
         Err(e) if error::reply_code(&e) == Some(404) => {
             declared(link).remove(queue);
             declare(state, link, queue).await?;
             open_reader(link, queue, from, prefetch).await
         }
         other => other,
+    };
+    placed(state, link, queue, opened).await
+}
+
+/// `opened`, a reader of `queue` on `link`, or the error of its opening. A refusal because the
+/// node holds no replica of the stream moves the connection to another configured node when
+/// one may hold a replica (it is closed; the supervisor connects to the next URL, trying last
+/// those known to lack one), and is a transient error either way: the caller's retry, or the
+/// history subscription's, runs on the new connection.
+pub(super) async fn placed(
+    state: &AmqpState,
+    link: &AmqpConnection,
+    queue: &str,
+    opened: lapin::Result<Reader>,
+) -> Result<Reader, BrokerError> {
+    match opened {
+        Ok(reader) => {
+            state.placement.served(queue, link.endpoint_index);
+            Ok(reader)
+        }
+        Err(e) if error::no_local_replica(&e) => Err(no_replica_here(state, link, queue).await),
+        Err(e) => Err(state.failed(e, Doing::History(queue))),
     }
-    .map_err(|e| state.failed(e, Doing::History(queue)))
+}
+
+/// The connection leaves its node for one that holds a replica of `queue`: the source of the
+/// transient error of the operation that found out ([`is_moving`]).
+#[derive(Debug)]
+struct Moving {
+    queue: String,
+}
+
+impl std::fmt::Display for Moving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this RabbitMQ node holds no replica of the history queue {:?}; moving to another \
+             node of broker.url",
+            self.queue
+        )
+    }
+}
+
+impl std::error::Error for Moving {}
+
+/// Whether `error` is the refusal of an operation whose connection is leaving its node for one
+/// that holds a replica.
+pub(super) fn is_moving(error: &BrokerError) -> bool {
+    std::error::Error::source(error).is_some_and(|source| source.is::<Moving>())
+}
+
+/// Leaves `link`'s node, which holds no replica of `queue`, if another configured node may hold
+/// one; the error of the refused operation.
+async fn no_replica_here(state: &AmqpState, link: &AmqpConnection, queue: &str) -> BrokerError {
+    match state.placement.refused(queue, link.endpoint_index) {
+        Refused::Move => {
+            tracing::info!(
+                url = %link.endpoint, queue,
+                "this RabbitMQ node holds no replica of the history stream queue (RabbitMQ \
+                 refuses a stream consumer there); moving the connection to another node"
+            );
+            let _ = timeout(
+                CLOSE_WAIT,
+                link.connection
+                    .close(200, "no replica of the history stream on this node".into()),
+            )
+            .await;
+            state.check.notify_one();
+            BrokerError::unavailable(
+                error::BACKEND,
+                &link.endpoint,
+                Moving {
+                    queue: queue.to_owned(),
+                },
+            )
+        }
+        Refused::Stay => {
+            tracing::debug!(url = %link.endpoint, queue, "no configured RabbitMQ node is known to hold a replica of the history stream queue");
+            error::unavailable(
+                &link.endpoint,
+                format!(
+                    "no RabbitMQ node of broker.url is known to hold a replica of the history \
+                     queue {queue:?} (RabbitMQ refuses a stream consumer on a node without \
+                     one): add the URL of a node that holds one to broker.url, or add a replica \
+                     (rabbitmq-streams add_replica {queue} <node>)"
+                ),
+            )
+        }
+    }
 }
 
 /// The next delivery of `reader` and its stream offset, acknowledged (an ack only returns

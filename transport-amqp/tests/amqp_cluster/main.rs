@@ -3,11 +3,16 @@
 //!
 //! One cluster per test binary (starting one takes tens of seconds), shared by the checks;
 //! the node kills are in `amqp_cluster_kill`, with a cluster of their own.
+//!
+//! * [`conformance`]: the suite, the broker given all three URLs.
+//! * [`replicas`]: streams with fewer replicas than nodes, and a replica deleted under a
+//!   consumer (each test on its own stream queue, so they share the cluster).
 
 #[path = "../amqp/common.rs"]
 #[allow(dead_code)]
 mod common;
 mod conformance;
+mod replicas;
 
 use sidecast_testkit::RabbitMqCluster;
 use tokio::sync::OnceCell;
