@@ -146,7 +146,82 @@ impl Config {
         // After the Sentinel and Cluster checks, whose errors say more about a Redis URL given
         // with kind = "amqp".
         self.validate_amqp_urls()?;
+        self.validate_admin()?;
         self.validate_ingress()
+    }
+
+    /// `[admin]`, when enabled: a bcrypt `password_hash` (never a password), a user name, a
+    /// namespace of its own, origins that are origins, and limits that let the UI work.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        let admin = &self.admin;
+        if !admin.enabled {
+            return Ok(());
+        }
+        if let Err(why) = super::check_bcrypt_hash(admin.password_hash.expose()) {
+            return bad(
+                "admin.password_hash",
+                &format!("{why}; {}", super::HASH_HOWTO),
+            );
+        }
+        if admin.username.is_empty() {
+            return bad(
+                "admin.username",
+                "must not be empty; it is the name the Admin UI logs in with",
+            );
+        }
+        let ns = &admin.namespace;
+        if !ns.starts_with('/') || ns.len() < 2 || ns.chars().any(char::is_control) {
+            return bad(
+                "admin.namespace",
+                &format!("is {ns:?}; give a namespace of its own such as \"/admin\""),
+            );
+        }
+        if self.server.namespaces.contains(ns) {
+            return bad(
+                "admin.namespace",
+                &format!(
+                    "is {ns:?}, which server.namespaces serves to applications; the admin \
+                     namespace must be one no application socket uses"
+                ),
+            );
+        }
+        if let Some(origin) = admin
+            .allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.contains('*'))
+        {
+            return bad(
+                "admin.allowed_origins",
+                &format!(
+                    "has {origin:?}; list full origins such as \"https://admin.socket.io\" (no \
+                     wildcards: the UI sends credentials)"
+                ),
+            );
+        }
+        if admin.max_connections == 0 {
+            return bad("admin.max_connections", "must be at least 1");
+        }
+        if admin.login_attempts_per_minute == 0 || admin.actions_per_minute == 0 {
+            return bad(
+                "admin.login_attempts_per_minute",
+                "and admin.actions_per_minute must be at least 1",
+            );
+        }
+        if !(100..=10_000).contains(&admin.stats_interval_ms) {
+            return bad(
+                "admin.stats_interval_ms",
+                "must be from 100 to 10000 (the UI marks a node unhealthy after 10 s without \
+                 stats); the default is 2000",
+            );
+        }
+        if admin.session_ttl_secs == 0 {
+            return bad(
+                "admin.session_ttl_secs",
+                "must be at least 1; the default is 86400 (24 h)",
+            );
+        }
+        Ok(())
     }
 
     /// `broker.url` with several URLs (a list, or commas): only for `kind = "amqp"`, and each
@@ -784,6 +859,45 @@ mod tests {
         c.broker.url = Some("redis+cluster://h1:7000".into());
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("broker.kind"), "{e}");
+    }
+
+    #[test]
+    fn admin_needs_a_bcrypt_hash_and_a_namespace_of_its_own() {
+        let hash = "$2b$04$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+        let mut c = Config::default();
+        c.admin.password_hash = "not a hash".into();
+        c.validate().unwrap();
+        c.admin.enabled = true;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("admin.password_hash") && e.contains("sidecast admin hash-password"),
+            "{e}"
+        );
+        c.admin.password_hash = "".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("not set") && e.contains("htpasswd"), "{e}");
+        c.admin.password_hash = hash.into();
+        c.validate().unwrap();
+        c.admin.namespace = "/".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("admin.namespace"), "{e}");
+        c.admin.namespace = "/admin".into();
+        c.server.namespaces.push("/admin".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("server.namespaces"), "{e}");
+        c.server.namespaces.pop();
+        c.admin.allowed_origins = vec!["*".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("admin.allowed_origins"), "{e}");
+        c.admin.allowed_origins = vec!["https://admin.socket.io".into()];
+        c.validate().unwrap();
+        c.admin.stats_interval_ms = 60_000;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("admin.stats_interval_ms")
+        );
     }
 
     #[test]
