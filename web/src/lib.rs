@@ -28,12 +28,13 @@ use tokio::task::JoinHandle;
 // `node` (building, starting, serving and stopping a node) → `delivery` (from the broker
 // subscription to the sockets) → `identity` (who the caller is: sessions, origin, rate limit);
 // `routes` (the HTTP handlers) use all three. `error` and `metrics` are used by every folder.
+mod admin;
 mod delivery;
 mod error;
 mod identity;
 pub mod metrics;
 mod node;
-#[allow(dead_code, unreachable_pub)] // filled in by the presence and admin features
+#[allow(dead_code, unreachable_pub)] // filled in by the presence feature
 mod presence;
 mod routes;
 
@@ -138,6 +139,25 @@ struct Inner {
     watcher: JoinHandle<()>,
     /// Where the start stands, the late parts of the node (recovery, relay) and the start task.
     startup: Arc<node::start::Startup>,
+    /// The Socket.IO Admin UI's namespace and its stats task, when `admin.enabled`; held for
+    /// the node's life (the task ends when it is dropped).
+    #[allow(dead_code)]
+    admin: Option<AdminParts>,
+}
+
+/// What a node with `[admin] enabled = true` holds.
+struct AdminParts {
+    /// The namespace's state.
+    #[allow(dead_code)] // kept with the node
+    namespace: Arc<admin::namespace::AdminNamespace>,
+    /// Publishes this node's `server_stats` and relays every node's; ends with the node.
+    stats: JoinHandle<()>,
+}
+
+impl Drop for AdminParts {
+    fn drop(&mut self) {
+        self.stats.abort();
+    }
 }
 
 impl std::fmt::Debug for Sidecast {
@@ -162,6 +182,17 @@ impl Sidecast {
         self.page_routes()
             .merge(self.api_routes())
             .merge(self.health_routes())
+            .merge(self.admin_routes())
+    }
+
+    /// The Socket.IO Admin UI's files at `/admin/`, when `[admin]` is enabled and `admin.ui_dir`
+    /// is set; otherwise no route.
+    pub fn admin_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let admin = &self.inner.config.admin;
+        match &admin.ui_dir {
+            Some(dir) if admin.enabled => admin::ui::routes(dir),
+            _ => Router::new(),
+        }
     }
 
     /// The page of the original application (`/`), the demo `/login`, `/logout`, the recovery
@@ -214,7 +245,7 @@ impl Sidecast {
             socketio_path: self.inner.config.server.socketio_path.as_str().into(),
             headers: self.inner.auth.connect_headers(),
         });
-        router
+        let router = router
             .layer(self.inner.layer.clone())
             // Socket.IO keeps each socket's handshake request: copy it off hyper's read buffer,
             // and keep the session's user rather than the session.
@@ -234,7 +265,18 @@ impl Sidecast {
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.origins.clone(),
                 identity::origin::check,
+            ));
+        let admin = &self.inner.config.admin;
+        if admin.enabled && !admin.allowed_origins.is_empty() {
+            // Outermost: answers the preflight of a UI served elsewhere, and marks its requests
+            // before the Socket.IO layer keeps them.
+            router.layer(axum::middleware::from_fn_with_state(
+                self.inner.origins.clone(),
+                admin::ui::cors,
             ))
+        } else {
+            router
+        }
     }
 
     /// Wraps `router` in the session layer `[session]` configures (cookie, memory or Redis store,

@@ -49,7 +49,15 @@ async fn authorize_connect(
     State(ctx): State<SocketContext>,
     MaybeHttpExtension(user): MaybeHttpExtension<crate::delivery::handshake::HandshakeUser>,
     TryData(auth): TryData<Value>,
+    MaybeHttpExtension(admin_origin): MaybeHttpExtension<crate::identity::origin::AdminOrigin>,
 ) -> Result<(), Refusal> {
+    if admin_origin.is_some() {
+        // Let through for the admin namespace only (admin.allowed_origins).
+        ctx.metrics.refused("origin");
+        return Err(Refusal(
+            "this origin may open the admin namespace only".to_owned(),
+        ));
+    }
     if !ctx.readiness.is_started() {
         // Handshakes are refused before this (crate::node::gate); an embedding without that layer
         // still gets a refusal rather than a socket that would receive nothing.

@@ -30,6 +30,10 @@ pub(crate) const OFFSETS_ROOM: &str = "\u{1}sidecast:offsets";
 /// sockets with offsets" is "the event's rooms, except the plain ones".
 pub(crate) const PLAIN_ROOM: &str = "\u{1}sidecast:plain";
 
+/// The room of the Admin UI's sockets (crate::admin): every broadcast and room operation from
+/// the bus leaves it out, so that no event, join or disconnect published by anyone reaches them.
+pub(crate) const ADMIN_ROOM: &str = "\u{1}sidecast:admin";
+
 /// Whether `room` is one of the internal rooms above (named with a control character, which no
 /// application room may have): left out of what the node reports of its rooms.
 pub(crate) fn is_internal_room(room: &str) -> bool {
@@ -230,8 +234,12 @@ fn addressed(
     if !rooms.is_empty() {
         op = op.to(rooms.to_vec());
     }
-    if !except.is_empty() {
-        op = op.except(except.to_vec());
+    if except.is_empty() {
+        op = op.except(ADMIN_ROOM);
+    } else {
+        let mut except = except.to_vec();
+        except.push(ADMIN_ROOM.to_owned());
+        op = op.except(except);
     }
     Ok(op)
 }

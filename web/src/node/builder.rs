@@ -17,7 +17,8 @@ use crate::identity::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
 use crate::node::from_config::{policy_from_config, sessions};
 use crate::node::serve;
-use crate::node::start::{Plan, Startup};
+use crate::node::start::{Phase, Plan, Startup};
+use crate::presence::view::SocketDirectory;
 use crate::{Inner, Sidecast, routes};
 
 /// The former name of the entry point: `App::builder(config)` is
@@ -49,6 +50,8 @@ pub struct SidecastBuilder {
     config: Config,
     broker: Option<SharedBroker>,
     auth: Option<Arc<dyn AuthPolicy>>,
+    /// The cluster view the admin namespace lists sockets from.
+    directory: Option<Arc<dyn SocketDirectory>>,
 }
 
 impl std::fmt::Debug for SidecastBuilder {
@@ -67,7 +70,15 @@ impl SidecastBuilder {
             config: Config::default(),
             broker: None,
             auth: None,
+            directory: None,
         }
+    }
+
+    /// Uses this cluster view for the admin namespace's socket lists.
+    #[cfg_attr(not(test), allow(dead_code))] // until the node keeps a cluster view of its own
+    pub(crate) fn directory(mut self, directory: Arc<dyn SocketDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
     }
 
     /// Replaces the configuration.
@@ -103,6 +114,18 @@ impl SidecastBuilder {
         let began = tokio::time::Instant::now();
         let config = self.config;
         config.validate()?;
+        if let Some(dir) = config
+            .admin
+            .ui_dir
+            .as_ref()
+            .filter(|_| config.admin.enabled)
+        {
+            crate::admin::ui::check_dir(dir).map_err(|why| StartError::File {
+                key: "admin.ui_dir",
+                path: dir.display().to_string(),
+                source: std::io::Error::other(why),
+            })?;
+        }
         let client_js = match &config.server.client_js {
             Some(path) => Some(Bytes::from(tokio::fs::read(path).await.map_err(
                 |source| StartError::File {
@@ -160,6 +183,7 @@ impl SidecastBuilder {
             memberships_to_sync,
             node_id: node_id.clone(),
         };
+        let admin_signer = signer.clone();
         if !startup.first(&plan, began).await? {
             startup.retry(plan, began);
         }
@@ -174,11 +198,40 @@ impl SidecastBuilder {
         if let Some(signer) = signer {
             emitter = emitter.signed(signer);
         }
-        let origins = Arc::new(origin::OriginPolicy::new(
+        let mut origins = origin::OriginPolicy::new(
             &config.server.allowed_origins,
             &config.server.socketio_path,
             Some(metrics.clone()),
-        ));
+        );
+        if config.admin.enabled {
+            origins = origins.with_admin_origins(&config.admin.allowed_origins);
+        }
+        let origins = Arc::new(origins);
+        let admin = config.admin.enabled.then(|| {
+            let namespace = crate::admin::namespace::AdminNamespace::new(
+                config.admin.clone(),
+                config.server.namespaces.clone(),
+                emitter.clone(),
+                self.directory.clone(),
+            );
+            namespace.register(&io);
+            let started = {
+                let startup = startup.clone();
+                async move { startup.settled().await == Phase::Started }
+            };
+            let stats = crate::admin::stats::Stats {
+                io: io.clone(),
+                broker: broker.clone(),
+                channel: crate::admin::stats::channel(&config.broker.channel),
+                signer: admin_signer,
+                app_namespaces: config.server.namespaces.clone(),
+                admin_namespace: config.admin.namespace.clone(),
+                server_id: node_id.clone(),
+                interval: Duration::from_millis(config.admin.stats_interval_ms),
+            }
+            .spawn(started);
+            crate::AdminParts { namespace, stats }
+        });
         let limiter = RateLimiter::from_config(&config.server);
         let page = routes::page::render(&config.server);
         Ok(Sidecast {
@@ -199,6 +252,7 @@ impl SidecastBuilder {
                 metrics,
                 watcher,
                 startup,
+                admin,
             }),
         })
     }
