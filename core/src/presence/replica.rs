@@ -547,6 +547,14 @@ impl Replica {
             .map_or(0, |m| m.connections)
     }
 
+    /// The entry of socket `sid` of `nsp` on `node`.
+    pub fn entry(&self, node: &str, nsp: &str, sid: &str) -> Option<&Entry> {
+        self.nodes
+            .get(node)?
+            .sockets
+            .get(&(nsp.to_owned(), sid.to_owned()))
+    }
+
     /// Every socket known, with its node.
     pub fn sockets(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.nodes

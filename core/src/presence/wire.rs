@@ -44,6 +44,7 @@ pub struct Entry {
 /// One change to a node's sockets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Change {
     /// A socket connected, in the tracked rooms its entry lists.
     Connect {
@@ -100,6 +101,7 @@ pub enum Change {
 /// A message of the presence channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Message {
     /// Node `node` is alive; `seq` is the sequence number of its last change.
     Heartbeat {

@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 use crate::node::from_config::{policy_from_config, sessions};
 use crate::node::serve;
 use crate::node::start::{Plan, Startup};
+use crate::presence::PresenceOptions;
+use crate::presence::tracker::Presence;
 use crate::{Inner, Sidecast, routes};
 
 /// The former name of the entry point: `App::builder(config)` is
@@ -49,6 +51,7 @@ pub struct SidecastBuilder {
     config: Config,
     broker: Option<SharedBroker>,
     auth: Option<Arc<dyn AuthPolicy>>,
+    presence: PresenceOptions,
 }
 
 impl std::fmt::Debug for SidecastBuilder {
@@ -67,7 +70,22 @@ impl SidecastBuilder {
             config: Config::default(),
             broker: None,
             auth: None,
+            presence: PresenceOptions::default(),
         }
+    }
+
+    /// How presence is built besides `[presence]` (the admin namespace turns the full directory
+    /// on: every socket of every namespace, with its rooms and handshake).
+    pub fn presence_options(mut self, options: PresenceOptions) -> Self {
+        self.presence = options;
+        self
+    }
+
+    /// Tracks every socket of every namespace in the cluster view, with all its rooms and its
+    /// handshake ([`PresenceOptions::full_directory`]).
+    pub fn full_directory(mut self, on: bool) -> Self {
+        self.presence.full_directory = on;
+        self
     }
 
     /// Replaces the configuration.
@@ -129,6 +147,8 @@ impl SidecastBuilder {
             ))
         });
         let startup = Startup::new(&config);
+        let node_id = uuid::Uuid::new_v4().to_string();
+        let presence = Presence::new(&config.presence, &self.presence, &node_id, metrics.clone());
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
             // Polling requests and websocket messages alike.
@@ -145,11 +165,14 @@ impl SidecastBuilder {
                 metrics: metrics.clone(),
                 memberships: memberships.clone(),
                 readiness: startup.readiness.clone(),
+                presence: presence.clone(),
             })
             .build_layer();
         crate::delivery::connect::register(&io, &config.server.namespaces);
+        if let Some(presence) = &presence {
+            presence.set_io(io.clone());
+        }
 
-        let node_id = uuid::Uuid::new_v4().to_string();
         let plan = Plan {
             config: config.clone(),
             supplied: self.broker,
@@ -159,6 +182,7 @@ impl SidecastBuilder {
             memberships,
             memberships_to_sync,
             node_id: node_id.clone(),
+            presence: presence.clone(),
         };
         if !startup.first(&plan, began).await? {
             startup.retry(plan, began);
@@ -199,6 +223,7 @@ impl SidecastBuilder {
                 metrics,
                 watcher,
                 startup,
+                presence,
             }),
         })
     }
