@@ -410,7 +410,7 @@ impl Metrics {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.presence_sockets.set(gauge(replica.len()));
         self.presence_rooms.set(gauge(replica.room_count()));
-        self.presence_nodes.set(gauge(replica.nodes().len().max(1)));
+        self.presence_nodes.set(gauge(replica.node_count()));
     }
 
     /// Counts a dropped bus message.

@@ -577,6 +577,11 @@ impl Replica {
             .collect()
     }
 
+    /// How many nodes are known, this process's own node included.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len() + usize::from(!self.nodes.contains_key(&self.me))
+    }
+
     /// How many sockets are known, on every node.
     pub fn len(&self) -> usize {
         self.sockets

@@ -96,7 +96,12 @@ async fn run(presence: Arc<Presence>, mut subscription: Subscription) {
                     continue;
                 };
                 presence.metrics.presence_message("received", kind(&message));
-                let received = presence.replica().receive(message, now_millis());
+                let received = {
+                    let mut replica = presence.replica();
+                    let received = replica.receive(message, now_millis());
+                    presence.metrics.presence_view(&replica);
+                    received
+                };
                 presence.dispatch(received.events);
                 if received.answer {
                     answer(&presence, &mut seq).await;
