@@ -218,7 +218,18 @@ impl Sidecast {
     pub fn socketio<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
         let handshakes = Arc::new(delivery::handshake::Handshakes {
             socketio_path: self.inner.config.server.socketio_path.as_str().into(),
-            headers: self.inner.auth.connect_headers(),
+            // The full directory shows each socket's handshake headers (the Admin UI's socket
+            // list): every header is kept then, at a memory cost per socket.
+            headers: if self
+                .inner
+                .presence
+                .as_ref()
+                .is_some_and(|p| p.full_directory())
+            {
+                sidecast_core::ConnectHeaders::All
+            } else {
+                self.inner.auth.connect_headers()
+            },
         });
         router
             .layer(self.inner.layer.clone())

@@ -110,6 +110,11 @@ impl Presence {
         self.filter.tracks(room, "")
     }
 
+    /// Whether every socket is tracked (the full directory).
+    pub(crate) fn full_directory(&self) -> bool {
+        self.full
+    }
+
     /// Who is in `room` of `nsp`, as this node knows it.
     pub(crate) fn room(&self, nsp: &str, room: &str) -> RoomPresence {
         self.replica().room(nsp, room, self.config.max_members)
@@ -436,4 +441,15 @@ fn httpdate(ms: u64) -> String {
         "{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
         ms % 1000
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::httpdate;
+
+    #[test]
+    fn dates_are_iso_8601() {
+        assert_eq!(httpdate(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(httpdate(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
 }
