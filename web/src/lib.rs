@@ -34,7 +34,7 @@ mod error;
 mod identity;
 pub mod metrics;
 mod node;
-#[allow(dead_code, unreachable_pub)] // filled in by the presence feature
+#[allow(unreachable_pub, dead_code)] // the view is read by the admin namespace
 mod presence;
 mod routes;
 
@@ -52,7 +52,10 @@ pub const TOKEN_EXPIRED_REASON: &str = delivery::connect::TOKEN_EXPIRED;
 pub use identity::redis_sessions::RedisSessionStore;
 pub use metrics::Metrics;
 pub use node::serve::serve;
+pub use presence::PresenceOptions;
 pub use routes::page::CLIENT_JS_ROUTE;
+/// Who is in a presence room (`GET /api/presence`, [`Sidecast::presence`]).
+pub use sidecast_core::presence::{Member, RoomPresence};
 
 /// Moved: the `http` policy is [`sidecast_auth::HttpAuth`] (also `sidecast_web::auth::HttpAuth`).
 #[deprecated(
@@ -139,6 +142,8 @@ struct Inner {
     watcher: JoinHandle<()>,
     /// Where the start stands, the late parts of the node (recovery, relay) and the start task.
     startup: Arc<node::start::Startup>,
+    /// Cluster-wide presence, when `[presence]` or the full directory asks for it.
+    presence: Option<Arc<presence::tracker::Presence>>,
     /// The Socket.IO Admin UI's namespace and its stats task, when `admin.enabled`; held for
     /// the node's life (the task ends when it is dropped).
     #[allow(dead_code)]
@@ -214,11 +219,12 @@ impl Sidecast {
     }
 
     /// `POST /api/` (events) and `POST /api/rooms` (room operations): authorize, then publish
-    /// through the broker.
+    /// through the broker; `GET /api/presence` (who is in a presence room, read locally).
     pub fn api_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
             .route("/api/", post(routes::api::publish))
             .route("/api/rooms", post(routes::rooms::apply))
+            .route("/api/presence", get(routes::presence::read))
             .with_state(self.clone())
     }
 
@@ -243,7 +249,18 @@ impl Sidecast {
     pub fn socketio<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
         let handshakes = Arc::new(delivery::handshake::Handshakes {
             socketio_path: self.inner.config.server.socketio_path.as_str().into(),
-            headers: self.inner.auth.connect_headers(),
+            // The full directory shows each socket's handshake headers (the Admin UI's socket
+            // list): every header is kept then, at a memory cost per socket.
+            headers: if self
+                .inner
+                .presence
+                .as_ref()
+                .is_some_and(|p| p.full_directory())
+            {
+                sidecast_core::ConnectHeaders::All
+            } else {
+                self.inner.auth.connect_headers()
+            },
         });
         let router = router
             .layer(self.inner.layer.clone())
@@ -334,6 +351,24 @@ impl Sidecast {
     /// This node's random id, stamped as `origin` on what it publishes.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// Who is in presence room `room` of `namespace`, across the cluster, as this node knows it
+    /// (no other node is asked). `None` when `room` is not a presence room (`presence.rooms`).
+    pub fn presence(&self, namespace: &str, room: &str) -> Option<RoomPresence> {
+        let presence = self.inner.presence.as_ref()?;
+        presence
+            .is_presence_room(room)
+            .then(|| presence.room(namespace, room))
+    }
+
+    /// The cluster view of sockets, when presence or the full directory is on.
+    #[allow(dead_code)] // read by the admin namespace
+    pub(crate) fn socket_directory(&self) -> Option<Arc<dyn presence::view::SocketDirectory>> {
+        self.inner
+            .presence
+            .clone()
+            .map(|p| p as Arc<dyn presence::view::SocketDirectory>)
     }
 
     /// The node's metrics (also served at `GET /metrics`).

@@ -7,7 +7,8 @@
 //! [`Figment::merge`]: figment::Figment::merge
 
 // One file per section (`[server]`, `[broker]` with its ingress, `[auth]`, `[session]`, `[log]`,
-// `[recovery]`, `[admin]`), plus `load` (figment), `suggest` (the valid key nearest to an unknown one) and
+// `[recovery]`, `[presence]`, `[admin]`), plus `load` (figment), `suggest` (the valid key nearest
+// to an unknown one) and
 // `validate` (the checks across keys); everything is re-exported here, so that every type is
 // `sidecast_core::config::Name`.
 mod admin;
@@ -15,6 +16,7 @@ mod auth;
 mod broker;
 mod load;
 mod log;
+mod presence;
 mod recovery;
 mod secret;
 mod server;
@@ -32,6 +34,7 @@ pub use auth::{
 pub use broker::{BrokerConfig, BrokerKind, IngressConfig, IngressFormat, UrlOrder};
 pub use load::{DEFAULT_FILE, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat};
+pub use presence::PresenceConfig;
 pub use recovery::RecoveryConfig;
 pub use secret::Secret;
 pub use server::{DEFAULT_CLIENT_JS_URL, ServerConfig, SlowClientPolicy};
@@ -54,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The history events go through, and what reconnecting clients recover.
     pub recovery: RecoveryConfig,
+    /// Cluster-wide presence: who is in which room (opt-in).
+    pub presence: PresenceConfig,
     /// The Socket.IO Admin UI's namespace (off by default).
     pub admin: AdminConfig,
 }

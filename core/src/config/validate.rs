@@ -18,6 +18,67 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The rules of `[presence]`.
+    fn validate_presence(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: String| Err(ConfigError::Invalid(format!("`presence.{key}` {why}")));
+        let presence = &self.presence;
+        if let Some(pattern) = presence.rooms.iter().find(|p| {
+            p.is_empty() || p.len() > crate::rooms::MAX_ROOM_LEN || p.chars().any(char::is_control)
+        }) {
+            return bad(
+                "rooms",
+                format!(
+                    "has {pattern:?}; a pattern is a room name with `*`, `?` or `[...]`, such as \
+                     \"chat:*\", at most {} bytes, without control characters",
+                    crate::rooms::MAX_ROOM_LEN
+                ),
+            );
+        }
+        if presence.max_members == 0 {
+            return bad(
+                "max_members",
+                "must be at least 1; the default is 100".to_owned(),
+            );
+        }
+        if presence.max_info_bytes > 64 * 1024 {
+            return bad(
+                "max_info_bytes",
+                format!(
+                    "is {}; at most 65536 bytes (every node keeps every entry), the default is 2048",
+                    presence.max_info_bytes
+                ),
+            );
+        }
+        if presence.heartbeat_ms < 100 || presence.heartbeat_ms > 600_000 {
+            return bad(
+                "heartbeat_ms",
+                format!(
+                    "is {}; it must be between 100 and 600000 milliseconds, the default is 5000",
+                    presence.heartbeat_ms
+                ),
+            );
+        }
+        if presence.missed_heartbeats == 0 {
+            return bad(
+                "missed_heartbeats",
+                "must be at least 1; the default is 3 (a node is dropped after 3 missed \
+                 heartbeats)"
+                    .to_owned(),
+            );
+        }
+        if presence.diff_interval_ms > 10_000 {
+            return bad(
+                "diff_interval_ms",
+                format!(
+                    "is {}; at most 10000 milliseconds, the default is 200",
+                    presence.diff_interval_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Checks the rules serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
@@ -72,6 +133,7 @@ impl Config {
                 "and recovery.max_replay must be at least 1; the defaults are 10000",
             );
         }
+        self.validate_presence()?;
         if self.broker.channel.is_empty() {
             return bad(
                 "broker.channel",
@@ -920,5 +982,31 @@ mod tests {
                 .to_string()
                 .contains("auth.tokens")
         );
+    }
+
+    #[test]
+    fn presence_settings_are_checked() {
+        let refusal = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        let e = refusal(&|c| c.presence.rooms = vec![String::new()]);
+        assert!(e.contains("presence.rooms") && e.contains("chat:*"), "{e}");
+        let e = refusal(&|c| c.presence.max_members = 0);
+        assert!(e.contains("presence.max_members"), "{e}");
+        let e = refusal(&|c| c.presence.heartbeat_ms = 10);
+        assert!(
+            e.contains("presence.heartbeat_ms") && e.contains("5000"),
+            "{e}"
+        );
+        let e = refusal(&|c| c.presence.missed_heartbeats = 0);
+        assert!(e.contains("presence.missed_heartbeats"), "{e}");
+        let e = refusal(&|c| c.presence.max_info_bytes = 1 << 20);
+        assert!(e.contains("presence.max_info_bytes"), "{e}");
+        let mut c = Config::default();
+        c.presence.rooms = vec!["chat:*".into()];
+        c.validate().unwrap();
+        assert!(c.presence.enabled());
     }
 }

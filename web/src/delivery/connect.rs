@@ -10,6 +10,7 @@ use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Principal, Refus
 use socketioxide::SocketIo;
 use socketioxide::extract::{MaybeHttpExtension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
 
 use crate::identity::request::{bearer_token, peer_addr};
 
@@ -22,6 +23,8 @@ pub(crate) struct SocketContext {
     pub(crate) memberships: crate::delivery::memberships::SharedMemberships,
     /// Whether the node started, and connection state recovery once started (when on).
     pub(crate) readiness: Arc<crate::delivery::readiness::Readiness>,
+    /// Cluster-wide presence (when on), told when sockets connect and disconnect.
+    pub(crate) presence: Option<Arc<crate::presence::tracker::Presence>>,
 }
 
 /// Registers the handlers of the namespaces served (`server.namespaces`) on `io`; clients of
@@ -147,6 +150,10 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         }
     }
     ctx.metrics.sockets_connected.inc();
+    if let Some(presence) = &ctx.presence {
+        // After its first rooms are joined: one entry with all of them.
+        presence.socket_connected(&socket);
+    }
     if let Some(at) = socket
         .extensions
         .get::<Principal>()
@@ -172,8 +179,15 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         recovery.count_socket(&socket, true);
     }
     socket.on_disconnect(
-        async |socket: SocketRef, State(ctx): State<SocketContext>| {
+        async |socket: SocketRef, reason: DisconnectReason, State(ctx): State<SocketContext>| {
             ctx.metrics.sockets_connected.dec();
+            if let Some(presence) = &ctx.presence {
+                presence.socket_disconnected(
+                    socket.ns(),
+                    socket.id.as_str(),
+                    crate::presence::tracker::reason_name(reason),
+                );
+            }
             if let Some(ExpiryTask(task)) = socket.extensions.get::<ExpiryTask>() {
                 task.abort();
             }

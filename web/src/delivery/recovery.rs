@@ -238,6 +238,7 @@ impl Recovery {
         io: SocketIo,
         slow_client: SlowClientPolicy,
         memberships: SharedMemberships,
+        presence: Option<Arc<crate::presence::tracker::Presence>>,
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut lagging = std::collections::HashSet::new();
@@ -271,6 +272,7 @@ impl Recovery {
                             &io,
                             &self.metrics,
                             &*memberships,
+                            presence.as_deref(),
                             &operation,
                         )
                         .await;

@@ -31,6 +31,8 @@ pub(crate) struct Bus {
     pub(crate) ingress: Vec<Ingress>,
     /// The history's side of delivery, when recovery is on.
     pub(crate) recovery: Option<Arc<crate::delivery::recovery::Recovery>>,
+    /// Cluster-wide presence, told which sockets a room operation changed.
+    pub(crate) presence: Option<Arc<crate::presence::tracker::Presence>>,
 }
 
 /// One ingress channel: what to subscribe to and how to decode what arrives.
@@ -125,6 +127,7 @@ pub(crate) fn spawn(
             io.clone(),
             bus.slow_client,
             memberships.clone(),
+            bus.presence.clone(),
         )),
         _ => None,
     };
@@ -317,7 +320,14 @@ impl Relay<'_> {
 
     /// Applies a decoded room operation (native or ingress) to this node's sockets.
     async fn apply_operation(&self, operation: &control::Control) {
-        apply_operation(self.io, self.metrics, self.memberships, operation).await;
+        apply_operation(
+            self.io,
+            self.metrics,
+            self.memberships,
+            self.bus.presence.as_deref(),
+            operation,
+        )
+        .await;
     }
 }
 
@@ -327,10 +337,18 @@ pub(crate) async fn apply_operation(
     io: &SocketIo,
     metrics: &Metrics,
     memberships: &dyn MembershipStore,
+    presence: Option<&crate::presence::tracker::Presence>,
     operation: &control::Control,
 ) {
+    // Which sockets the operation may move in or out of tracked rooms: found before it applies.
+    let affected = presence.and_then(|p| Some((p, p.affected(io, operation)?)));
     match emit::apply(io, operation).await {
         Ok(()) => {
+            if let Some((presence, sockets)) = affected {
+                for socket in &sockets {
+                    presence.resync(socket);
+                }
+            }
             metrics.room_operation(operation.name());
             if let Err(e) = crate::delivery::memberships::record(memberships, operation).await {
                 tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");

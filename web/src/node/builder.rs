@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 use crate::node::from_config::{policy_from_config, sessions};
 use crate::node::serve;
 use crate::node::start::{Phase, Plan, Startup};
+use crate::presence::PresenceOptions;
+use crate::presence::tracker::Presence;
 use crate::presence::view::SocketDirectory;
 use crate::{Inner, Sidecast, routes};
 
@@ -50,7 +52,8 @@ pub struct SidecastBuilder {
     config: Config,
     broker: Option<SharedBroker>,
     auth: Option<Arc<dyn AuthPolicy>>,
-    /// The cluster view the admin namespace lists sockets from.
+    presence: PresenceOptions,
+    /// A cluster view for the admin namespace other than the node's own (tests).
     directory: Option<Arc<dyn SocketDirectory>>,
 }
 
@@ -70,14 +73,29 @@ impl SidecastBuilder {
             config: Config::default(),
             broker: None,
             auth: None,
+            presence: PresenceOptions::default(),
             directory: None,
         }
     }
 
-    /// Uses this cluster view for the admin namespace's socket lists.
-    #[cfg_attr(not(test), allow(dead_code))] // until the node keeps a cluster view of its own
+    /// Uses this cluster view for the admin namespace's socket lists instead of the node's own.
+    #[cfg(test)]
     pub(crate) fn directory(mut self, directory: Arc<dyn SocketDirectory>) -> Self {
         self.directory = Some(directory);
+        self
+    }
+
+    /// How presence is built besides `[presence]` (the admin namespace turns the full directory
+    /// on: every socket of every namespace, with its rooms and handshake).
+    pub fn presence_options(mut self, options: PresenceOptions) -> Self {
+        self.presence = options;
+        self
+    }
+
+    /// Tracks every socket of every namespace in the cluster view, with all its rooms and its
+    /// handshake ([`PresenceOptions::full_directory`]).
+    pub fn full_directory(mut self, on: bool) -> Self {
+        self.presence.full_directory = on;
         self
     }
 
@@ -152,6 +170,16 @@ impl SidecastBuilder {
             ))
         });
         let startup = Startup::new(&config);
+        let node_id = uuid::Uuid::new_v4().to_string();
+        let mut presence_options = self.presence.clone();
+        // The Admin UI lists every socket of the cluster, with its rooms and its handshake.
+        presence_options.full_directory |= config.admin.enabled;
+        let presence = Presence::new(
+            &config.presence,
+            &presence_options,
+            &node_id,
+            metrics.clone(),
+        );
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
             // Polling requests and websocket messages alike.
@@ -168,11 +196,14 @@ impl SidecastBuilder {
                 metrics: metrics.clone(),
                 memberships: memberships.clone(),
                 readiness: startup.readiness.clone(),
+                presence: presence.clone(),
             })
             .build_layer();
         crate::delivery::connect::register(&io, &config.server.namespaces);
+        if let Some(presence) = &presence {
+            presence.set_io(io.clone());
+        }
 
-        let node_id = uuid::Uuid::new_v4().to_string();
         let plan = Plan {
             config: config.clone(),
             supplied: self.broker,
@@ -182,6 +213,7 @@ impl SidecastBuilder {
             memberships,
             memberships_to_sync,
             node_id: node_id.clone(),
+            presence: presence.clone(),
         };
         let admin_signer = signer.clone();
         if !startup.first(&plan, began).await? {
@@ -212,7 +244,9 @@ impl SidecastBuilder {
                 config.admin.clone(),
                 config.server.namespaces.clone(),
                 emitter.clone(),
-                self.directory.clone(),
+                self.directory
+                    .clone()
+                    .or_else(|| presence.clone().map(|p| -> Arc<dyn SocketDirectory> { p })),
             );
             namespace.register(&io);
             let started = {
@@ -252,6 +286,7 @@ impl SidecastBuilder {
                 metrics,
                 watcher,
                 startup,
+                presence,
                 admin,
             }),
         })
