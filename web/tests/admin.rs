@@ -400,3 +400,76 @@ async fn server_stats_of_every_node_through_rabbitmq() {
     let rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
     stats_of_two_nodes(BrokerKind::Amqp, rabbit.url()).await;
 }
+
+/// Two nodes on one Redis: a UI on the first lists the socket connected to the second with its
+/// rooms (from the cluster view, asking no node), sees it join a room, and disconnects it.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn the_ui_lists_and_disconnects_a_socket_of_another_node() {
+    let redis = sidecast_testkit::RedisServer::start_local().await;
+    let config = admin_config(common::broker_config(BrokerKind::Redis, redis.url()));
+    let a = TestServer::start(config.clone()).await;
+    let (b, _cookie, mut app) = TestServer::start_signed_in(config).await;
+    let sid = b.state.io().sockets()[0].id.to_string();
+    let mut ui = admin(&a).await;
+    // The list on connect may precede the view's knowledge of node b: read lists and
+    // connections until the socket appears.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let listed = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "socket {sid} never listed"
+        );
+        let (event, args) = ui.next_event().await;
+        let found = match event.as_str() {
+            "all_sockets" => args[0]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == sid.as_str())
+                .cloned(),
+            "socket_connected" if args[0]["id"] == sid.as_str() => Some(args[0].clone()),
+            _ => None,
+        };
+        if let Some(socket) = found {
+            break socket;
+        }
+    };
+    let rooms: Vec<&str> = listed["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(
+        rooms.contains(&sid.as_str()) && rooms.contains(&"user:Gonzalo"),
+        "{listed}"
+    );
+    let headers = &listed["handshake"]["headers"];
+    assert!(
+        headers.get("cookie").is_none(),
+        "cookies are not shown: {headers}"
+    );
+
+    ui.client
+        .emit("join", args(json!(["/", "game:7", sid])))
+        .await
+        .unwrap();
+    loop {
+        let (event, args) = ui.next_event().await;
+        if event == "room_joined" && args[1] == "game:7" && args[2] == sid.as_str() {
+            break;
+        }
+    }
+    ui.client
+        .emit("_disconnect", args(json!(["/", true, sid])))
+        .await
+        .unwrap();
+    assert_eq!(next_named(&mut app, CLOSED).await, Vec::<Value>::new());
+    loop {
+        let (event, args) = ui.next_event().await;
+        if event == "socket_disconnected" && args[1] == sid.as_str() {
+            break;
+        }
+    }
+}

@@ -46,6 +46,12 @@ impl SerializedSocket {
                 "xdomain": false,
             })
         });
+        // Every socket is in the room of its own id (in Sidecast as in socket.io, which lists
+        // it); the view may leave it out as implied.
+        let mut rooms: Vec<String> = record.rooms.iter().cloned().collect();
+        if !record.rooms.contains(&record.sid) {
+            rooms.insert(0, record.sid.clone());
+        }
         Self {
             id: record.sid.clone(),
             client_id: record.sid.chars().take(12).collect(),
@@ -53,7 +59,7 @@ impl SerializedSocket {
             nsp: record.nsp.clone(),
             data: Value::Object(data),
             handshake,
-            rooms: record.rooms.iter().cloned().collect(),
+            rooms,
         }
     }
 }
