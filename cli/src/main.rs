@@ -1,7 +1,7 @@
 //! The `sidecast` command: run a node, emit events from anywhere, inspect configuration, load-test.
 //!
 //! This file parses the command line and hands each subcommand to its module: [`serve`],
-//! [`emit`], [`rooms`], [`show_config`] and [`bench`](mod@bench).
+//! [`emit`], [`rooms`], [`show_config`], [`admin`] and [`bench`](mod@bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,6 +11,7 @@ use figment::Figment;
 use sidecast_core::Config;
 use sidecast_core::config::BrokerKind;
 
+mod admin;
 mod bench;
 mod emit;
 mod rooms;
@@ -42,6 +43,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Print the effective configuration, with secrets redacted.
     Config(show_config::ConfigArgs),
+    /// Set up the Socket.IO Admin UI (`[admin]`): `sidecast admin hash-password`.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// The `--broker` flag of `serve` and `emit`: the message queue (broker.kind).
@@ -92,6 +96,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Admin(command) = cli.command {
+        // Needs no configuration.
+        return admin::run(command);
+    }
     let figment = Config::figment(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => serve::run(args, figment).await,
@@ -99,5 +107,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rooms(command) => rooms::run(command, figment).await,
         Command::Bench(args) => bench::run(args, figment).await,
         Command::Config(args) => show_config::run(&args, &figment, cli.config.as_deref()).await,
+        Command::Admin(_) => unreachable!("handled above"),
     }
 }
