@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 // `node` (building, starting, serving and stopping a node) → `delivery` (from the broker
 // subscription to the sockets) → `identity` (who the caller is: sessions, origin, rate limit);
 // `routes` (the HTTP handlers) use all three. `error` and `metrics` are used by every folder.
+// `admin` (the Socket.IO Admin UI's namespace) is built by `node` and reads `presence::view`.
 mod admin;
 mod delivery;
 mod error;
