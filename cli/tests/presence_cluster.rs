@@ -216,3 +216,42 @@ async fn presence_across_three_nodes_on_rabbitmq() {
     let channel = sidecast_testkit::unique_channel("presence");
     presence_across_three_nodes(on_broker("amqp", rabbit.url(), &channel)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_converge_again_after_a_redis_outage() {
+    let mut redis = RedisServer::start_local().await;
+    let broker = on_broker("redis", redis.url(), "sidecast");
+    let (n1, n2) = (node(&broker), node(&broker));
+    let ada = client(&n1, "tok-ada").await;
+    let _bob = client(&n2, "tok-bob").await;
+    join(&n1.base, "ada", "chat:1").await;
+    join(&n1.base, "bob", "chat:1").await;
+    let both = [("ada", 1), ("bob", 1)];
+    for node in [&n1, &n2] {
+        await_users(&node.base, "chat:1", &both, Duration::from_secs(20)).await;
+    }
+    // During the outage each node drops the other (no heartbeats), and Ada's leave, sent while
+    // Redis is down, is lost.
+    redis.stop().await;
+    ada.disconnect().await;
+    await_users(&n1.base, "chat:1", &[], Duration::from_secs(10)).await;
+    await_users(&n2.base, "chat:1", &[("bob", 1)], Duration::from_secs(10)).await;
+    redis.restart().await;
+    // Back: each asks the other for its state again (a node it does not know, or a gap in its
+    // numbers), so node 1 sees Bob again and node 2 has Ada's leave.
+    await_users(&n1.base, "chat:1", &[("bob", 1)], Duration::from_secs(30)).await;
+    await_users(&n2.base, "chat:1", &[("bob", 1)], Duration::from_secs(30)).await;
+}
+
+#[test]
+fn the_cli_refuses_bad_rooms_and_the_memory_broker() {
+    let stderr = common::run_failing(&["presence", "a\u{7}b", "--broker", "redis"], &[]);
+    assert!(stderr.contains("control character"), "{stderr}");
+    let stderr = common::run_failing(&["presence", "chat:1", "--broker", "memory"], &[]);
+    assert!(stderr.contains("GET /api/presence"), "{stderr}");
+    let stderr = common::run_failing(
+        &["presence", "lobby", "--broker", "redis"],
+        &[("SIDECAST_PRESENCE__ROOMS", r#"["chat:*"]"#)],
+    );
+    assert!(stderr.contains("presence.rooms"), "{stderr}");
+}
