@@ -1,7 +1,7 @@
 //! The `sidecast` command: run a node, emit events from anywhere, inspect configuration, load-test.
 //!
 //! This file parses the command line and hands each subcommand to its module: [`serve`],
-//! [`emit`], [`rooms`], [`show_config`], [`admin`] and [`bench`](mod@bench).
+//! [`emit`], [`rooms`], [`presence`], [`show_config`], [`admin`] and [`bench`](mod@bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +14,7 @@ use sidecast_core::config::BrokerKind;
 mod admin;
 mod bench;
 mod emit;
+mod presence;
 mod rooms;
 mod serve;
 mod show_config;
@@ -39,6 +40,8 @@ enum Command {
     /// Make sockets of every node join or leave rooms, disconnect them, or close rooms.
     #[command(subcommand)]
     Rooms(rooms::RoomsCommand),
+    /// Who is in a presence room, on every node (read from the message queue).
+    Presence(presence::PresenceArgs),
     /// Load-test a Socket.IO server (this one or any other): N clients, events at a rate, latency.
     Bench(bench::BenchArgs),
     /// Print the effective configuration, with secrets redacted.
@@ -105,6 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(args, figment).await,
         Command::Emit(args) => emit::run(args, figment).await,
         Command::Rooms(command) => rooms::run(command, figment).await,
+        Command::Presence(args) => presence::run(args, figment).await,
         Command::Bench(args) => bench::run(args, figment).await,
         Command::Config(args) => show_config::run(&args, &figment, cli.config.as_deref()).await,
         Command::Admin(_) => unreachable!("handled above"),
