@@ -405,9 +405,21 @@ async fn server_stats_of_every_node_through_rabbitmq() {
 /// rooms (from the cluster view, asking no node), sees it join a room, and disconnects it.
 #[cfg(feature = "redis")]
 #[tokio::test]
-async fn the_ui_lists_and_disconnects_a_socket_of_another_node() {
+async fn the_ui_lists_and_disconnects_a_socket_of_another_node_on_redis() {
     let redis = sidecast_testkit::RedisServer::start_local().await;
-    let config = admin_config(common::broker_config(BrokerKind::Redis, redis.url()));
+    lists_and_disconnects_across_nodes(BrokerKind::Redis, redis.url()).await;
+}
+
+/// The same on RabbitMQ alone.
+#[cfg(feature = "amqp")]
+#[tokio::test]
+async fn the_ui_lists_and_disconnects_a_socket_of_another_node_on_rabbitmq() {
+    let rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
+    lists_and_disconnects_across_nodes(BrokerKind::Amqp, rabbit.url()).await;
+}
+
+async fn lists_and_disconnects_across_nodes(kind: BrokerKind, url: &str) {
+    let config = admin_config(common::broker_config(kind, url));
     let a = TestServer::start(config.clone()).await;
     let (b, _cookie, mut app) = TestServer::start_signed_in(config).await;
     let sid = b.state.io().sockets()[0].id.to_string();
