@@ -7,9 +7,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import http from 'node:http';
 import { after, before, describe, test } from 'node:test';
 
-import { ARTIFACTS_DIR, CLIENTS, E2E_DIR, Harness, NEEDS_REDIS, SIDECAST_BIN, login, nextEvent, waitUntil } from '../lib/harness.js';
+import { ARTIFACTS_DIR, CLIENTS, E2E_DIR, Harness, NEEDS_REDIS, SIDECAST_BIN, freePort, login, nextEvent, waitUntil } from '../lib/harness.js';
 import { launchChromium } from '../lib/browser.js';
 
 const DEADLINE = 15_000;
@@ -19,6 +20,25 @@ const PASSWORD = 'correct horse battery';
 const h = new Harness('admin-ui');
 let browser;
 const sockets = [];
+const servers = [];
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml' };
+
+/** The UI's files on another origin (`port`), as the hosted copy at admin.socket.io is. */
+function serveUiElsewhere(port) {
+  const server = http.createServer((req, res) => {
+    const name = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '') || 'index.html';
+    const file = path.join(UI_DIR, path.normalize(name));
+    if (!file.startsWith(UI_DIR) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] ?? 'application/octet-stream' });
+    fs.createReadStream(file).pipe(res);
+  });
+  servers.push(server);
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+}
 
 /** `sidecast admin hash-password`, as an operator makes the hash. */
 function hashPassword(password) {
@@ -36,6 +56,7 @@ before(async () => {
 });
 after(async () => {
   for (const s of sockets) s.close();
+  for (const s of servers) s.close();
   await browser?.close();
   await h.close();
 });
@@ -76,14 +97,18 @@ describe('the Socket.IO Admin UI against two nodes', { concurrency: 1, skip: NEE
   let a;
   let b;
   let app;
+  let hostedPort;
 
   before(async () => {
     assert.ok(fs.existsSync(path.join(UI_DIR, 'index.html')), `${UI_DIR}: run npm ci in e2e/`);
     const hash = await hashPassword(PASSWORD);
+    hostedPort = await freePort();
+    await serveUiElsewhere(hostedPort);
     const extraEnv = {
       SIDECAST_ADMIN__ENABLED: 'true',
       SIDECAST_ADMIN__PASSWORD_HASH: hash,
       SIDECAST_ADMIN__UI_DIR: UI_DIR,
+      SIDECAST_ADMIN__ALLOWED_ORIGINS: JSON.stringify([`http://127.0.0.1:${hostedPort}`]),
     };
     a = await h.startServer({ label: 'a', channel: 'e2e-admin', cluster: true, extraEnv });
     b = await h.startServer({ label: 'b', channel: 'e2e-admin', cluster: true, extraEnv });
@@ -140,6 +165,22 @@ describe('the Socket.IO Admin UI against two nodes', { concurrency: 1, skip: NEE
         && (await details.innerText()).toLowerCase().includes('disconnected'),
       { ms: DEADLINE, what: 'the UI shows the socket disconnected' });
       await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'admin-ui-disconnected.png'), fullPage: true });
+    } finally {
+      await context.close();
+    }
+  }));
+
+  test('a UI served from an allowed origin logs in across origins (CORS with credentials)', h.withLogs(async () => {
+    const { context, page } = await newUiPage('ui-hosted');
+    try {
+      await page.goto(`http://127.0.0.1:${hostedPort}/`);
+      await logIn(page, b.url.replace(/\/$/, ''), PASSWORD);
+      await page.locator('.v-dialog form').waitFor({ state: 'hidden', timeout: DEADLINE });
+      await page.goto(`http://127.0.0.1:${hostedPort}/#/servers/`);
+      const rows = page.locator('.v-data-table tbody tr');
+      await waitUntil(async () => (await rows.count()) === 2, { ms: DEADLINE, what: 'two servers listed' });
+      fs.mkdirSync(ARTIFACTS_DIR, { recursive: true });
+      await page.screenshot({ path: path.join(ARTIFACTS_DIR, 'admin-ui-hosted.png'), fullPage: true });
     } finally {
       await context.close();
     }
