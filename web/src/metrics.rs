@@ -184,6 +184,12 @@ pub struct Metrics {
     pub presence_nodes: Gauge,
     /// Messages of the presence channel, by direction and kind.
     pub presence_messages: Family<PresenceMessage, Counter>,
+    /// Admin UI logins, by result (`password`, `session`, `invalid`, `too_many_attempts`,
+    /// `too_many_connections`).
+    pub admin_logins: Family<Reason, Counter>,
+    /// Admin UI actions, by result (`join`, `leave`, `disconnect`, `refused`, `rate_limited`,
+    /// `failed`).
+    pub admin_actions: Family<Reason, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -237,7 +243,19 @@ impl Metrics {
             presence_rooms: Gauge::default(),
             presence_nodes: Gauge::default(),
             presence_messages: Family::default(),
+            admin_logins: Family::default(),
+            admin_actions: Family::default(),
         };
+        registry.register(
+            "admin_logins",
+            "Socket.IO Admin UI logins, by result",
+            m.admin_logins.clone(),
+        );
+        registry.register(
+            "admin_actions",
+            "Socket.IO Admin UI actions, by result",
+            m.admin_actions.clone(),
+        );
         registry.register(
             "presence_sockets",
             "Sockets in this node's presence view, on every node",

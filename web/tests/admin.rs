@@ -107,6 +107,18 @@ async fn a_wrong_password_is_refused_and_a_right_one_gives_a_session() {
         .await
         .refused();
     assert!(forged.contains("invalid credentials"), "{forged}");
+    let logins = |reason| {
+        server
+            .state
+            .metrics()
+            .admin_logins
+            .get_or_create(&sidecast_web::metrics::Reason { reason })
+            .get()
+    };
+    assert_eq!(
+        (logins("password"), logins("session"), logins("invalid")),
+        (1, 1, 4)
+    );
 }
 
 #[tokio::test]
@@ -180,6 +192,18 @@ async fn actions_travel_as_room_operations_by_socket_id() {
         .await
         .unwrap();
     assert_eq!(next_named(&mut app, CLOSED).await, Vec::<Value>::new());
+    let actions = |reason| {
+        server
+            .state
+            .metrics()
+            .admin_actions
+            .get_or_create(&sidecast_web::metrics::Reason { reason })
+            .get()
+    };
+    assert_eq!(
+        ["join", "leave", "disconnect", "refused"].map(actions),
+        [1, 1, 1, 1]
+    );
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::admin::login::{Credentials, Login, LoginError};
 use crate::admin::wire::{SerializedSocket, now_iso};
 use crate::delivery::emit::ADMIN_ROOM;
+use crate::metrics::{Metrics, Reason};
 use crate::presence::view::{SocketDirectory, ViewChange};
 
 /// The admin namespace's shared state.
@@ -30,6 +31,7 @@ pub(crate) struct AdminNamespace {
     pub(crate) emitter: Emitter,
     /// The cluster view (every socket of every node), when the node keeps one.
     pub(crate) directory: Option<Arc<dyn SocketDirectory>>,
+    metrics: Arc<Metrics>,
     connected: AtomicUsize,
 }
 
@@ -58,6 +60,7 @@ impl AdminNamespace {
         app_namespaces: Vec<String>,
         emitter: Emitter,
         directory: Option<Arc<dyn SocketDirectory>>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
             credentials: Credentials::new(&config),
@@ -65,6 +68,7 @@ impl AdminNamespace {
             app_namespaces,
             emitter,
             directory,
+            metrics,
             connected: AtomicUsize::new(0),
         })
     }
@@ -106,6 +110,20 @@ impl AdminNamespace {
         }
     }
 
+    fn count_login(&self, reason: &'static str) {
+        self.metrics
+            .admin_logins
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
+    fn count_action(&self, reason: &'static str) {
+        self.metrics
+            .admin_actions
+            .get_or_create(&Reason { reason })
+            .inc();
+    }
+
     async fn authorize(&self, socket: &SocketRef, auth: Option<Value>) -> Result<(), AdminRefusal> {
         let peer = crate::identity::request::peer_addr(&socket.req_parts().extensions);
         match self.credentials.check(auth.as_ref()).await {
@@ -114,16 +132,25 @@ impl AdminNamespace {
                 let before = self.connected.fetch_add(1, Ordering::SeqCst);
                 if before >= self.config.max_connections {
                     self.connected.fetch_sub(1, Ordering::SeqCst);
+                    self.count_login("too_many_connections");
                     tracing::warn!(peer = ?peer, max = self.config.max_connections, "admin connect refused: admin.max_connections reached");
                     return Err(AdminRefusal("too many admin connections".to_owned()));
                 }
-                if let Login::Password(session) = login {
-                    tracing::info!(peer = ?peer, "admin logged in");
-                    socket.extensions.insert(NewSession(session));
+                match login {
+                    Login::Password(session) => {
+                        self.count_login("password");
+                        tracing::info!(peer = ?peer, "admin logged in");
+                        socket.extensions.insert(NewSession(session));
+                    }
+                    Login::Session => self.count_login("session"),
                 }
                 Ok(())
             }
             Err(e) => {
+                self.count_login(match e {
+                    LoginError::Invalid => "invalid",
+                    LoginError::TooManyAttempts => "too_many_attempts",
+                });
                 tracing::info!(peer = ?peer, reason = %e, "admin connect refused");
                 if e == LoginError::TooManyAttempts {
                     tracing::warn!(
@@ -236,6 +263,7 @@ impl AdminNamespace {
                     if limiter.check().is_ok() {
                         admin.act(Action::Join(room), &nsp, filter).await;
                     } else {
+                        admin.count_action("rate_limited");
                         tracing::warn!("admin action dropped: admin.actions_per_minute reached");
                     }
                 }
@@ -250,6 +278,7 @@ impl AdminNamespace {
                     if limiter.check().is_ok() {
                         admin.act(Action::Leave(room), &nsp, filter).await;
                     } else {
+                        admin.count_action("rate_limited");
                         tracing::warn!("admin action dropped: admin.actions_per_minute reached");
                     }
                 }
@@ -264,6 +293,7 @@ impl AdminNamespace {
                     if limiter.check().is_ok() {
                         admin.act(Action::Disconnect, &nsp, filter).await;
                     } else {
+                        admin.count_action("rate_limited");
                         tracing::warn!("admin action dropped: admin.actions_per_minute reached");
                     }
                 }
@@ -276,6 +306,7 @@ impl AdminNamespace {
     /// disconnect does not accept.
     pub(crate) async fn act(&self, action: Action, nsp: &str, filter: Option<String>) {
         if !self.serves(nsp) {
+            self.count_action("refused");
             tracing::warn!(namespace = %nsp, "admin action refused: not one of server.namespaces");
             return;
         }
@@ -287,6 +318,7 @@ impl AdminNamespace {
             Action::Join(room) => ("join", emitter.join(room.clone()).await),
             Action::Leave(room) => ("leave", emitter.leave(room.clone()).await),
             Action::Disconnect if filter.is_none() => {
+                self.count_action("refused");
                 tracing::warn!(namespace = %nsp, "admin disconnect without a socket or room refused: it would disconnect every socket");
                 return;
             }
@@ -294,9 +326,11 @@ impl AdminNamespace {
         };
         match result {
             Ok(()) => {
+                self.count_action(name);
                 tracing::info!(action = name, namespace = %nsp, filter = ?filter, "admin action published")
             }
             Err(e) => {
+                self.count_action("failed");
                 tracing::warn!(action = name, namespace = %nsp, filter = ?filter, error = %e, "admin action failed")
             }
         }

@@ -247,6 +247,7 @@ impl SidecastBuilder {
                 self.directory
                     .clone()
                     .or_else(|| presence.clone().map(|p| -> Arc<dyn SocketDirectory> { p })),
+                metrics.clone(),
             );
             namespace.register(&io);
             let started = {
