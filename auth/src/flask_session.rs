@@ -234,7 +234,10 @@ impl AuthPolicy for FlaskSessionAuth {
         if req.action.is_room_operation() {
             return Err(REFUSE.forbidden("room_operation", ROOM_OPERATIONS_NEED_A_TOKEN));
         }
-        if !matches!(req.action, Action::Connect { .. } | Action::Publish { .. }) {
+        if !matches!(
+            req.action,
+            Action::Connect { .. } | Action::Publish { .. } | Action::Presence { .. }
+        ) {
             return Err(REFUSE.forbidden("action", "this action is not allowed"));
         }
         Ok(principal)

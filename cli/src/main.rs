@@ -1,7 +1,7 @@
 //! The `sidecast` command: run a node, emit events from anywhere, inspect configuration, load-test.
 //!
 //! This file parses the command line and hands each subcommand to its module: [`serve`],
-//! [`emit`], [`rooms`], [`show_config`] and [`bench`](mod@bench).
+//! [`emit`], [`rooms`], [`presence`], [`show_config`], [`admin`] and [`bench`](mod@bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,8 +11,10 @@ use figment::Figment;
 use sidecast_core::Config;
 use sidecast_core::config::BrokerKind;
 
+mod admin;
 mod bench;
 mod emit;
+mod presence;
 mod rooms;
 mod serve;
 mod show_config;
@@ -38,10 +40,15 @@ enum Command {
     /// Make sockets of every node join or leave rooms, disconnect them, or close rooms.
     #[command(subcommand)]
     Rooms(rooms::RoomsCommand),
+    /// Who is in a presence room, on every node (read from the message queue).
+    Presence(presence::PresenceArgs),
     /// Load-test a Socket.IO server (this one or any other): N clients, events at a rate, latency.
     Bench(bench::BenchArgs),
     /// Print the effective configuration, with secrets redacted.
     Config(show_config::ConfigArgs),
+    /// Set up the Socket.IO Admin UI (`[admin]`): `sidecast admin hash-password`.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// The `--broker` flag of `serve` and `emit`: the message queue (broker.kind).
@@ -92,12 +99,18 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Admin(command) = cli.command {
+        // Needs no configuration.
+        return admin::run(command);
+    }
     let figment = Config::figment(cli.config.as_deref())?;
     match cli.command {
         Command::Serve(args) => serve::run(args, figment).await,
         Command::Emit(args) => emit::run(args, figment).await,
         Command::Rooms(command) => rooms::run(command, figment).await,
+        Command::Presence(args) => presence::run(args, figment).await,
         Command::Bench(args) => bench::run(args, figment).await,
         Command::Config(args) => show_config::run(&args, &figment, cli.config.as_deref()).await,
+        Command::Admin(_) => unreachable!("handled above"),
     }
 }

@@ -358,3 +358,47 @@ fn config_check_reads_cluster_addresses_and_redacts_them() {
         assert!(!stderr.contains("hunter2"), "{stderr}");
     }
 }
+
+#[test]
+fn admin_hash_password_makes_a_hash_that_config_takes_and_redacts() {
+    use std::io::Write;
+    let mut child = sidecast()
+        .args(["admin", "hash-password", "--cost", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$2b$04$") && hash.len() == 60, "{hash}");
+
+    let env = [
+        ("SIDECAST_ADMIN__ENABLED", "true"),
+        ("SIDECAST_ADMIN__PASSWORD_HASH", hash.as_str()),
+    ];
+    let output = sidecast().arg("config").envs(env).output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains("password_hash = \"***\""), "{stdout}");
+    assert!(!stdout.contains(&hash[7..]), "{stdout}");
+
+    // A plain password is refused, with the way to make a hash.
+    let stderr = run_failing(
+        &["config", "--check"],
+        &[
+            ("SIDECAST_ADMIN__ENABLED", "true"),
+            ("SIDECAST_ADMIN__PASSWORD_HASH", "correct horse"),
+        ],
+    );
+    assert!(
+        stderr.contains("admin.password_hash") && stderr.contains("sidecast admin hash-password"),
+        "{stderr}"
+    );
+}

@@ -126,6 +126,13 @@ pub enum Action<'a> {
         /// The room to close.
         room: &'a str,
     },
+    /// Read who is in a presence room (`GET /api/presence`).
+    Presence {
+        /// The namespace.
+        namespace: &'a str,
+        /// The room.
+        room: &'a str,
+    },
 }
 
 impl Action<'_> {
@@ -169,6 +176,10 @@ pub struct Principal {
     /// sockets then, with the reason `token expired`, so that clients reconnect with a fresh
     /// credential. `None`: the socket stays as long as it likes.
     pub expires_at: Option<std::time::SystemTime>,
+    /// A small JSON object shown next to the user in presence rooms (`[presence]`), such as
+    /// `{"name": "Ada", "avatar": "..."}`. It comes from the policy, never from the client; one
+    /// larger than `presence.max_info_bytes` is left out.
+    pub info: Option<serde_json::Value>,
 }
 
 impl Principal {
@@ -178,6 +189,7 @@ impl Principal {
             id: id.into(),
             rooms: Vec::new(),
             expires_at: None,
+            info: None,
         }
     }
 
@@ -190,6 +202,12 @@ impl Principal {
     /// This principal, whose sockets also join `rooms` at connect.
     pub fn with_rooms(mut self, rooms: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.rooms.extend(rooms.into_iter().map(Into::into));
+        self
+    }
+
+    /// This principal, shown with `info` in presence rooms.
+    pub fn with_info(mut self, info: serde_json::Value) -> Self {
+        self.info = Some(info);
         self
     }
 

@@ -9,6 +9,7 @@
 //! * [`Emitter`]: publish events and room operations from any Rust program; [`rooms`]: the rules
 //!   for room names and operations.
 //! * [`config`]: the configuration types and their loading.
+//! * [`presence`]: cluster-wide presence, its bus messages and a reader of them.
 //! * [`supervision`]: what transports share to reconnect and report their health.
 
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod envelope;
 pub mod glob;
 pub mod ingress;
 pub mod memory;
+pub mod presence;
 pub mod rooms;
 pub mod signing;
 pub mod supervision;

@@ -28,12 +28,14 @@ use tokio::task::JoinHandle;
 // `node` (building, starting, serving and stopping a node) → `delivery` (from the broker
 // subscription to the sockets) → `identity` (who the caller is: sessions, origin, rate limit);
 // `routes` (the HTTP handlers) use all three. `error` and `metrics` are used by every folder.
+// `admin` (the Socket.IO Admin UI's namespace) is built by `node` and reads `presence::view`.
+mod admin;
 mod delivery;
 mod error;
 mod identity;
 pub mod metrics;
 mod node;
-#[allow(dead_code, unreachable_pub)] // filled in by the presence and admin features
+#[allow(unreachable_pub, dead_code)] // the view is read by the admin namespace
 mod presence;
 mod routes;
 
@@ -51,7 +53,10 @@ pub const TOKEN_EXPIRED_REASON: &str = delivery::connect::TOKEN_EXPIRED;
 pub use identity::redis_sessions::RedisSessionStore;
 pub use metrics::Metrics;
 pub use node::serve::serve;
+pub use presence::PresenceOptions;
 pub use routes::page::CLIENT_JS_ROUTE;
+/// Who is in a presence room (`GET /api/presence`, [`Sidecast::presence`]).
+pub use sidecast_core::presence::{Member, RoomPresence};
 
 /// Moved: the `http` policy is [`sidecast_auth::HttpAuth`] (also `sidecast_web::auth::HttpAuth`).
 #[deprecated(
@@ -137,6 +142,27 @@ struct Inner {
     watcher: JoinHandle<()>,
     /// Where the start stands, the late parts of the node (recovery, relay) and the start task.
     startup: Arc<node::start::Startup>,
+    /// Cluster-wide presence, when `[presence]` or the full directory asks for it.
+    presence: Option<Arc<presence::tracker::Presence>>,
+    /// The Socket.IO Admin UI's namespace and its stats task, when `admin.enabled`; held for
+    /// the node's life (the task ends when it is dropped).
+    #[allow(dead_code)]
+    admin: Option<AdminParts>,
+}
+
+/// What a node with `[admin] enabled = true` holds.
+struct AdminParts {
+    /// The namespace's state.
+    #[allow(dead_code)] // kept with the node
+    namespace: Arc<admin::namespace::AdminNamespace>,
+    /// Publishes this node's `server_stats` and relays every node's; ends with the node.
+    stats: JoinHandle<()>,
+}
+
+impl Drop for AdminParts {
+    fn drop(&mut self) {
+        self.stats.abort();
+    }
 }
 
 impl std::fmt::Debug for Sidecast {
@@ -161,6 +187,17 @@ impl Sidecast {
         self.page_routes()
             .merge(self.api_routes())
             .merge(self.health_routes())
+            .merge(self.admin_routes())
+    }
+
+    /// The Socket.IO Admin UI's files at `/admin/`, when `[admin]` is enabled and `admin.ui_dir`
+    /// is set; otherwise no route.
+    pub fn admin_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        let admin = &self.inner.config.admin;
+        match &admin.ui_dir {
+            Some(dir) if admin.enabled => admin::ui::routes(dir),
+            _ => Router::new(),
+        }
     }
 
     /// The page of the original application (`/`), the demo `/login`, `/logout`, the recovery
@@ -182,11 +219,12 @@ impl Sidecast {
     }
 
     /// `POST /api/` (events) and `POST /api/rooms` (room operations): authorize, then publish
-    /// through the broker.
+    /// through the broker; `GET /api/presence` (who is in a presence room, read locally).
     pub fn api_routes<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
             .route("/api/", post(routes::api::publish))
             .route("/api/rooms", post(routes::rooms::apply))
+            .route("/api/presence", get(routes::presence::read))
             .with_state(self.clone())
     }
 
@@ -211,9 +249,20 @@ impl Sidecast {
     pub fn socketio<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
         let handshakes = Arc::new(delivery::handshake::Handshakes {
             socketio_path: self.inner.config.server.socketio_path.as_str().into(),
-            headers: self.inner.auth.connect_headers(),
+            // The full directory shows each socket's handshake headers (the Admin UI's socket
+            // list): every header is kept then, at a memory cost per socket.
+            headers: if self
+                .inner
+                .presence
+                .as_ref()
+                .is_some_and(|p| p.full_directory())
+            {
+                sidecast_core::ConnectHeaders::All
+            } else {
+                self.inner.auth.connect_headers()
+            },
         });
-        router
+        let router = router
             .layer(self.inner.layer.clone())
             // Socket.IO keeps each socket's handshake request: copy it off hyper's read buffer,
             // and keep the session's user rather than the session.
@@ -233,7 +282,18 @@ impl Sidecast {
             .layer(axum::middleware::from_fn_with_state(
                 self.inner.origins.clone(),
                 identity::origin::check,
+            ));
+        let admin = &self.inner.config.admin;
+        if admin.enabled && !admin.allowed_origins.is_empty() {
+            // Outermost: answers the preflight of a UI served elsewhere, and marks its requests
+            // before the Socket.IO layer keeps them.
+            router.layer(axum::middleware::from_fn_with_state(
+                self.inner.origins.clone(),
+                admin::ui::cors,
             ))
+        } else {
+            router
+        }
     }
 
     /// Wraps `router` in the session layer `[session]` configures (cookie, memory or Redis store,
@@ -291,6 +351,24 @@ impl Sidecast {
     /// This node's random id, stamped as `origin` on what it publishes.
     pub fn node_id(&self) -> &str {
         &self.inner.node_id
+    }
+
+    /// Who is in presence room `room` of `namespace`, across the cluster, as this node knows it
+    /// (no other node is asked). `None` when `room` is not a presence room (`presence.rooms`).
+    pub fn presence(&self, namespace: &str, room: &str) -> Option<RoomPresence> {
+        let presence = self.inner.presence.as_ref()?;
+        presence
+            .is_presence_room(room)
+            .then(|| presence.room(namespace, room))
+    }
+
+    /// The cluster view of sockets, when presence or the full directory is on.
+    #[allow(dead_code)] // read by the admin namespace
+    pub(crate) fn socket_directory(&self) -> Option<Arc<dyn presence::view::SocketDirectory>> {
+        self.inner
+            .presence
+            .clone()
+            .map(|p| p as Arc<dyn presence::view::SocketDirectory>)
     }
 
     /// The node's metrics (also served at `GET /metrics`).

@@ -12,6 +12,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Labels of the presence channel's messages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PresenceMessage {
+    /// `sent` or `received`.
+    pub direction: &'static str,
+    /// `heartbeat`, `delta`, `snapshot_request`, `snapshot`, `stop` or `unreadable`.
+    pub kind: &'static str,
+}
+
 /// A `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
@@ -167,6 +176,20 @@ pub struct Metrics {
     pub history_losses: Counter,
     /// History losses already counted (the history's counter is cumulative).
     history_loss_seen: AtomicU64,
+    /// Sockets in this node's presence view, on every node (`[presence]`).
+    pub presence_sockets: Gauge,
+    /// Rooms with members in this node's presence view.
+    pub presence_rooms: Gauge,
+    /// Nodes in this node's presence view, itself included.
+    pub presence_nodes: Gauge,
+    /// Messages of the presence channel, by direction and kind.
+    pub presence_messages: Family<PresenceMessage, Counter>,
+    /// Admin UI logins, by result (`password`, `session`, `invalid`, `too_many_attempts`,
+    /// `too_many_connections`).
+    pub admin_logins: Family<Reason, Counter>,
+    /// Admin UI actions, by result (`join`, `leave`, `disconnect`, `refused`, `rate_limited`,
+    /// `failed`).
+    pub admin_actions: Family<Reason, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -216,7 +239,43 @@ impl Metrics {
             silent_seen: AtomicU64::new(0),
             history_losses: Counter::default(),
             history_loss_seen: AtomicU64::new(0),
+            presence_sockets: Gauge::default(),
+            presence_rooms: Gauge::default(),
+            presence_nodes: Gauge::default(),
+            presence_messages: Family::default(),
+            admin_logins: Family::default(),
+            admin_actions: Family::default(),
         };
+        registry.register(
+            "admin_logins",
+            "Socket.IO Admin UI logins, by result",
+            m.admin_logins.clone(),
+        );
+        registry.register(
+            "admin_actions",
+            "Socket.IO Admin UI actions, by result",
+            m.admin_actions.clone(),
+        );
+        registry.register(
+            "presence_sockets",
+            "Sockets in this node's presence view, on every node",
+            m.presence_sockets.clone(),
+        );
+        registry.register(
+            "presence_rooms",
+            "Rooms with members in this node's presence view",
+            m.presence_rooms.clone(),
+        );
+        registry.register(
+            "presence_nodes",
+            "Nodes in this node's presence view",
+            m.presence_nodes.clone(),
+        );
+        registry.register(
+            "presence_messages",
+            "Messages of the presence channel, by direction and kind",
+            m.presence_messages.clone(),
+        );
         registry.register(
             "broker_silent_subscriptions",
             "Broker subscriptions found silent (their probe did not come back) and rebuilt",
@@ -355,6 +414,21 @@ impl Metrics {
             m.delivery_lag.clone(),
         );
         Self { registry, ..m }
+    }
+
+    /// Counts a message of the presence channel.
+    pub(crate) fn presence_message(&self, direction: &'static str, kind: &'static str) {
+        self.presence_messages
+            .get_or_create(&PresenceMessage { direction, kind })
+            .inc();
+    }
+
+    /// Samples the size of the presence view.
+    pub(crate) fn presence_view(&self, replica: &sidecast_core::presence::Replica) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.presence_sockets.set(gauge(replica.len()));
+        self.presence_rooms.set(gauge(replica.room_count()));
+        self.presence_nodes.set(gauge(replica.node_count()));
     }
 
     /// Counts a dropped bus message.

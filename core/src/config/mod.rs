@@ -7,13 +7,16 @@
 //! [`Figment::merge`]: figment::Figment::merge
 
 // One file per section (`[server]`, `[broker]` with its ingress, `[auth]`, `[session]`, `[log]`,
-// `[recovery]`), plus `load` (figment), `suggest` (the valid key nearest to an unknown one) and
+// `[recovery]`, `[presence]`, `[admin]`), plus `load` (figment), `suggest` (the valid key nearest
+// to an unknown one) and
 // `validate` (the checks across keys); everything is re-exported here, so that every type is
 // `sidecast_core::config::Name`.
+mod admin;
 mod auth;
 mod broker;
 mod load;
 mod log;
+mod presence;
 mod recovery;
 mod secret;
 mod server;
@@ -23,6 +26,7 @@ mod validate;
 
 use serde::{Deserialize, Serialize};
 
+pub use admin::{AdminConfig, AdminMode, HASH_HOWTO, check_bcrypt_hash};
 pub use auth::{
     AuthConfig, FLASK_SESSION_LIFETIME_SECS, FlaskSessionConfig, HttpAuthConfig, JwtConfig,
     PolicyKind, PolicyList,
@@ -30,6 +34,7 @@ pub use auth::{
 pub use broker::{BrokerConfig, BrokerKind, IngressConfig, IngressFormat, UrlOrder};
 pub use load::{DEFAULT_FILE, ENV_PREFIX};
 pub use log::{LogConfig, LogFormat};
+pub use presence::PresenceConfig;
 pub use recovery::RecoveryConfig;
 pub use secret::Secret;
 pub use server::{DEFAULT_CLIENT_JS_URL, ServerConfig, SlowClientPolicy};
@@ -52,6 +57,10 @@ pub struct Config {
     pub log: LogConfig,
     /// The history events go through, and what reconnecting clients recover.
     pub recovery: RecoveryConfig,
+    /// Cluster-wide presence: who is in which room (opt-in).
+    pub presence: PresenceConfig,
+    /// The Socket.IO Admin UI's namespace (off by default).
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -61,6 +70,7 @@ impl Config {
         c.session.secret = c.session.secret.redacted();
         c.broker.signing_key = c.broker.signing_key.redacted();
         c.session.url = crate::broker::redact_url(&c.session.url);
+        c.admin.password_hash = c.admin.password_hash.redacted();
         c.broker.url = c.broker.url.as_deref().map(crate::broker::redact_url);
         c.auth.tokens.values_mut().for_each(|t| *t = t.redacted());
         let flask = &mut c.auth.flask_session;
@@ -121,11 +131,18 @@ mod tests {
         let mut c = Config::default();
         c.session.secret = Secret::new("x".repeat(40));
         c.broker.signing_key = "signing-key".into();
+        c.admin.password_hash =
+            "$2b$04$adminhashadminhashadminhashadminhashadminhashadminhas".into();
         c.broker.url = Some("redis://u:pw@h:1".into());
         c.auth.tokens.insert("cron".into(), "tok".into());
         let shown = c.redacted().to_toml();
         assert!(!shown.contains(&"x".repeat(40)));
         assert!(!shown.contains("signing-key"));
+        assert!(
+            !shown.contains("adminhash"),
+            "the admin password hash is redacted"
+        );
+        assert!(!format!("{c:?}").contains("adminhash"));
         assert!(
             !format!("{c:?}").contains("signing-key"),
             "Debug hides secrets"
@@ -170,6 +187,7 @@ mod doc_tests {
         config.broker.url = Some(String::new());
         config.broker.start_timeout_ms = Some(0);
         config.server.client_js = Some(PathBuf::from("x"));
+        config.admin.ui_dir = Some(PathBuf::from("x"));
         config.broker.ingress = vec![IngressConfig {
             format: IngressFormat::PythonSocketio,
             channel: Some("x".into()),

@@ -18,6 +18,67 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The rules of `[presence]`.
+    fn validate_presence(&self) -> Result<(), ConfigError> {
+        let bad =
+            |key: &str, why: String| Err(ConfigError::Invalid(format!("`presence.{key}` {why}")));
+        let presence = &self.presence;
+        if let Some(pattern) = presence.rooms.iter().find(|p| {
+            p.is_empty() || p.len() > crate::rooms::MAX_ROOM_LEN || p.chars().any(char::is_control)
+        }) {
+            return bad(
+                "rooms",
+                format!(
+                    "has {pattern:?}; a pattern is a room name with `*`, `?` or `[...]`, such as \
+                     \"chat:*\", at most {} bytes, without control characters",
+                    crate::rooms::MAX_ROOM_LEN
+                ),
+            );
+        }
+        if presence.max_members == 0 {
+            return bad(
+                "max_members",
+                "must be at least 1; the default is 100".to_owned(),
+            );
+        }
+        if presence.max_info_bytes > 64 * 1024 {
+            return bad(
+                "max_info_bytes",
+                format!(
+                    "is {}; at most 65536 bytes (every node keeps every entry), the default is 2048",
+                    presence.max_info_bytes
+                ),
+            );
+        }
+        if presence.heartbeat_ms < 100 || presence.heartbeat_ms > 600_000 {
+            return bad(
+                "heartbeat_ms",
+                format!(
+                    "is {}; it must be between 100 and 600000 milliseconds, the default is 5000",
+                    presence.heartbeat_ms
+                ),
+            );
+        }
+        if presence.missed_heartbeats == 0 {
+            return bad(
+                "missed_heartbeats",
+                "must be at least 1; the default is 3 (a node is dropped after 3 missed \
+                 heartbeats)"
+                    .to_owned(),
+            );
+        }
+        if presence.diff_interval_ms > 10_000 {
+            return bad(
+                "diff_interval_ms",
+                format!(
+                    "is {}; at most 10000 milliseconds, the default is 200",
+                    presence.diff_interval_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// Checks the rules serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
@@ -72,6 +133,7 @@ impl Config {
                 "and recovery.max_replay must be at least 1; the defaults are 10000",
             );
         }
+        self.validate_presence()?;
         if self.broker.channel.is_empty() {
             return bad(
                 "broker.channel",
@@ -146,7 +208,82 @@ impl Config {
         // After the Sentinel and Cluster checks, whose errors say more about a Redis URL given
         // with kind = "amqp".
         self.validate_amqp_urls()?;
+        self.validate_admin()?;
         self.validate_ingress()
+    }
+
+    /// `[admin]`, when enabled: a bcrypt `password_hash` (never a password), a user name, a
+    /// namespace of its own, origins that are origins, and limits that let the UI work.
+    fn validate_admin(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError::Invalid(format!("`{key}` {why}")));
+        let admin = &self.admin;
+        if !admin.enabled {
+            return Ok(());
+        }
+        if let Err(why) = super::check_bcrypt_hash(admin.password_hash.expose()) {
+            return bad(
+                "admin.password_hash",
+                &format!("{why}; {}", super::HASH_HOWTO),
+            );
+        }
+        if admin.username.is_empty() {
+            return bad(
+                "admin.username",
+                "must not be empty; it is the name the Admin UI logs in with",
+            );
+        }
+        let ns = &admin.namespace;
+        if !ns.starts_with('/') || ns.len() < 2 || ns.chars().any(char::is_control) {
+            return bad(
+                "admin.namespace",
+                &format!("is {ns:?}; give a namespace of its own such as \"/admin\""),
+            );
+        }
+        if self.server.namespaces.contains(ns) {
+            return bad(
+                "admin.namespace",
+                &format!(
+                    "is {ns:?}, which server.namespaces serves to applications; the admin \
+                     namespace must be one no application socket uses"
+                ),
+            );
+        }
+        if let Some(origin) = admin
+            .allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.contains('*'))
+        {
+            return bad(
+                "admin.allowed_origins",
+                &format!(
+                    "has {origin:?}; list full origins such as \"https://admin.socket.io\" (no \
+                     wildcards: the UI sends credentials)"
+                ),
+            );
+        }
+        if admin.max_connections == 0 {
+            return bad("admin.max_connections", "must be at least 1");
+        }
+        if admin.login_attempts_per_minute == 0 || admin.actions_per_minute == 0 {
+            return bad(
+                "admin.login_attempts_per_minute",
+                "and admin.actions_per_minute must be at least 1",
+            );
+        }
+        if !(100..=10_000).contains(&admin.stats_interval_ms) {
+            return bad(
+                "admin.stats_interval_ms",
+                "must be from 100 to 10000 (the UI marks a node unhealthy after 10 s without \
+                 stats); the default is 2000",
+            );
+        }
+        if admin.session_ttl_secs == 0 {
+            return bad(
+                "admin.session_ttl_secs",
+                "must be at least 1; the default is 86400 (24 h)",
+            );
+        }
+        Ok(())
     }
 
     /// `broker.url` with several URLs (a list, or commas): only for `kind = "amqp"`, and each
@@ -787,6 +924,45 @@ mod tests {
     }
 
     #[test]
+    fn admin_needs_a_bcrypt_hash_and_a_namespace_of_its_own() {
+        let hash = "$2b$04$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW";
+        let mut c = Config::default();
+        c.admin.password_hash = "not a hash".into();
+        c.validate().unwrap();
+        c.admin.enabled = true;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("admin.password_hash") && e.contains("sidecast admin hash-password"),
+            "{e}"
+        );
+        c.admin.password_hash = "".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("not set") && e.contains("htpasswd"), "{e}");
+        c.admin.password_hash = hash.into();
+        c.validate().unwrap();
+        c.admin.namespace = "/".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("admin.namespace"), "{e}");
+        c.admin.namespace = "/admin".into();
+        c.server.namespaces.push("/admin".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("server.namespaces"), "{e}");
+        c.server.namespaces.pop();
+        c.admin.allowed_origins = vec!["*".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("admin.allowed_origins"), "{e}");
+        c.admin.allowed_origins = vec!["https://admin.socket.io".into()];
+        c.validate().unwrap();
+        c.admin.stats_interval_ms = 60_000;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("admin.stats_interval_ms")
+        );
+    }
+
+    #[test]
     fn missing_explicit_file_and_rules() {
         let err = Config::load(Some(Path::new("/nonexistent/s.toml"))).unwrap_err();
         assert!(matches!(err, ConfigError::FileNotFound(_)));
@@ -806,5 +982,31 @@ mod tests {
                 .to_string()
                 .contains("auth.tokens")
         );
+    }
+
+    #[test]
+    fn presence_settings_are_checked() {
+        let refusal = |f: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        let e = refusal(&|c| c.presence.rooms = vec![String::new()]);
+        assert!(e.contains("presence.rooms") && e.contains("chat:*"), "{e}");
+        let e = refusal(&|c| c.presence.max_members = 0);
+        assert!(e.contains("presence.max_members"), "{e}");
+        let e = refusal(&|c| c.presence.heartbeat_ms = 10);
+        assert!(
+            e.contains("presence.heartbeat_ms") && e.contains("5000"),
+            "{e}"
+        );
+        let e = refusal(&|c| c.presence.missed_heartbeats = 0);
+        assert!(e.contains("presence.missed_heartbeats"), "{e}");
+        let e = refusal(&|c| c.presence.max_info_bytes = 1 << 20);
+        assert!(e.contains("presence.max_info_bytes"), "{e}");
+        let mut c = Config::default();
+        c.presence.rooms = vec!["chat:*".into()];
+        c.validate().unwrap();
+        assert!(c.presence.enabled());
     }
 }

@@ -10,6 +10,7 @@ use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, Principal, Refus
 use socketioxide::SocketIo;
 use socketioxide::extract::{MaybeHttpExtension, SocketRef, State, TryData};
 use socketioxide::handler::ConnectHandler;
+use socketioxide::socket::DisconnectReason;
 
 use crate::identity::request::{bearer_token, peer_addr};
 
@@ -22,6 +23,8 @@ pub(crate) struct SocketContext {
     pub(crate) memberships: crate::delivery::memberships::SharedMemberships,
     /// Whether the node started, and connection state recovery once started (when on).
     pub(crate) readiness: Arc<crate::delivery::readiness::Readiness>,
+    /// Cluster-wide presence (when on), told when sockets connect and disconnect.
+    pub(crate) presence: Option<Arc<crate::presence::tracker::Presence>>,
 }
 
 /// Registers the handlers of the namespaces served (`server.namespaces`) on `io`; clients of
@@ -49,7 +52,15 @@ async fn authorize_connect(
     State(ctx): State<SocketContext>,
     MaybeHttpExtension(user): MaybeHttpExtension<crate::delivery::handshake::HandshakeUser>,
     TryData(auth): TryData<Value>,
+    MaybeHttpExtension(admin_origin): MaybeHttpExtension<crate::identity::origin::AdminOrigin>,
 ) -> Result<(), Refusal> {
+    if admin_origin.is_some() {
+        // Let through for the admin namespace only (admin.allowed_origins).
+        ctx.metrics.refused("origin");
+        return Err(Refusal(
+            "this origin may open the admin namespace only".to_owned(),
+        ));
+    }
     if !ctx.readiness.is_started() {
         // Handshakes are refused before this (crate::node::gate); an embedding without that layer
         // still gets a refusal rather than a socket that would receive nothing.
@@ -139,6 +150,10 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         }
     }
     ctx.metrics.sockets_connected.inc();
+    if let Some(presence) = &ctx.presence {
+        // After its first rooms are joined: one entry with all of them.
+        presence.socket_connected(&socket);
+    }
     if let Some(at) = socket
         .extensions
         .get::<Principal>()
@@ -164,8 +179,15 @@ async fn on_connect(socket: SocketRef, State(ctx): State<SocketContext>) {
         recovery.count_socket(&socket, true);
     }
     socket.on_disconnect(
-        async |socket: SocketRef, State(ctx): State<SocketContext>| {
+        async |socket: SocketRef, reason: DisconnectReason, State(ctx): State<SocketContext>| {
             ctx.metrics.sockets_connected.dec();
+            if let Some(presence) = &ctx.presence {
+                presence.socket_disconnected(
+                    socket.ns(),
+                    socket.id.as_str(),
+                    crate::presence::tracker::reason_name(reason),
+                );
+            }
             if let Some(ExpiryTask(task)) = socket.extensions.get::<ExpiryTask>() {
                 task.abort();
             }

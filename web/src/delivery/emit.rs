@@ -31,6 +31,10 @@ pub(crate) const OFFSETS_ROOM: &str = "\u{1}sidecast:offsets";
 /// sockets with offsets" is "the event's rooms, except the plain ones".
 pub(crate) const PLAIN_ROOM: &str = "\u{1}sidecast:plain";
 
+/// The room of the Admin UI's sockets (crate::admin): every broadcast and room operation from
+/// the bus leaves it out, so that no event, join or disconnect published by anyone reaches them.
+pub(crate) const ADMIN_ROOM: &str = "\u{1}sidecast:admin";
+
 /// Whether `room` is one of the internal rooms above (named with a control character, which no
 /// application room may have): left out of what the node reports of its rooms.
 pub(crate) fn is_internal_room(room: &str) -> bool {
@@ -231,8 +235,12 @@ fn addressed(
     if !rooms.is_empty() {
         op = op.to(rooms.to_vec());
     }
-    if !except.is_empty() {
-        op = op.except(except.to_vec());
+    if except.is_empty() {
+        op = op.except(ADMIN_ROOM);
+    } else {
+        let mut except = except.to_vec();
+        except.push(ADMIN_ROOM.to_owned());
+        op = op.except(except);
     }
     Ok(op)
 }
@@ -294,15 +302,24 @@ pub(crate) async fn apply(io: &SocketIo, operation: &Control) -> Result<(), Emit
 }
 
 /// Applies a decoded room operation (of the control channel, an ingress format or the history)
-/// to this node's sockets and records what it changes in the remembered memberships.
+/// to this node's sockets, records what it changes in the remembered memberships, and tells
+/// presence which sockets it may have moved in or out of tracked rooms.
 pub(crate) async fn apply_operation(
     io: &SocketIo,
     metrics: &Metrics,
     memberships: &dyn memberships::MembershipStore,
+    presence: Option<&crate::presence::tracker::Presence>,
     operation: &Control,
 ) {
+    // Which sockets the operation may move in or out of tracked rooms: found before it applies.
+    let affected = presence.and_then(|p| Some((p, p.affected(io, operation)?)));
     match apply(io, operation).await {
         Ok(()) => {
+            if let Some((presence, sockets)) = affected {
+                for socket in &sockets {
+                    presence.resync(socket);
+                }
+            }
             metrics.room_operation(operation.name());
             if let Err(e) = memberships::record(memberships, operation).await {
                 tracing::warn!(op = operation.name(), error = %e, "room operation applied to this node's sockets, but not remembered for their reconnects");

@@ -284,6 +284,7 @@ impl Recovery {
         io: SocketIo,
         slow_client: SlowClientPolicy,
         memberships: SharedMemberships,
+        presence: Option<Arc<crate::presence::tracker::Presence>>,
     ) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut lagging = std::collections::HashSet::new();
@@ -313,7 +314,14 @@ impl Recovery {
                     // Applied under the position's lock, like an event is delivered: the
                     // events after it in the history reach the sockets it changed.
                     Some(Opened::Control(operation)) => {
-                        emit::apply_operation(&io, &self.metrics, &*memberships, &operation).await;
+                        emit::apply_operation(
+                            &io,
+                            &self.metrics,
+                            &*memberships,
+                            presence.as_deref(),
+                            &operation,
+                        )
+                        .await;
                     }
                     None => {}
                 }

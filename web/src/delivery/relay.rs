@@ -31,6 +31,8 @@ pub(crate) struct Bus {
     pub(crate) ingress: Vec<Ingress>,
     /// The history's side of delivery, when recovery is on.
     pub(crate) recovery: Option<Arc<crate::delivery::recovery::Recovery>>,
+    /// Cluster-wide presence, told which sockets a room operation changed.
+    pub(crate) presence: Option<Arc<crate::presence::tracker::Presence>>,
 }
 
 /// One ingress channel: what to subscribe to and how to decode what arrives.
@@ -125,6 +127,7 @@ pub(crate) fn spawn(
             io.clone(),
             bus.slow_client,
             memberships.clone(),
+            bus.presence.clone(),
         )),
         _ => None,
     };
@@ -317,6 +320,13 @@ impl Relay<'_> {
 
     /// Applies a decoded room operation (native or ingress) to this node's sockets.
     async fn apply_operation(&self, operation: &control::Control) {
-        emit::apply_operation(self.io, self.metrics, self.memberships, operation).await;
+        emit::apply_operation(
+            self.io,
+            self.metrics,
+            self.memberships,
+            self.bus.presence.as_deref(),
+            operation,
+        )
+        .await;
     }
 }

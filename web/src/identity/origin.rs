@@ -20,9 +20,17 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub(crate) struct OriginPolicy {
     allowed: Vec<String>,
+    /// `admin.allowed_origins` (when the admin namespace is on): Socket.IO handshakes only, and
+    /// the application namespaces refuse their sockets ([`AdminOrigin`]).
+    admin: Vec<String>,
     socketio_path: String,
     metrics: Option<Arc<Metrics>>,
 }
+
+/// Marks a Socket.IO request that passed the origin check only because its origin is one of
+/// `admin.allowed_origins`: the application namespaces refuse its sockets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AdminOrigin;
 
 impl OriginPolicy {
     pub(crate) fn new(
@@ -32,9 +40,30 @@ impl OriginPolicy {
     ) -> Self {
         Self {
             allowed: allowed.iter().map(|o| normalize(o)).collect(),
+            admin: Vec::new(),
             socketio_path: socketio_path.trim_end_matches('/').to_owned(),
             metrics,
         }
+    }
+
+    /// Also lets `origins` (`admin.allowed_origins`) open Socket.IO connections, for the admin
+    /// namespace.
+    pub(crate) fn with_admin_origins(mut self, origins: &[String]) -> Self {
+        self.admin = origins.iter().map(|o| normalize(o)).collect();
+        self
+    }
+
+    /// The request's `Origin`, when it is a Socket.IO request from one of
+    /// `admin.allowed_origins`, and whether that is the only reason it may go on.
+    pub(crate) fn admin_origin(&self, path: &str, headers: &HeaderMap) -> Option<(String, bool)> {
+        if self.admin.is_empty() || !self.is_socketio(path) {
+            return None;
+        }
+        let raw = headers.get(header::ORIGIN)?.to_str().ok()?;
+        if !self.admin.contains(&normalize(raw)) {
+            return None;
+        }
+        Some((raw.to_owned(), self.allows(headers).is_err()))
     }
 
     /// Whether the request's origin may go on.
@@ -76,6 +105,9 @@ pub(crate) async fn check(
 ) -> Response {
     if policy.guards(request.method(), request.uri().path())
         && let Err(origin) = policy.allows(request.headers())
+        && policy
+            .admin_origin(request.uri().path(), request.headers())
+            .is_none()
     {
         tracing::info!(origin = %origin, path = %request.uri().path(), "cross-origin request refused");
         if let Some(metrics) = &policy.metrics

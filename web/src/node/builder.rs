@@ -16,7 +16,10 @@ use crate::identity::rate_limit::RateLimiter;
 use crate::metrics::Metrics;
 use crate::node::from_config::{policy_from_config, sessions};
 use crate::node::serve;
-use crate::node::start::{Plan, Startup};
+use crate::node::start::{Phase, Plan, Startup};
+use crate::presence::PresenceOptions;
+use crate::presence::tracker::Presence;
+use crate::presence::view::SocketDirectory;
 use crate::{Inner, Sidecast, routes};
 
 /// The former name of the entry point: `App::builder(config)` is
@@ -48,6 +51,9 @@ pub struct SidecastBuilder {
     config: Config,
     broker: Option<SharedBroker>,
     auth: Option<Arc<dyn AuthPolicy>>,
+    presence: PresenceOptions,
+    /// A cluster view for the admin namespace other than the node's own (tests).
+    directory: Option<Arc<dyn SocketDirectory>>,
 }
 
 impl std::fmt::Debug for SidecastBuilder {
@@ -66,7 +72,30 @@ impl SidecastBuilder {
             config: Config::default(),
             broker: None,
             auth: None,
+            presence: PresenceOptions::default(),
+            directory: None,
         }
+    }
+
+    /// Uses this cluster view for the admin namespace's socket lists instead of the node's own.
+    #[cfg(test)]
+    pub(crate) fn directory(mut self, directory: Arc<dyn SocketDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
+    /// How presence is built besides `[presence]` (the admin namespace turns the full directory
+    /// on: every socket of every namespace, with its rooms and handshake).
+    pub fn presence_options(mut self, options: PresenceOptions) -> Self {
+        self.presence = options;
+        self
+    }
+
+    /// Tracks every socket of every namespace in the cluster view, with all its rooms and its
+    /// handshake ([`PresenceOptions::full_directory`]).
+    pub fn full_directory(mut self, on: bool) -> Self {
+        self.presence.full_directory = on;
+        self
     }
 
     /// Replaces the configuration.
@@ -102,6 +131,18 @@ impl SidecastBuilder {
         let began = tokio::time::Instant::now();
         let config = self.config;
         config.validate()?;
+        if let Some(dir) = config
+            .admin
+            .ui_dir
+            .as_ref()
+            .filter(|_| config.admin.enabled)
+        {
+            crate::admin::ui::check_dir(dir).map_err(|why| StartError::File {
+                key: "admin.ui_dir",
+                path: dir.display().to_string(),
+                source: std::io::Error::other(why),
+            })?;
+        }
         let client_js = match &config.server.client_js {
             Some(path) => Some(Bytes::from(tokio::fs::read(path).await.map_err(
                 |source| StartError::File {
@@ -128,6 +169,16 @@ impl SidecastBuilder {
             ))
         });
         let startup = Startup::new(&config);
+        let node_id = uuid::Uuid::new_v4().to_string();
+        let mut presence_options = self.presence.clone();
+        // The Admin UI lists every socket of the cluster, with its rooms and its handshake.
+        presence_options.full_directory |= config.admin.enabled;
+        let presence = Presence::new(
+            &config.presence,
+            &presence_options,
+            &node_id,
+            metrics.clone(),
+        );
         let (layer, io) = SocketIo::builder()
             .req_path(config.server.socketio_path.clone())
             // Polling requests and websocket messages alike.
@@ -144,11 +195,14 @@ impl SidecastBuilder {
                 metrics: metrics.clone(),
                 memberships: memberships.clone(),
                 readiness: startup.readiness.clone(),
+                presence: presence.clone(),
             })
             .build_layer();
         crate::delivery::connect::register(&io, &config.server.namespaces);
+        if let Some(presence) = &presence {
+            presence.set_io(io.clone());
+        }
 
-        let node_id = uuid::Uuid::new_v4().to_string();
         let plan = Plan {
             config: config.clone(),
             supplied: self.broker,
@@ -158,7 +212,9 @@ impl SidecastBuilder {
             memberships,
             memberships_to_sync,
             node_id: node_id.clone(),
+            presence: presence.clone(),
         };
+        let admin_signer = signer.clone();
         if !startup.first(&plan, began).await? {
             startup.retry(plan, began);
         }
@@ -171,11 +227,43 @@ impl SidecastBuilder {
         if let Some(signer) = signer {
             emitter = emitter.signed(signer);
         }
-        let origins = Arc::new(origin::OriginPolicy::new(
+        let mut origins = origin::OriginPolicy::new(
             &config.server.allowed_origins,
             &config.server.socketio_path,
             Some(metrics.clone()),
-        ));
+        );
+        if config.admin.enabled {
+            origins = origins.with_admin_origins(&config.admin.allowed_origins);
+        }
+        let origins = Arc::new(origins);
+        let admin = config.admin.enabled.then(|| {
+            let namespace = crate::admin::namespace::AdminNamespace::new(
+                config.admin.clone(),
+                config.server.namespaces.clone(),
+                emitter.clone(),
+                self.directory
+                    .clone()
+                    .or_else(|| presence.clone().map(|p| -> Arc<dyn SocketDirectory> { p })),
+                metrics.clone(),
+            );
+            namespace.register(&io);
+            let started = {
+                let startup = startup.clone();
+                async move { startup.settled().await == Phase::Started }
+            };
+            let stats = crate::admin::stats::Stats {
+                io: io.clone(),
+                broker: broker.clone(),
+                channel: crate::admin::stats::channel(&config.broker.channel),
+                signer: admin_signer,
+                app_namespaces: config.server.namespaces.clone(),
+                admin_namespace: config.admin.namespace.clone(),
+                server_id: node_id.clone(),
+                interval: Duration::from_millis(config.admin.stats_interval_ms),
+            }
+            .spawn(started);
+            crate::AdminParts { namespace, stats }
+        });
         let limiter = RateLimiter::from_config(&config.server);
         let page = routes::page::render(&config.server);
         Ok(Sidecast {
@@ -195,6 +283,8 @@ impl SidecastBuilder {
                 metrics,
                 watcher,
                 startup,
+                presence,
+                admin,
             }),
         })
     }

@@ -97,6 +97,10 @@ impl Sidecast {
         // First, so that no broker is bound after it was closed.
         self.inner.startup.abort().await;
         self.inner.watcher.abort();
+        if let Some(presence) = &self.inner.presence {
+            // Before the broker closes: the other nodes drop this one's sockets at once.
+            crate::presence::sync::stop(presence).await;
+        }
         self.inner.broker.close().await;
         if let Some(relay) = self.inner.startup.take_relay() {
             // The relay ends when the broker closes its subscription.

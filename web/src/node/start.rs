@@ -58,6 +58,8 @@ pub(crate) struct Plan {
     /// A store in this process that learns the running nodes' memberships once subscribed.
     pub(crate) memberships_to_sync: Option<Arc<LocalMemberships>>,
     pub(crate) node_id: String,
+    /// Cluster-wide presence, started once subscribed.
+    pub(crate) presence: Option<Arc<crate::presence::tracker::Presence>>,
 }
 
 /// The node's start state, shared by its handlers, its Socket.IO middleware and the start task.
@@ -322,8 +324,19 @@ async fn subscribe(
         slow_client: config.server.slow_client,
         ingress: relay::Ingress::from_config(&config.broker.ingress),
         recovery,
+        presence: plan.presence.clone(),
     };
     let subscription = relay::subscribe(broker, &bus).await?;
+    if let Some(presence) = &plan.presence {
+        // Detached: it ends when the broker closes its subscription at shutdown.
+        let _presence = crate::presence::sync::start(
+            presence.clone(),
+            broker.clone(),
+            &config.broker.channel,
+            plan.signer.clone(),
+        )
+        .await?;
+    }
     if let Some(store) = &plan.memberships_to_sync {
         // After the relay subscribed, so that the store's journal covers what the answer lacks.
         // Detached: it ends when the broker closes its subscription at shutdown.

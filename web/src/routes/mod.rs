@@ -5,4 +5,5 @@ pub(crate) mod api;
 pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod page;
+pub(crate) mod presence;
 pub(crate) mod rooms;
