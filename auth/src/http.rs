@@ -28,7 +28,7 @@ use sidecast_core::config::{ConfigError, HttpAuthConfig};
 use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, Principal};
 use tokio::sync::Semaphore;
 
-use crate::shared::{ROOM_OPERATIONS_NEED_A_TOKEN, Refusals, string_array};
+use crate::shared::{PRESENCE_NEEDS_A_TOKEN, ROOM_OPERATIONS_NEED_A_TOKEN, Refusals, string_array};
 
 /// The name of the policy in configuration and metrics.
 pub const HTTP_POLICY: &str = "http";
@@ -202,6 +202,7 @@ impl AuthPolicy for HttpAuth {
                 "publish_not_enabled",
                 "publishing is not asked of the application (auth.http.publish)",
             )),
+            Action::Presence { .. } => Err(REFUSE.forbidden("presence", PRESENCE_NEEDS_A_TOKEN)),
             _ => Err(REFUSE.forbidden("action", ROOM_OPERATIONS_NEED_A_TOKEN)),
         }
     }

@@ -18,7 +18,9 @@ use sidecast_core::{Action, AuthError, AuthPolicy, AuthRequest, ConnectHeaders, 
 
 use crate::jwks::{Jwks, JwksError};
 use crate::session_rooms::SessionRooms;
-use crate::shared::{ROOM_OPERATIONS_NEED_A_TOKEN, Refusals, cookie, string_array, user_name};
+use crate::shared::{
+    PRESENCE_NEEDS_A_TOKEN, ROOM_OPERATIONS_NEED_A_TOKEN, Refusals, cookie, string_array, user_name,
+};
 
 /// The name of the policy in configuration and metrics.
 pub const JWT_POLICY: &str = "jwt";
@@ -362,6 +364,7 @@ impl AuthPolicy for JwtAuth {
                 "publish_not_granted",
                 "this token may not publish to these rooms (auth.jwt.publish_claim)",
             )),
+            Action::Presence { .. } => Err(REFUSE.forbidden("presence", PRESENCE_NEEDS_A_TOKEN)),
             _ => Err(REFUSE.forbidden("action", ROOM_OPERATIONS_NEED_A_TOKEN)),
         }
     }

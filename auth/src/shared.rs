@@ -11,6 +11,9 @@ use sidecast_core::{AuthError, RefusalKind};
 pub(crate) const ROOM_OPERATIONS_NEED_A_TOKEN: &str =
     "room operations need a service token (auth.policy with \"token\")";
 
+/// Why a policy that only knows connects and publishes refuses `GET /api/presence`.
+pub(crate) const PRESENCE_NEEDS_A_TOKEN: &str = "reading presence needs a service token (auth.policy with \"token\") or a policy that allows it";
+
 /// The refusals of one policy: [`AuthError::Refused`] with its name, so that metrics
 /// (`sidecast_auth_refusals_total{policy}`) tell the policies apart.
 #[derive(Debug, Clone, Copy)]

@@ -61,6 +61,8 @@ mod tests {
         config.broker.kind = BrokerKind::Memory;
         config.recovery.enabled = false;
         config.auth.policy = PolicyList::One(PolicyKind::AllowAll);
+        // The transport is looked at again on every heartbeat.
+        config.presence.heartbeat_ms = 100;
         let node = crate::Sidecast::builder()
             .config(config)
             .full_directory(true)
@@ -111,8 +113,18 @@ mod tests {
             assert!(handshake.get(key).is_some(), "{key}: {handshake}");
         }
         assert_eq!(handshake["address"], "127.0.0.1");
-        assert_eq!(directory.sockets(), vec![record.clone()]);
+        assert_eq!(directory.sockets().len(), 1);
         assert_eq!(directory.nodes()[0].sockets, 1);
+        // The client starts with polling and upgrades: the record follows.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while directory.sockets()[0].transport != "websocket" {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                directory.sockets()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Not a presence room: the presence API stays off.
         assert!(node.presence("/", "user:anonymous").is_none());
 

@@ -118,6 +118,7 @@ async fn run(presence: Arc<Presence>, mut subscription: Subscription) {
                 flush(&presence, &mut seq).await;
             }
             _ = heartbeat.tick() => {
+                presence.refresh_transports();
                 flush(&presence, &mut seq).await;
                 let sockets = presence.replica().own().1.len();
                 let beat = Message::Heartbeat { node: presence.node_id.clone(), seq, sockets };

@@ -219,6 +219,35 @@ impl Presence {
         self.send_snapshots(socket, &joined);
     }
 
+    /// Records the transport of this node's sockets that connected over polling and upgraded to
+    /// websocket since (socketioxide tells no upgrade): full directory only, every heartbeat.
+    pub(crate) fn refresh_transports(&self) {
+        let Some(io) = self.io().filter(|_| self.full) else {
+            return;
+        };
+        let polling: Vec<(String, String)> = self
+            .replica()
+            .sockets()
+            .filter(|(node, entry)| *node == self.node_id && entry.transport == "polling")
+            .map(|(_, entry)| (entry.nsp.clone(), entry.sid.clone()))
+            .collect();
+        let changes: Vec<Change> = polling
+            .into_iter()
+            .filter_map(|(nsp, sid)| {
+                let socket = io.of(nsp.as_str())?.get_socket(sid.parse().ok()?)?;
+                let transport = transport_name(&socket);
+                (transport != "polling").then_some(Change::Transport {
+                    nsp,
+                    sid,
+                    transport,
+                })
+            })
+            .collect();
+        if !changes.is_empty() {
+            self.commit(changes);
+        }
+    }
+
     /// The sockets whose tracked rooms `operation` may change, before it is applied; `None` when
     /// it changes none (a disconnect is seen by the socket's disconnect handler).
     pub(crate) fn affected(&self, io: &SocketIo, operation: &Control) -> Option<Vec<SocketRef>> {
