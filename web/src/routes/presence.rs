@@ -38,16 +38,6 @@ pub(crate) async fn read(
         .map_err(|e| ApiError::schema("room", e.to_string()))?;
     let namespace = query.get("namespace").map_or("/", String::as_str);
     served(&state, namespace)?;
-    if !presence.is_presence_room(room) {
-        return Err(ApiError::schema(
-            "room",
-            format!(
-                "room {room:?} is not a presence room: it matches no pattern of presence.rooms \
-                 ({:?})",
-                presence.config.rooms
-            ),
-        ));
-    }
     let (parts, _body) = request.into_parts();
     let session = parts.extensions.get::<Session>().cloned();
     let user = session_user(session.as_ref()).await;
@@ -66,6 +56,17 @@ pub(crate) async fn read(
         .inspect_err(|e| state.inner.metrics.auth_refused(e, "presence"))?;
     if let Some(limiter) = &state.inner.limiter {
         limiter.check(&principal)?;
+    }
+    // After authorization: the refusal names the configured patterns.
+    if !presence.is_presence_room(room) {
+        return Err(ApiError::schema(
+            "room",
+            format!(
+                "room {room:?} is not a presence room: it matches no pattern of presence.rooms \
+                 ({:?})",
+                presence.config.rooms
+            ),
+        ));
     }
     Ok(Json(presence.room(namespace, room)))
 }
