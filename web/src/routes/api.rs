@@ -9,13 +9,11 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sidecast_core::codec::OneOrMany;
-use sidecast_core::{Action, AuthRequest, Envelope};
-use tower_sessions::Session;
+use sidecast_core::{Action, Envelope};
 
 use crate::Sidecast;
 use crate::error::ApiError;
-use crate::identity::request::{bearer_token, peer_addr};
-use crate::identity::session::session_user;
+use crate::routes::caller::Caller;
 
 /// The body of `POST /api/`.
 #[derive(Debug, Deserialize)]
@@ -55,29 +53,19 @@ pub(crate) async fn publish(
 
 async fn publish_inner(state: &Sidecast, request: Request) -> Result<Json<Value>, ApiError> {
     let (parts, body) = request.into_parts();
-    let session = parts.extensions.get::<Session>().cloned();
     require_json(&parts.headers)?;
     let bytes = read_limited(body, state.inner.config.server.max_body_bytes).await?;
     let envelope = parse_publish(&bytes)?;
     served(state, &envelope.namespace)?;
 
-    let user = session_user(session.as_ref()).await;
-    let auth_request = AuthRequest {
-        action: Action::Publish {
-            event: &envelope.event,
-            rooms: &envelope.rooms,
-        },
-        headers: &parts.headers,
-        session_user: user.as_deref(),
-        token: bearer_token(&parts.headers),
-        peer: peer_addr(&parts.extensions),
+    let action = Action::Publish {
+        event: &envelope.event,
+        rooms: &envelope.rooms,
     };
-    let principal = state
-        .inner
-        .auth
-        .authorize(&auth_request)
+    let principal = Caller::of(&parts)
         .await
-        .inspect_err(|e| state.inner.metrics.auth_refused(e, "api"))?;
+        .authorize(state, action, "api")
+        .await?;
     if let Some(limiter) = &state.inner.limiter {
         limiter.check(&principal)?;
     }

@@ -2,6 +2,7 @@
 //! and the health endpoints. [`crate::Sidecast`]'s `*_routes` methods mount them.
 
 pub(crate) mod api;
+pub(crate) mod caller;
 pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod page;

@@ -6,15 +6,13 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Query, Request, State};
+use sidecast_core::Action;
 use sidecast_core::presence::RoomPresence;
-use sidecast_core::{Action, AuthRequest};
-use tower_sessions::Session;
 
 use crate::Sidecast;
 use crate::error::ApiError;
-use crate::identity::request::{bearer_token, peer_addr};
-use crate::identity::session::session_user;
 use crate::routes::api::served;
+use crate::routes::caller::Caller;
 
 /// `GET /api/presence`.
 pub(crate) async fn read(
@@ -39,21 +37,10 @@ pub(crate) async fn read(
     let namespace = query.get("namespace").map_or("/", String::as_str);
     served(&state, namespace)?;
     let (parts, _body) = request.into_parts();
-    let session = parts.extensions.get::<Session>().cloned();
-    let user = session_user(session.as_ref()).await;
-    let auth_request = AuthRequest {
-        action: Action::Presence { namespace, room },
-        headers: &parts.headers,
-        session_user: user.as_deref(),
-        token: bearer_token(&parts.headers),
-        peer: peer_addr(&parts.extensions),
-    };
-    let principal = state
-        .inner
-        .auth
-        .authorize(&auth_request)
+    let principal = Caller::of(&parts)
         .await
-        .inspect_err(|e| state.inner.metrics.auth_refused(e, "presence"))?;
+        .authorize(&state, Action::Presence { namespace, room }, "presence")
+        .await?;
     if let Some(limiter) = &state.inner.limiter {
         limiter.check(&principal)?;
     }

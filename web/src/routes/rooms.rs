@@ -14,16 +14,14 @@ use axum::Json;
 use axum::extract::{Request, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sidecast_core::Action;
 use sidecast_core::codec::OneOrMany;
 use sidecast_core::codec::control::{Control, InvalidControl};
-use sidecast_core::{Action, AuthRequest};
-use tower_sessions::Session;
 
 use super::api::{parse_object, read_limited, require_json, served};
 use crate::Sidecast;
 use crate::error::ApiError;
-use crate::identity::request::{bearer_token, peer_addr};
-use crate::identity::session::session_user;
+use crate::routes::caller::Caller;
 
 /// The operation of a `POST /api/rooms` request.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -92,23 +90,12 @@ async fn authorize_and_publish(
     request: Request,
 ) -> Result<Json<Value>, ApiError> {
     let (parts, body) = request.into_parts();
-    let session = parts.extensions.get::<Session>().cloned();
     require_json(&parts.headers)?;
     let bytes = read_limited(body, state.inner.config.server.max_body_bytes).await?;
     let operation = parse(&bytes)?;
     served(state, operation.namespace())?;
 
-    let user = session_user(session.as_ref()).await;
-    let authorize = async |action: Action<'_>| {
-        let request = AuthRequest {
-            action,
-            headers: &parts.headers,
-            session_user: user.as_deref(),
-            token: bearer_token(&parts.headers),
-            peer: peer_addr(&parts.extensions),
-        };
-        state.inner.auth.authorize(&request).await
-    };
+    let caller = Caller::of(&parts).await;
     // One decision per room, so that a policy can allow some rooms and not others; the operation
     // is published only when every one is allowed.
     let actions: Vec<Action<'_>> = match &operation {
@@ -152,11 +139,7 @@ async fn authorize_and_publish(
     };
     let mut principal = None;
     for action in actions {
-        principal = Some(
-            authorize(action)
-                .await
-                .inspect_err(|e| state.inner.metrics.auth_refused(e, "rooms"))?,
-        );
+        principal = Some(caller.authorize(state, action, "rooms").await?);
     }
     // Validation guarantees at least one room, hence one decision.
     let Some(principal) = principal else {
