@@ -216,23 +216,54 @@ async fn join_then_emit_in_order(config: Config) {
     }
 }
 
+/// Two nodes on one Redis, the second behind a [`Proxy`] whose link the test cuts, and a signed-in
+/// client on the second that has received one event (so its history subscription runs).
+struct CutNodes {
+    _redis: RedisServer,
+    proxy: Proxy,
+    a: TestServer,
+    b: TestServer,
+    cookie: String,
+    on_b: common::SioClient,
+}
+
+impl CutNodes {
+    async fn start() -> Self {
+        let redis = RedisServer::start().await;
+        let (proxy, proxied) = proxy_for(redis.url()).await;
+        let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
+        let mut behind = config.clone();
+        behind.broker.url = Some(proxied);
+        let a = TestServer::start(config).await;
+        let b = TestServer::start(behind).await;
+        let cookie = b.login().await;
+        let mut on_b = b.client(&cookie).await;
+        a.publish(&cookie, json!({"channel": "move", "body": "first"}))
+            .await;
+        assert_eq!(on_b.next_event().await.1[0], "first");
+        Self {
+            _redis: redis,
+            proxy,
+            a,
+            b,
+            cookie,
+            on_b,
+        }
+    }
+}
+
 /// A node whose broker link is cut misses the joins made meanwhile through another node, and
 /// applies them when it resumes, before the events that follow them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_the_broker_applies_the_joins_it_missed_on_resuming() {
-    let redis = RedisServer::start().await;
-    let (proxy, proxied) = proxy_for(redis.url()).await;
-    let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
-    let mut behind = config.clone();
-    behind.broker.url = Some(proxied);
-    let a = TestServer::start(config).await;
-    let b = TestServer::start(behind).await;
-    let cookie = b.login().await;
-    let mut on_b = b.client(&cookie).await;
-    // Node b delivers, so its history subscription is running.
-    a.publish(&cookie, json!({"channel": "move", "body": "first"}))
-        .await;
-    assert_eq!(on_b.next_event().await.1[0], "first");
+    let CutNodes {
+        _redis,
+        proxy,
+        a,
+        b,
+        cookie,
+        mut on_b,
+    } = CutNodes::start().await;
 
     proxy.cut();
     rooms(
@@ -260,18 +291,14 @@ async fn a_node_cut_from_the_broker_applies_the_joins_it_missed_on_resuming() {
 /// while the user logs out on another node disconnects them when it resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_through_another_node_reaches_a_node_that_was_cut_off_on_resuming() {
-    let redis = RedisServer::start().await;
-    let (proxy, proxied) = proxy_for(redis.url()).await;
-    let config = with_token(broker_config(BrokerKind::Redis, redis.url()));
-    let mut behind = config.clone();
-    behind.broker.url = Some(proxied);
-    let a = TestServer::start(config).await;
-    let b = TestServer::start(behind).await;
-    let cookie = b.login().await;
-    let mut on_b = b.client(&cookie).await;
-    a.publish(&cookie, json!({"channel": "move", "body": "first"}))
-        .await;
-    assert_eq!(on_b.next_event().await.1[0], "first");
+    let CutNodes {
+        _redis,
+        proxy,
+        a,
+        b,
+        cookie,
+        mut on_b,
+    } = CutNodes::start().await;
 
     proxy.cut();
     assert_eq!(common::logout_at(&a.base, &cookie).await.status(), 200);
