@@ -161,18 +161,40 @@ impl AmqpHistory {
         }
     }
 
-    /// Runs `operation` within `within`; a time-out has the connection checked.
+    /// Runs `operation` on `link` within `within`; a time-out has the connection checked. An
+    /// operation still waiting when `link` is replaced (the connection was lost, or moved) fails
+    /// at once, as it would at the time-out: a confirm never comes on a dead connection, and
+    /// waiting for the time-out would hold a caller (and the next `POST /api/`) that long after
+    /// the node already reconnected.
     async fn bounded<T>(
         &self,
         within: Duration,
+        link: &AmqpConnection,
         operation: impl Future<Output = Result<T, BrokerError>>,
     ) -> Result<T, BrokerError> {
-        match timeout(within, operation).await {
-            Ok(result) => result,
-            Err(_elapsed) => {
-                self.state.check.notify_one();
-                Err(error::timeout(within))
+        let mut links = self.state.connection.subscribe();
+        let replaced = async {
+            loop {
+                let current = links
+                    .borrow_and_update()
+                    .as_ref()
+                    .map(|current| current.generation);
+                if current != Some(link.generation) || links.changed().await.is_err() {
+                    return;
+                }
             }
+        };
+        tokio::select! {
+            // A result that is ready wins over a replacement seen at the same moment.
+            biased;
+            result = timeout(within, operation) => match result {
+                Ok(result) => result,
+                Err(_elapsed) => {
+                    self.state.check.notify_one();
+                    Err(error::timeout(within))
+                }
+            },
+            () = replaced => Err(self.state.down_error()),
         }
     }
 }
@@ -188,6 +210,7 @@ impl History for AmqpHistory {
             let appended = self
                 .bounded(
                     state.options.publish_timeout,
+                    &link,
                     append_to(state, &link, &queue, &payload, false),
                 )
                 .await;
@@ -239,7 +262,7 @@ impl History for AmqpHistory {
                     .await?;
                 Ok(Some((reader, marker)))
             };
-            match self.bounded(within, setup).await {
+            match self.bounded(within, &link, setup).await {
                 Ok(set_up) => break set_up,
                 Err(e) => link = self.after_move(&link, e, &mut moves).await?,
             }
@@ -304,7 +327,10 @@ impl History for AmqpHistory {
                 let marker = append_to(state, &link, &queue, b"", true).await?;
                 Ok(marker.checked_sub(1))
             };
-            match self.bounded(state.options.publish_timeout, read).await {
+            match self
+                .bounded(state.options.publish_timeout, &link, read)
+                .await
+            {
                 Ok(last) => return Ok(last.map(Offset::from_number)),
                 Err(e) => link = self.after_move(&link, e, &mut moves).await?,
             }
@@ -329,7 +355,7 @@ impl History for AmqpHistory {
         let mut moves = 0;
         let (known, reader) = loop {
             let opened = self
-                .bounded(state.options.connect_timeout, async {
+                .bounded(state.options.connect_timeout, &link, async {
                     let known = identity(state, &link, &queue).await?;
                     let reader = open_declared_reader(
                         state,
