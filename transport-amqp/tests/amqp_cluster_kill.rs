@@ -11,15 +11,12 @@
 #[allow(dead_code)]
 mod common;
 
-use common::{connect, options};
+use common::{after_a_kill, connect, options};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
-use sidecast_core::{Broker, BrokerHealth};
 use sidecast_testkit::RabbitMqCluster;
-use sidecast_testkit::conformance::{
-    await_subscribed, first_delivery, next_message, publish_all, subscribed,
-};
+use sidecast_testkit::conformance::{await_subscribed, next_message, publish_all, subscribed};
 use sidecast_testkit::log::CapturedLog;
 use sidecast_testkit::{eventually, unique_channel};
 use tokio::time::Instant;
@@ -41,18 +38,8 @@ async fn a_broker_moves_to_another_node_when_its_node_is_killed() {
     let other = connect(options(&cluster.urls()[2])).await;
     await_subscribed(&other, &mut sub, &channel).await;
 
-    cluster.kill(0).await;
-    let killed = Instant::now();
-    eventually("the broker notices the kill", || {
-        broker.health() != BrokerHealth::Connected
-    })
-    .await;
-    eventually("the broker is connected again", || {
-        broker.health() == BrokerHealth::Connected
-    })
-    .await;
-    let reconnected = killed.elapsed();
-    let delivered = first_delivery(&other, &mut sub, &channel).await - killed;
+    let (reconnected, delivered) =
+        after_a_kill(&broker, &other, &mut sub, &channel, cluster.kill(0)).await;
     eprintln!(
         "node 0 SIGKILLed: the broker connected to another node after {reconnected:?}; first \
          message from a node on node 2 delivered after {delivered:?}"

@@ -37,3 +37,30 @@ pub(crate) fn amqp_on(server: &RabbitMqServer) -> impl MakeBroker<Broker = AmqpB
 pub(crate) async fn connect(options: AmqpOptions) -> AmqpBroker {
     amqp(options).make().await
 }
+
+/// After `kill` stops the RabbitMQ node `broker` is connected to: how long `broker` took to be
+/// connected again (to another node), and how long until a message published by `other`
+/// reached `subscription`, both from the kill.
+pub(crate) async fn after_a_kill(
+    broker: &AmqpBroker,
+    other: &AmqpBroker,
+    subscription: &mut sidecast_core::Subscription,
+    channel: &str,
+    kill: impl std::future::Future<Output = ()>,
+) -> (Duration, Duration) {
+    use sidecast_core::{Broker, BrokerHealth};
+    kill.await;
+    let killed = tokio::time::Instant::now();
+    sidecast_testkit::eventually("the broker notices the kill", || {
+        broker.health() != BrokerHealth::Connected
+    })
+    .await;
+    sidecast_testkit::eventually("the broker is connected again", || {
+        broker.health() == BrokerHealth::Connected
+    })
+    .await;
+    let reconnected = killed.elapsed();
+    let delivered =
+        sidecast_testkit::conformance::first_delivery(other, subscription, channel).await - killed;
+    (reconnected, delivered)
+}

@@ -7,11 +7,9 @@
 
 use std::time::Duration;
 
-use crate::common::{connect, options};
+use crate::common::{after_a_kill, connect, options};
 use sidecast_core::{Broker, BrokerHealth};
-use sidecast_testkit::conformance::{
-    await_subscribed, first_delivery, next_message, publish_all, subscribed,
-};
+use sidecast_testkit::conformance::{await_subscribed, next_message, publish_all, subscribed};
 use sidecast_testkit::log::CapturedLog;
 use sidecast_testkit::process::free_port;
 use sidecast_testkit::{RabbitMqServer, eventually, unique_channel};
@@ -55,18 +53,8 @@ async fn a_killed_node_is_replaced_by_the_next_address() {
     // only once that one moved there.
     let other = connect(options(second.url())).await;
 
-    first.kill().await;
-    let killed = Instant::now();
-    eventually("the broker notices the kill", || {
-        broker.health() != BrokerHealth::Connected
-    })
-    .await;
-    eventually("the broker is connected again", || {
-        broker.health() == BrokerHealth::Connected
-    })
-    .await;
-    let reconnected = killed.elapsed();
-    let delivered = first_delivery(&other, &mut sub, &channel).await - killed;
+    let (reconnected, delivered) =
+        after_a_kill(&broker, &other, &mut sub, &channel, first.kill()).await;
     eprintln!(
         "killed the connected node: connected to the next address after {reconnected:?}, first \
          delivery from it after {delivered:?}"
