@@ -167,6 +167,14 @@ impl Link {
     }
 }
 
+/// A node's configuration on the RabbitMQ server `rabbit`, on a channel of its own.
+#[cfg(feature = "amqp")]
+fn amqp_config(rabbit: &sidecast_testkit::RabbitMqServer) -> Config {
+    let mut config = broker_config(BrokerKind::Amqp, rabbit.url());
+    config.broker.channel = sidecast_testkit::unique_channel("rooms");
+    config
+}
+
 /// A join through one node and an emit to the joined room through another reach a client of a
 /// third in that order, every time: both travel through the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -180,8 +188,7 @@ async fn a_join_then_an_emit_through_different_nodes_arrive_in_order_on_a_third(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_rabbitmq_a_join_then_an_emit_through_different_nodes_arrive_in_order() {
     let rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
-    let mut config = broker_config(BrokerKind::Amqp, rabbit.url());
-    config.broker.channel = sidecast_testkit::unique_channel("rooms");
+    let config = amqp_config(&rabbit);
     join_then_emit_in_order(config).await;
 }
 
@@ -402,8 +409,7 @@ async fn under_load_with_a_link_cut_every_room_event_reaches_exactly_its_members
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_rabbitmq_under_load_with_a_link_cut_every_room_event_reaches_exactly_its_members() {
     let rabbit = sidecast_testkit::RabbitMqServer::start_local().await;
-    let mut config = broker_config(BrokerKind::Amqp, rabbit.url());
-    config.broker.channel = sidecast_testkit::unique_channel("rooms");
+    let config = amqp_config(&rabbit);
     load_with_a_cut(config).await;
 }
 
