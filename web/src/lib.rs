@@ -55,6 +55,9 @@ pub use metrics::Metrics;
 pub use node::serve::serve;
 pub use presence::PresenceOptions;
 pub use routes::page::CLIENT_JS_ROUTE;
+// The request-body parsers, for the fuzz targets in fuzz/ only; not part of the API.
+#[doc(hidden)]
+pub use routes::fuzzing;
 /// Who is in a presence room (`GET /api/presence`, [`Sidecast::presence`]).
 pub use sidecast_core::presence::{Member, RoomPresence};
 

@@ -151,7 +151,7 @@ pub(crate) fn parse_object<T: DeserializeOwned>(
 }
 
 /// Validates the JSON of `POST /api/` into an envelope; every problem names its field.
-fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
+pub(crate) fn parse_publish(bytes: &[u8]) -> Result<Envelope, ApiError> {
     let request: PublishRequest = parse_object(
         bytes,
         r#"{"channel": "message", "body": "Hi"}"#,

@@ -3,6 +3,7 @@
 
 pub(crate) mod api;
 pub(crate) mod caller;
+pub mod fuzzing;
 pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod page;

@@ -163,7 +163,7 @@ async fn authorize_and_publish(
 
 /// Validates the JSON of `POST /api/rooms` into a control message; every problem names its
 /// field.
-fn parse(bytes: &[u8]) -> Result<Control, ApiError> {
+pub(crate) fn parse(bytes: &[u8]) -> Result<Control, ApiError> {
     let request: RoomsRequest = parse_object(
         bytes,
         r#"{"op": "join", "rooms": "game:1", "to": "user:alice"}"#,
