@@ -100,9 +100,10 @@ fn located_error(payload: &[u8], plain: serde_json::Error) -> DecodeError {
     }
 }
 
-/// Encodes an envelope; one argument is written as `data`, any other count as `args`.
+/// Encodes an envelope; one argument is written as `data`, any other count as `args`, and so is
+/// one `null` argument: `"data": null` reads as no argument.
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
-    let single = envelope.data.len() == 1;
+    let single = matches!(envelope.data.as_slice(), [one] if !one.is_null());
     let wire = WireOut {
         v: 1,
         event: &envelope.event,
@@ -159,6 +160,31 @@ mod tests {
         assert!(err(br#"{"event":"m","data":1,"args":[]}"#).contains("not both"));
         assert!(err(br#"{"event":"disconnect"}"#).contains("reserved"));
         assert!(err(br#"[1,2]"#).contains("not a valid"));
+    }
+
+    #[test]
+    fn numbers_cross_the_bus_unchanged() {
+        // Found by fuzzing (fuzz/fuzz_targets/api_body.rs): serde_json's default float parsing
+        // may land one unit in the last place away from the nearest double, so a number could
+        // change on its way from a publisher through the bus to a socket.
+        let published = br#"{"event":"m","data":-4.4444444404444446e+58}"#;
+        let e = native::decode(published).unwrap();
+        assert_eq!(e.data, vec![json!(-4.4444444404444446e58_f64)]);
+        assert_eq!(native::decode(&native::encode(&e)).unwrap(), e);
+    }
+
+    #[test]
+    fn one_null_argument_stays_one_argument() {
+        // A round trip the native_decode fuzz target checks: `"data": null` reads as no
+        // argument, so one `null` argument must be written as `"args": [null]`.
+        let e = Envelope::new("m", Value::Null);
+        assert_eq!(native::decode(&native::encode(&e)).unwrap(), e);
+        assert!(
+            native::decode(br#"{"event":"m","data":null}"#)
+                .unwrap()
+                .data
+                .is_empty()
+        );
     }
 
     #[test]
