@@ -380,6 +380,58 @@ async fn a_recovering_socket_gets_the_memberships_after_its_offset_before_the_ev
     server.stop().await;
 }
 
+/// A recovering socket gets no event of a room it is not in now and that an operation while it
+/// was away closed (`close_room`) or made everyone in a shared room leave: neither says it had
+/// been in the room, and a forged offset must not reach another user's events (decision 41).
+/// Before, both counted as "it was in the room until then".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovering_socket_gets_no_event_of_a_room_closed_or_left_by_others() {
+    let server = TestServer::start(with_token(memory_config())).await;
+    let cookie = server.login().await;
+    let options = |offset: &str| ClientOptions {
+        auth: Some(json!({ "offset": offset })),
+        ..with_cookie(&cookie)
+    };
+    let mut client = connect(&server.socket_url(), options("")).await.accepted();
+    assert_eq!(client.recovery_report().await["status"], "new");
+    rooms(
+        &server,
+        json!({"op": "join", "to": "user:Gonzalo", "rooms": "lobby"}),
+    )
+    .await;
+    let to = |room: &str, body: &str| json!({"channel": "move", "body": body, "to": room});
+    server.publish(&cookie, to("lobby", "in the lobby")).await;
+    assert_eq!(client.next_event().await.1[0], "in the lobby");
+    let (_, seen) = client.disconnect_and_drain().await;
+
+    // While away: another user's events, then their room closed; a game's events, then everyone
+    // in the lobby (Gonzalo too) made to leave the game, which Gonzalo never joined.
+    server.publish(&cookie, to("user:bob", "for bob")).await;
+    rooms(&server, json!({"op": "close_room", "rooms": "user:bob"})).await;
+    server.publish(&cookie, to("game:9", "in game:9")).await;
+    rooms(
+        &server,
+        json!({"op": "leave", "to": "lobby", "rooms": "game:9"}),
+    )
+    .await;
+    server
+        .publish(&cookie, to("lobby", "back in the lobby"))
+        .await;
+    server
+        .publish(&cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+
+    let mut back = connect(&server.socket_url(), options(&seen.unwrap()))
+        .await
+        .accepted();
+    assert_eq!(
+        bodies_until_done(&mut back, "move").await,
+        vec![json!("back in the lobby")]
+    );
+    back.disconnect().await;
+    server.stop().await;
+}
+
 /// `POST /api/` with the service token; the response.
 async fn post(node: &TestServer, body: Value) -> reqwest::Response {
     let authorization = format!("Bearer {TOKEN}");

@@ -39,14 +39,68 @@ use tokio::task::JoinHandle;
 
 use crate::delivery::emit::{self, Delivery, OFFSETS_ROOM, PLAIN_ROOM, RECOVERING_ROOM};
 use crate::delivery::memberships::SharedMemberships;
+use crate::delivery::room_view::{RoomView, Seat};
 use crate::metrics::Metrics;
 
 /// A history entry once opened: an event for sockets, or a room operation (a control entry,
 /// decision 34) that every node applies in history order and no socket receives.
 #[derive(Debug)]
-enum Opened {
+pub enum Opened {
+    /// An event for the sockets it is addressed to.
     Event(Envelope),
+    /// A room operation.
     Control(Control),
+}
+
+/// Why a history entry is neither delivered nor applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Dropped {
+    /// Its signature is missing, wrong or too old (a signed bus).
+    #[error(transparent)]
+    Signature(#[from] sidecast_core::SignatureError),
+    /// A room operation that does not decode or validate.
+    #[error("undecodable room operation: {0}")]
+    Control(sidecast_core::codec::DecodeError),
+    /// An event that does not decode or validate.
+    #[error("undecodable event: {0}")]
+    Event(sidecast_core::codec::DecodeError),
+}
+
+impl Dropped {
+    /// The `reason` label of the drop counter.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Signature(sidecast_core::SignatureError::Unsigned) => "unsigned",
+            Self::Signature(_) => "bad_signature",
+            Self::Control(_) | Self::Event(_) => "undecodable",
+        }
+    }
+}
+
+/// Opens a history entry's payload read at `now_ms`: verified with the signer, for entries up to
+/// its age, when the bus is signed; then a room operation (a control entry) or an event, each
+/// decoded and validated as every node does.
+pub fn open_entry(
+    payload: &[u8],
+    signer: Option<(&Signer, Duration)>,
+    now_ms: u64,
+) -> Result<Opened, Dropped> {
+    let verified;
+    let payload: &[u8] = match signer {
+        None => payload,
+        Some((signer, max_age)) => {
+            verified = signer.open_entry(payload, now_ms, max_age)?;
+            &verified
+        }
+    };
+    if control::is_control(payload) {
+        return control::decode(payload)
+            .map(Opened::Control)
+            .map_err(Dropped::Control);
+    }
+    native::decode(payload)
+        .map(Opened::Event)
+        .map_err(Dropped::Event)
 }
 
 /// The reserved event every socket that asked for offsets receives once it is live: `{"status", "recovered"}` and, as
@@ -108,7 +162,7 @@ pub(crate) struct Start {
 
 /// What a socket's CONNECT `auth` says about recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Requested {
+pub enum Requested {
     /// No `offset` key: the socket gets the published arguments only, no offsets, no report.
     Nothing,
     /// `offset` is `""` or `null`: offsets from now on, starting at the node's position.
@@ -335,41 +389,12 @@ impl Recovery {
     /// The event or room operation of a history entry, verified when the bus is signed; `None`
     /// (counted and logged) when it cannot be delivered or applied.
     fn open(&self, entry: &HistoryEntry) -> Option<Opened> {
-        let verified;
-        let payload: &[u8] = match &self.signer {
-            None => &entry.payload,
-            Some(signer) => {
-                match signer.open_entry(&entry.payload, now_millis(), self.entry_max_age) {
-                    Ok(inner) => {
-                        verified = inner;
-                        &verified
-                    }
-                    Err(e) => {
-                        self.metrics.dropped(match e {
-                            sidecast_core::SignatureError::Unsigned => "unsigned",
-                            _ => "bad_signature",
-                        });
-                        tracing::warn!(offset = %entry.offset, error = %e, "history entry dropped");
-                        return None;
-                    }
-                }
-            }
-        };
-        if control::is_control(payload) {
-            return match control::decode(payload) {
-                Ok(operation) => Some(Opened::Control(operation)),
-                Err(e) => {
-                    self.metrics.dropped("undecodable");
-                    tracing::warn!(offset = %entry.offset, error = %e, "undecodable room operation in the history dropped");
-                    None
-                }
-            };
-        }
-        match native::decode(payload) {
-            Ok(envelope) => Some(Opened::Event(envelope)),
-            Err(e) => {
-                self.metrics.dropped("undecodable");
-                tracing::warn!(offset = %entry.offset, error = %e, "undecodable history entry dropped");
+        let signer = self.signer.as_deref().map(|s| (s, self.entry_max_age));
+        match open_entry(&entry.payload, signer, now_millis()) {
+            Ok(opened) => Some(opened),
+            Err(dropped) => {
+                self.metrics.dropped(dropped.reason());
+                tracing::warn!(offset = %entry.offset, error = %dropped, "history entry dropped");
                 None
             }
         }
@@ -510,8 +535,9 @@ impl Recovery {
         // tell: the replay applies them in order, so that each event reaches it only if it
         // was in the room at that point of the history.
         let start_target = advanced.borrow().clone();
-        let mut view =
-            RoomView::at(history, &self.channel, &cursor, &start_target, socket, self).await?;
+        let operations =
+            operations_in(history, &self.channel, &cursor, &start_target, self).await?;
+        let mut view = RoomView::at(seat(socket, &socket.rooms()), &operations);
         loop {
             // The node's position before reading: entries up to it are replayed here, later
             // ones come live once the socket has switched.
@@ -533,7 +559,7 @@ impl Recovery {
                     let envelope = match self.open(&entry) {
                         Some(Opened::Event(envelope)) => envelope,
                         Some(Opened::Control(operation)) => {
-                            view.apply(socket, &operation);
+                            view.apply(seat(socket, &socket.rooms()), &operation);
                             cursor = entry.offset;
                             continue;
                         }
@@ -542,7 +568,7 @@ impl Recovery {
                             continue;
                         }
                     };
-                    if view.addressed(socket, &envelope) {
+                    if view.addressed(seat(socket, &socket.rooms()), &envelope) {
                         if replayed == self.max_replay as u64 {
                             return Ok((Status::Trimmed, replayed));
                         }
@@ -617,141 +643,54 @@ impl Recovery {
     }
 }
 
-/// The rooms a recovering socket is taken to be in while its replay runs: its rooms now, except
-/// where a room operation since its offset changed them. The state at the offset is that before
-/// the first operation on each room (in before a first leave, out before a first join); each
-/// operation the replay meets then sets it, before the events that follow it.
-#[derive(Debug, Default)]
-struct RoomView {
-    changed: std::collections::HashMap<String, bool>,
+/// The room operations in the history between `from` and `target`, in order: what the view of a
+/// socket recovering from `from` is worked out from ([`RoomView::at`], read once before the
+/// replay).
+async fn operations_in(
+    history: &dyn sidecast_core::History,
+    channel: &str,
+    from: &Offset,
+    target: &Offset,
+    recovery: &Recovery,
+) -> Result<Vec<Control>, ReplayError> {
+    let mut cursor = from.clone();
+    let mut operations = Vec::new();
+    while cursor < *target {
+        let page = match history.read_after(channel, &cursor, PAGE).await? {
+            Replay::Entries(entries) => entries,
+            // The replay reads the same range and reports it.
+            Replay::Trimmed | Replay::Unknown => break,
+        };
+        let complete = page.len() < PAGE;
+        for entry in page {
+            if entry.offset > *target {
+                return Ok(operations);
+            }
+            if let Some(Opened::Control(operation)) = recovery.open(&entry) {
+                operations.push(operation);
+            }
+            cursor = entry.offset;
+        }
+        if complete {
+            break;
+        }
+    }
+    Ok(operations)
 }
 
-impl RoomView {
-    /// The view at `from`, from the room operations between it and `target` that address
-    /// `socket` (read once before the replay).
-    async fn at(
-        history: &dyn sidecast_core::History,
-        channel: &str,
-        from: &Offset,
-        target: &Offset,
-        socket: &SocketRef,
-        recovery: &Recovery,
-    ) -> Result<Self, ReplayError> {
-        let mut cursor = from.clone();
-        let mut first = std::collections::HashMap::new();
-        while cursor < *target {
-            let page = match history.read_after(channel, &cursor, PAGE).await? {
-                Replay::Entries(entries) => entries,
-                // The replay reads the same range and reports it.
-                Replay::Trimmed | Replay::Unknown => break,
-            };
-            let complete = page.len() < PAGE;
-            for entry in page {
-                if entry.offset > *target {
-                    return Ok(Self { changed: first });
-                }
-                if let Some(Opened::Control(operation)) = recovery.open(&entry) {
-                    // Addressed by the socket's rooms now: what it was in before is what is
-                    // being worked out.
-                    let mut after = Self::default();
-                    after.apply_with(socket, &operation, &Self::default());
-                    for (room, joined) in after.changed {
-                        first.entry(room).or_insert(!joined);
-                    }
-                }
-                cursor = entry.offset;
-            }
-            if complete {
-                break;
-            }
-        }
-        Ok(Self { changed: first })
-    }
-
-    /// Whether the socket is in `room` in this view.
-    fn is_in(&self, rooms: &[std::borrow::Cow<'static, str>], room: &str) -> bool {
-        match self.changed.get(room) {
-            Some(joined) => *joined,
-            None => rooms.iter().any(|r| r == room),
-        }
-    }
-
-    /// Applies `operation` to the view when it addresses the socket.
-    fn apply(&mut self, socket: &SocketRef, operation: &Control) {
-        let before = Self {
-            changed: self.changed.clone(),
-        };
-        self.apply_with(socket, operation, &before);
-    }
-
-    /// Applies `operation` to `self` when it addresses the socket in the view `by`.
-    fn apply_with(&mut self, socket: &SocketRef, operation: &Control, by: &Self) {
-        let rooms = socket.rooms();
-        let addressed = |namespace: &str, to: &[String], except: &[String]| {
-            socket.ns() == namespace
-                && (to.is_empty() || to.iter().any(|r| by.is_in(&rooms, r)))
-                && !except.iter().any(|r| by.is_in(&rooms, r))
-        };
-        match operation {
-            Control::Join {
-                rooms: to,
-                namespace,
-                except,
-                join,
-            } if addressed(namespace, to, except) => {
-                for room in join {
-                    self.changed.insert(room.clone(), true);
-                }
-            }
-            Control::Leave {
-                rooms: to,
-                namespace,
-                except,
-                leave,
-            } if addressed(namespace, to, except) => {
-                for room in leave {
-                    self.changed.insert(room.clone(), false);
-                }
-            }
-            Control::CloseRoom {
-                rooms: closed,
-                namespace,
-            } if socket.ns() == namespace => {
-                for room in closed {
-                    self.changed.insert(room.clone(), false);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Whether `envelope` is addressed to `socket` in this view: its namespace, one of its rooms
-    /// (or everyone), and none of the rooms it excludes.
-    fn addressed(&self, socket: &SocketRef, envelope: &Envelope) -> bool {
-        if socket.ns() != envelope.namespace {
-            return false;
-        }
-        if envelope.rooms.is_empty() && envelope.except.is_empty() {
-            return true;
-        }
-        let rooms = socket.rooms();
-        let is_in = |list: &[String]| list.iter().any(|r| self.is_in(&rooms, r));
-        (envelope.rooms.is_empty() || is_in(&envelope.rooms)) && !is_in(&envelope.except)
-    }
-}
-
-/// Whether `envelope` is addressed to `socket`: its namespace, one of its rooms (or everyone),
-/// and none of the rooms it excludes.
+/// Whether `envelope` is addressed to `socket` as its rooms are now.
 fn addressed(socket: &SocketRef, envelope: &Envelope) -> bool {
-    if socket.ns() != envelope.namespace {
-        return false;
-    }
-    if envelope.rooms.is_empty() && envelope.except.is_empty() {
-        return true;
-    }
     let rooms = socket.rooms();
-    let is_in = |list: &[String]| list.iter().any(|r| rooms.iter().any(|s| s == r.as_str()));
-    (envelope.rooms.is_empty() || is_in(&envelope.rooms)) && !is_in(&envelope.except)
+    RoomView::default().addressed(seat(socket, &rooms), envelope)
+}
+
+/// `socket`, with its rooms `rooms`, as a [`RoomView`] sees it.
+fn seat<'a>(socket: &'a SocketRef, rooms: &'a [std::borrow::Cow<'static, str>]) -> Seat<'a> {
+    Seat {
+        namespace: socket.ns(),
+        id: socket.id.as_str(),
+        rooms,
+    }
 }
 
 /// Sends one replayed event, waiting while the socket's queue is full: a replay can be longer
@@ -780,7 +719,7 @@ async fn send(
 
 /// What a CONNECT packet's `auth` asks for: offsets when it has an `offset` key, recovery from
 /// it when it is a non-empty string.
-fn requested(auth: Option<&Value>) -> Requested {
+pub fn requested(auth: Option<&Value>) -> Requested {
     match auth.and_then(|a| a.get("offset")) {
         None => Requested::Nothing,
         Some(Value::Null) => Requested::New,
