@@ -151,27 +151,64 @@ impl HttpAuth {
             .await
             .ok()
             .and_then(Result::ok)
-            .filter(|b| b.len() <= MAX_ANSWER_BYTES)
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .unwrap_or(Value::Null);
-        let answered = match status {
-            200 => match body.get("user") {
-                Some(Value::String(user)) if !user.is_empty() => {
-                    let rooms = string_array(body.get("rooms"));
-                    Ok(Principal::new(user.clone()).with_rooms(rooms))
-                }
-                _ => {
-                    return Err(self.outage("bad_answer", "a 200 answer without a \"user\" string"));
-                }
-            },
-            401 => Err(REFUSE.unauthenticated("unauthenticated", reason(&body, "not logged in"))),
-            403 => Err(REFUSE.forbidden("forbidden", reason(&body, "not allowed"))),
-            other => return Err(self.outage("bad_status", format!("HTTP {other}"))),
+            .unwrap_or_default();
+        let answered = match read_answer(status, &body) {
+            Answer::Principal(principal) => Ok(principal),
+            Answer::Refused(refusal) => Err(refusal),
+            Answer::Unusable { code, detail } => return Err(self.outage(code, detail)),
         };
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::info!(url = %sidecast_core::broker::redact_url(&self.url), "the application's auth endpoint answers again");
         }
         answered
+    }
+}
+
+/// What an answer of the application's endpoint says.
+#[doc(hidden)] // reached through `fuzzing`; not part of the API
+#[derive(Debug)]
+pub enum Answer {
+    /// 200 with a `user` (and maybe `rooms`): the principal.
+    Principal(Principal),
+    /// 401 or 403: the refusal, with the application's reason.
+    Refused(AuthError),
+    /// Any other status, or a 200 without a `user` string: the endpoint is failing (`code`, the
+    /// outage metric's label).
+    Unusable {
+        /// The label of the outage.
+        code: &'static str,
+        /// What was wrong, for the log.
+        detail: String,
+    },
+}
+
+/// Reads an answer of the application's endpoint: its status and body (JSON, at most
+/// 64 KiB; a longer or unreadable body counts as none).
+#[doc(hidden)] // reached through `fuzzing`; not part of the API
+pub fn read_answer(status: u16, body: &[u8]) -> Answer {
+    let body = Some(body)
+        .filter(|b| b.len() <= MAX_ANSWER_BYTES)
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        .unwrap_or(Value::Null);
+    match status {
+        200 => match body.get("user") {
+            Some(Value::String(user)) if !user.is_empty() => {
+                let rooms = string_array(body.get("rooms"));
+                Answer::Principal(Principal::new(user.clone()).with_rooms(rooms))
+            }
+            _ => Answer::Unusable {
+                code: "bad_answer",
+                detail: "a 200 answer without a \"user\" string".to_owned(),
+            },
+        },
+        401 => Answer::Refused(
+            REFUSE.unauthenticated("unauthenticated", reason(&body, "not logged in")),
+        ),
+        403 => Answer::Refused(REFUSE.forbidden("forbidden", reason(&body, "not allowed"))),
+        other => Answer::Unusable {
+            code: "bad_status",
+            detail: format!("HTTP {other}"),
+        },
     }
 }
 

@@ -175,37 +175,45 @@ impl Jwks {
         if !response.status().is_success() {
             return Err(format!("HTTP {}", response.status()));
         }
-        let body: Value = response
-            .json()
+        let body = response
+            .bytes()
             .await
-            .map_err(|e| format!("not JSON: {}", e.without_url()))?;
-        let Some(entries) = body.get("keys").and_then(Value::as_array) else {
-            return Err("no \"keys\" array".to_owned());
-        };
-        let mut keys = HashMap::new();
-        for entry in entries {
-            let kid = entry
-                .get("kid")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            // Keys for encryption, or of kinds this build cannot verify with, are left out.
-            if entry.get("use").and_then(Value::as_str) == Some("enc") {
-                continue;
-            }
-            let key = serde_json::from_value::<Jwk>(entry.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|jwk| DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string()));
-            match key {
-                Ok(key) => {
-                    keys.insert(kid, key);
-                }
-                Err(e) => tracing::warn!(kid = %kid, error = %e, "JWKS key skipped"),
-            }
-        }
-        if keys.is_empty() {
-            return Err("no usable key".to_owned());
-        }
-        Ok(keys)
+            .map_err(|e| format!("unreadable: {}", e.without_url()))?;
+        parse_keys(&body)
     }
+}
+
+/// The keys of a JWKS document, by `kid` (`""` for a key without one); keys for encryption, or of
+/// kinds this build cannot verify with, are skipped with a warning. An error names what is wrong
+/// with the document (not JSON, no `keys` array, no usable key).
+pub fn parse_keys(body: &[u8]) -> Result<HashMap<String, DecodingKey>, String> {
+    let body: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let Some(entries) = body.get("keys").and_then(Value::as_array) else {
+        return Err("no \"keys\" array".to_owned());
+    };
+    let mut keys = HashMap::new();
+    for entry in entries {
+        let kid = entry
+            .get("kid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        // Keys for encryption, or of kinds this build cannot verify with, are left out.
+        if entry.get("use").and_then(Value::as_str) == Some("enc") {
+            continue;
+        }
+        let key = serde_json::from_value::<Jwk>(entry.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|jwk| DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string()));
+        match key {
+            Ok(key) => {
+                keys.insert(kid, key);
+            }
+            Err(e) => tracing::warn!(kid = %kid, error = %e, "JWKS key skipped"),
+        }
+    }
+    if keys.is_empty() {
+        return Err("no usable key".to_owned());
+    }
+    Ok(keys)
 }

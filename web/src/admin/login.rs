@@ -121,7 +121,8 @@ impl Credentials {
         format!("{expiry}.{}", hex::encode(self.sign(expiry)))
     }
 
-    fn verify_session(&self, session: &str, now: SystemTime) -> bool {
+    /// Whether `session` is a session id these credentials issued that is still valid at `now`.
+    pub(crate) fn verify_session(&self, session: &str, now: SystemTime) -> bool {
         let Some((expiry, signature)) = session.split_once('.') else {
             return false;
         };

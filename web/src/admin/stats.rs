@@ -132,21 +132,32 @@ impl Stats {
     }
 
     async fn relay(&self, payload: &[u8]) {
-        let opened = match &self.signer {
-            None => Some(payload.to_vec()),
-            Some(signer) => signer.open(payload, now_millis()).ok(),
-        };
-        let Some(message) = opened
-            .and_then(|json| serde_json::from_slice::<StatsMessage>(&json).ok())
-            .filter(|m| m.v == 1 && m.kind == "server_stats" && m.stats.is_object())
-        else {
+        let Some(stats) = decode(payload, self.signer.as_deref(), now_millis()) else {
             tracing::debug!(channel = %self.channel, "admin stats message dropped (unreadable or badly signed)");
             return;
         };
         if let Some(admins) = self.io.of(&self.admin_namespace) {
-            let _ = admins.emit("server_stats", &message.stats).await;
+            let _ = admins.emit("server_stats", &stats).await;
         }
     }
+}
+
+/// The `server_stats` object of a stats channel message received at `now_ms`, verified when the
+/// bus is signed (`signer`); `None` when it is unreadable, badly signed, of another version or
+/// kind, or its stats are not an object.
+pub fn decode(payload: &[u8], signer: Option<&Signer>, now_ms: u64) -> Option<Value> {
+    let opened;
+    let json = match signer {
+        None => payload,
+        Some(signer) => {
+            opened = signer.open(payload, now_ms).ok()?;
+            &opened
+        }
+    };
+    serde_json::from_slice::<StatsMessage>(json)
+        .ok()
+        .filter(|m| m.v == 1 && m.kind == "server_stats" && m.stats.is_object())
+        .map(|m| m.stats)
 }
 
 /// The machine's name, as the UI shows it (`os.hostname()` in socket.io).

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sidecast_core::envelope::now_millis;
-use sidecast_core::{BrokerError, ChannelSpec, Offset, SharedBroker, Signer, Subscription};
+use sidecast_core::{BrokerError, ChannelSpec, Offset, SharedBroker, Signer, Subscription, rooms};
 use tokio::task::JoinHandle;
 
 use crate::delivery::memberships::{self, ANSWER_WAIT, LocalMemberships, Membership};
@@ -28,15 +28,21 @@ pub(crate) fn channel(base: &str) -> String {
 }
 
 /// A message on the memberships channel.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum Message {
+pub enum Message {
     /// Node `node` started and asks for the memberships.
-    Request { node: String },
+    Request {
+        /// The starting node's id.
+        node: String,
+    },
     /// Node `from` answers node `to`.
     Answer {
+        /// The node asked for.
         to: String,
+        /// The answering node.
         from: String,
+        /// `(namespace, user, rooms)` of every user remembered in a room.
         memberships: Vec<Membership>,
         /// The answering node's history position when it read `memberships` (recovery on);
         /// absent from nodes without a history (and from older nodes).
@@ -192,20 +198,38 @@ impl Sync {
 
     /// The message, verified when the bus is signed.
     fn open(&self, payload: &[u8]) -> Option<Message> {
-        match &self.signer {
-            None => serde_json::from_slice(payload).ok(),
-            Some(signer) => {
-                let inner = signer.open(payload, now_millis()).ok()?;
-                serde_json::from_slice(&inner).ok()
-            }
+        decode(payload, self.signer.as_deref(), now_millis())
+    }
+}
+
+/// A message of the memberships channel received at `now_ms`, verified when the bus is signed
+/// (`signer`); `None` when it is unreadable or badly signed, or an answer names a namespace, user
+/// or room that no room operation could have (a faulty or hostile node: its memberships would
+/// put users' next sockets in rooms no operation validated).
+pub fn decode(payload: &[u8], signer: Option<&Signer>, now_ms: u64) -> Option<Message> {
+    let message: Message = match signer {
+        None => serde_json::from_slice(payload).ok()?,
+        Some(signer) => serde_json::from_slice(&signer.open(payload, now_ms).ok()?).ok()?,
+    };
+    if let Message::Answer { memberships, .. } = &message {
+        let valid = |(namespace, user, rooms): &Membership| {
+            namespace.starts_with('/')
+                && !user.is_empty()
+                && rooms::validate_room(&format!("user:{user}")).is_ok()
+                && rooms.iter().all(|room| rooms::validate_room(room).is_ok())
+        };
+        if !memberships.iter().all(valid) {
+            return None;
         }
     }
+    Some(message)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use serde_json::Value;
     use sidecast_core::MemoryBroker;
     use sidecast_core::codec::control::{self, Control};
     use sidecast_core::config::RecoveryConfig;
@@ -254,6 +278,44 @@ mod tests {
             except: Vec::new(),
             join: vec![room.to_owned()],
         }))
+    }
+
+    /// An answer is taken only when every membership could come from validated room operations:
+    /// a namespace with `/`, a user, and valid room names (the invariant of the
+    /// `membership_sync` fuzz target; before, a node put users' next sockets in whatever rooms
+    /// an answer named).
+    #[test]
+    fn answers_naming_rooms_no_operation_could_are_refused() {
+        let answer = |memberships: Value| {
+            serde_json::to_vec(&serde_json::json!({
+                "kind": "answer", "to": "b", "from": "a", "memberships": memberships,
+            }))
+            .unwrap()
+        };
+        let good = answer(serde_json::json!([["/", "alice", ["game:1"]]]));
+        assert!(matches!(
+            decode(&good, None, 0),
+            Some(Message::Answer { memberships, .. }) if memberships.len() == 1
+        ));
+        let long = "x".repeat(rooms::MAX_ROOM_LEN + 1);
+        for bad in [
+            serde_json::json!([["/", "alice", ["game:1", "a\u{0007}b"]]]),
+            serde_json::json!([["/", "alice", [""]]]),
+            serde_json::json!([["/", "alice", [long]]]),
+            serde_json::json!([["chat", "alice", ["game:1"]]]),
+            serde_json::json!([["/", "", ["game:1"]]]),
+            serde_json::json!([["/", "alice\n", ["game:1"]]]),
+        ] {
+            assert_eq!(decode(&answer(bad.clone()), None, 0), None, "{bad}");
+        }
+        let signer = Signer::new("k", Duration::from_secs(60));
+        assert_eq!(
+            decode(&good, Some(&signer), 0),
+            None,
+            "unsigned on a signed bus"
+        );
+        let sealed = signer.seal(&good, 1_000);
+        assert!(decode(&sealed, Some(&signer), 1_000).is_some());
     }
 
     /// The window decision 34 left: a join appended before node B started (so B's relay starts

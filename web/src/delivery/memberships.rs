@@ -115,7 +115,7 @@ impl Change {
 }
 
 /// The memberships of one `(namespace, user)`, as one node tells another.
-pub(crate) type Membership = (String, String, Vec<String>);
+pub type Membership = (String, String, Vec<String>);
 
 fn users_of(snapshot: Vec<Membership>) -> Users {
     snapshot

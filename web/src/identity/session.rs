@@ -207,18 +207,15 @@ async fn cookie_sessions(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let mut jar = CookieJar::new();
-    for value in request.headers().get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for cookie in Cookie::split_parse_encoded(value.to_owned()).flatten() {
-            jar.add_original(cookie);
-        }
-    }
-    // A cookie whose signature does not verify is ignored, exactly as if there were none.
-    let record = jar
-        .signed(&settings.key)
-        .get(&settings.name)
-        .and_then(|c| decode_record(c.value()));
+    let record = record_from_cookies(
+        request
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok()),
+        &settings.name,
+        &settings.key,
+    );
     let had_cookie = record.is_some();
     let store = Arc::new(RequestStore {
         record: Mutex::new(record),
@@ -231,7 +228,7 @@ async fn cookie_sessions(
     if !session.is_modified() {
         return response;
     }
-    let mut cookie = if session.is_empty().await {
+    let cookie = if session.is_empty().await {
         if !had_cookie {
             return response;
         }
@@ -248,28 +245,59 @@ async fn cookie_sessions(
         };
         Cookie::new(settings.name.clone(), value)
     };
-    cookie.set_path("/");
-    cookie.set_http_only(true);
-    cookie.set_same_site(SameSite::Lax);
-    cookie.set_secure(settings.secure);
-    let mut out = CookieJar::new();
-    out.signed_mut(&settings.key).add(cookie);
-    for cookie in out.delta() {
-        match HeaderValue::from_str(&cookie.encoded().to_string()) {
-            Ok(value) => {
-                response.headers_mut().append(header::SET_COOKIE, value);
-            }
-            Err(e) => tracing::error!(error = %e, "session cookie is not a valid header"),
+    match HeaderValue::from_str(&set_cookie(cookie, &settings.key, settings.secure)) {
+        Ok(value) => {
+            response.headers_mut().append(header::SET_COOKIE, value);
         }
+        Err(e) => tracing::error!(error = %e, "session cookie is not a valid header"),
     }
     response
 }
 
-/// Session data as cookie-safe text: base64url of its JSON.
-fn encode_record(record: &Record) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&record.data).unwrap_or_default())
+/// The session record the `Cookie` header values `headers` carry in the cookie `name` signed with
+/// `key`. A cookie whose signature does not verify is ignored, exactly as if there were none.
+pub(crate) fn record_from_cookies<'h>(
+    headers: impl Iterator<Item = &'h str>,
+    name: &str,
+    key: &Key,
+) -> Option<Record> {
+    let mut jar = CookieJar::new();
+    for value in headers {
+        for cookie in Cookie::split_parse_encoded(value.to_owned()).flatten() {
+            jar.add_original(cookie);
+        }
+    }
+    jar.signed(key)
+        .get(name)
+        .and_then(|c| decode_record(c.value()))
 }
 
+/// The `Set-Cookie` header value of `cookie` (the session's value, or its removal), signed
+/// with `key`, with the session cookie's attributes.
+pub(crate) fn set_cookie(mut cookie: Cookie<'static>, key: &Key, secure: bool) -> String {
+    cookie.set_path("/");
+    cookie.set_http_only(true);
+    cookie.set_same_site(SameSite::Lax);
+    cookie.set_secure(secure);
+    let mut out = CookieJar::new();
+    out.signed_mut(key).add(cookie);
+    out.delta()
+        .map(|cookie| cookie.encoded().to_string())
+        .next()
+        .unwrap_or_default()
+}
+
+/// Session data as cookie-safe text: base64url of its JSON.
+fn encode_record(record: &Record) -> String {
+    encode_data(&record.data)
+}
+
+/// Session data (a record's `data`) as cookie-safe text: base64url of its JSON.
+pub(crate) fn encode_data(data: &std::collections::HashMap<String, serde_json::Value>) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(data).unwrap_or_default())
+}
+
+/// The record of a session cookie's (verified) value.
 fn decode_record(value: &str) -> Option<Record> {
     let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
     let data = serde_json::from_slice(&bytes).ok()?;

@@ -54,7 +54,7 @@ pub(crate) async fn session_cookie_values(
 }
 
 /// Whether a `Cookie` header holds the cookie `name` with a quoted value.
-fn needs_unquoting(header: &[u8], name: &str) -> bool {
+pub(crate) fn needs_unquoting(header: &[u8], name: &str) -> bool {
     let Ok(text) = std::str::from_utf8(header) else {
         return false;
     };
@@ -70,7 +70,7 @@ fn is_quoted(value: &str) -> bool {
 }
 
 /// The `Cookie` header `header` with the value of the cookie `name` out of its double quotes.
-fn unquote_cookie(header: &str, name: &str) -> String {
+pub(crate) fn unquote_cookie(header: &str, name: &str) -> String {
     header
         .split(';')
         .map(|pair| match pair.trim().split_once('=') {
@@ -86,7 +86,7 @@ fn unquote_cookie(header: &str, name: &str) -> String {
 
 /// A `Set-Cookie` header with the value of the cookie `name` percent-encoded strictly; other
 /// cookies and the attributes unchanged.
-fn encode_set_cookie(header: &str, name: &str) -> String {
+pub(crate) fn encode_set_cookie(header: &str, name: &str) -> String {
     let (pair, attributes) = match header.split_once(';') {
         Some((pair, rest)) => (pair, Some(rest)),
         None => (header, None),
