@@ -60,10 +60,13 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             if let Some(stats) = decode_admin_stats(rest, None, NOW_MS) {
                 assert!(stats.is_object());
-                let message: Value = serde_json::from_slice(rest).expect("taken, so JSON");
-                assert_eq!(message["v"], 1);
-                assert_eq!(message["kind"], "server_stats");
-                assert_eq!(message["stats"], stats);
+                // serde_json skips an ignored key's text without checking its UTF-8, so the
+                // message as a whole may not parse as a value; what is forwarded is checked.
+                if let Ok(message) = serde_json::from_slice::<Value>(rest) {
+                    assert_eq!(message["v"], 1);
+                    assert_eq!(message["kind"], "server_stats");
+                    assert_eq!(message["stats"], stats);
+                }
             }
         }
         1 => {

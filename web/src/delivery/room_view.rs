@@ -11,7 +11,7 @@
 //! and a socket that gets a room's events from a forged offset could read another user's.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sidecast_core::Envelope;
 use sidecast_core::codec::control::Control;
@@ -45,10 +45,27 @@ pub struct RoomView {
 impl RoomView {
     /// The view at the socket's offset, from the room operations between it and the node's
     /// position, in history order. A room an operation joined the socket to was not one of its
-    /// rooms before it; a room an operation addressed to the socket's user (or id) made it leave
+    /// rooms before it; a room that an operation certainly meant for the socket made it leave
     /// was one; a room closed, or left through a shared room or by everyone, was not (that does
     /// not tell whether this socket was in it); any other room is as it is now.
+    ///
+    /// "Certainly meant for it": addressed through its own user room or id, excepting no room,
+    /// and neither room changed by any operation in the range (whether an operation addressed
+    /// the socket is judged on its rooms now, which equal its rooms then only for rooms no
+    /// operation changed; a leave judged "meant for it" that the replay then finds not
+    /// addressed to the socket would hand it the room's events).
     pub fn at<'c>(seat: Seat<'_>, operations: impl IntoIterator<Item = &'c Control>) -> Self {
+        let operations: Vec<&Control> = operations.into_iter().collect();
+        let changed_in_range: HashSet<&str> = operations
+            .iter()
+            .flat_map(|operation| match operation {
+                Control::Join { join: rooms, .. }
+                | Control::Leave { leave: rooms, .. }
+                | Control::CloseRoom { rooms, .. } => rooms.as_slice(),
+                _ => &[],
+            })
+            .map(String::as_str)
+            .collect();
         let mut first = HashMap::new();
         for operation in operations {
             match operation {
@@ -68,7 +85,10 @@ impl RoomView {
                     except,
                     leave,
                 } if Self::default().addresses(seat, namespace, to, except) => {
-                    let meant_for_it = to.iter().any(|r| seat.identified_by(r));
+                    let meant_for_it = except.is_empty()
+                        && to.iter().any(|r| {
+                            seat.identified_by(r) && !changed_in_range.contains(r.as_str())
+                        });
                     for room in leave {
                         // Entered either way: the first operation on a room fixes its state.
                         first.entry(room.clone()).or_insert(meant_for_it);
@@ -190,6 +210,23 @@ mod tests {
         let view = RoomView::at(seat(), [&closed, &everyone]);
         assert!(!view.addressed(seat(), &to("user:bob")));
         assert!(!view.addressed(seat(), &to("game:2")));
+    }
+
+    /// A leave through the socket's user room counts only when that room is certain: here an
+    /// earlier operation took the socket out of `user:alice`, so the replay finds the second
+    /// leave not addressed to it, and bob's room was never the socket's (found by the
+    /// `replay_rooms` fuzz target: before, bob's event reached alice).
+    #[test]
+    fn a_leave_through_a_room_changed_in_the_range_says_nothing() {
+        let out_of_own =
+            op(json!({"control": "leave", "except": ["user:bob"], "leave": ["user:alice"]}));
+        let leave_bob =
+            op(json!({"control": "leave", "rooms": ["user:alice"], "leave": ["user:bob"]}));
+        let mut view = RoomView::at(seat(), [&out_of_own, &leave_bob]);
+        view.apply(seat(), &out_of_own);
+        view.apply(seat(), &leave_bob);
+        let to_bob = Envelope::new("m", json!("x")).to("user:bob");
+        assert!(!view.addressed(seat(), &to_bob));
     }
 
     /// Operations met in the replay change the view from then on.
