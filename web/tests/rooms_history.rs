@@ -315,6 +315,44 @@ async fn a_logout_through_another_node_reaches_a_node_that_was_cut_off_on_resumi
     b.stop().await;
 }
 
+/// Client options of Gonzalo's socket (`cookie`) asking for offsets from `offset`.
+fn with_offset(cookie: &str, offset: &str) -> ClientOptions {
+    ClientOptions {
+        auth: Some(json!({ "offset": offset })),
+        ..with_cookie(cookie)
+    }
+}
+
+/// Gonzalo's socket asks for offsets, is joined to `room` through his user room, receives one
+/// event to it (`body`) and goes away; the offset it saw last.
+async fn in_a_room_then_away(server: &TestServer, cookie: &str, room: &str, body: &str) -> String {
+    let mut client = connect(&server.socket_url(), with_offset(cookie, ""))
+        .await
+        .accepted();
+    assert_eq!(client.recovery_report().await["status"], "new");
+    rooms(
+        server,
+        json!({"op": "join", "to": "user:Gonzalo", "rooms": room}),
+    )
+    .await;
+    server
+        .publish(cookie, json!({"channel": "move", "body": body, "to": room}))
+        .await;
+    assert_eq!(client.next_event().await.1[0], body);
+    let (_, seen) = client.disconnect_and_drain().await;
+    seen.expect("an offset was seen")
+}
+
+/// Publishes the `done` event, then Gonzalo's socket comes back from offset `seen`.
+async fn done_then_back(server: &TestServer, cookie: &str, seen: &str) -> common::SioClient {
+    server
+        .publish(cookie, json!({"channel": "done", "body": "0"}))
+        .await;
+    connect(&server.socket_url(), with_offset(cookie, seen))
+        .await
+        .accepted()
+}
+
 /// A socket that recovers from an offset is taken to be in the rooms it was in at that offset:
 /// events to a room it joined later reach it only from the join on, events to a room it left
 /// later only up to the leave.
@@ -322,21 +360,8 @@ async fn a_logout_through_another_node_reaches_a_node_that_was_cut_off_on_resumi
 async fn a_recovering_socket_gets_the_memberships_after_its_offset_before_the_events() {
     let server = TestServer::start(with_token(memory_config())).await;
     let cookie = server.login().await;
-    let options = |offset: &str| ClientOptions {
-        auth: Some(json!({ "offset": offset })),
-        ..with_cookie(&cookie)
-    };
-    let mut client = connect(&server.socket_url(), options("")).await.accepted();
-    assert_eq!(client.recovery_report().await["status"], "new");
-    rooms(
-        &server,
-        json!({"op": "join", "to": "user:Gonzalo", "rooms": "game:1"}),
-    )
-    .await;
+    let seen = in_a_room_then_away(&server, &cookie, "game:1", "in game:1").await;
     let to = |room: &str, body: &str| json!({"channel": "move", "body": body, "to": room});
-    server.publish(&cookie, to("game:1", "in game:1")).await;
-    assert_eq!(client.next_event().await.1[0], "in game:1");
-    let (_, seen) = client.disconnect_and_drain().await;
 
     // While away: game:2 joined between two events to it, game:1 left between two events.
     server
@@ -361,13 +386,7 @@ async fn a_recovering_socket_gets_the_memberships_after_its_offset_before_the_ev
     server
         .publish(&cookie, to("game:1", "after the leave"))
         .await;
-    server
-        .publish(&cookie, json!({"channel": "done", "body": "0"}))
-        .await;
-
-    let mut back = connect(&server.socket_url(), options(&seen.unwrap()))
-        .await
-        .accepted();
+    let mut back = done_then_back(&server, &cookie, &seen).await;
     assert_eq!(
         bodies_until_done(&mut back, "move").await,
         vec![json!("after the join"), json!("before the leave")]
@@ -388,21 +407,8 @@ async fn a_recovering_socket_gets_the_memberships_after_its_offset_before_the_ev
 async fn a_recovering_socket_gets_no_event_of_a_room_closed_or_left_by_others() {
     let server = TestServer::start(with_token(memory_config())).await;
     let cookie = server.login().await;
-    let options = |offset: &str| ClientOptions {
-        auth: Some(json!({ "offset": offset })),
-        ..with_cookie(&cookie)
-    };
-    let mut client = connect(&server.socket_url(), options("")).await.accepted();
-    assert_eq!(client.recovery_report().await["status"], "new");
-    rooms(
-        &server,
-        json!({"op": "join", "to": "user:Gonzalo", "rooms": "lobby"}),
-    )
-    .await;
+    let seen = in_a_room_then_away(&server, &cookie, "lobby", "in the lobby").await;
     let to = |room: &str, body: &str| json!({"channel": "move", "body": body, "to": room});
-    server.publish(&cookie, to("lobby", "in the lobby")).await;
-    assert_eq!(client.next_event().await.1[0], "in the lobby");
-    let (_, seen) = client.disconnect_and_drain().await;
 
     // While away: another user's events, then their room closed; a game's events, then everyone
     // in the lobby (Gonzalo too) made to leave the game, which Gonzalo never joined.
@@ -417,13 +423,7 @@ async fn a_recovering_socket_gets_no_event_of_a_room_closed_or_left_by_others() 
     server
         .publish(&cookie, to("lobby", "back in the lobby"))
         .await;
-    server
-        .publish(&cookie, json!({"channel": "done", "body": "0"}))
-        .await;
-
-    let mut back = connect(&server.socket_url(), options(&seen.unwrap()))
-        .await
-        .accepted();
+    let mut back = done_then_back(&server, &cookie, &seen).await;
     assert_eq!(
         bodies_until_done(&mut back, "move").await,
         vec![json!("back in the lobby")]

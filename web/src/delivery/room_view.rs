@@ -68,41 +68,13 @@ impl RoomView {
             .collect();
         let mut first = HashMap::new();
         for operation in operations {
-            match operation {
-                Control::Join {
-                    rooms: to,
-                    namespace,
-                    except,
-                    join,
-                } if Self::default().addresses(seat, namespace, to, except) => {
-                    for room in join {
-                        first.entry(room.clone()).or_insert(false);
-                    }
-                }
-                Control::Leave {
-                    rooms: to,
-                    namespace,
-                    except,
-                    leave,
-                } if Self::default().addresses(seat, namespace, to, except) => {
-                    let meant_for_it = except.is_empty()
-                        && to.iter().any(|r| {
-                            seat.identified_by(r) && !changed_in_range.contains(r.as_str())
-                        });
-                    for room in leave {
-                        // Entered either way: the first operation on a room fixes its state.
-                        first.entry(room.clone()).or_insert(meant_for_it);
-                    }
-                }
-                Control::CloseRoom {
-                    rooms: closed,
-                    namespace,
-                } if seat.namespace == namespace => {
-                    for room in closed {
-                        first.entry(room.clone()).or_insert(false);
-                    }
-                }
-                _ => {}
+            let Some((rooms, _)) = Self::default().effect(seat, operation) else {
+                continue;
+            };
+            let was_in = certainly_meant_for(seat, operation, &changed_in_range);
+            for room in rooms {
+                // The first operation on a room fixes its state.
+                first.entry(room.clone()).or_insert(was_in);
             }
         }
         Self { changed: first }
@@ -124,38 +96,35 @@ impl RoomView {
             && !except.iter().any(|r| self.is_in(seat, r))
     }
 
-    /// Applies `operation`, met in the history, when it addresses the socket in this view.
-    pub fn apply(&mut self, seat: Seat<'_>, operation: &Control) {
+    /// The rooms `operation` changes for the socket in this view, and whether the socket is in
+    /// them after it; `None` when it does not address the socket.
+    fn effect<'o>(&self, seat: Seat<'_>, operation: &'o Control) -> Option<(&'o [String], bool)> {
         match operation {
             Control::Join {
                 rooms: to,
                 namespace,
                 except,
                 join,
-            } if self.addresses(seat, namespace, to, except) => {
-                for room in join {
-                    self.changed.insert(room.clone(), true);
-                }
-            }
+            } if self.addresses(seat, namespace, to, except) => Some((join, true)),
             Control::Leave {
                 rooms: to,
                 namespace,
                 except,
                 leave,
-            } if self.addresses(seat, namespace, to, except) => {
-                for room in leave {
-                    self.changed.insert(room.clone(), false);
-                }
+            } if self.addresses(seat, namespace, to, except) => Some((leave, false)),
+            Control::CloseRoom { rooms, namespace } if seat.namespace == namespace => {
+                Some((rooms, false))
             }
-            Control::CloseRoom {
-                rooms: closed,
-                namespace,
-            } if seat.namespace == namespace => {
-                for room in closed {
-                    self.changed.insert(room.clone(), false);
-                }
+            _ => None,
+        }
+    }
+
+    /// Applies `operation`, met in the history, when it addresses the socket in this view.
+    pub fn apply(&mut self, seat: Seat<'_>, operation: &Control) {
+        if let Some((rooms, joined)) = self.effect(seat, operation) {
+            for room in rooms {
+                self.changed.insert(room.clone(), joined);
             }
-            _ => {}
         }
     }
 
@@ -171,6 +140,25 @@ impl RoomView {
         let is_in = |list: &[String]| list.iter().any(|r| self.is_in(seat, r));
         (envelope.rooms.is_empty() || is_in(&envelope.rooms)) && !is_in(&envelope.except)
     }
+}
+
+/// Whether `operation` is a leave certainly meant for the socket: addressed through its own user
+/// room or id, that no operation of the range (`changed_in_range`) changed, excepting no room.
+fn certainly_meant_for(
+    seat: Seat<'_>,
+    operation: &Control,
+    changed_in_range: &HashSet<&str>,
+) -> bool {
+    let Control::Leave {
+        rooms: to, except, ..
+    } = operation
+    else {
+        return false;
+    };
+    except.is_empty()
+        && to
+            .iter()
+            .any(|r| seat.identified_by(r) && !changed_in_range.contains(r.as_str()))
 }
 
 #[cfg(test)]
